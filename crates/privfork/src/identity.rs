@@ -1,0 +1,311 @@
+//! Users and groups, resolved by name or numeric id, before any fork.
+//!
+//! Resolution reads the user and group databases (`/etc/passwd`, NSS), which
+//! is not async-signal-safe and may open files, so it happens in the parent;
+//! the child only applies the ids it was given.
+
+use std::io;
+
+use rustix::process::{Gid, Uid};
+
+use crate::sys;
+
+/// A target identity: user id, primary group id and supplementary groups.
+///
+/// Build it with [`Identity::user`] (a name or a numeric uid), refine the
+/// groups with [`Identity::with_group`] or [`Identity::with_groups`], and
+/// hand it to [`crate::privdrop::drop_privileges`] or [`crate::ForkAs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<Gid>,
+    name: Option<String>,
+}
+
+/// Error of resolving a user or group.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// No user of that name in the user database.
+    #[error("unknown user {name:?}: no such entry in the user database")]
+    UnknownUser {
+        /// The name that was looked up.
+        name: String,
+    },
+    /// No group of that name in the group database.
+    #[error("unknown group {name:?}: no such entry in the group database")]
+    UnknownGroup {
+        /// The name that was looked up.
+        name: String,
+    },
+    /// The text is neither a valid name nor a numeric id.
+    #[error("invalid {what} {spec:?}: {reason}")]
+    InvalidSpec {
+        /// "user" or "group".
+        what: &'static str,
+        /// The text given.
+        spec: String,
+        /// Why it is invalid.
+        reason: &'static str,
+    },
+    /// The database itself could not be read.
+    #[error("looking up {what} {spec:?} failed")]
+    Lookup {
+        /// "user", "group" or "group list".
+        what: &'static str,
+        /// The name or id looked up.
+        spec: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A parsed user or group spec.
+enum Spec<'a> {
+    Id(u32),
+    Name(&'a str),
+}
+
+fn parse_spec<'a>(what: &'static str, spec: &'a str) -> Result<Spec<'a>, ResolveError> {
+    let invalid = |reason| ResolveError::InvalidSpec {
+        what,
+        spec: spec.to_owned(),
+        reason,
+    };
+    if spec.is_empty() {
+        return Err(invalid("empty"));
+    }
+    if spec.bytes().all(|b| b.is_ascii_digit()) {
+        let id: u32 = spec.parse().map_err(|_| invalid("numeric id out of range"))?;
+        // (uid_t)-1 means "unchanged" to the set*id calls: never a target.
+        if id == u32::MAX {
+            return Err(invalid("4294967295 is the reserved \"no change\" id"));
+        }
+        return Ok(Spec::Id(id));
+    }
+    if spec.contains(['\0', ':', '/', '\n']) || spec.chars().any(char::is_whitespace) {
+        return Err(invalid("names may not contain NUL, ':', '/' or whitespace"));
+    }
+    Ok(Spec::Name(spec))
+}
+
+impl Identity {
+    /// Resolves a user given by name (`"nobody"`) or numeric uid (`"65534"`).
+    ///
+    /// With a user database entry, the primary group and the supplementary
+    /// groups are the user's (from `getgrouplist`). A numeric uid that has
+    /// no entry is still accepted: its primary group is then the gid of the
+    /// same number and it has no other group — never root's group 0 by
+    /// accident. Use [`Identity::with_group`] to choose another.
+    ///
+    /// # Errors
+    ///
+    /// [`ResolveError::UnknownUser`] naming the user, [`ResolveError::InvalidSpec`]
+    /// for text that is neither a name nor an id, [`ResolveError::Lookup`]
+    /// if the database cannot be read.
+    pub fn user(spec: &str) -> Result<Self, ResolveError> {
+        let lookup_err = |source| ResolveError::Lookup {
+            what: "user",
+            spec: spec.to_owned(),
+            source,
+        };
+        let entry = match parse_spec("user", spec)? {
+            Spec::Id(id) => {
+                let uid = Uid::from_raw(id);
+                match sys::user_by_uid(uid).map_err(lookup_err)? {
+                    Some(e) => e,
+                    None => {
+                        let gid = Gid::from_raw(id);
+                        return Ok(Self {
+                            uid,
+                            gid,
+                            groups: vec![gid],
+                            name: None,
+                        });
+                    }
+                }
+            }
+            Spec::Name(name) => sys::user_by_name(name)
+                .map_err(lookup_err)?
+                .ok_or_else(|| ResolveError::UnknownUser {
+                    name: name.to_owned(),
+                })?,
+        };
+        let mut groups =
+            sys::group_list(&entry.name, entry.gid).map_err(|source| ResolveError::Lookup {
+                what: "group list",
+                spec: entry.name.clone(),
+                source,
+            })?;
+        normalize(&mut groups, entry.gid);
+        Ok(Self {
+            uid: entry.uid,
+            gid: entry.gid,
+            groups,
+            name: Some(entry.name),
+        })
+    }
+
+    /// An identity from raw ids, with `gid` as the only group.
+    pub fn from_ids(uid: u32, gid: u32) -> Self {
+        let gid = Gid::from_raw(gid);
+        Self {
+            uid: Uid::from_raw(uid),
+            gid,
+            groups: vec![gid],
+            name: None,
+        }
+    }
+
+    /// Replaces the primary group by `group` (a name or numeric gid) and
+    /// makes it the only group.
+    ///
+    /// # Errors
+    ///
+    /// [`ResolveError::UnknownGroup`] naming the group, or as for
+    /// [`Identity::user`].
+    pub fn with_group(mut self, group: &str) -> Result<Self, ResolveError> {
+        let gid = Gid::from_raw(resolve_group(group)?);
+        self.gid = gid;
+        self.groups = vec![gid];
+        Ok(self)
+    }
+
+    /// Sets the supplementary groups explicitly (the primary group is
+    /// always kept in the list).
+    pub fn with_groups(mut self, groups: impl IntoIterator<Item = u32>) -> Self {
+        let mut groups: Vec<Gid> = groups.into_iter().map(Gid::from_raw).collect();
+        normalize(&mut groups, self.gid);
+        self.groups = groups;
+        self
+    }
+
+    /// The target user id.
+    pub fn uid(&self) -> u32 {
+        self.uid.as_raw()
+    }
+
+    /// The target primary group id.
+    pub fn gid(&self) -> u32 {
+        self.gid.as_raw()
+    }
+
+    /// The target supplementary groups, sorted, primary group included.
+    pub fn groups(&self) -> Vec<u32> {
+        self.groups.iter().map(|g| g.as_raw()).collect()
+    }
+
+    /// The user name, if the uid has a user database entry.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    pub(crate) fn raw_uid(&self) -> Uid {
+        self.uid
+    }
+
+    pub(crate) fn raw_gid(&self) -> Gid {
+        self.gid
+    }
+
+    pub(crate) fn raw_groups(&self) -> &[Gid] {
+        &self.groups
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "{n} (uid {}, gid {})", self.uid(), self.gid()),
+            None => write!(f, "uid {}, gid {}", self.uid(), self.gid()),
+        }
+    }
+}
+
+/// Resolves a group given by name or numeric gid.
+///
+/// # Errors
+///
+/// [`ResolveError::UnknownGroup`] naming it, [`ResolveError::InvalidSpec`],
+/// [`ResolveError::Lookup`].
+pub fn resolve_group(spec: &str) -> Result<u32, ResolveError> {
+    match parse_spec("group", spec)? {
+        Spec::Id(id) => Ok(id),
+        Spec::Name(name) => sys::group_by_name(name)
+            .map_err(|source| ResolveError::Lookup {
+                what: "group",
+                spec: spec.to_owned(),
+                source,
+            })?
+            .map(|g| g.gid.as_raw())
+            .ok_or_else(|| ResolveError::UnknownGroup {
+                name: name.to_owned(),
+            }),
+    }
+}
+
+fn normalize(groups: &mut Vec<Gid>, primary: Gid) {
+    groups.push(primary);
+    groups.sort_unstable_by_key(|g| g.as_raw());
+    groups.dedup();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_resolves_by_name_and_id() {
+        let by_name = Identity::user("root").unwrap();
+        let by_id = Identity::user("0").unwrap();
+        assert_eq!(by_name.uid(), 0);
+        assert_eq!(by_name, by_id);
+        assert_eq!(by_name.name(), Some("root"));
+    }
+
+    #[test]
+    fn nobody_has_its_own_primary_group() {
+        let id = Identity::user("nobody").unwrap();
+        assert_eq!(id.uid(), 65534);
+        assert_ne!(id.gid(), 0);
+        assert!(!id.groups().contains(&0), "{:?}", id.groups());
+    }
+
+    #[test]
+    fn numeric_uid_without_entry_gets_same_numbered_group() {
+        let id = Identity::user("4000000").unwrap();
+        assert_eq!((id.uid(), id.gid(), id.groups()), (4000000, 4000000, vec![4000000]));
+        assert_eq!(id.name(), None);
+    }
+
+    #[test]
+    fn unknown_user_is_named() {
+        let e = Identity::user("no-such-user-privfork").unwrap_err();
+        assert!(matches!(e, ResolveError::UnknownUser { .. }));
+        assert!(e.to_string().contains("no-such-user-privfork"), "{e}");
+    }
+
+    #[test]
+    fn unknown_group_is_named() {
+        let e = resolve_group("no-such-group-privfork").unwrap_err();
+        assert!(e.to_string().contains("no-such-group-privfork"), "{e}");
+    }
+
+    #[test]
+    fn bad_specs_are_refused_with_reason() {
+        for bad in ["", "a b", "a:b", "4294967295", "99999999999", "x\0y"] {
+            let e = Identity::user(bad).unwrap_err();
+            assert!(matches!(e, ResolveError::InvalidSpec { .. }), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn with_group_replaces_groups() {
+        let id = Identity::user("nobody").unwrap().with_group("4242").unwrap();
+        assert_eq!((id.gid(), id.groups()), (4242, vec![4242]));
+        let id = id.with_groups([7, 3, 7]);
+        assert_eq!(id.groups(), vec![3, 7, 4242]);
+    }
+}

@@ -1,0 +1,443 @@
+//! The one place where privfork calls into the C library or the kernel
+//! through `unsafe` code.
+//!
+//! # Safety
+//!
+//! Everything `unsafe` in the crate is here, behind safe functions whose
+//! signatures carry the invariants the unsafe code relies on:
+//!
+//! - [`fork`] checks that the process has exactly one thread before it forks,
+//!   so the child inherits no lock held by another thread; the child gets a
+//!   [`ChildToken`], a non-`Send` zero-sized proof that the code holding it
+//!   runs in a single-threaded child forked by this module.
+//! - Functions that are only sound in such a child (clearing the environment,
+//!   closing every other fd) take `&ChildToken`.
+//! - Credential calls go through the C library's `setgroups`/`setresgid`/
+//!   `setresuid`, which glibc applies to every thread of the process (the
+//!   raw syscalls act on the calling thread only), so a privilege drop is
+//!   never per-thread by accident.
+//! - User and group database look-ups use the re-entrant `*_r` calls with
+//!   buffers owned by Rust, grown on `ERANGE`.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::RawFd;
+
+use rustix::process::{Gid, Pid, Uid};
+
+/// Proof that the code holding it runs in a child created by [`fork`] from a
+/// single-threaded process, before any thread was started in the child.
+///
+/// It is neither `Send` nor `Sync` and cannot be built outside this module.
+#[derive(Debug)]
+pub(crate) struct ChildToken {
+    _not_send: PhantomData<*const ()>,
+}
+
+/// Result of [`fork`].
+#[derive(Debug)]
+pub(crate) enum Forked {
+    /// In the parent, with the child's pid.
+    Parent(Pid),
+    /// In the child.
+    Child(ChildToken),
+}
+
+/// Error of [`fork`] when the process has more than one thread.
+#[derive(Debug)]
+pub(crate) struct MultiThreaded {
+    pub(crate) threads: usize,
+}
+
+/// Counts the threads of the calling process from `/proc/self/status`.
+///
+/// # Errors
+///
+/// Fails if `/proc` is not mounted or the line is missing.
+pub(crate) fn thread_count() -> io::Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no Threads: line in /proc/self/status"))
+}
+
+/// `fork()`—Creates a child process, refusing if the caller is multithreaded.
+///
+/// # Errors
+///
+/// `Ok(Err(MultiThreaded))` if the process has more than one thread (a
+/// thread other than the caller may hold a lock, e.g. the allocator's, that
+/// would stay locked forever in the child); `Err` if counting threads or
+/// `fork` itself fails.
+///
+/// See fork(2).
+pub(crate) fn fork() -> io::Result<Result<Forked, MultiThreaded>> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Ok(Err(MultiThreaded { threads }));
+    }
+    // SAFETY: the process has exactly one thread (checked just above; only
+    // this thread could start another, and it is here), so no other thread
+    // can hold a lock, and the child is a consistent copy in which any code,
+    // allocation included, may run.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Ok(Forked::Child(ChildToken {
+            _not_send: PhantomData,
+        }))),
+        pid => {
+            debug_assert!(pid > 0);
+            // fork returned a positive pid, which is what from_raw needs.
+            Ok(Ok(Forked::Parent(
+                Pid::from_raw(pid).expect("fork returned a positive pid"),
+            )))
+        }
+    }
+}
+
+/// `_exit(code)`—Ends the process at once: no destructors, no atexit
+/// handlers, no stdio flush.
+///
+/// See _exit(2).
+pub(crate) fn exit_immediately(code: i32) -> ! {
+    // SAFETY: _exit takes no pointers and never returns; skipping Rust
+    // destructors is the point (the child must not run the parent's cleanup).
+    unsafe { libc::_exit(code) }
+}
+
+/// `clearenv()`—Empties the environment of the child.
+pub(crate) fn clear_env(_child: &ChildToken) {
+    // SAFETY: the token proves we are in a single-threaded child, so no
+    // other thread can be reading the environment while it is freed.
+    let rc = unsafe { libc::clearenv() };
+    debug_assert_eq!(rc, 0, "glibc clearenv always succeeds");
+}
+
+/// `close_range`—Closes every fd of the child except those in `keep`.
+///
+/// # Errors
+///
+/// The first `close_range` failure.
+///
+/// See close_range(2).
+pub(crate) fn close_fds_except(_child: &ChildToken, keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first: u32 = 0;
+    for &k in keep.iter().chain(std::iter::once(&u32::MAX)) {
+        if k > first {
+            let last = if k == u32::MAX { u32::MAX } else { k - 1 };
+            // SAFETY: close_range takes two integers and a flags word. The
+            // fds it closes are owned by Rust values of the parent's image,
+            // but the token proves this is a child that will never return
+            // into that code: it runs only the fork-as routine and exits.
+            let rc = unsafe {
+                libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint)
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        if k == u32::MAX {
+            break;
+        }
+        first = k + 1;
+    }
+    Ok(())
+}
+
+/// `setgroups(groups)`—Sets the supplementary groups of every thread.
+///
+/// See setgroups(2).
+pub(crate) fn set_groups(groups: &[Gid]) -> io::Result<()> {
+    let raw: Vec<libc::gid_t> = groups.iter().map(|g| g.as_raw()).collect();
+    // SAFETY: the pointer and length describe `raw`, which outlives the call;
+    // the kernel only reads it.
+    let rc = unsafe { libc::setgroups(raw.len(), raw.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `setresgid(gid, gid, gid)`—Sets all three group ids of every thread.
+///
+/// See setresgid(2).
+pub(crate) fn set_res_gid(gid: Gid) -> io::Result<()> {
+    let g = gid.as_raw();
+    // SAFETY: integer arguments only.
+    let rc = unsafe { libc::setresgid(g, g, g) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `setresuid(uid, uid, uid)`—Sets all three user ids of every thread.
+///
+/// See setresuid(2).
+pub(crate) fn set_res_uid(uid: Uid) -> io::Result<()> {
+    let u = uid.as_raw();
+    // SAFETY: integer arguments only.
+    let rc = unsafe { libc::setresuid(u, u, u) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `setuid(uid)`—Used only to prove that root cannot be regained.
+///
+/// See setuid(2).
+pub(crate) fn set_uid(uid: Uid) -> io::Result<()> {
+    // SAFETY: integer argument only.
+    let rc = unsafe { libc::setuid(uid.as_raw()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `setgid(gid)`—Used only to prove that the old group cannot be regained.
+///
+/// See setgid(2).
+pub(crate) fn set_gid(gid: Gid) -> io::Result<()> {
+    // SAFETY: integer argument only.
+    let rc = unsafe { libc::setgid(gid.as_raw()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `getresuid()`—Real, effective and saved user ids.
+pub(crate) fn get_res_uid() -> (Uid, Uid, Uid) {
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY: the three pointers are to live, distinct locals.
+    let rc = unsafe { libc::getresuid(&mut r, &mut e, &mut s) };
+    debug_assert_eq!(rc, 0, "getresuid with valid pointers cannot fail");
+    (Uid::from_raw(r), Uid::from_raw(e), Uid::from_raw(s))
+}
+
+/// `getresgid()`—Real, effective and saved group ids.
+pub(crate) fn get_res_gid() -> (Gid, Gid, Gid) {
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY: the three pointers are to live, distinct locals.
+    let rc = unsafe { libc::getresgid(&mut r, &mut e, &mut s) };
+    debug_assert_eq!(rc, 0, "getresgid with valid pointers cannot fail");
+    (Gid::from_raw(r), Gid::from_raw(e), Gid::from_raw(s))
+}
+
+/// `getgroups()`—The supplementary groups of the calling thread.
+pub(crate) fn get_groups() -> io::Result<Vec<Gid>> {
+    loop {
+        // SAFETY: size 0 with a null pointer only asks for the count.
+        let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = vec![0 as libc::gid_t; n as usize];
+        // SAFETY: `buf` has room for `n` entries, the size we pass.
+        let got = unsafe { libc::getgroups(n, buf.as_mut_ptr()) };
+        if got < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                continue; // the list grew between the calls
+            }
+            return Err(e);
+        }
+        buf.truncate(got as usize);
+        return Ok(buf.into_iter().map(Gid::from_raw).collect());
+    }
+}
+
+/// One entry of the user database.
+#[derive(Debug, Clone)]
+pub(crate) struct PasswdEntry {
+    pub(crate) name: String,
+    pub(crate) uid: Uid,
+    pub(crate) gid: Gid,
+}
+
+/// One entry of the group database.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupEntry {
+    pub(crate) gid: Gid,
+}
+
+enum UserKey<'a> {
+    Name(&'a CStr),
+    Uid(Uid),
+}
+
+fn lookup_passwd(key: UserKey<'_>) -> io::Result<Option<PasswdEntry>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: an all-zero passwd is a valid value (null pointers and
+        // zero ids); it is only read after getpw*_r filled it.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: `pwd`, `buf` and `out` are live for the call, `buf.len()`
+        // is its real size, and the name (if any) is a NUL-terminated CStr.
+        let rc = unsafe {
+            match key {
+                UserKey::Name(n) => libc::getpwnam_r(
+                    n.as_ptr(),
+                    &mut pwd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    &mut out,
+                ),
+                UserKey::Uid(u) => libc::getpwuid_r(
+                    u.as_raw(),
+                    &mut pwd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    &mut out,
+                ),
+            }
+        };
+        if rc == libc::ERANGE && buf.len() < (1 << 20) {
+            let len = buf.len() * 2;
+            buf.resize(len, 0);
+            continue;
+        }
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        if out.is_null() {
+            return Ok(None);
+        }
+        debug_assert!(std::ptr::eq(out, &pwd));
+        // SAFETY: on success pw_name points to a NUL-terminated string inside
+        // `buf`, which is still alive.
+        let name = unsafe { CStr::from_ptr(pwd.pw_name) }
+            .to_string_lossy()
+            .into_owned();
+        return Ok(Some(PasswdEntry {
+            name,
+            uid: Uid::from_raw(pwd.pw_uid),
+            gid: Gid::from_raw(pwd.pw_gid),
+        }));
+    }
+}
+
+fn lookup_group(name: &CStr) -> io::Result<Option<GroupEntry>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: an all-zero group is a valid value; only read after
+        // getgr*_r filled it.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: as in lookup_passwd: live buffers, real sizes, CStr name.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                name.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut out,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < (1 << 22) {
+            let len = buf.len() * 2;
+            buf.resize(len, 0);
+            continue;
+        }
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        if out.is_null() {
+            return Ok(None);
+        }
+        debug_assert!(std::ptr::eq(out, &grp));
+        return Ok(Some(GroupEntry {
+            gid: Gid::from_raw(grp.gr_gid),
+        }));
+    }
+}
+
+fn to_cstring(name: &str) -> io::Result<CString> {
+    CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// `getpwnam_r`—Looks a user up by name.
+pub(crate) fn user_by_name(name: &str) -> io::Result<Option<PasswdEntry>> {
+    lookup_passwd(UserKey::Name(&to_cstring(name)?))
+}
+
+/// `getpwuid_r`—Looks a user up by uid.
+pub(crate) fn user_by_uid(uid: Uid) -> io::Result<Option<PasswdEntry>> {
+    lookup_passwd(UserKey::Uid(uid))
+}
+
+/// `getgrnam_r`—Looks a group up by name.
+pub(crate) fn group_by_name(name: &str) -> io::Result<Option<GroupEntry>> {
+    lookup_group(&to_cstring(name)?)
+}
+
+/// `getgrouplist`—The groups `user` belongs to, `primary` included.
+pub(crate) fn group_list(user: &str, primary: Gid) -> io::Result<Vec<Gid>> {
+    let name = to_cstring(user)?;
+    let mut groups: Vec<libc::gid_t> = vec![0; 32];
+    loop {
+        let mut n = libc::c_int::try_from(groups.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `groups` has room for `n` entries; getgrouplist writes at
+        // most `n` and stores the needed count in `n` when it returns -1.
+        let rc = unsafe {
+            libc::getgrouplist(name.as_ptr(), primary.as_raw(), groups.as_mut_ptr(), &mut n)
+        };
+        if rc == -1 {
+            if groups.len() >= 65536 {
+                return Err(io::Error::other("user is in more than 65536 groups"));
+            }
+            let want = (n.max(0) as usize).max(groups.len() * 2);
+            groups.resize(want, 0);
+            continue;
+        }
+        groups.truncate(n.max(0) as usize);
+        return Ok(groups.into_iter().map(Gid::from_raw).collect());
+    }
+}
+
+/// `setenv(key, value)`—Sets a variable in the child's environment.
+///
+/// # Panics
+///
+/// As [`std::env::set_var`]: on an empty key or one containing `=` or NUL.
+pub(crate) fn set_env(_child: &ChildToken, key: &std::ffi::OsStr, value: &std::ffi::OsStr) {
+    // SAFETY: the token proves we are in a single-threaded child, so no other
+    // thread can read the environment while it changes.
+    unsafe { std::env::set_var(key, value) }
+}
+
+/// Whether the kernel reaps this process's children by itself (SIGCHLD set
+/// to `SIG_IGN` or with `SA_NOCLDWAIT`), which would make a child's status
+/// unobtainable and its pid reusable before we look at it.
+///
+/// See sigaction(2), "SA_NOCLDWAIT".
+pub(crate) fn children_autoreaped() -> io::Result<bool> {
+    // SAFETY: an all-zero sigaction is a valid value for the kernel to
+    // overwrite.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only queries; `old` is a live, writable local.
+    let rc = unsafe { libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(old.sa_sigaction == libc::SIG_IGN || old.sa_flags & libc::SA_NOCLDWAIT != 0)
+}
