@@ -1,1 +1,549 @@
-fn main(){}
+//! Fork-as, end to end. Runs as root; each case in a fresh single-threaded
+//! process (see `support`).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use privfork::fork_as::Environment;
+use privfork::privdrop::PrivDropError;
+use privfork::{DropOptions, ForkAs, ForkAsError, Identity, ResolveError, fork_as};
+use serde::{Deserialize, Serialize};
+use support::{assert_no_children, fd_count, require_root, status_field};
+
+fn main() {
+    support::main(&[
+        ("round_trip_of_several_types", round_trip_of_several_types),
+        ("child_ids_groups_caps_are_as_asked", child_ids_groups_caps_are_as_asked),
+        ("numeric_uid_and_explicit_groups", numeric_uid_and_explicit_groups),
+        ("child_cannot_regain_root", child_cannot_regain_root),
+        ("panic_gives_its_message", panic_gives_its_message),
+        ("abort_and_sigkill_give_signal_errors", abort_and_sigkill_give_signal_errors),
+        ("exit_without_result", exit_without_result),
+        ("slow_function_times_out_and_is_reaped", slow_function_times_out_and_is_reaped),
+        ("oversized_result_is_refused", oversized_result_is_refused),
+        ("hostile_length_is_refused_before_allocation", hostile_length_is_refused_before_allocation),
+        ("garbage_payload_is_a_decode_error", garbage_payload_is_a_decode_error),
+        ("unknown_frame_tag_is_a_protocol_error", unknown_frame_tag_is_a_protocol_error),
+        ("unknown_user_is_named", unknown_user_is_named),
+        ("child_sees_only_stdio_and_its_pipe", child_sees_only_stdio_and_its_pipe),
+        ("environment_is_cleared_or_set", environment_is_cleared_or_set),
+        ("thousand_calls_leave_no_zombie_and_flat_fds", thousand_calls_leave_no_zombie_and_flat_fds),
+        ("multithreaded_caller_is_refused", multithreaded_caller_is_refused),
+        ("root_target_is_refused_by_default", root_target_is_refused_by_default),
+        ("unprivileged_caller_gets_missing_privilege", unprivileged_caller_gets_missing_privilege),
+        ("child_dies_with_its_parent", child_dies_with_its_parent),
+    ], &[("orphan_helper", orphan_helper)])
+}
+
+fn nobody() -> ForkAs {
+    ForkAs::user("nobody")
+        .expect("nobody exists")
+        .timeout(Duration::from_secs(20))
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+enum Shape {
+    Circle { r: f64 },
+    Named(String),
+    Unit,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Report {
+    id: u64,
+    tags: Vec<String>,
+    shapes: Vec<Shape>,
+    maybe: Option<i32>,
+    map: BTreeMap<String, u16>,
+}
+
+fn round_trip_of_several_types() {
+    require_root();
+    let call = nobody();
+    assert_eq!(call.run(|| 42u64).unwrap(), 42);
+    assert_eq!(call.run(|| -7i8).unwrap(), -7);
+    call.run(|| ()).unwrap();
+    assert_eq!(call.run(|| "héllo".to_string()).unwrap(), "héllo");
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let expect = big.clone();
+    assert_eq!(call.run(move || big).unwrap(), expect);
+    let r: Result<u32, String> = call.run(|| Err("no".to_string())).unwrap();
+    assert_eq!(r, Err("no".into()));
+    let make = || Report {
+        id: 9,
+        tags: vec!["a".into(), "b".into()],
+        shapes: vec![Shape::Circle { r: 1.5 }, Shape::Named("sq".into()), Shape::Unit],
+        maybe: None,
+        map: [("k".to_string(), 3u16)].into(),
+    };
+    assert_eq!(call.run(make).unwrap(), make());
+    // The closure's captures come along (copy-on-write memory).
+    let captured = vec![1, 2, 3];
+    assert_eq!(call.run(|| captured.iter().sum::<i32>()).unwrap(), 6);
+    assert_no_children();
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Seen {
+    uid: String,
+    gid: String,
+    groups: String,
+    cap_inh: String,
+    cap_prm: String,
+    cap_eff: String,
+    cap_amb: String,
+    dumpable: bool,
+    pdeathsig: Option<i32>,
+}
+
+fn seen() -> Seen {
+    Seen {
+        uid: status_field("Uid"),
+        gid: status_field("Gid"),
+        groups: status_field("Groups"),
+        cap_inh: status_field("CapInh"),
+        cap_prm: status_field("CapPrm"),
+        cap_eff: status_field("CapEff"),
+        cap_amb: status_field("CapAmb"),
+        dumpable: rustix::process::dumpable_behavior().unwrap()
+            != rustix::process::DumpableBehavior::NotDumpable,
+        pdeathsig: rustix::process::parent_process_death_signal()
+            .unwrap()
+            .map(|s| s.as_raw()),
+    }
+}
+
+fn child_ids_groups_caps_are_as_asked() {
+    require_root();
+    let id = Identity::user("nobody").unwrap();
+    let (uid, gid) = (id.uid(), id.gid());
+    let s = ForkAs::new(id).run(seen).unwrap();
+    let ids = |n: u32| format!("{n}\t{n}\t{n}\t{n}"); // real, effective, saved, fs
+    assert_eq!(s.uid, ids(uid));
+    assert_eq!(s.gid, ids(gid));
+    assert_eq!(s.groups, gid.to_string(), "only nobody's own group is left");
+    for (name, set) in [
+        ("CapInh", &s.cap_inh),
+        ("CapPrm", &s.cap_prm),
+        ("CapEff", &s.cap_eff),
+        ("CapAmb", &s.cap_amb),
+    ] {
+        assert_eq!(set, "0000000000000000", "{name} not empty");
+    }
+    assert!(!s.dumpable, "child must not be dumpable");
+    assert_eq!(s.pdeathsig, Some(libc::SIGKILL), "death signal set after the drop");
+}
+
+fn numeric_uid_and_explicit_groups() {
+    require_root();
+    let id = Identity::user("4000123").unwrap().with_groups([4000124, 4000125]);
+    let s = ForkAs::new(id).run(seen).unwrap();
+    assert_eq!(s.uid, "4000123\t4000123\t4000123\t4000123");
+    assert_eq!(s.gid, "4000123\t4000123\t4000123\t4000123");
+    assert_eq!(s.groups, "4000123 4000124 4000125");
+    let id = Identity::from_ids(4000200, 4000201);
+    let s = ForkAs::new(id).run(seen).unwrap();
+    assert_eq!(s.uid, "4000200\t4000200\t4000200\t4000200");
+    assert_eq!(s.gid, "4000201\t4000201\t4000201\t4000201");
+    assert_eq!(s.groups, "4000201");
+}
+
+fn child_cannot_regain_root() {
+    require_root();
+    // A file only root may read or write, in a directory anyone may enter.
+    let dir = support::temp_dir("regain");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "root only").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let path = secret.clone();
+    let results: Vec<(String, Option<i32>)> = nobody()
+        .run(move || {
+            use rustix::process::{Gid, Uid};
+            let errno = |r: rustix::io::Result<()>| r.err().map(|e| e.raw_os_error());
+            let ioerr = |r: std::io::Result<()>| r.err().and_then(|e| e.raw_os_error());
+            vec![
+                ("setuid(0)".into(), errno(rustix::thread::set_thread_uid(Uid::ROOT))),
+                (
+                    "setresuid(0,0,0)".into(),
+                    errno(rustix::thread::set_thread_res_uid(Uid::ROOT, Uid::ROOT, Uid::ROOT)),
+                ),
+                ("setgid(0)".into(), errno(rustix::thread::set_thread_gid(Gid::ROOT))),
+                ("setgroups([0])".into(), errno(rustix::thread::set_thread_groups(&[Gid::ROOT]))),
+                (
+                    "read root-only file".into(),
+                    ioerr(std::fs::read(&path).map(drop)),
+                ),
+                (
+                    "write root-only file".into(),
+                    ioerr(std::fs::write(&path, "x")),
+                ),
+                (
+                    "chmod root-only file to same mode".into(),
+                    ioerr(std::fs::set_permissions(
+                        &path,
+                        std::fs::Permissions::from_mode(0o600),
+                    )),
+                ),
+            ]
+        })
+        .unwrap();
+    for (what, errno) in &results {
+        assert!(
+            matches!(errno, Some(libc::EPERM) | Some(libc::EACCES)),
+            "{what} was not refused: {errno:?}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root only");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn panic_gives_its_message() {
+    require_root();
+    let err = nobody()
+        .run(|| -> u8 { panic!("boom at step {}", 42) })
+        .unwrap_err();
+    match &err {
+        ForkAsError::Panicked { message } => assert_eq!(message, "boom at step 42"),
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    assert!(err.to_string().contains("boom at step 42"), "{err}");
+    assert_no_children();
+}
+
+fn abort_and_sigkill_give_signal_errors() {
+    require_root();
+    let err = nobody().run(|| -> u8 { std::process::abort() }).unwrap_err();
+    assert!(
+        matches!(err, ForkAsError::Signaled { signal: libc::SIGABRT, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("SIGABRT"), "{err}");
+    let err = nobody()
+        .run(|| -> u8 {
+            let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+            unreachable!()
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, ForkAsError::Signaled { signal: libc::SIGKILL, .. }),
+        "{err:?}"
+    );
+    assert_no_children();
+}
+
+fn exit_without_result() {
+    require_root();
+    let err = nobody().run(|| -> u8 { std::process::exit(7) }).unwrap_err();
+    assert!(matches!(err, ForkAsError::NoResult { exit_code: 7 }), "{err:?}");
+    assert_no_children();
+}
+
+fn slow_function_times_out_and_is_reaped() {
+    require_root();
+    let start = Instant::now();
+    let err = nobody()
+        .timeout(Duration::from_millis(300))
+        .run(|| {
+            std::thread::sleep(Duration::from_secs(60));
+            1u8
+        })
+        .unwrap_err();
+    let took = start.elapsed();
+    assert!(matches!(err, ForkAsError::Timeout { .. }), "{err:?}");
+    // Not a speed check: proves the call returned on the deadline instead of
+    // waiting out the 60 s function.
+    assert!(took < Duration::from_secs(30), "returned after {took:?}");
+    assert_no_children();
+    // A function that closes its pipe and lingers is also killed at the
+    // deadline, not waited for.
+    let err = nobody()
+        .timeout(Duration::from_millis(300))
+        .run(|| {
+            for fd in 3..64 {
+                let _ = rustix::io::fcntl_getfd(borrow(fd)).map(|_| close(fd));
+            }
+            std::thread::sleep(Duration::from_secs(60));
+            1u8
+        })
+        .unwrap_err();
+    assert!(matches!(err, ForkAsError::Timeout { .. }), "{err:?}");
+    assert_no_children();
+}
+
+fn oversized_result_is_refused() {
+    require_root();
+    let err = nobody()
+        .max_result(1 << 20)
+        .run(|| vec![7u8; 10 << 20])
+        .unwrap_err();
+    match err {
+        ForkAsError::TooLarge { len, limit } => {
+            assert!(len >= 10 << 20, "len {len}");
+            assert_eq!(limit, 1 << 20);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert_no_children();
+}
+
+/// The only fd above stderr in the child: its end of the result pipe.
+fn pipe_fd() -> i32 {
+    let fds = open_fds_above_stderr();
+    assert_eq!(fds.len(), 1, "expected only the pipe, found {fds:?}");
+    fds[0]
+}
+
+fn raw_write(fd: i32, bytes: &[u8]) {
+    rustix::io::write(borrow(fd), bytes).unwrap();
+}
+
+fn hostile_length_is_refused_before_allocation() {
+    require_root();
+    // A taken-over child claims a 1 TiB result and then stalls: the parent
+    // must refuse on the header alone, kill the child and reap it.
+    let err = nobody()
+        .timeout(Duration::from_secs(20))
+        .run(|| -> u8 {
+            let mut h = [0u8; 9];
+            h[1..].copy_from_slice(&(1u64 << 40).to_le_bytes());
+            raw_write(pipe_fd(), &h);
+            std::thread::sleep(Duration::from_secs(60));
+            0
+        })
+        .unwrap_err();
+    assert!(matches!(err, ForkAsError::TooLarge { len, .. } if len == 1 << 40), "{err:?}");
+    assert_no_children();
+}
+
+fn garbage_payload_is_a_decode_error() {
+    require_root();
+    let err = nobody()
+        .run(|| -> String {
+            // A well-formed frame whose payload is not a postcard String:
+            // the varint length runs past the end.
+            let payload = [0xffu8, 0xff, 0xff, 0x0f, b'x'];
+            let mut frame = vec![0u8];
+            frame.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+            frame.extend_from_slice(&payload);
+            raw_write(pipe_fd(), &frame);
+            std::process::exit(0)
+        })
+        .unwrap_err();
+    assert!(matches!(err, ForkAsError::Decode(_)), "{err:?}");
+    assert_no_children();
+}
+
+fn unknown_frame_tag_is_a_protocol_error() {
+    require_root();
+    let err = nobody()
+        .run(|| -> u8 {
+            let mut frame = vec![200u8];
+            frame.extend_from_slice(&0u64.to_le_bytes());
+            raw_write(pipe_fd(), &frame);
+            std::process::exit(0)
+        })
+        .unwrap_err();
+    assert!(matches!(err, ForkAsError::Protocol { .. }), "{err:?}");
+    assert!(err.to_string().contains("200"), "{err}");
+    // A header cut short, then exit: also a protocol error, not a result.
+    let err = nobody()
+        .run(|| -> u8 {
+            raw_write(pipe_fd(), &[0u8, 1, 0]);
+            std::process::exit(0)
+        })
+        .unwrap_err();
+    assert!(matches!(err, ForkAsError::Protocol { .. }), "{err:?}");
+    assert_no_children();
+}
+
+fn unknown_user_is_named() {
+    let err = fork_as("no-such-user-pf", || 1u8).unwrap_err();
+    assert!(
+        matches!(&err, ForkAsError::Resolve(ResolveError::UnknownUser { name }) if name == "no-such-user-pf"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("no-such-user-pf"), "{err}");
+    let err = ForkAs::user("no-such-user-pf").unwrap_err();
+    assert!(err.to_string().contains("no-such-user-pf"), "{err}");
+    let err = Identity::user("nobody").unwrap().with_group("no-such-group-pf").unwrap_err();
+    assert!(err.to_string().contains("no-such-group-pf"), "{err}");
+    assert_no_children();
+}
+
+fn borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: only used on fds that are open for the rest of the (short)
+    // function that probes them; a closed fd makes the syscall fail with
+    // EBADF, which is what the probe looks for.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+fn close(fd: i32) {
+    // SAFETY: the test owns the fd it closes (the child's own pipe end).
+    drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+}
+
+/// Open fds above 2, found with fcntl(F_GETFD) (a non-dumpable process
+/// cannot list its own /proc/self/fd).
+fn open_fds_above_stderr() -> Vec<i32> {
+    (3..4096)
+        .filter(|&fd| rustix::io::fcntl_getfd(borrow(fd)).is_ok())
+        .collect()
+}
+
+fn child_sees_only_stdio_and_its_pipe() {
+    require_root();
+    // Parent fds the child must not see: a file opened without CLOEXEC, a
+    // socketpair, and a dup at a high number.
+    let dir = support::temp_dir("fds");
+    let f = rustix::fs::open(
+        dir.join("f"),
+        rustix::fs::OFlags::CREATE | rustix::fs::OFlags::RDWR,
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    let (a, b) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let high = rustix::io::fcntl_dupfd_cloexec(&f, 900).unwrap();
+    assert!(high.as_raw_fd() >= 900);
+    let found: Vec<(i32, bool)> = nobody()
+        .run(|| {
+            open_fds_above_stderr()
+                .into_iter()
+                .map(|fd| {
+                    let st = rustix::fs::fstat(borrow(fd)).unwrap();
+                    let is_fifo = rustix::fs::FileType::from_raw_mode(st.st_mode)
+                        == rustix::fs::FileType::Fifo;
+                    (fd, is_fifo)
+                })
+                .collect()
+        })
+        .unwrap();
+    assert_eq!(found.len(), 1, "child saw fds {found:?}");
+    assert!(found[0].1, "the one fd is not the pipe: {found:?}");
+    drop((f, a, b, high));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn environment_is_cleared_or_set() {
+    require_root();
+    // SAFETY: this case process is single-threaded.
+    unsafe { std::env::set_var("PRIVFORK_SECRET", "hunter2") };
+    let vars: Vec<(String, String)> = nobody().run(|| std::env::vars().collect()).unwrap();
+    assert!(vars.is_empty(), "environment not cleared: {vars:?}");
+    let vars: Vec<(String, String)> = nobody()
+        .env(Environment::Set(vec![("LANG".into(), "C".into())]))
+        .run(|| std::env::vars().collect())
+        .unwrap();
+    assert_eq!(vars, vec![("LANG".to_string(), "C".to_string())]);
+    let secret: Option<String> = nobody()
+        .env(Environment::Inherit)
+        .run(|| std::env::var("PRIVFORK_SECRET").ok())
+        .unwrap();
+    assert_eq!(secret.as_deref(), Some("hunter2"));
+}
+
+fn thousand_calls_leave_no_zombie_and_flat_fds() {
+    require_root();
+    let call = nobody();
+    // One call first, so lazily opened fds (if any) exist before counting.
+    call.run(|| 0u64).unwrap();
+    let before = fd_count();
+    for i in 0..1000u64 {
+        assert_eq!(call.run(move || i * 2).unwrap(), i * 2);
+    }
+    assert_eq!(fd_count(), before, "fd count changed over 1000 calls");
+    assert_no_children();
+}
+
+fn multithreaded_caller_is_refused() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || rx.recv());
+    let err = fork_as("nobody", || 1u8).unwrap_err();
+    assert!(matches!(err, ForkAsError::MultiThreaded { threads: 2 }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("2 threads") && msg.contains("fork server"), "{msg}");
+    tx.send(()).unwrap();
+    t.join().unwrap().unwrap();
+    assert_no_children();
+}
+
+fn root_target_is_refused_by_default() {
+    require_root();
+    let err = ForkAs::user("root").unwrap().run(|| 1u8).unwrap_err();
+    assert!(
+        matches!(err, ForkAsError::PrivDrop(PrivDropError::RootRefused { .. })),
+        "{err:?}"
+    );
+    // Explicitly allowed, it runs as root with only root's group.
+    let groups = ForkAs::user("root")
+        .unwrap()
+        .drop_options(DropOptions::new().allow_root(true))
+        .run(|| status_field("Groups"))
+        .unwrap();
+    assert_eq!(groups, "0");
+    assert_no_children();
+}
+
+fn unprivileged_caller_gets_missing_privilege() {
+    require_root();
+    // As nobody, a nested fork-as (the child is single-threaded) to another
+    // user must fail in the privilege check, naming what is missing.
+    let inner = ForkAs::user("daemon").unwrap();
+    let msg: String = nobody()
+        .run(move || match inner.run(|| 1u8) {
+            Err(ForkAsError::PrivDrop(e @ PrivDropError::MissingPrivilege { .. })) => e.to_string(),
+            other => format!("unexpected: {other:?}"),
+        })
+        .unwrap();
+    assert!(msg.contains("CAP_SETUID") && msg.contains("CAP_SETGID"), "{msg}");
+    assert!(msg.contains("daemon"), "{msg}");
+    assert_no_children();
+}
+
+/// Helper for `child_dies_with_its_parent`: fork-as a child that prints its
+/// pid and sleeps; this process is then killed by the test.
+fn orphan_helper() {
+    let _ = nobody().timeout(Duration::from_secs(120)).run(|| {
+        println!("{}", rustix::process::getpid().as_raw_nonzero());
+        std::thread::sleep(Duration::from_secs(120));
+        0u8
+    });
+}
+
+fn child_dies_with_its_parent() {
+    require_root();
+    let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--privfork-case", "orphan_helper"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(helper.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let grandchild: i32 = line.trim().parse().expect("grandchild pid");
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(grandchild).unwrap(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .unwrap();
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    // The pidfd becomes readable when the grandchild exits. Wait up to 30 s
+    // (it sleeps for 120 s unless the death signal killed it).
+    let mut fds = [rustix::event::PollFd::new(&pidfd, rustix::event::PollFlags::IN)];
+    let ts = rustix::event::Timespec { tv_sec: 30, tv_nsec: 0 };
+    let n = rustix::event::poll(&mut fds, Some(&ts)).unwrap();
+    assert_eq!(n, 1, "fork-as child {grandchild} outlived its parent");
+    let _ = pidfd.as_fd();
+}
