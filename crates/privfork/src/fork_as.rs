@@ -18,17 +18,16 @@
 //! safe to read in a child), refuses if the process has more than one thread,
 //! creates a CLOEXEC pipe, forks, and opens a pidfd for the child. The child:
 //!
-//! 1. sets a parent-death signal (SIGKILL) and exits if the parent is
-//!    already gone;
-//! 2. closes every fd but stdin, stdout, stderr and its end of the pipe
+//! 1. closes every fd but stdin, stdout, stderr and its end of the pipe
 //!    (`close_range`);
-//! 3. clears the environment (unless told otherwise);
-//! 4. drops privileges ([`crate::privdrop`], verified) — a failure is
+//! 2. clears the environment (unless told otherwise);
+//! 3. drops privileges ([`crate::privdrop`], verified) — a failure is
 //!    reported to the parent and ends the child;
-//! 5. sets the parent-death signal again (the kernel clears it when the
-//!    effective uid changes) and makes itself not dumpable (the kernel resets
-//!    that too on a uid change);
-//! 6. runs the function, catching a panic, encodes the result with postcard
+//! 4. sets a parent-death signal (SIGKILL) and exits if the parent is
+//!    already gone — after the drop, because the kernel clears the death
+//!    signal when the effective uid changes — and makes itself not dumpable
+//!    (the uid change resets that too);
+//! 5. runs the function, catching a panic, encodes the result with postcard
 //!    and writes one frame: a tag byte, a little-endian `u64` length, the
 //!    payload; then `_exit(0)` — no destructor of the parent's image runs.
 //!
@@ -64,7 +63,7 @@ use serde::de::DeserializeOwned;
 
 use crate::identity::{Identity, ResolveError};
 use crate::privdrop::{DropOptions, PrivDropError, WireDropError, drop_to};
-use crate::sys::{self, ChildToken, Forked};
+use crate::sys::{self, ChildToken, Forked, Threads};
 
 /// Default deadline of [`ForkAs::run`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -336,8 +335,11 @@ impl ForkAs {
                 ),
             });
         }
+        // The read end is non-blocking: the parent reads first and polls
+        // (under the deadline) only when nothing is there yet.
         let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| spawn_err("pipe2", e))?;
+        rustix::io::ioctl_fionbio(&read_end, true).map_err(|e| spawn_err("ioctl(FIONBIO)", e))?;
         let forked = sys::fork().map_err(|source| ForkAsError::Spawn {
             what: "fork",
             source,
@@ -358,10 +360,7 @@ impl ForkAs {
         let child = Child::watch(pid)?;
         let outcome = read_frame(&read_end, deadline, self.max_result as u64);
         drop(read_end);
-        let killed_by_us = matches!(
-            outcome,
-            Err(ReadFail::Timeout) | Err(ReadFail::TooLarge(_))
-        );
+        let killed_by_us = matches!(outcome, Err(ReadFail::Timeout) | Err(ReadFail::TooLarge(_)));
         if killed_by_us {
             child.kill();
         }
@@ -508,8 +507,30 @@ enum ReadFail {
     Io(rustix::io::Errno),
 }
 
+/// A frame's payload: small ones stay on the stack, because while the
+/// child lives every heap page the parent writes is a copy-on-write fault.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the inline variant is the point: no heap write while the child lives"
+)]
+enum Payload {
+    Small([u8; SMALL], usize),
+    Large(Vec<u8>),
+}
+const SMALL: usize = 512;
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Small(b, n) => &b[..*n],
+            Self::Large(v) => v,
+        }
+    }
+}
+
 /// Reads one frame (tag, payload) from the child.
-fn read_frame(fd: &OwnedFd, deadline: Instant, max_ok: u64) -> Result<(u8, Vec<u8>), ReadFail> {
+fn read_frame(fd: &OwnedFd, deadline: Instant, max_ok: u64) -> Result<(u8, Payload), ReadFail> {
     let mut header = [0u8; HEADER_LEN];
     read_exact(fd, &mut header, deadline, 0)?;
     let tag = header[0];
@@ -518,8 +539,18 @@ fn read_frame(fd: &OwnedFd, deadline: Instant, max_ok: u64) -> Result<(u8, Vec<u
     if len > limit {
         return Err(ReadFail::TooLarge(len));
     }
-    let mut payload = vec![0u8; len as usize];
-    read_exact(fd, &mut payload, deadline, HEADER_LEN)?;
+    // len <= limit <= usize::MAX here (the limit came from a usize).
+    let len = len as usize;
+    let mut payload = if len <= SMALL {
+        Payload::Small([0; SMALL], len)
+    } else {
+        Payload::Large(vec![0u8; len])
+    };
+    let buf = match &mut payload {
+        Payload::Small(b, n) => &mut b[..*n],
+        Payload::Large(v) => &mut v[..],
+    };
+    read_exact(fd, buf, deadline, HEADER_LEN)?;
     Ok((tag, payload))
 }
 
@@ -531,18 +562,18 @@ fn read_exact(
 ) -> Result<(), ReadFail> {
     let mut got = already;
     while !buf.is_empty() {
-        match poll_until(fd, deadline) {
-            Ok(true) => {}
-            Ok(false) => return Err(ReadFail::Timeout),
-            Err(e) => return Err(ReadFail::Io(e)),
-        }
         match rustix::io::read(fd, &mut *buf) {
             Ok(0) => return Err(ReadFail::Eof(got)),
             Ok(n) => {
                 got += n;
                 buf = &mut buf[n..];
             }
-            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => match poll_until(fd, deadline) {
+                Ok(true) => {}
+                Ok(false) => return Err(ReadFail::Timeout),
+                Err(e) => return Err(ReadFail::Io(e)),
+            },
             Err(e) => return Err(ReadFail::Io(e)),
         }
     }
@@ -551,7 +582,7 @@ fn read_exact(
 
 /// Turns what was read and how the child ended into the call's result.
 fn finish<T: DeserializeOwned>(
-    outcome: Result<(u8, Vec<u8>), ReadFail>,
+    outcome: Result<(u8, Payload), ReadFail>,
     status: Ended,
     call: &ForkAs,
 ) -> Result<T, ForkAsError> {
@@ -610,7 +641,7 @@ fn finish<T: DeserializeOwned>(
             }),
             Err(_) => Err(protocol("undecodable setup report")),
         },
-        tag::TOO_LARGE => match <[u8; 8]>::try_from(payload.as_slice()) {
+        tag::TOO_LARGE => match <[u8; 8]>::try_from(&payload[..]) {
             Ok(b) => Err(ForkAsError::TooLarge {
                 len: u64::from_le_bytes(b),
                 limit: call.max_result as u64,
@@ -659,8 +690,10 @@ where
     F: FnOnce() -> T,
 {
     // Nothing may unwind out of here into the parent's code.
-    let code = catch_unwind(AssertUnwindSafe(|| child_body(token, parent, &pipe, call, f)))
-        .unwrap_or(EXIT_SETUP_FAILED);
+    let code = catch_unwind(AssertUnwindSafe(|| {
+        child_body(token, parent, &pipe, call, f)
+    }))
+    .unwrap_or(EXIT_SETUP_FAILED);
     sys::exit_immediately(code)
 }
 
@@ -670,23 +703,16 @@ where
     F: FnOnce() -> T,
 {
     let setup_failed = |step: SetupStep, e: io::Error| {
-        let report = postcard::to_allocvec(&(step, e.raw_os_error().unwrap_or(0)))
-            .unwrap_or_default();
+        let report =
+            postcard::to_allocvec(&(step, e.raw_os_error().unwrap_or(0))).unwrap_or_default();
         write_frame(pipe, tag::SETUP_FAILED, &report);
         EXIT_SETUP_FAILED
     };
-    // 1. Die with the parent; if it is already gone, stop here.
-    if let Err(e) = rustix::process::set_parent_process_death_signal(Some(Signal::KILL)) {
-        return setup_failed(SetupStep::ParentDeathSignal, e.into());
-    }
-    if rustix::process::getppid() != Some(parent) {
-        return EXIT_ORPHANED;
-    }
-    // 2. Only stdio and the pipe stay open.
-    if let Err(e) = sys::close_fds_except(token, &[0, 1, 2, pipe.as_raw_fd()]) {
+    // 1. Only stdio and the pipe stay open.
+    if let Err(e) = sys::close_fds_except(token, &mut [0, 1, 2, pipe.as_raw_fd()]) {
         return setup_failed(SetupStep::CloseFds, e);
     }
-    // 3. Environment.
+    // 2. Environment.
     match &call.env {
         Environment::Inherit => {}
         Environment::Clear => sys::clear_env(token),
@@ -697,14 +723,17 @@ where
             }
         }
     }
-    // 4. Drop privileges, verified.
-    if let Err(failure) = drop_to(&call.identity, &call.drop) {
-        let report = postcard::to_allocvec(&WireDropError::from(&failure.error))
-            .unwrap_or_default();
+    // 3. Drop privileges, verified.
+    if let Err(failure) = drop_to(&call.identity, &call.drop, Threads::Only(token)) {
+        let report =
+            postcard::to_allocvec(&WireDropError::from(&failure.error)).unwrap_or_default();
         write_frame(pipe, tag::DROP_FAILED, &report);
         return EXIT_SETUP_FAILED;
     }
-    // 5. The uid change cleared the death signal and reset dumpability.
+    // 4. Die with the parent, and stop here if it is already gone. Set only
+    // now: the kernel clears the death signal when the uid changes (and a
+    // parent dying before this point is caught by the getppid check).
+    // The uid change also reset dumpability.
     if let Err(e) = rustix::process::set_parent_process_death_signal(Some(Signal::KILL)) {
         return setup_failed(SetupStep::ParentDeathSignal, e.into());
     }
@@ -714,7 +743,7 @@ where
     if let Err(e) = rustix::process::set_dumpable_behavior(DumpableBehavior::NotDumpable) {
         return setup_failed(SetupStep::NotDumpable, e.into());
     }
-    // 6. Run, encode, report.
+    // 5. Run, encode, report.
     let value = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(payload) => {
@@ -731,6 +760,21 @@ where
             return 0;
         }
     };
+    // Small results are encoded on the stack, right behind their header,
+    // and sent in one write: no allocation, so no copy-on-write fault of
+    // the heap, and one wake-up of the parent.
+    let mut small = [0u8; 512];
+    let (head, body) = small.split_at_mut(HEADER_LEN);
+    match postcard::to_slice(&value, body) {
+        Ok(bytes) if bytes.len() <= call.max_result => {
+            let len = bytes.len();
+            head[0] = tag::OK;
+            head[1..].copy_from_slice(&(len as u64).to_le_bytes());
+            let _ = write_all(pipe, &small[..HEADER_LEN + len]);
+            return 0;
+        }
+        _ => {}
+    }
     match postcard::to_allocvec(&value) {
         Ok(bytes) if bytes.len() > call.max_result => {
             write_frame(pipe, tag::TOO_LARGE, &(bytes.len() as u64).to_le_bytes());

@@ -78,7 +78,9 @@ fn parse_spec<'a>(what: &'static str, spec: &'a str) -> Result<Spec<'a>, Resolve
         return Err(invalid("empty"));
     }
     if spec.bytes().all(|b| b.is_ascii_digit()) {
-        let id: u32 = spec.parse().map_err(|_| invalid("numeric id out of range"))?;
+        let id: u32 = spec
+            .parse()
+            .map_err(|_| invalid("numeric id out of range"))?;
         // (uid_t)-1 means "unchanged" to the set*id calls: never a target.
         if id == u32::MAX {
             return Err(invalid("4294967295 is the reserved \"no change\" id"));
@@ -276,7 +278,10 @@ mod tests {
     #[test]
     fn numeric_uid_without_entry_gets_same_numbered_group() {
         let id = Identity::user("4000000").unwrap();
-        assert_eq!((id.uid(), id.gid(), id.groups()), (4000000, 4000000, vec![4000000]));
+        assert_eq!(
+            (id.uid(), id.gid(), id.groups()),
+            (4000000, 4000000, vec![4000000])
+        );
         assert_eq!(id.name(), None);
     }
 
@@ -297,13 +302,19 @@ mod tests {
     fn bad_specs_are_refused_with_reason() {
         for bad in ["", "a b", "a:b", "4294967295", "99999999999", "x\0y"] {
             let e = Identity::user(bad).unwrap_err();
-            assert!(matches!(e, ResolveError::InvalidSpec { .. }), "{bad:?}: {e}");
+            assert!(
+                matches!(e, ResolveError::InvalidSpec { .. }),
+                "{bad:?}: {e}"
+            );
         }
     }
 
     #[test]
     fn with_group_replaces_groups() {
-        let id = Identity::user("nobody").unwrap().with_group("4242").unwrap();
+        let id = Identity::user("nobody")
+            .unwrap()
+            .with_group("4242")
+            .unwrap();
         assert_eq!((id.gid(), id.groups()), (4242, vec![4242]));
         let id = id.with_groups([7, 3, 7]);
         assert_eq!(id.groups(), vec![3, 7, 4242]);

@@ -6,23 +6,25 @@
 //! 2. Check that the process can change ids (CAP_SETUID and CAP_SETGID in
 //!    its effective set) — before anything changes, so a refusal leaves the
 //!    process exactly as it was.
-//! 3. Clear the ambient capability set.
-//! 4. `setgroups`: the target's supplementary groups — root's groups must go
+//! 3. `setgroups`: the target's supplementary groups — root's groups must go
 //!    while we still hold CAP_SETGID.
-//! 5. `setresgid`: real, effective and saved gid.
-//! 6. `setresuid`: real, effective and saved uid. For a non-root target the
-//!    kernel clears the permitted and effective capabilities here…
-//! 7. …and we clear all capability sets explicitly as well, in case the
-//!    securebits of an ancestor (`SECBIT_NO_SETUID_FIXUP`, `KEEP_CAPS`) kept
-//!    them.
-//! 8. Verify: real/effective/saved uids and gids equal the target; the
+//! 4. `setresgid`: real, effective and saved gid.
+//! 5. `setresuid`: real, effective and saved uid. For a non-root target the
+//!    kernel clears the capability sets here (ambient included)…
+//! 6. …unless securebits of an ancestor (`SECBIT_KEEP_CAPS`,
+//!    `SECBIT_NO_SETUID_FIXUP`) kept them: then we clear them with `capset`
+//!    (which also empties the ambient set, a subset of permitted ∩
+//!    inheritable).
+//! 7. Verify: real/effective/saved uids and gids equal the target; the
 //!    supplementary groups are exactly the target's; for a non-root target
 //!    the effective, permitted and inheritable capability sets are empty
 //!    (the ambient set is a subset of permitted ∩ inheritable, so it is empty
 //!    too), and `setuid(0)` and `setgid(old gid)` fail.
 //!
-//! The library calls apply to every thread (glibc's set*id broadcast).
-//! A failure after step 3 has changed the process: [`drop_privileges`] then
+//! [`drop_privileges`] uses the C library's calls, which apply to every
+//! thread (glibc's set*id broadcast); a fork-as child, proven
+//! single-threaded, uses the raw syscalls.
+//! A failure from step 3 on has changed the process: [`drop_privileges`] then
 //! aborts the process rather than return with half-dropped credentials; the
 //! fork-as child reports it to its parent and exits. See credentials(7),
 //! capabilities(7), setresuid(2), setgroups(2).
@@ -34,7 +36,7 @@ use rustix::thread::{CapabilitySet, CapabilitySets};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::Identity;
-use crate::sys;
+use crate::sys::{self, Threads};
 
 /// Options of a privilege drop.
 #[derive(Debug, Clone, Default)]
@@ -65,8 +67,6 @@ impl DropOptions {
 pub enum DropStep {
     /// Reading the capability sets (`capget`).
     ReadCapabilities,
-    /// Clearing the ambient capabilities (`prctl(PR_CAP_AMBIENT)`).
-    ClearAmbient,
     /// `setgroups`.
     SetGroups,
     /// `setresgid`.
@@ -83,7 +83,6 @@ impl std::fmt::Display for DropStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::ReadCapabilities => "capget",
-            Self::ClearAmbient => "prctl(PR_CAP_AMBIENT_CLEAR_ALL)",
             Self::SetGroups => "setgroups",
             Self::SetResGid => "setresgid",
             Self::SetResUid => "setresuid",
@@ -156,7 +155,7 @@ pub(crate) struct DropFailure {
 /// change does not return: the process prints the error to stderr and
 /// aborts, so it never runs half-dropped.
 pub fn drop_privileges(target: &Identity, opts: &DropOptions) -> Result<(), PrivDropError> {
-    match drop_to(target, opts) {
+    match drop_to(target, opts, Threads::All) {
         Ok(()) => Ok(()),
         Err(DropFailure {
             error,
@@ -173,8 +172,14 @@ pub fn drop_privileges(target: &Identity, opts: &DropOptions) -> Result<(), Priv
 }
 
 /// The drop routine (see the module docs for the order).
-pub(crate) fn drop_to(target: &Identity, opts: &DropOptions) -> Result<(), DropFailure> {
-    let who = target.to_string();
+pub(crate) fn drop_to(
+    target: &Identity,
+    opts: &DropOptions,
+    threads: Threads<'_>,
+) -> Result<(), DropFailure> {
+    // Strings are built only on failure: in a fork-as child every page
+    // written is a copy-on-write fault, so the success path does not allocate.
+    let who = || target.to_string();
     let early = |error| DropFailure {
         error,
         changed: false,
@@ -184,7 +189,7 @@ pub(crate) fn drop_to(target: &Identity, opts: &DropOptions) -> Result<(), DropF
         changed: true,
     };
     let step = |step, source| PrivDropError::Step {
-        target: who.clone(),
+        target: who(),
         step,
         source,
     };
@@ -192,49 +197,57 @@ pub(crate) fn drop_to(target: &Identity, opts: &DropOptions) -> Result<(), DropF
 
     // 1. Root as a target is a choice, never a default.
     if uid.is_root() && !opts.allow_root {
-        return Err(early(PrivDropError::RootRefused { target: who }));
+        return Err(early(PrivDropError::RootRefused { target: who() }));
     }
 
     // 2. Privilege check, unless the process already is exactly the target.
     let caps = rustix::thread::capabilities(None)
         .map_err(|e| early(step(DropStep::ReadCapabilities, e.into())))?;
     if already_target(target).map_err(|e| early(step(DropStep::ReadGroups, e)))? {
-        return verify(target, &who, sys::get_res_gid().1).map_err(late);
+        return verify(target, sys::get_res_gid().1).map_err(late);
     }
-    let mut missing = Vec::new();
-    if !caps.effective.contains(CapabilitySet::SETUID) {
-        missing.push("CAP_SETUID");
-    }
-    if !caps.effective.contains(CapabilitySet::SETGID) {
-        missing.push("CAP_SETGID");
-    }
-    if !missing.is_empty() {
+    let missing = match (
+        caps.effective.contains(CapabilitySet::SETUID),
+        caps.effective.contains(CapabilitySet::SETGID),
+    ) {
+        (true, true) => None,
+        (false, true) => Some("CAP_SETUID"),
+        (true, false) => Some("CAP_SETGID"),
+        (false, false) => Some("CAP_SETUID, CAP_SETGID"),
+    };
+    if let Some(missing) = missing {
         return Err(early(PrivDropError::MissingPrivilege {
-            target: who,
+            target: who(),
             uid: sys::get_res_uid().0.as_raw(),
-            missing: missing.join(", "),
+            missing: missing.to_owned(),
         }));
     }
-    let old_gid = sys::get_res_gid().1;
+    let old_gid = sys::get_res_gid().1; // for the "cannot regain" probe
 
-    // 3. Ambient capabilities would survive setresuid into the new user.
-    rustix::thread::clear_ambient_capability_set()
-        .map_err(|e| late(step(DropStep::ClearAmbient, e.into())))?;
-    // 4–6. Groups first, then gid, then uid: each needs what the next drops.
-    sys::set_groups(target.raw_groups()).map_err(|e| late(step(DropStep::SetGroups, e)))?;
-    sys::set_res_gid(gid).map_err(|e| late(step(DropStep::SetResGid, e)))?;
-    sys::set_res_uid(uid).map_err(|e| late(step(DropStep::SetResUid, e)))?;
-    // 7. The kernel already cleared them unless securebits said otherwise.
+    // 3–5. Groups first, then gid, then uid: each needs what the next drops.
+    sys::set_groups(threads, target.raw_groups())
+        .map_err(|e| late(step(DropStep::SetGroups, e)))?;
+    sys::set_res_gid(threads, gid).map_err(|e| late(step(DropStep::SetResGid, e)))?;
+    sys::set_res_uid(threads, uid).map_err(|e| late(step(DropStep::SetResUid, e)))?;
+    // 6. The kernel cleared the capabilities in setresuid unless securebits
+    // (KEEP_CAPS, NO_SETUID_FIXUP) said otherwise; then clear them here.
+    // Emptying the permitted and inheritable sets empties the ambient set
+    // too: the kernel keeps ambient ⊆ permitted ∩ inheritable.
     if !uid.is_root() {
-        rustix::thread::set_capabilities(None, CapabilitySets {
+        let none = CapabilitySets {
             effective: CapabilitySet::empty(),
             permitted: CapabilitySet::empty(),
             inheritable: CapabilitySet::empty(),
-        })
-        .map_err(|e| late(step(DropStep::ClearCapabilities, e.into())))?;
+        };
+        let now = rustix::thread::capabilities(None)
+            .map_err(|e| late(step(DropStep::ReadCapabilities, e.into())))?;
+        if now != none {
+            rustix::thread::set_capabilities(None, none)
+                .map_err(|e| late(step(DropStep::ClearCapabilities, e.into())))?;
+        }
     }
-    // 8. Trust nothing above: read it all back.
-    verify(target, &who, old_gid).map_err(late)
+    // 7. Trust nothing above: read it all back.
+    verify(target, old_gid).map_err(late)
 }
 
 /// Whether the process already has exactly the target's ids and groups.
@@ -245,18 +258,12 @@ fn already_target(target: &Identity) -> io::Result<bool> {
     if [ru, eu, su] != [u, u, u] || [rg, eg, sg] != [g, g, g] {
         return Ok(false);
     }
-    Ok(sorted(sys::get_groups()?) == target.raw_groups())
+    sys::with_groups(|groups| groups == target.raw_groups())
 }
 
-fn sorted(mut g: Vec<Gid>) -> Vec<Gid> {
-    g.sort_unstable_by_key(|g| g.as_raw());
-    g.dedup();
-    g
-}
-
-fn verify(target: &Identity, who: &str, old_gid: Gid) -> Result<(), PrivDropError> {
+fn verify(target: &Identity, old_gid: Gid) -> Result<(), PrivDropError> {
     let fail = |check: String| PrivDropError::Verify {
-        target: who.to_owned(),
+        target: target.to_string(),
         check,
     };
     let (u, g) = (target.raw_uid(), target.raw_gid());
@@ -280,12 +287,13 @@ fn verify(target: &Identity, who: &str, old_gid: Gid) -> Result<(), PrivDropErro
             g.as_raw()
         )));
     }
-    let groups = sorted(sys::get_groups().map_err(|e| fail(format!("getgroups failed: {e}")))?);
-    if groups != target.raw_groups() {
-        let show = |v: &[Gid]| v.iter().map(|g| g.as_raw()).collect::<Vec<_>>();
+    let show = |v: &[Gid]| v.iter().map(|g| g.as_raw()).collect::<Vec<_>>();
+    let wrong_groups =
+        sys::with_groups(|groups| (groups != target.raw_groups()).then(|| show(groups)))
+            .map_err(|e| fail(format!("getgroups failed: {e}")))?;
+    if let Some(groups) = wrong_groups {
         return Err(fail(format!(
-            "supplementary groups are {:?}, expected {:?}",
-            show(&groups),
+            "supplementary groups are {groups:?}, expected {:?}",
             show(target.raw_groups())
         )));
     }
@@ -302,14 +310,16 @@ fn verify(target: &Identity, who: &str, old_gid: Gid) -> Result<(), PrivDropErro
             caps.inheritable.bits()
         )));
     }
-    if sys::set_uid(Uid::ROOT).is_ok() {
+    // Raw per-thread syscalls are enough for the probe: if either succeeds
+    // on this thread, the process aborts.
+    if rustix::thread::set_thread_uid(Uid::ROOT).is_ok() {
         // The process is root again: nothing it does from here is safe.
-        eprintln!("privfork: fatal: setuid(0) succeeded after dropping to {who}");
+        eprintln!("privfork: fatal: setuid(0) succeeded after dropping to {target}");
         std::process::abort();
     }
-    if old_gid != g && sys::set_gid(old_gid).is_ok() {
+    if old_gid != g && rustix::thread::set_thread_gid(old_gid).is_ok() {
         eprintln!(
-            "privfork: fatal: setgid({}) succeeded after dropping to {who}",
+            "privfork: fatal: setgid({}) succeeded after dropping to {target}",
             old_gid.as_raw()
         );
         std::process::abort();

@@ -16,28 +16,70 @@ use serde::{Deserialize, Serialize};
 use support::{assert_no_children, fd_count, require_root, status_field};
 
 fn main() {
-    support::main(&[
-        ("round_trip_of_several_types", round_trip_of_several_types),
-        ("child_ids_groups_caps_are_as_asked", child_ids_groups_caps_are_as_asked),
-        ("numeric_uid_and_explicit_groups", numeric_uid_and_explicit_groups),
-        ("child_cannot_regain_root", child_cannot_regain_root),
-        ("panic_gives_its_message", panic_gives_its_message),
-        ("abort_and_sigkill_give_signal_errors", abort_and_sigkill_give_signal_errors),
-        ("exit_without_result", exit_without_result),
-        ("slow_function_times_out_and_is_reaped", slow_function_times_out_and_is_reaped),
-        ("oversized_result_is_refused", oversized_result_is_refused),
-        ("hostile_length_is_refused_before_allocation", hostile_length_is_refused_before_allocation),
-        ("garbage_payload_is_a_decode_error", garbage_payload_is_a_decode_error),
-        ("unknown_frame_tag_is_a_protocol_error", unknown_frame_tag_is_a_protocol_error),
-        ("unknown_user_is_named", unknown_user_is_named),
-        ("child_sees_only_stdio_and_its_pipe", child_sees_only_stdio_and_its_pipe),
-        ("environment_is_cleared_or_set", environment_is_cleared_or_set),
-        ("thousand_calls_leave_no_zombie_and_flat_fds", thousand_calls_leave_no_zombie_and_flat_fds),
-        ("multithreaded_caller_is_refused", multithreaded_caller_is_refused),
-        ("root_target_is_refused_by_default", root_target_is_refused_by_default),
-        ("unprivileged_caller_gets_missing_privilege", unprivileged_caller_gets_missing_privilege),
-        ("child_dies_with_its_parent", child_dies_with_its_parent),
-    ], &[("orphan_helper", orphan_helper)])
+    support::main(
+        &[
+            ("round_trip_of_several_types", round_trip_of_several_types),
+            (
+                "child_ids_groups_caps_are_as_asked",
+                child_ids_groups_caps_are_as_asked,
+            ),
+            (
+                "numeric_uid_and_explicit_groups",
+                numeric_uid_and_explicit_groups,
+            ),
+            ("child_cannot_regain_root", child_cannot_regain_root),
+            ("panic_gives_its_message", panic_gives_its_message),
+            (
+                "abort_and_sigkill_give_signal_errors",
+                abort_and_sigkill_give_signal_errors,
+            ),
+            ("exit_without_result", exit_without_result),
+            (
+                "slow_function_times_out_and_is_reaped",
+                slow_function_times_out_and_is_reaped,
+            ),
+            ("oversized_result_is_refused", oversized_result_is_refused),
+            (
+                "hostile_length_is_refused_before_allocation",
+                hostile_length_is_refused_before_allocation,
+            ),
+            (
+                "garbage_payload_is_a_decode_error",
+                garbage_payload_is_a_decode_error,
+            ),
+            (
+                "unknown_frame_tag_is_a_protocol_error",
+                unknown_frame_tag_is_a_protocol_error,
+            ),
+            ("unknown_user_is_named", unknown_user_is_named),
+            (
+                "child_sees_only_stdio_and_its_pipe",
+                child_sees_only_stdio_and_its_pipe,
+            ),
+            (
+                "environment_is_cleared_or_set",
+                environment_is_cleared_or_set,
+            ),
+            (
+                "thousand_calls_leave_no_zombie_and_flat_fds",
+                thousand_calls_leave_no_zombie_and_flat_fds,
+            ),
+            (
+                "multithreaded_caller_is_refused",
+                multithreaded_caller_is_refused,
+            ),
+            (
+                "root_target_is_refused_by_default",
+                root_target_is_refused_by_default,
+            ),
+            (
+                "unprivileged_caller_gets_missing_privilege",
+                unprivileged_caller_gets_missing_privilege,
+            ),
+            ("child_dies_with_its_parent", child_dies_with_its_parent),
+        ],
+        &[("orphan_helper", orphan_helper)],
+    )
 }
 
 fn nobody() -> ForkAs {
@@ -77,13 +119,17 @@ fn round_trip_of_several_types() {
     let make = || Report {
         id: 9,
         tags: vec!["a".into(), "b".into()],
-        shapes: vec![Shape::Circle { r: 1.5 }, Shape::Named("sq".into()), Shape::Unit],
+        shapes: vec![
+            Shape::Circle { r: 1.5 },
+            Shape::Named("sq".into()),
+            Shape::Unit,
+        ],
         maybe: None,
         map: [("k".to_string(), 3u16)].into(),
     };
     assert_eq!(call.run(make).unwrap(), make());
     // The closure's captures come along (copy-on-write memory).
-    let captured = vec![1, 2, 3];
+    let captured: Vec<i32> = (1..=3).collect();
     assert_eq!(call.run(|| captured.iter().sum::<i32>()).unwrap(), 6);
     assert_no_children();
 }
@@ -136,12 +182,18 @@ fn child_ids_groups_caps_are_as_asked() {
         assert_eq!(set, "0000000000000000", "{name} not empty");
     }
     assert!(!s.dumpable, "child must not be dumpable");
-    assert_eq!(s.pdeathsig, Some(libc::SIGKILL), "death signal set after the drop");
+    assert_eq!(
+        s.pdeathsig,
+        Some(libc::SIGKILL),
+        "death signal set after the drop"
+    );
 }
 
 fn numeric_uid_and_explicit_groups() {
     require_root();
-    let id = Identity::user("4000123").unwrap().with_groups([4000124, 4000125]);
+    let id = Identity::user("4000123")
+        .unwrap()
+        .with_groups([4000124, 4000125]);
     let s = ForkAs::new(id).run(seen).unwrap();
     assert_eq!(s.uid, "4000123\t4000123\t4000123\t4000123");
     assert_eq!(s.gid, "4000123\t4000123\t4000123\t4000123");
@@ -167,13 +219,26 @@ fn child_cannot_regain_root() {
             let errno = |r: rustix::io::Result<()>| r.err().map(|e| e.raw_os_error());
             let ioerr = |r: std::io::Result<()>| r.err().and_then(|e| e.raw_os_error());
             vec![
-                ("setuid(0)".into(), errno(rustix::thread::set_thread_uid(Uid::ROOT))),
+                (
+                    "setuid(0)".into(),
+                    errno(rustix::thread::set_thread_uid(Uid::ROOT)),
+                ),
                 (
                     "setresuid(0,0,0)".into(),
-                    errno(rustix::thread::set_thread_res_uid(Uid::ROOT, Uid::ROOT, Uid::ROOT)),
+                    errno(rustix::thread::set_thread_res_uid(
+                        Uid::ROOT,
+                        Uid::ROOT,
+                        Uid::ROOT,
+                    )),
                 ),
-                ("setgid(0)".into(), errno(rustix::thread::set_thread_gid(Gid::ROOT))),
-                ("setgroups([0])".into(), errno(rustix::thread::set_thread_groups(&[Gid::ROOT]))),
+                (
+                    "setgid(0)".into(),
+                    errno(rustix::thread::set_thread_gid(Gid::ROOT)),
+                ),
+                (
+                    "setgroups([0])".into(),
+                    errno(rustix::thread::set_thread_groups(&[Gid::ROOT])),
+                ),
                 (
                     "read root-only file".into(),
                     ioerr(std::fs::read(&path).map(drop)),
@@ -217,20 +282,37 @@ fn panic_gives_its_message() {
 
 fn abort_and_sigkill_give_signal_errors() {
     require_root();
-    let err = nobody().run(|| -> u8 { std::process::abort() }).unwrap_err();
+    let err = nobody()
+        .run(|| -> u8 { std::process::abort() })
+        .unwrap_err();
     assert!(
-        matches!(err, ForkAsError::Signaled { signal: libc::SIGABRT, .. }),
+        matches!(
+            err,
+            ForkAsError::Signaled {
+                signal: libc::SIGABRT,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("SIGABRT"), "{err}");
     let err = nobody()
         .run(|| -> u8 {
-            let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::KILL,
+            );
             unreachable!()
         })
         .unwrap_err();
     assert!(
-        matches!(err, ForkAsError::Signaled { signal: libc::SIGKILL, .. }),
+        matches!(
+            err,
+            ForkAsError::Signaled {
+                signal: libc::SIGKILL,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_no_children();
@@ -238,8 +320,13 @@ fn abort_and_sigkill_give_signal_errors() {
 
 fn exit_without_result() {
     require_root();
-    let err = nobody().run(|| -> u8 { std::process::exit(7) }).unwrap_err();
-    assert!(matches!(err, ForkAsError::NoResult { exit_code: 7 }), "{err:?}");
+    let err = nobody()
+        .run(|| -> u8 { std::process::exit(7) })
+        .unwrap_err();
+    assert!(
+        matches!(err, ForkAsError::NoResult { exit_code: 7 }),
+        "{err:?}"
+    );
     assert_no_children();
 }
 
@@ -316,7 +403,10 @@ fn hostile_length_is_refused_before_allocation() {
             0
         })
         .unwrap_err();
-    assert!(matches!(err, ForkAsError::TooLarge { len, .. } if len == 1 << 40), "{err:?}");
+    assert!(
+        matches!(err, ForkAsError::TooLarge { len, .. } if len == 1 << 40),
+        "{err:?}"
+    );
     assert_no_children();
 }
 
@@ -370,7 +460,10 @@ fn unknown_user_is_named() {
     assert!(err.to_string().contains("no-such-user-pf"), "{err}");
     let err = ForkAs::user("no-such-user-pf").unwrap_err();
     assert!(err.to_string().contains("no-such-user-pf"), "{err}");
-    let err = Identity::user("nobody").unwrap().with_group("no-such-group-pf").unwrap_err();
+    let err = Identity::user("nobody")
+        .unwrap()
+        .with_group("no-such-group-pf")
+        .unwrap_err();
     assert!(err.to_string().contains("no-such-group-pf"), "{err}");
     assert_no_children();
 }
@@ -469,9 +562,15 @@ fn multithreaded_caller_is_refused() {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let t = std::thread::spawn(move || rx.recv());
     let err = fork_as("nobody", || 1u8).unwrap_err();
-    assert!(matches!(err, ForkAsError::MultiThreaded { threads: 2 }), "{err:?}");
+    assert!(
+        matches!(err, ForkAsError::MultiThreaded { threads: 2 }),
+        "{err:?}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains("2 threads") && msg.contains("fork server"), "{msg}");
+    assert!(
+        msg.contains("2 threads") && msg.contains("fork server"),
+        "{msg}"
+    );
     tx.send(()).unwrap();
     t.join().unwrap().unwrap();
     assert_no_children();
@@ -481,7 +580,10 @@ fn root_target_is_refused_by_default() {
     require_root();
     let err = ForkAs::user("root").unwrap().run(|| 1u8).unwrap_err();
     assert!(
-        matches!(err, ForkAsError::PrivDrop(PrivDropError::RootRefused { .. })),
+        matches!(
+            err,
+            ForkAsError::PrivDrop(PrivDropError::RootRefused { .. })
+        ),
         "{err:?}"
     );
     // Explicitly allowed, it runs as root with only root's group.
@@ -505,7 +607,10 @@ fn unprivileged_caller_gets_missing_privilege() {
             other => format!("unexpected: {other:?}"),
         })
         .unwrap();
-    assert!(msg.contains("CAP_SETUID") && msg.contains("CAP_SETGID"), "{msg}");
+    assert!(
+        msg.contains("CAP_SETUID") && msg.contains("CAP_SETGID"),
+        "{msg}"
+    );
     assert!(msg.contains("daemon"), "{msg}");
     assert_no_children();
 }
@@ -541,8 +646,14 @@ fn child_dies_with_its_parent() {
     helper.wait().unwrap();
     // The pidfd becomes readable when the grandchild exits. Wait up to 30 s
     // (it sleeps for 120 s unless the death signal killed it).
-    let mut fds = [rustix::event::PollFd::new(&pidfd, rustix::event::PollFlags::IN)];
-    let ts = rustix::event::Timespec { tv_sec: 30, tv_nsec: 0 };
+    let mut fds = [rustix::event::PollFd::new(
+        &pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let ts = rustix::event::Timespec {
+        tv_sec: 30,
+        tv_nsec: 0,
+    };
     let n = rustix::event::poll(&mut fds, Some(&ts)).unwrap();
     assert_eq!(n, 1, "fork-as child {grandchild} outlived its parent");
     let _ = pidfd.as_fd();

@@ -13,14 +13,38 @@ fn main() {
         &[
             ("drop_to_nobody_is_verified", drop_to_nobody_is_verified),
             ("all_threads_are_dropped", all_threads_are_dropped),
-            ("old_supplementary_groups_are_gone", old_supplementary_groups_are_gone),
-            ("numeric_uid_without_passwd_entry", numeric_uid_without_passwd_entry),
-            ("keep_caps_securebit_cannot_keep_capabilities", keep_caps_securebit_cannot_keep_capabilities),
-            ("ambient_capabilities_are_cleared", ambient_capabilities_are_cleared),
-            ("root_target_refused_and_nothing_changed", root_target_refused_and_nothing_changed),
-            ("root_target_allowed_explicitly", root_target_allowed_explicitly),
-            ("missing_privilege_named_and_nothing_changed", missing_privilege_named_and_nothing_changed),
-            ("dropping_to_self_needs_no_privilege", dropping_to_self_needs_no_privilege),
+            (
+                "old_supplementary_groups_are_gone",
+                old_supplementary_groups_are_gone,
+            ),
+            (
+                "numeric_uid_without_passwd_entry",
+                numeric_uid_without_passwd_entry,
+            ),
+            (
+                "keep_caps_securebit_cannot_keep_capabilities",
+                keep_caps_securebit_cannot_keep_capabilities,
+            ),
+            (
+                "ambient_capabilities_are_cleared",
+                ambient_capabilities_are_cleared,
+            ),
+            (
+                "root_target_refused_and_nothing_changed",
+                root_target_refused_and_nothing_changed,
+            ),
+            (
+                "root_target_allowed_explicitly",
+                root_target_allowed_explicitly,
+            ),
+            (
+                "missing_privilege_named_and_nothing_changed",
+                missing_privilege_named_and_nothing_changed,
+            ),
+            (
+                "dropping_to_self_needs_no_privilege",
+                dropping_to_self_needs_no_privilege,
+            ),
         ],
         &[],
     )
@@ -69,7 +93,11 @@ fn all_threads_are_dropped() {
     let t = std::thread::spawn(move || {
         go_rx.recv().unwrap();
         let s = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-        let uid = s.lines().find(|l| l.starts_with("Uid:")).unwrap().to_owned();
+        let uid = s
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap()
+            .to_owned();
         done_tx.send(uid).unwrap();
     });
     let id = nobody();
@@ -131,11 +159,19 @@ fn ambient_capabilities_are_cleared() {
 
 fn root_target_refused_and_nothing_changed() {
     require_root();
-    let before = (status_field("Uid"), status_field("Groups"), status_field("CapEff"));
+    let before = (
+        status_field("Uid"),
+        status_field("Groups"),
+        status_field("CapEff"),
+    );
     let err = drop_privileges(&Identity::user("root").unwrap(), &DropOptions::new()).unwrap_err();
     assert!(matches!(err, PrivDropError::RootRefused { .. }), "{err:?}");
     assert!(err.to_string().contains("allow_root"), "{err}");
-    let after = (status_field("Uid"), status_field("Groups"), status_field("CapEff"));
+    let after = (
+        status_field("Uid"),
+        status_field("Groups"),
+        status_field("CapEff"),
+    );
     assert_eq!(before, after);
 }
 
@@ -152,8 +188,14 @@ fn missing_privilege_named_and_nothing_changed() {
     drop_privileges(&id, &DropOptions::new()).unwrap();
     let err = drop_privileges(&Identity::user("daemon").unwrap(), &DropOptions::new()).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, PrivDropError::MissingPrivilege { .. }), "{err:?}");
-    assert!(msg.contains("CAP_SETUID, CAP_SETGID") && msg.contains("daemon"), "{msg}");
+    assert!(
+        matches!(err, PrivDropError::MissingPrivilege { .. }),
+        "{err:?}"
+    );
+    assert!(
+        msg.contains("CAP_SETUID, CAP_SETGID") && msg.contains("daemon"),
+        "{msg}"
+    );
     assert!(msg.contains(&format!("uid {}", id.uid())), "{msg}");
     assert_is(&id);
 }

@@ -51,18 +51,53 @@ pub(crate) struct MultiThreaded {
     pub(crate) threads: usize,
 }
 
-/// Counts the threads of the calling process from `/proc/self/status`.
+/// Counts the threads of the calling process, without allocating.
+///
+/// procfs gives `/proc/self/task` a link count of 2 plus the number of
+/// threads (`proc_task_getattr`), so one `stat` answers; field 20 of
+/// `/proc/self/stat` is the fallback if that ever looks wrong.
 ///
 /// # Errors
 ///
-/// Fails if `/proc` is not mounted or the line is missing.
+/// Fails if `/proc` is not mounted or cannot be parsed.
 pub(crate) fn thread_count() -> io::Result<usize> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| io::Error::other("no Threads: line in /proc/self/status"))
+    let st = rustix::fs::stat(c"/proc/self/task")?;
+    if st.st_nlink >= 3 {
+        return Ok((st.st_nlink - 2) as usize);
+    }
+    thread_count_from_stat()
+}
+
+fn thread_count_from_stat() -> io::Result<usize> {
+    let fd = rustix::fs::open(
+        c"/proc/self/stat",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let mut buf = [0u8; 1024];
+    let mut len = 0;
+    while len < buf.len() {
+        match rustix::io::read(&fd, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let bad = || io::Error::other("cannot parse the thread count in /proc/self/stat");
+    // The command name (field 2) may hold spaces and parentheses: fields
+    // are counted after its last ')'. Field 3 (state) comes first there.
+    let text = &buf[..len];
+    let close = text.iter().rposition(|&b| b == b')').ok_or_else(bad)?;
+    let field = text[close + 1..]
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty())
+        .nth(20 - 3)
+        .ok_or_else(bad)?;
+    std::str::from_utf8(field)
+        .ok()
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(bad)
 }
 
 /// `fork()`—Creates a child process, refusing if the caller is multithreaded.
@@ -110,12 +145,16 @@ pub(crate) fn exit_immediately(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// `clearenv()`—Empties the environment of the child.
+/// Empties the environment of the child by pointing `environ` at nothing.
+///
+/// Unlike `clearenv()` this frees nothing: freeing would write to the
+/// allocator's state, a copy-on-write fault in a forked child, and the old
+/// array goes away with the child anyway.
 pub(crate) fn clear_env(_child: &ChildToken) {
     // SAFETY: the token proves we are in a single-threaded child, so no
-    // other thread can be reading the environment while it is freed.
-    let rc = unsafe { libc::clearenv() };
-    debug_assert_eq!(rc, 0, "glibc clearenv always succeeds");
+    // other thread reads `environ` while it changes; a null `environ` is
+    // what clearenv itself leaves, and getenv/setenv handle it.
+    unsafe { libc::environ = std::ptr::null_mut() };
 }
 
 /// `close_range`—Closes every fd of the child except those in `keep`.
@@ -125,103 +164,88 @@ pub(crate) fn clear_env(_child: &ChildToken) {
 /// The first `close_range` failure.
 ///
 /// See close_range(2).
-pub(crate) fn close_fds_except(_child: &ChildToken, keep: &[RawFd]) -> io::Result<()> {
-    let mut keep: Vec<u32> = keep
-        .iter()
-        .filter_map(|&fd| u32::try_from(fd).ok())
-        .collect();
+pub(crate) fn close_fds_except(_child: &ChildToken, keep: &mut [RawFd]) -> io::Result<()> {
     keep.sort_unstable();
-    keep.dedup();
     let mut first: u32 = 0;
-    for &k in keep.iter().chain(std::iter::once(&u32::MAX)) {
+    for &fd in keep.iter() {
+        let Ok(k) = u32::try_from(fd) else { continue };
         if k > first {
-            let last = if k == u32::MAX { u32::MAX } else { k - 1 };
-            // SAFETY: close_range takes two integers and a flags word. The
-            // fds it closes are owned by Rust values of the parent's image,
-            // but the token proves this is a child that will never return
-            // into that code: it runs only the fork-as routine and exits.
-            let rc = unsafe {
-                libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint)
-            };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            close_range(first, k - 1)?;
         }
-        if k == u32::MAX {
-            break;
-        }
-        first = k + 1;
+        first = first.max(k.saturating_add(1));
     }
-    Ok(())
+    close_range(first, u32::MAX)
 }
 
-/// `setgroups(groups)`—Sets the supplementary groups of every thread.
+fn close_range(first: u32, last: u32) -> io::Result<()> {
+    // SAFETY: close_range takes two integers and a flags word. The fds it
+    // closes are owned by Rust values of the parent's image, but it is only
+    // called through close_fds_except, whose token proves this is a child
+    // that never returns into that code: it runs the fork-as routine and
+    // exits with _exit.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Which threads a credential change must reach.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Threads<'a> {
+    /// Every thread of the process: the C library's wrappers, which signal
+    /// each thread to make the same call (glibc's set*id broadcast).
+    All,
+    /// The process has this one thread (the token proves it): raw syscalls,
+    /// which act on the calling thread only, are then process-wide. They
+    /// also keep a fork-as child from executing (and so faulting in) the
+    /// C library's broadcast code, which fork does not map into the child.
+    Only(&'a ChildToken),
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `setgroups(groups)`—Sets the supplementary groups.
 ///
 /// See setgroups(2).
-pub(crate) fn set_groups(groups: &[Gid]) -> io::Result<()> {
-    let raw: Vec<libc::gid_t> = groups.iter().map(|g| g.as_raw()).collect();
-    // SAFETY: the pointer and length describe `raw`, which outlives the call;
-    // the kernel only reads it.
-    let rc = unsafe { libc::setgroups(raw.len(), raw.as_ptr()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+pub(crate) fn set_groups(threads: Threads<'_>, groups: &[Gid]) -> io::Result<()> {
+    if let Threads::Only(ChildToken { .. }) = threads {
+        return Ok(rustix::thread::set_thread_groups(groups)?);
     }
+    // SAFETY: Gid is a repr(transparent) gid_t, so the pointer and length
+    // describe `groups`, which outlives the call; the kernel only reads it.
+    check(unsafe { libc::setgroups(groups.len(), groups.as_ptr().cast::<libc::gid_t>()) })
 }
 
-/// `setresgid(gid, gid, gid)`—Sets all three group ids of every thread.
+/// `setresgid(gid, gid, gid)`—Sets the real, effective and saved gid.
 ///
 /// See setresgid(2).
-pub(crate) fn set_res_gid(gid: Gid) -> io::Result<()> {
+pub(crate) fn set_res_gid(threads: Threads<'_>, gid: Gid) -> io::Result<()> {
+    if let Threads::Only(ChildToken { .. }) = threads {
+        return Ok(rustix::thread::set_thread_res_gid(gid, gid, gid)?);
+    }
     let g = gid.as_raw();
     // SAFETY: integer arguments only.
-    let rc = unsafe { libc::setresgid(g, g, g) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check(unsafe { libc::setresgid(g, g, g) })
 }
 
-/// `setresuid(uid, uid, uid)`—Sets all three user ids of every thread.
+/// `setresuid(uid, uid, uid)`—Sets the real, effective and saved uid.
 ///
 /// See setresuid(2).
-pub(crate) fn set_res_uid(uid: Uid) -> io::Result<()> {
+pub(crate) fn set_res_uid(threads: Threads<'_>, uid: Uid) -> io::Result<()> {
+    if let Threads::Only(ChildToken { .. }) = threads {
+        return Ok(rustix::thread::set_thread_res_uid(uid, uid, uid)?);
+    }
     let u = uid.as_raw();
     // SAFETY: integer arguments only.
-    let rc = unsafe { libc::setresuid(u, u, u) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// `setuid(uid)`—Used only to prove that root cannot be regained.
-///
-/// See setuid(2).
-pub(crate) fn set_uid(uid: Uid) -> io::Result<()> {
-    // SAFETY: integer argument only.
-    let rc = unsafe { libc::setuid(uid.as_raw()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// `setgid(gid)`—Used only to prove that the old group cannot be regained.
-///
-/// See setgid(2).
-pub(crate) fn set_gid(gid: Gid) -> io::Result<()> {
-    // SAFETY: integer argument only.
-    let rc = unsafe { libc::setgid(gid.as_raw()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check(unsafe { libc::setresuid(u, u, u) })
 }
 
 /// `getresuid()`—Real, effective and saved user ids.
@@ -242,17 +266,29 @@ pub(crate) fn get_res_gid() -> (Gid, Gid, Gid) {
     (Gid::from_raw(r), Gid::from_raw(e), Gid::from_raw(s))
 }
 
-/// `getgroups()`—The supplementary groups of the calling thread.
-pub(crate) fn get_groups() -> io::Result<Vec<Gid>> {
+/// `getgroups()`—Calls `f` with the supplementary groups of the calling
+/// thread, sorted and deduplicated; allocates only for more than 64 groups
+/// (a fork-as child avoids allocating: every page it writes is a
+/// copy-on-write fault).
+pub(crate) fn with_groups<R>(f: impl FnOnce(&[Gid]) -> R) -> io::Result<R> {
+    let mut small = [Gid::ROOT; 64];
+    let mut big = Vec::new();
     loop {
         // SAFETY: size 0 with a null pointer only asks for the count.
         let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let mut buf = vec![0 as libc::gid_t; n as usize];
-        // SAFETY: `buf` has room for `n` entries, the size we pass.
-        let got = unsafe { libc::getgroups(n, buf.as_mut_ptr()) };
+        let buf: &mut [Gid] = if n as usize <= small.len() {
+            &mut small[..]
+        } else {
+            big.resize(n as usize, Gid::ROOT);
+            &mut big[..]
+        };
+        let cap = libc::c_int::try_from(buf.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: Gid is a repr(transparent) gid_t, and `buf` has room for
+        // `cap` of them, the size we pass.
+        let got = unsafe { libc::getgroups(cap, buf.as_mut_ptr().cast::<libc::gid_t>()) };
         if got < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINVAL) {
@@ -260,8 +296,16 @@ pub(crate) fn get_groups() -> io::Result<Vec<Gid>> {
             }
             return Err(e);
         }
-        buf.truncate(got as usize);
-        return Ok(buf.into_iter().map(Gid::from_raw).collect());
+        let groups = &mut buf[..got as usize];
+        groups.sort_unstable_by_key(|g| g.as_raw());
+        let mut len = 0;
+        for i in 0..groups.len() {
+            if len == 0 || groups[i] != groups[len - 1] {
+                groups[len] = groups[i];
+                len += 1;
+            }
+        }
+        return Ok(f(&groups[..len]));
     }
 }
 

@@ -54,8 +54,14 @@ pub fn main(cases: &[Case], helpers: &[Case]) -> ! {
         }
     }
     for (name, out) in &failed {
-        println!("\n---- {name} stdout ----\n{}", String::from_utf8_lossy(&out.stdout));
-        println!("---- {name} stderr ----\n{}", String::from_utf8_lossy(&out.stderr));
+        println!(
+            "\n---- {name} stdout ----\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        println!(
+            "---- {name} stderr ----\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let passed = selected.len() - failed.len();
     println!(
