@@ -1,0 +1,53 @@
+//! The `privfork` command, run as a user would.
+
+use std::process::Command;
+
+fn privfork(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_privfork"))
+        .args(args)
+        .output()
+        .expect("run privfork");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn id_of_nobody() {
+    let (code, out, _) = privfork(&["id", "nobody"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("user=nobody uid=65534 "), "{out}");
+}
+
+#[test]
+fn id_of_numeric_uid_without_entry() {
+    let (code, out, _) = privfork(&["id", "4000000"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "user=- uid=4000000 gid=4000000 groups=4000000");
+}
+
+#[test]
+fn id_with_group() {
+    let (code, out, _) = privfork(&["id", "nobody", "--group", "4242"]);
+    assert_eq!(code, 0);
+    assert!(out.trim().ends_with("gid=4242 groups=4242"), "{out}");
+}
+
+#[test]
+fn unknown_user_and_group_are_named() {
+    let (code, _, err) = privfork(&["id", "no-such-user-pf"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown user \"no-such-user-pf\""), "{err}");
+    let (code, _, err) = privfork(&["id", "nobody", "-g", "no-such-group-pf"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown group \"no-such-group-pf\""), "{err}");
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let (code, out, _) = privfork(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("id"), "{out}");
+}
