@@ -1,22 +1,5 @@
 //! privfork — OpenBSD-style privilege separation for Rust services on Linux.
-//!
-//! The pieces, each in a module named after the concept it wraps:
-//!
-//! - [`identity`]: users and groups resolved by name or numeric id.
-//! - [`privdrop`]: the ordered, verified, fail-closed privilege drop.
-//! - [`fork_as`]: run a function as another user in a freshly forked child
-//!   and get its serialized result back over a pipe.
-//!
-//! All `unsafe` code lives in the private `sys` module; every other module is
-//! compiled under `#![deny(unsafe_code)]`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod fork_as;
-pub mod identity;
-pub mod privdrop;
-mod sys;
-
-pub use fork_as::{ForkAs, ForkAsError, fork_as};
-pub use identity::{Identity, ResolveError};
-pub use privdrop::{DropOptions, PrivDropError};
+pub mod ipc;

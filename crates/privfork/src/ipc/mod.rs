@@ -1,0 +1,1 @@
+//! Typed IPC over socketpairs, with fd passing.
