@@ -1,0 +1,1 @@
+//! Async channel tests (feature `tokio`).
