@@ -68,6 +68,11 @@ impl<Rx: Message> AsyncReceiver<Rx> {
             if let Some(m) = self.core.next_message(sock)? {
                 return Ok(m);
             }
+            // Try first: data is often already there, and a readiness
+            // round trip through the reactor costs more than a failed read.
+            if self.core.fill(sock, true)? == Step::Progress {
+                continue;
+            }
             if let Err(source) = self.fd.readable().await {
                 return Err(self.core.fail(sock, RecvError::Io { source }));
             }
@@ -130,6 +135,9 @@ impl<Tx: Message> AsyncSender<Tx> {
     pub async fn flush(&mut self) -> Result<(), SendError> {
         while !self.core.is_empty() {
             let sock = self.fd.as_fd();
+            if self.core.flush_step(sock, true)? == Step::Progress {
+                continue;
+            }
             self.fd
                 .writable()
                 .await

@@ -57,6 +57,6 @@ pub use async_channel::{AsyncChannel, AsyncClient, AsyncReceiver, AsyncSender};
 pub use channel::{Channel, PeerCred, Receiver, Sender, peer_cred, socketpair};
 pub use client::Client;
 pub use error::{CallError, Error, OpenError, RecvError, SendError};
-pub use frame::{FrameDecoder, FrameError, Header, Limits, RawFrame};
+pub use frame::{FrameDecoder, FrameError, HEADER_LEN, Header, Limits, RawFrame};
 pub use message::{Bytes, Message, MsgKind};
 pub use wire::Received;
