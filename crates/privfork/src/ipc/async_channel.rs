@@ -168,12 +168,15 @@ pub struct AsyncChannel<Tx: Message, Rx: Message> {
 }
 
 impl<Tx: Message, Rx: Message> AsyncChannel<Tx, Rx> {
-    /// Creates a connected pair of async ends. Must run inside a tokio
-    /// runtime.
+    /// Creates a connected pair of async ends.
     ///
     /// # Errors
     ///
     /// [`OpenError::Socketpair`], [`OpenError::Fd`], [`OpenError::Reactor`].
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with I/O enabled (tokio's own rule).
     pub fn pair(limits: Limits) -> Result<(Self, AsyncChannel<Rx, Tx>), OpenError> {
         let (a, b) = socketpair()?;
         Ok((Self::new(a, limits)?, AsyncChannel::new(b, limits)?))
@@ -186,6 +189,10 @@ impl<Tx: Message, Rx: Message> AsyncChannel<Tx, Rx> {
     ///
     /// [`OpenError::NotUnixStream`], [`OpenError::Fd`],
     /// [`OpenError::Reactor`].
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with I/O enabled (tokio's own rule).
     pub fn from_fd(fd: OwnedFd, limits: Limits) -> Result<Self, OpenError> {
         check_unix_stream(fd.as_fd())?;
         Self::new(fd, limits)

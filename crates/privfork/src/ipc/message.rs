@@ -72,7 +72,10 @@ pub trait Message: Serialize + for<'de> Deserialize<'de> {
 /// enum, and its [`Message`] impl. See the [module docs](crate::ipc::message).
 ///
 /// Syntax: `enum Name / KindName { CODE => Variant [fields] [+ fds N], ... }`
-/// where fields are `{ a: T, ... }`, `(T, ...)` or nothing.
+/// where fields are `{ a: T, ... }`, `(T, ...)` or nothing. Codes must be
+/// distinct (a duplicate is an unreachable-pattern warning). The generated
+/// enum derives serde's traits, so the calling crate depends on `serde`
+/// with the `derive` feature.
 #[macro_export]
 macro_rules! ipc_message {
     (
