@@ -6,6 +6,8 @@
 //! - [`privdrop`]: the ordered, verified, fail-closed privilege drop.
 //! - [`fork_as`]: run a function as another user in a freshly forked child
 //!   and get its serialized result back over a pipe.
+//! - [`ipc`]: framed, typed channels over unix socketpairs with fd passing
+//!   (blocking, and async with the `tokio` feature).
 //!
 //! All `unsafe` code lives in the private `sys` module; every other module is
 //! compiled under `#![deny(unsafe_code)]`.
@@ -14,6 +16,7 @@
 
 pub mod fork_as;
 pub mod identity;
+pub mod ipc;
 pub mod privdrop;
 mod sys;
 

@@ -1,0 +1,183 @@
+//! Request/reply calls over one channel shared by many threads.
+//!
+//! A [`Client`] numbers each call, sends it, and waits for the reply that
+//! carries the same request id. One waiting thread at a time reads the
+//! socket (the leader); replies for other calls are parked and their
+//! threads woken, so calls from many threads overlap on one channel. A
+//! reply whose id matches no outstanding call is a protocol error that
+//! closes the channel (a peer cannot make the client buffer without bound).
+//!
+//! This is what a multithreaded worker uses to ask the fork server: one
+//! `Client` shared by all threads, or a fresh channel per call (send one end
+//! of a new [`socketpair`](super::socketpair) as an fd and talk on the other).
+//! The server side is a plain [`Channel`] that answers each request with
+//! [`Channel::send_with`] under the request's id.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+use super::channel::{Channel, PeerCred, Receiver, Sender};
+use super::error::CallError;
+use super::message::Message;
+use super::wire::{Received, error_chain};
+
+#[derive(Debug)]
+struct Shared<Rx: Message> {
+    outstanding: HashSet<u64>,
+    parked: HashMap<u64, Received<Rx>>,
+    reader_busy: bool,
+    closed: Option<String>,
+}
+
+/// A channel end shared by threads for request/reply calls.
+#[derive(Debug)]
+pub struct Client<Tx: Message, Rx: Message> {
+    next_id: AtomicU64,
+    tx: Mutex<Sender<Tx>>,
+    rx: Mutex<Receiver<Rx>>,
+    shared: Mutex<Shared<Rx>>,
+    wake: Condvar,
+    peer: std::io::Result<PeerCred>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in another caller leaves the data consistent (every update is
+    // a single insert/remove), so carry on rather than spread the panic.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<Tx: Message, Rx: Message> Client<Tx, Rx> {
+    /// Wraps `channel` for shared use.
+    #[must_use]
+    pub fn new(channel: Channel<Tx, Rx>) -> Self {
+        let peer = channel.peer_cred();
+        let (tx, rx) = channel.split();
+        Self {
+            next_id: AtomicU64::new(1),
+            tx: Mutex::new(tx),
+            rx: Mutex::new(rx),
+            shared: Mutex::new(Shared {
+                outstanding: HashSet::new(),
+                parked: HashMap::new(),
+                reader_busy: false,
+                closed: None,
+            }),
+            wake: Condvar::new(),
+            peer,
+        }
+    }
+
+    /// Credentials of the server end (`SO_PEERCRED`, read at creation).
+    ///
+    /// # Errors
+    ///
+    /// The error `getsockopt` returned then.
+    pub fn peer_cred(&self) -> std::io::Result<PeerCred> {
+        match &self.peer {
+            Ok(c) => Ok(*c),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+
+    /// Sends `msg` with `fds` as a new request and waits for its reply.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Send`] / [`CallError::Recv`] for the failure this call
+    /// met, [`CallError::Closed`] if the channel was closed (by any caller's
+    /// failure or by the peer), [`CallError::UnexpectedReply`] for a reply to
+    /// no outstanding request. All but a refused send close the channel.
+    pub fn call(&self, msg: &Tx, fds: Vec<OwnedFd>) -> Result<Received<Rx>, CallError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut st = lock(&self.shared);
+            if let Some(reason) = &st.closed {
+                return Err(CallError::Closed {
+                    reason: reason.clone(),
+                });
+            }
+            st.outstanding.insert(id);
+        }
+        if let Err(e) = lock(&self.tx).send_with(id, msg, fds) {
+            lock(&self.shared).outstanding.remove(&id);
+            return Err(e.into());
+        }
+        self.wait_reply(id)
+    }
+
+    fn wait_reply(&self, id: u64) -> Result<Received<Rx>, CallError> {
+        loop {
+            {
+                let mut st = lock(&self.shared);
+                loop {
+                    if let Some(r) = st.parked.remove(&id) {
+                        return Ok(r);
+                    }
+                    if let Some(reason) = &st.closed {
+                        let reason = reason.clone();
+                        st.outstanding.remove(&id);
+                        return Err(CallError::Closed { reason });
+                    }
+                    if !st.reader_busy {
+                        st.reader_busy = true;
+                        break;
+                    }
+                    st = self.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+            // This thread is the reader until it has one message.
+            let got = lock(&self.rx).recv();
+            let mut st = lock(&self.shared);
+            st.reader_busy = false;
+            let result = match got {
+                Ok(r) if st.outstanding.remove(&r.request_id) => {
+                    if r.request_id == id {
+                        Some(Ok(r))
+                    } else {
+                        st.parked.insert(r.request_id, r);
+                        None
+                    }
+                }
+                Ok(r) => {
+                    let e = CallError::UnexpectedReply {
+                        request_id: r.request_id,
+                    };
+                    st.closed = Some(error_chain(&e));
+                    // Shut the socket so the peer and later calls see it.
+                    self.close_socket();
+                    st.outstanding.remove(&id);
+                    Some(Err(e))
+                }
+                Err(e) => {
+                    st.closed = Some(error_chain(&e));
+                    st.outstanding.remove(&id);
+                    Some(Err(CallError::Recv(e)))
+                }
+            };
+            self.wake.notify_all();
+            if let Some(r) = result {
+                return r;
+            }
+        }
+    }
+
+    fn close_socket(&self) {
+        use std::os::fd::AsFd;
+        let rx = lock(&self.rx);
+        let _ = rustix::net::shutdown(rx.as_fd(), rustix::net::Shutdown::Both);
+    }
+
+    /// True once the channel is closed; every later call fails.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        lock(&self.shared).closed.is_some()
+    }
+}
+
+impl<Tx: Message, Rx: Message> From<Channel<Tx, Rx>> for Client<Tx, Rx> {
+    fn from(c: Channel<Tx, Rx>) -> Self {
+        Self::new(c)
+    }
+}

@@ -1,0 +1,158 @@
+//! Fd passing over unix sockets with `SCM_RIGHTS`.
+//!
+//! Two thin, safe wrappers around rustix's `sendmsg`/`recvmsg`: one write of
+//! bytes with optional fds, one read of bytes with the fds that came with
+//! them. Received fds are opened with `MSG_CMSG_CLOEXEC`, are `OwnedFd`s from
+//! the first moment (so anything not claimed later is closed on drop), and a
+//! truncated control message (`MSG_CTRUNC`, i.e. more fds than the buffer was
+//! sized for) is an error, never a silent loss.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::io::Errno;
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+
+/// Why one `recvmsg` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvFdsError {
+    /// The syscall failed (`EAGAIN` included: callers decide what it means).
+    #[error("recvmsg on the channel socket failed")]
+    Io {
+        /// The error the kernel returned.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kernel set `MSG_CTRUNC`: more ancillary data arrived than fits,
+    /// so fds were lost (the kernel closed them).
+    #[error(
+        "control message truncated (MSG_CTRUNC): the peer sent more than {limit} fds at once; {received} were kept and closed"
+    )]
+    ControlTruncated {
+        /// The per-message fd limit the buffer was sized for.
+        limit: u16,
+        /// How many fds fit in the buffer (all closed).
+        received: usize,
+    },
+}
+
+impl RecvFdsError {
+    /// True when the error is `EAGAIN`/`EWOULDBLOCK` on a non-blocking read.
+    #[must_use]
+    pub fn is_would_block(&self) -> bool {
+        matches!(self, RecvFdsError::Io { source } if source.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+/// A reusable control-message buffer sized for `max_fds + 1` fds, so that
+/// one fd over the limit is reported as such rather than as truncation.
+#[derive(Debug)]
+pub struct FdRecvBuffer {
+    space: Vec<MaybeUninit<u8>>,
+    max_fds: u16,
+}
+
+impl FdRecvBuffer {
+    /// Creates a buffer for up to `max_fds` fds per read.
+    #[must_use]
+    pub fn new(max_fds: u16) -> Self {
+        let space = rustix::cmsg_space!(ScmRights(usize::from(max_fds) + 1));
+        Self {
+            space: vec![MaybeUninit::uninit(); space],
+            max_fds,
+        }
+    }
+}
+
+/// `recvmsg(MSG_CMSG_CLOEXEC)`—Reads bytes into `buf` and returns how many
+/// arrived (0 = end of stream) with the fds that came with them.
+///
+/// `nonblocking` adds `MSG_DONTWAIT`.
+///
+/// # Errors
+///
+/// [`RecvFdsError::Io`] if the syscall fails (`EINTR` is retried here);
+/// [`RecvFdsError::ControlTruncated`] on `MSG_CTRUNC`.
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    cmsg: &mut FdRecvBuffer,
+    nonblocking: bool,
+) -> Result<(usize, Vec<OwnedFd>), RecvFdsError> {
+    let mut flags = RecvFlags::CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= RecvFlags::DONTWAIT;
+    }
+    let mut control = RecvAncillaryBuffer::new(&mut cmsg.space);
+    let msg = loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        match rustix::net::recvmsg(sock, &mut iov, &mut control, flags) {
+            Ok(m) => break m,
+            Err(Errno::INTR) => continue,
+            Err(e) => {
+                return Err(RecvFdsError::Io { source: e.into() });
+            }
+        }
+    };
+    let mut fds = Vec::new();
+    for m in control.drain() {
+        // Other ancillary kinds (credentials) are not requested; whatever
+        // they hold is dropped here.
+        if let RecvAncillaryMessage::ScmRights(rights) = m {
+            fds.extend(rights);
+        }
+    }
+    if msg.flags.contains(ReturnFlags::CTRUNC) {
+        return Err(RecvFdsError::ControlTruncated {
+            limit: cmsg.max_fds,
+            received: fds.len(),
+        });
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// `sendmsg(MSG_NOSIGNAL)`—Writes `bufs` (possibly only a prefix of them)
+/// and, if `fds` is not empty, the fds with the first byte written.
+///
+/// Returns the number of bytes written; when it is non-zero the fds were
+/// sent. `MSG_NOSIGNAL` turns a closed peer into `EPIPE` instead of
+/// `SIGPIPE`. `nonblocking` adds `MSG_DONTWAIT`.
+///
+/// # Errors
+///
+/// The syscall's error (`EINTR` is retried here, `EAGAIN` is returned).
+pub fn send_with_fds(
+    sock: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    fds: &[OwnedFd],
+    nonblocking: bool,
+) -> std::io::Result<usize> {
+    let mut flags = SendFlags::NOSIGNAL;
+    if nonblocking {
+        flags |= SendFlags::DONTWAIT;
+    }
+    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+    let mut space = if borrowed.is_empty() {
+        Vec::new()
+    } else {
+        vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(borrowed.len()))]
+    };
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !borrowed.is_empty() && !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
+        return Err(std::io::Error::other(
+            "SCM_RIGHTS control message does not fit its buffer",
+        ));
+    }
+    loop {
+        match rustix::net::sendmsg(sock, bufs, &mut control, flags) {
+            Ok(n) => return Ok(n),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
