@@ -50,7 +50,7 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
@@ -320,8 +320,24 @@ impl ForkAs {
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> T,
     {
-        let start = Instant::now();
-        let deadline = start + self.timeout;
+        let mut pending = self.spawn(f)?;
+        loop {
+            if let Some(result) = pending.advance() {
+                return result;
+            }
+            pending.block()?;
+        }
+    }
+
+    /// Forks the child that runs `f` and returns without waiting for it;
+    /// [`Pending::advance`] makes progress without blocking, so one
+    /// single-threaded process (the fork server) can watch many children.
+    pub(crate) fn spawn<T, F>(&self, f: F) -> Result<Pending, ForkAsError>
+    where
+        T: Serialize,
+        F: FnOnce() -> T,
+    {
+        let deadline = Instant::now() + self.timeout;
         let parent = rustix::process::getpid();
         if sys::children_autoreaped().map_err(|source| ForkAsError::Spawn {
             what: "sigaction(SIGCHLD)",
@@ -357,15 +373,107 @@ impl ForkAs {
             Ok(Forked::Parent(pid)) => pid,
         };
         drop(write_end);
-        let child = Child::watch(pid)?;
-        let outcome = read_frame(&read_end, deadline, self.max_result as u64);
-        drop(read_end);
-        let killed_by_us = matches!(outcome, Err(ReadFail::Timeout) | Err(ReadFail::TooLarge(_)));
-        if killed_by_us {
-            child.kill();
+        Ok(Pending {
+            child: Child::watch(pid)?,
+            pipe: Some(read_end),
+            reader: FrameReader::new(self.max_result as u64),
+            outcome: None,
+            deadline,
+            timeout: self.timeout,
+            max_result: self.max_result as u64,
+        })
+    }
+}
+
+/// A forked fork-as child whose result has not been collected yet.
+///
+/// Dropping it kills and reaps the child.
+pub(crate) struct Pending {
+    child: Child,
+    /// The result pipe, while the frame is still being read.
+    pipe: Option<OwnedFd>,
+    reader: FrameReader,
+    /// What reading gave, once it is over.
+    outcome: Option<Result<(u8, Payload), ReadFail>>,
+    deadline: Instant,
+    timeout: Duration,
+    max_result: u64,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("pid", &self.child.pid)
+            .field("reading", &self.pipe.is_some())
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+impl Pending {
+    /// The fd to poll for input before calling [`Pending::advance`] again:
+    /// the result pipe while reading, then the child's pidfd.
+    pub(crate) fn poll_fd(&self) -> BorrowedFd<'_> {
+        match &self.pipe {
+            Some(p) => p.as_fd(),
+            None => self.child.pidfd.as_fd(),
         }
-        let status = child.reap(deadline)?;
-        finish(outcome, status, self)
+    }
+
+    /// When the call times out.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Reads what the child sent so far, reaps it once it has exited, and
+    /// kills it at the deadline — without blocking (but for the moment
+    /// between a SIGKILL and the kernel's reaping). `None`: not finished.
+    pub(crate) fn advance<T: DeserializeOwned>(&mut self) -> Option<Result<T, ForkAsError>> {
+        if let Some(pipe) = &self.pipe {
+            let read = self.reader.read_available(pipe);
+            let outcome = match read {
+                Ok(Some(frame)) => Ok(frame),
+                Ok(None) if Instant::now() < self.deadline => return None,
+                Ok(None) => Err(ReadFail::Timeout),
+                Err(fail) => Err(fail),
+            };
+            self.pipe = None;
+            if matches!(outcome, Err(ReadFail::Timeout) | Err(ReadFail::TooLarge(_))) {
+                self.child.kill();
+            }
+            self.outcome = Some(outcome);
+        }
+        let status = match self.child.try_reap() {
+            Ok(Some(status)) => status,
+            Ok(None) if Instant::now() < self.deadline => return None,
+            Ok(None) => {
+                self.child.kill();
+                match self.child.reap_killed() {
+                    Ok(_) => Ended::TimedOut,
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            Err(e) => return Some(Err(e)),
+        };
+        let outcome = self.outcome.take().unwrap_or(Err(ReadFail::Timeout));
+        Some(finish(outcome, status, self.timeout, self.max_result))
+    }
+
+    /// Blocks until [`Pending::advance`] may make progress: input on
+    /// [`Pending::poll_fd`] or the deadline.
+    fn block(&self) -> Result<(), ForkAsError> {
+        poll_until(&self.poll_fd(), self.deadline)
+            .map(drop)
+            .map_err(|e| spawn_err("poll", e))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.child.reaped {
+            self.child.kill();
+            let _ = self.child.reap_killed();
+        }
     }
 }
 
@@ -380,6 +488,7 @@ fn spawn_err(what: &'static str, e: rustix::io::Errno) -> ForkAsError {
 struct Child {
     pid: Pid,
     pidfd: OwnedFd,
+    reaped: bool,
 }
 
 /// How the child ended.
@@ -393,7 +502,11 @@ enum Ended {
 impl Child {
     fn watch(pid: Pid) -> Result<Self, ForkAsError> {
         match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
-            Ok(pidfd) => Ok(Self { pid, pidfd }),
+            Ok(pidfd) => Ok(Self {
+                pid,
+                pidfd,
+                reaped: false,
+            }),
             Err(e) => {
                 // Without a pidfd we cannot wait under a deadline: end it now.
                 let _ = rustix::process::kill_process(pid, Signal::KILL);
@@ -404,40 +517,35 @@ impl Child {
     }
 
     fn kill(&self) {
-        // ESRCH cannot happen before we reap; any error leaves reap() to
-        // wait for the deadline, then kill again.
+        // Through the pidfd: it cannot hit a reused pid. Any error leaves
+        // the reaping below to report.
         let _ = rustix::process::pidfd_send_signal(&self.pidfd, Signal::KILL);
     }
 
-    /// Waits for the child until `deadline`, then kills it; always reaps.
-    fn reap(self, deadline: Instant) -> Result<Ended, ForkAsError> {
-        let mut timed_out = false;
-        loop {
-            match wait(&self.pidfd, WaitIdOptions::EXITED | WaitIdOptions::NOHANG) {
-                Ok(Some(st)) => return Ok(ended(&st, timed_out)),
-                Ok(None) => {}
-                Err(e) => return Err(reap_err(self.pid, e)),
+    /// Reaps the child if it has exited.
+    fn try_reap(&mut self) -> Result<Option<Ended>, ForkAsError> {
+        match wait(&self.pidfd, WaitIdOptions::EXITED | WaitIdOptions::NOHANG) {
+            Ok(Some(st)) => {
+                self.reaped = true;
+                Ok(Some(ended(&st)))
             }
-            if timed_out {
-                // Killed: block until the kernel has torn it down.
-                return match wait(&self.pidfd, WaitIdOptions::EXITED) {
-                    Ok(Some(st)) => Ok(ended(&st, true)),
-                    Ok(None) => Err(reap_err(self.pid, rustix::io::Errno::CHILD)),
-                    Err(e) => Err(reap_err(self.pid, e)),
-                };
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.reaped = true; // there is nothing left to reap
+                Err(reap_err(self.pid, e))
             }
-            match poll_until(&self.pidfd, deadline) {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.kill();
-                    timed_out = true;
-                }
-                Err(e) => {
-                    self.kill();
-                    let _ = wait(&self.pidfd, WaitIdOptions::EXITED);
-                    return Err(spawn_err("poll", e));
-                }
-            }
+        }
+    }
+
+    /// Waits for a child that was sent SIGKILL: the kernel tears it down
+    /// promptly, whatever it was doing.
+    fn reap_killed(&mut self) -> Result<Ended, ForkAsError> {
+        let r = wait(&self.pidfd, WaitIdOptions::EXITED);
+        self.reaped = true;
+        match r {
+            Ok(Some(st)) => Ok(ended(&st)),
+            Ok(None) => Err(reap_err(self.pid, rustix::io::Errno::CHILD)),
+            Err(e) => Err(reap_err(self.pid, e)),
         }
     }
 }
@@ -466,10 +574,7 @@ fn reap_err(pid: Pid, e: rustix::io::Errno) -> ForkAsError {
     }
 }
 
-fn ended(st: &WaitIdStatus, timed_out: bool) -> Ended {
-    if timed_out {
-        return Ended::TimedOut;
-    }
+fn ended(st: &WaitIdStatus) -> Ended {
     if let Some(sig) = st.terminating_signal() {
         Ended::Signaled(sig, st.dumped())
     } else {
@@ -519,6 +624,15 @@ enum Payload {
 }
 const SMALL: usize = 512;
 
+impl AsMut<[u8]> for Payload {
+    fn as_mut(&mut self) -> &mut [u8] {
+        match self {
+            Self::Small(b, n) => &mut b[..*n],
+            Self::Large(v) => v,
+        }
+    }
+}
+
 impl std::ops::Deref for Payload {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -529,62 +643,87 @@ impl std::ops::Deref for Payload {
     }
 }
 
-/// Reads one frame (tag, payload) from the child.
-fn read_frame(fd: &OwnedFd, deadline: Instant, max_ok: u64) -> Result<(u8, Payload), ReadFail> {
-    let mut header = [0u8; HEADER_LEN];
-    read_exact(fd, &mut header, deadline, 0)?;
-    let tag = header[0];
-    let len = u64::from_le_bytes(header[1..].try_into().expect("8 bytes"));
-    let limit = if tag == tag::OK { max_ok } else { MAX_REPORT };
-    if len > limit {
-        return Err(ReadFail::TooLarge(len));
-    }
-    // len <= limit <= usize::MAX here (the limit came from a usize).
-    let len = len as usize;
-    let mut payload = if len <= SMALL {
-        Payload::Small([0; SMALL], len)
-    } else {
-        Payload::Large(vec![0u8; len])
-    };
-    let buf = match &mut payload {
-        Payload::Small(b, n) => &mut b[..*n],
-        Payload::Large(v) => &mut v[..],
-    };
-    read_exact(fd, buf, deadline, HEADER_LEN)?;
-    Ok((tag, payload))
+/// Reads one frame (tag byte, `u64` length, payload) from the child as it
+/// arrives, checking the length against the limit before allocating.
+struct FrameReader {
+    header: [u8; HEADER_LEN],
+    got: usize,
+    payload: Option<(u8, Payload, usize)>,
+    max_ok: u64,
 }
 
-fn read_exact(
-    fd: &OwnedFd,
-    mut buf: &mut [u8],
-    deadline: Instant,
-    already: usize,
-) -> Result<(), ReadFail> {
-    let mut got = already;
-    while !buf.is_empty() {
-        match rustix::io::read(fd, &mut *buf) {
-            Ok(0) => return Err(ReadFail::Eof(got)),
-            Ok(n) => {
-                got += n;
-                buf = &mut buf[n..];
-            }
-            Err(rustix::io::Errno::INTR) => {}
-            Err(rustix::io::Errno::AGAIN) => match poll_until(fd, deadline) {
-                Ok(true) => {}
-                Ok(false) => return Err(ReadFail::Timeout),
-                Err(e) => return Err(ReadFail::Io(e)),
-            },
-            Err(e) => return Err(ReadFail::Io(e)),
+impl FrameReader {
+    fn new(max_ok: u64) -> Self {
+        Self {
+            header: [0; HEADER_LEN],
+            got: 0,
+            payload: None,
+            max_ok,
         }
     }
-    Ok(())
+
+    /// Reads until the pipe is empty; `Ok(Some)` with the whole frame.
+    fn read_available(&mut self, fd: &OwnedFd) -> Result<Option<(u8, Payload)>, ReadFail> {
+        loop {
+            let buf: &mut [u8] = match &mut self.payload {
+                None => &mut self.header[self.got..],
+                Some((_, payload, filled)) => {
+                    if *filled == payload.len() {
+                        let (tag, payload, _) = self.payload.take().expect("just matched");
+                        return Ok(Some((tag, payload)));
+                    }
+                    &mut payload.as_mut()[*filled..]
+                }
+            };
+            match rustix::io::read(fd, buf) {
+                Ok(0) => {
+                    let got = self.got + self.payload.as_ref().map_or(0, |p| p.2);
+                    return Err(ReadFail::Eof(got));
+                }
+                Ok(n) => match &mut self.payload {
+                    Some((_, _, filled)) => *filled += n,
+                    None => {
+                        self.got += n;
+                        if self.got == HEADER_LEN {
+                            self.payload = Some(self.start_payload()?);
+                        }
+                    }
+                },
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::AGAIN) => return Ok(None),
+                Err(e) => return Err(ReadFail::Io(e)),
+            }
+        }
+    }
+
+    fn start_payload(&self) -> Result<(u8, Payload, usize), ReadFail> {
+        let tag = self.header[0];
+        let len = u64::from_le_bytes(self.header[1..].try_into().expect("8 bytes"));
+        let limit = if tag == tag::OK {
+            self.max_ok
+        } else {
+            MAX_REPORT
+        };
+        if len > limit {
+            return Err(ReadFail::TooLarge(len));
+        }
+        // len <= limit, and the limits fit in usize.
+        let len = len as usize;
+        let payload = if len <= SMALL {
+            Payload::Small([0; SMALL], len)
+        } else {
+            Payload::Large(vec![0u8; len])
+        };
+        Ok((tag, payload, 0))
+    }
 }
 
 /// Turns what was read and how the child ended into the call's result.
 fn finish<T: DeserializeOwned>(
     outcome: Result<(u8, Payload), ReadFail>,
     status: Ended,
-    call: &ForkAs,
+    timeout: Duration,
+    max_result: u64,
 ) -> Result<T, ForkAsError> {
     let signaled = |sig: i32, core_dumped| ForkAsError::Signaled {
         signal: sig,
@@ -594,22 +733,18 @@ fn finish<T: DeserializeOwned>(
     let (tag, payload) = match outcome {
         Ok(frame) => frame,
         Err(ReadFail::Timeout) => {
-            return Err(ForkAsError::Timeout {
-                timeout: call.timeout,
-            });
+            return Err(ForkAsError::Timeout { timeout });
         }
         Err(ReadFail::TooLarge(len)) => {
             return Err(ForkAsError::TooLarge {
                 len,
-                limit: call.max_result as u64,
+                limit: max_result,
             });
         }
         Err(ReadFail::Io(e)) => return Err(spawn_err("read", e)),
         Err(ReadFail::Eof(got)) => {
             return Err(match status {
-                Ended::TimedOut => ForkAsError::Timeout {
-                    timeout: call.timeout,
-                },
+                Ended::TimedOut => ForkAsError::Timeout { timeout },
                 Ended::Signaled(sig, core) => signaled(sig, core),
                 Ended::Exited(code) if got == 0 => ForkAsError::NoResult { exit_code: code },
                 Ended::Exited(code) => ForkAsError::Protocol {
@@ -621,9 +756,7 @@ fn finish<T: DeserializeOwned>(
     // A complete frame arrived; how the child ended after it only matters
     // if it never got to exit cleanly.
     if let Ended::TimedOut = status {
-        return Err(ForkAsError::Timeout {
-            timeout: call.timeout,
-        });
+        return Err(ForkAsError::Timeout { timeout });
     }
     let text = || String::from_utf8_lossy(&payload).into_owned();
     match tag {
@@ -644,7 +777,7 @@ fn finish<T: DeserializeOwned>(
         tag::TOO_LARGE => match <[u8; 8]>::try_from(&payload[..]) {
             Ok(b) => Err(ForkAsError::TooLarge {
                 len: u64::from_le_bytes(b),
-                limit: call.max_result as u64,
+                limit: max_result,
             }),
             Err(_) => Err(protocol("bad size report")),
         },
@@ -803,4 +936,96 @@ fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> rustix::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The form of a [`ForkAsError`] sent from the fork server to its caller.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum WireForkAsError {
+    /// [`ForkAsError::MultiThreaded`].
+    MultiThreaded(u64),
+    /// [`ForkAsError::Spawn`]: the call and its error text.
+    Spawn(String, String),
+    /// [`ForkAsError::PrivDrop`].
+    PrivDrop(WireDropError),
+    /// [`ForkAsError::ChildSetup`]: step and errno.
+    ChildSetup(SetupStep, i32),
+    /// [`ForkAsError::Panicked`].
+    Panicked(String),
+    /// [`ForkAsError::Signaled`]: signal and whether a core was dumped.
+    Signaled(i32, bool),
+    /// [`ForkAsError::NoResult`].
+    NoResult(i32),
+    /// [`ForkAsError::Timeout`], in milliseconds.
+    Timeout(u64),
+    /// [`ForkAsError::TooLarge`]: length and limit.
+    TooLarge(u64, u64),
+    /// [`ForkAsError::Decode`] or [`ForkAsError::Encode`]: the message.
+    Codec(String),
+    /// [`ForkAsError::Protocol`].
+    Protocol(String),
+    /// Any other error, as text.
+    Other(String),
+}
+
+impl From<&ForkAsError> for WireForkAsError {
+    fn from(e: &ForkAsError) -> Self {
+        match e {
+            ForkAsError::MultiThreaded { threads } => Self::MultiThreaded(*threads as u64),
+            ForkAsError::Spawn { what, source } => {
+                Self::Spawn((*what).to_owned(), source.to_string())
+            }
+            ForkAsError::PrivDrop(d) => Self::PrivDrop(d.into()),
+            ForkAsError::ChildSetup { step, source } => {
+                Self::ChildSetup(*step, source.raw_os_error().unwrap_or(0))
+            }
+            ForkAsError::Panicked { message } => Self::Panicked(message.clone()),
+            ForkAsError::Signaled {
+                signal,
+                core_dumped,
+                ..
+            } => Self::Signaled(*signal, *core_dumped),
+            ForkAsError::NoResult { exit_code } => Self::NoResult(*exit_code),
+            ForkAsError::Timeout { timeout } => {
+                Self::Timeout(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
+            }
+            ForkAsError::TooLarge { len, limit } => Self::TooLarge(*len, *limit),
+            ForkAsError::Encode { message } => Self::Codec(message.clone()),
+            ForkAsError::Decode(e) => Self::Codec(e.to_string()),
+            ForkAsError::Protocol { reason } => Self::Protocol(reason.clone()),
+            ForkAsError::Resolve(e) => Self::Other(e.to_string()),
+        }
+    }
+}
+
+impl From<WireForkAsError> for ForkAsError {
+    fn from(w: WireForkAsError) -> Self {
+        match w {
+            WireForkAsError::MultiThreaded(n) => Self::MultiThreaded {
+                threads: usize::try_from(n).unwrap_or(usize::MAX),
+            },
+            WireForkAsError::Spawn(what, text) => Self::Protocol {
+                reason: format!("the fork server's {what} failed: {text}"),
+            },
+            WireForkAsError::PrivDrop(d) => Self::PrivDrop(d.into()),
+            WireForkAsError::ChildSetup(step, errno) => Self::ChildSetup {
+                step,
+                source: io::Error::from_raw_os_error(errno),
+            },
+            WireForkAsError::Panicked(message) => Self::Panicked { message },
+            WireForkAsError::Signaled(signal, core_dumped) => Self::Signaled {
+                signal,
+                name: signal_name(signal),
+                core_dumped,
+            },
+            WireForkAsError::NoResult(exit_code) => Self::NoResult { exit_code },
+            WireForkAsError::Timeout(ms) => Self::Timeout {
+                timeout: Duration::from_millis(ms),
+            },
+            WireForkAsError::TooLarge(len, limit) => Self::TooLarge { len, limit },
+            WireForkAsError::Codec(message) => Self::Encode { message },
+            WireForkAsError::Protocol(reason) => Self::Protocol { reason },
+            WireForkAsError::Other(reason) => Self::Protocol { reason },
+        }
+    }
 }

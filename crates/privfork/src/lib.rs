@@ -6,6 +6,8 @@
 //! - [`privdrop`]: the ordered, verified, fail-closed privilege drop.
 //! - [`fork_as`]: run a function as another user in a freshly forked child
 //!   and get its serialized result back over a pipe.
+//! - [`fork_server`]: fork-as for multithreaded programs, through a small
+//!   single-threaded server process started before any thread.
 //! - [`ipc`]: framed, typed channels over unix socketpairs with fd passing
 //!   (blocking, and async with the `tokio` feature).
 //!
@@ -15,11 +17,13 @@
 #![warn(missing_docs)]
 
 pub mod fork_as;
+pub mod fork_server;
 pub mod identity;
 pub mod ipc;
 pub mod privdrop;
 mod sys;
 
 pub use fork_as::{ForkAs, ForkAsError, fork_as};
+pub use fork_server::{ForkServer, ForkServerError};
 pub use identity::{Identity, ResolveError};
 pub use privdrop::{DropOptions, PrivDropError};

@@ -327,12 +327,18 @@ fn verify(target: &Identity, old_gid: Gid) -> Result<(), PrivDropError> {
     Ok(())
 }
 
-/// The form of a [`PrivDropError`] sent from a fork-as child to its parent.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum WireDropError {
+/// The form of a [`PrivDropError`] sent from a fork-as child to its parent
+/// (and from the fork server to its caller).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum WireDropError {
+    /// [`PrivDropError::RootRefused`]: the target.
     RootRefused(String),
+    /// [`PrivDropError::MissingPrivilege`]: target, uid, what is missing.
     MissingPrivilege(String, u32, String),
+    /// [`PrivDropError::Step`]: target, step, errno.
     Step(String, DropStep, i32),
+    /// [`PrivDropError::Verify`]: target, the failed check.
     Verify(String, String),
 }
 

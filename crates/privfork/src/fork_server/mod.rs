@@ -1,0 +1,489 @@
+//! The fork server: fork-as for multithreaded programs.
+//!
+//! A multithreaded process must not fork (another thread may hold a lock
+//! that stays locked forever in the child), and forking a process with a
+//! large heap is slow (the kernel copies its page tables). The fork server
+//! solves both: a small single-threaded process, forked from the program
+//! *before it starts any thread*, that forks a fork-as child per request.
+//!
+//! ```no_run
+//! use privfork::fork_server::ForkServer;
+//!
+//! fn word_count(text: String) -> usize {
+//!     text.split_whitespace().count()
+//! }
+//!
+//! // In main, before any thread exists:
+//! let server = ForkServer::builder()
+//!     .register("word_count", word_count)
+//!     .allow("word_count", "nobody")?
+//!     .spawn()?;
+//! // Later, from any thread (ForkServer is Sync):
+//! let n: usize = server.call("word_count", "nobody", &"a b c".to_string())?;
+//! assert_eq!(n, 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # What the server will run
+//!
+//! Functions are registered by name when the server is built; a request
+//! names one, never a code address. The server runs only the (function,
+//! user) pairs it was told to [`allow`](ForkServerBuilder::allow), with users
+//! resolved at build time: a compromised caller can neither ask for root nor
+//! for a user outside that list, and a refused request forks nothing. The
+//! caller's deadline and result limit are capped by the server's own.
+//! Everything else of fork-as carries over: the child drops privileges
+//! (verified), dies with the server, sees no fd but stdio and its pipe, and
+//! its failures come back as [`ForkAsError`]s.
+//!
+//! The server dies with the process that spawned it (parent-death signal),
+//! exits when its channel closes (dropping the [`ForkServer`]), and kills
+//! and reaps its children on the way out.
+
+pub mod protocol;
+mod server;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::fork_as::{DEFAULT_MAX_RESULT, DEFAULT_TIMEOUT, ForkAsError};
+use crate::identity::{Identity, ResolveError};
+use crate::ipc::{Bytes, CallError, Channel, Client, Limits};
+use crate::privdrop::DropOptions;
+use crate::sys::{self, Forked};
+use protocol::{CallFailure, CallRequest, ChildOutcome, Reply, Request, ServerStats};
+
+/// A registered function with its types erased: postcard bytes in, a
+/// [`ChildOutcome`] out. It only ever runs in a fork-as child.
+type ErasedFn = Box<dyn Fn(&[u8]) -> ChildOutcome>;
+
+/// Default cap on the size of a call's encoded arguments.
+pub const DEFAULT_MAX_ARGS: usize = 1 << 20;
+/// Default cap on the number of children running at once.
+pub const DEFAULT_MAX_CHILDREN: u32 = 64;
+
+/// Error of building, spawning or calling a fork server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForkServerError {
+    /// `allow` named a function that was not registered.
+    #[error("fork server: no function named {name:?} is registered")]
+    UnknownFunction {
+        /// The name.
+        name: String,
+    },
+    /// `allow` named a user that could not be resolved.
+    #[error("fork server: cannot allow {function:?} as {user:?}")]
+    Resolve {
+        /// The function.
+        function: String,
+        /// The user as given.
+        user: String,
+        /// Why it failed.
+        #[source]
+        source: ResolveError,
+    },
+    /// The process that tried to start the server has several threads.
+    #[error(
+        "fork server: cannot start from a process with {threads} threads; spawn it early \
+         in main, before any thread (or async runtime) starts"
+    )]
+    MultiThreaded {
+        /// The number of threads seen.
+        threads: usize,
+    },
+    /// Starting the server failed.
+    #[error("fork server: {what} failed")]
+    Spawn {
+        /// The call that failed.
+        what: &'static str,
+        /// Its error.
+        #[source]
+        source: io::Error,
+    },
+    /// The server refused the (function, user) pair; nothing was forked.
+    #[error("fork server refused the call: {reason}")]
+    Refused {
+        /// What was not allowed.
+        reason: String,
+    },
+    /// The server runs its maximum number of children already.
+    #[error("fork server busy: {max_children} children already running")]
+    Busy {
+        /// The server's limit.
+        max_children: u32,
+    },
+    /// The arguments could not be encoded, or are over the server's limit.
+    #[error("fork server: the arguments cannot be sent: {reason}")]
+    Arguments {
+        /// Why.
+        reason: String,
+    },
+    /// The child could not decode the arguments as the function's type.
+    #[error("fork server: the function could not decode its arguments: {message}")]
+    BadArguments {
+        /// postcard's message.
+        message: String,
+    },
+    /// The call ran and failed as a fork-as call fails.
+    #[error(transparent)]
+    ForkAs(#[from] ForkAsError),
+    /// The result could not be decoded as the expected type.
+    #[error("fork server: the result could not be decoded")]
+    Decode(#[source] postcard::Error),
+    /// The channel to the server failed (the server is gone, or sent
+    /// something invalid and the channel was closed).
+    #[error("fork server: channel failed")]
+    Channel(#[from] CallError),
+    /// The server answered with the wrong kind of reply.
+    #[error("fork server: unexpected reply {0}")]
+    UnexpectedReply(&'static str),
+}
+
+/// Builds a fork server: the functions it may run, for whom, and its limits.
+pub struct ForkServerBuilder {
+    functions: BTreeMap<String, ErasedFn>,
+    allowed: BTreeMap<(String, String), Identity>,
+    drop: DropOptions,
+    max_timeout: Duration,
+    max_result: usize,
+    max_args: usize,
+    max_children: u32,
+}
+
+impl fmt::Debug for ForkServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ForkServerBuilder")
+            .field("functions", &self.functions.keys().collect::<Vec<_>>())
+            .field("allowed", &self.allowed)
+            .field("max_timeout", &self.max_timeout)
+            .field("max_result", &self.max_result)
+            .field("max_args", &self.max_args)
+            .field("max_children", &self.max_children)
+            .finish()
+    }
+}
+
+impl Default for ForkServerBuilder {
+    fn default() -> Self {
+        Self {
+            functions: BTreeMap::new(),
+            allowed: BTreeMap::new(),
+            drop: DropOptions::default(),
+            max_timeout: DEFAULT_TIMEOUT,
+            max_result: DEFAULT_MAX_RESULT,
+            max_args: DEFAULT_MAX_ARGS,
+            max_children: DEFAULT_MAX_CHILDREN,
+        }
+    }
+}
+
+impl ForkServerBuilder {
+    /// Registers `f` under `name`. Its argument arrives postcard-encoded
+    /// from the caller and is decoded in the child; its result goes back
+    /// encoded.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is already registered (a programming error).
+    pub fn register<A, R, F>(mut self, name: &str, f: F) -> Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        F: Fn(A) -> R + 'static,
+    {
+        let erased: ErasedFn =
+            Box::new(move |bytes: &[u8]| match postcard::from_bytes::<A>(bytes) {
+                Err(e) => ChildOutcome::BadArguments(e.to_string()),
+                Ok(args) => match postcard::to_allocvec(&f(args)) {
+                    Ok(out) => ChildOutcome::Ok(Bytes(out)),
+                    Err(e) => ChildOutcome::EncodeFailed(e.to_string()),
+                },
+            });
+        let old = self.functions.insert(name.to_owned(), erased);
+        assert!(
+            old.is_none(),
+            "fork server: function {name:?} registered twice"
+        );
+        self
+    }
+
+    /// Allows callers to run `function` as `user` (a name or numeric uid,
+    /// resolved now). Requests must then name the user exactly as given
+    /// here.
+    ///
+    /// # Errors
+    ///
+    /// [`ForkServerError::UnknownFunction`] if `function` is not registered
+    /// (register first), [`ForkServerError::Resolve`] if `user` is unknown.
+    pub fn allow(self, function: &str, user: &str) -> Result<Self, ForkServerError> {
+        let identity = Identity::user(user).map_err(|source| ForkServerError::Resolve {
+            function: function.to_owned(),
+            user: user.to_owned(),
+            source,
+        })?;
+        self.allow_identity(function, user, identity)
+    }
+
+    /// Allows `function` as `identity`, which requests name as `user`.
+    ///
+    /// # Errors
+    ///
+    /// [`ForkServerError::UnknownFunction`].
+    pub fn allow_identity(
+        mut self,
+        function: &str,
+        user: &str,
+        identity: Identity,
+    ) -> Result<Self, ForkServerError> {
+        if !self.functions.contains_key(function) {
+            return Err(ForkServerError::UnknownFunction {
+                name: function.to_owned(),
+            });
+        }
+        self.allowed
+            .insert((function.to_owned(), user.to_owned()), identity);
+        Ok(self)
+    }
+
+    /// Privilege-drop options for the children (e.g. to allow uid 0).
+    pub fn drop_options(mut self, opts: DropOptions) -> Self {
+        self.drop = opts;
+        self
+    }
+
+    /// Caps the deadline a caller may ask for (default 30 s).
+    pub fn max_timeout(mut self, d: Duration) -> Self {
+        self.max_timeout = d;
+        self
+    }
+
+    /// Caps the result size a caller may ask for (default 16 MiB).
+    pub fn max_result(mut self, bytes: usize) -> Self {
+        self.max_result = bytes;
+        self
+    }
+
+    /// Caps the encoded arguments of a call (default 1 MiB).
+    pub fn max_args(mut self, bytes: usize) -> Self {
+        self.max_args = bytes;
+        self
+    }
+
+    /// Caps the children running at once (default 64); more calls are
+    /// answered [`ForkServerError::Busy`].
+    pub fn max_children(mut self, n: u32) -> Self {
+        self.max_children = n.max(1);
+        self
+    }
+
+    fn limits(&self) -> Limits {
+        let biggest = self.max_result.max(self.max_args);
+        Limits {
+            max_payload: u32::try_from(biggest.saturating_add(4096)).unwrap_or(u32::MAX),
+            max_fds: 0,
+        }
+    }
+
+    /// Starts the server process. Call it before the program starts any
+    /// thread (an async runtime included).
+    ///
+    /// # Errors
+    ///
+    /// [`ForkServerError::MultiThreaded`] from a multithreaded process;
+    /// [`ForkServerError::Spawn`] if the socketpair, fork or pidfd fails.
+    pub fn spawn(self) -> Result<ForkServer, ForkServerError> {
+        let limits = self.limits();
+        let spawn_err = |what| {
+            move |e: crate::ipc::OpenError| ForkServerError::Spawn {
+                what,
+                source: io::Error::other(e.to_string()),
+            }
+        };
+        let (client_end, server_end) =
+            Channel::<Request, Reply>::pair(limits).map_err(spawn_err("socketpair"))?;
+        let parent = rustix::process::getpid();
+        let forked = sys::fork().map_err(|source| ForkServerError::Spawn {
+            what: "fork",
+            source,
+        })?;
+        let pid = match forked {
+            Err(mt) => {
+                return Err(ForkServerError::MultiThreaded {
+                    threads: mt.threads,
+                });
+            }
+            Ok(Forked::Child(token)) => {
+                drop(client_end);
+                let code = server::main(&token, parent, server_end, self);
+                sys::exit_immediately(code)
+            }
+            Ok(Forked::Parent(pid)) => pid,
+        };
+        drop(server_end);
+        let pidfd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = rustix::process::kill_process(pid, Signal::KILL);
+                let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+                return Err(ForkServerError::Spawn {
+                    what: "pidfd_open",
+                    source: e.into(),
+                });
+            }
+        };
+        Ok(ForkServer {
+            client: Some(Client::new(client_end)),
+            pid,
+            pidfd,
+            timeout: self.max_timeout,
+            max_result: self.max_result,
+            max_args: self.max_args,
+        })
+    }
+}
+
+/// A running fork server. `Sync`: share it between threads (by reference or
+/// in an `Arc`); calls from many threads overlap on its one channel.
+///
+/// Dropping it closes the channel; the server then kills and reaps its
+/// children and exits, and the drop reaps the server.
+#[derive(Debug)]
+pub struct ForkServer {
+    client: Option<Client<Request, Reply>>,
+    pid: Pid,
+    pidfd: OwnedFd,
+    timeout: Duration,
+    max_result: usize,
+    max_args: usize,
+}
+
+impl ForkServer {
+    /// A builder with no function and the default limits.
+    pub fn builder() -> ForkServerBuilder {
+        ForkServerBuilder::default()
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw_nonzero().get().unsigned_abs()
+    }
+
+    /// Runs `function` as `user` with `args`, with the server's deadline
+    /// and result limit.
+    ///
+    /// # Errors
+    ///
+    /// See [`ForkServerError`]: refusal, busy, argument problems, every
+    /// [`ForkAsError`] of the call itself, decoding, or a failed channel.
+    pub fn call<A, R>(&self, function: &str, user: &str, args: &A) -> Result<R, ForkServerError>
+    where
+        A: Serialize,
+        R: DeserializeOwned,
+    {
+        self.call_with(function, user, args, self.timeout, self.max_result)
+    }
+
+    /// As [`ForkServer::call`], with a deadline and result limit of its own
+    /// (the server caps both at its maximums).
+    ///
+    /// # Errors
+    ///
+    /// As [`ForkServer::call`].
+    pub fn call_with<A, R>(
+        &self,
+        function: &str,
+        user: &str,
+        args: &A,
+        timeout: Duration,
+        max_result: usize,
+    ) -> Result<R, ForkServerError>
+    where
+        A: Serialize,
+        R: DeserializeOwned,
+    {
+        let args = postcard::to_allocvec(args).map_err(|e| ForkServerError::Arguments {
+            reason: e.to_string(),
+        })?;
+        if args.len() > self.max_args {
+            return Err(ForkServerError::Arguments {
+                reason: format!(
+                    "{} bytes encoded, over the server's limit of {}",
+                    args.len(),
+                    self.max_args
+                ),
+            });
+        }
+        let req = Request::Call(CallRequest {
+            function: function.to_owned(),
+            user: user.to_owned(),
+            args: Bytes(args),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            max_result: max_result as u64,
+        });
+        match self.client().call(&req, Vec::new())?.msg {
+            Reply::Outcome(Ok(bytes)) => {
+                postcard::from_bytes(&bytes.0).map_err(ForkServerError::Decode)
+            }
+            Reply::Outcome(Err(failure)) => Err(match failure {
+                CallFailure::Refused { reason } => ForkServerError::Refused { reason },
+                CallFailure::Busy { max_children } => ForkServerError::Busy { max_children },
+                CallFailure::BadArguments(message) => ForkServerError::BadArguments { message },
+                CallFailure::ForkAs(e) => ForkServerError::ForkAs(e.into()),
+            }),
+            Reply::Stats(_) => Err(ForkServerError::UnexpectedReply("Stats")),
+        }
+    }
+
+    /// The server's counters.
+    ///
+    /// # Errors
+    ///
+    /// A failed channel, or a wrong reply.
+    pub fn stats(&self) -> Result<ServerStats, ForkServerError> {
+        match self.client().call(&Request::Stats, Vec::new())?.msg {
+            Reply::Stats(s) => Ok(s),
+            Reply::Outcome(_) => Err(ForkServerError::UnexpectedReply("Outcome")),
+        }
+    }
+
+    fn client(&self) -> &Client<Request, Reply> {
+        self.client.as_ref().expect("the client lives until drop")
+    }
+}
+
+impl Drop for ForkServer {
+    fn drop(&mut self) {
+        // Closing the channel tells the server to stop.
+        drop(self.client.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut fds = [rustix::event::PollFd::new(
+            &self.pidfd,
+            rustix::event::PollFlags::IN,
+        )];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let _ = rustix::process::pidfd_send_signal(&self.pidfd, Signal::KILL);
+                break;
+            }
+            let ts = rustix::event::Timespec::try_from(left).unwrap_or_default();
+            match rustix::event::poll(&mut fds, Some(&ts)) {
+                Ok(n) if n > 0 => break,
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(_) => {
+                    let _ = rustix::process::pidfd_send_signal(&self.pidfd, Signal::KILL);
+                    break;
+                }
+            }
+        }
+        let _ = rustix::process::waitid(WaitId::PidFd(self.pidfd.as_fd()), WaitIdOptions::EXITED);
+    }
+}

@@ -1,0 +1,205 @@
+//! The fork server's process: a single-threaded poll loop over its channel
+//! and its children.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::process::{Pid, Signal};
+
+use super::ForkServerBuilder;
+use super::protocol::{CallFailure, CallRequest, ChildOutcome, Reply, Request, ServerStats};
+use crate::fork_as::{ForkAs, ForkAsError, Pending, WireForkAsError};
+use crate::ipc::{Bytes, Channel};
+use crate::sys::{self, ChildToken};
+
+/// Exit codes of the server process.
+const EXIT_OK: i32 = 0;
+const EXIT_SETUP: i32 = 125;
+const EXIT_ORPHANED: i32 = 126;
+
+/// A call in flight: its request id and its child.
+struct InFlight {
+    request_id: u64,
+    pending: Pending,
+}
+
+/// Runs the server until its channel closes; returns the exit code.
+pub(super) fn main(
+    token: &ChildToken,
+    parent: Pid,
+    mut channel: Channel<Reply, Request>,
+    config: ForkServerBuilder,
+) -> i32 {
+    // Die with the process that spawned us; stop if it is already gone.
+    if rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).is_err() {
+        return EXIT_SETUP;
+    }
+    if rustix::process::getppid() != Some(parent) {
+        return EXIT_ORPHANED;
+    }
+    // Keep stdio (children report panics there) and the channel only.
+    if sys::close_fds_except(token, &mut [0, 1, 2, channel.as_fd().as_raw_fd()]).is_err() {
+        return EXIT_SETUP;
+    }
+    let _ = rustix::thread::set_name(c"privfork-forksrv");
+    let mut server = Server {
+        config,
+        stats: ServerStats::default(),
+        in_flight: Vec::new(),
+    };
+    let code = server.run(&mut channel);
+    // Whatever ended the loop, no child outlives the server unreaped.
+    server.in_flight.clear();
+    code
+}
+
+struct Server {
+    config: ForkServerBuilder,
+    stats: ServerStats,
+    in_flight: Vec<InFlight>,
+}
+
+impl Server {
+    fn run(&mut self, channel: &mut Channel<Reply, Request>) -> i32 {
+        loop {
+            // 1. Collect finished children and queue their replies.
+            let mut i = 0;
+            while i < self.in_flight.len() {
+                match self.in_flight[i].pending.advance::<ChildOutcome>() {
+                    None => i += 1,
+                    Some(result) => {
+                        let done = self.in_flight.swap_remove(i);
+                        let reply = Reply::Outcome(outcome(result));
+                        if channel
+                            .sender()
+                            .queue(done.request_id, &reply, Vec::new())
+                            .is_err()
+                        {
+                            return EXIT_OK;
+                        }
+                    }
+                }
+            }
+            self.stats.running = self.in_flight.len() as u32;
+            // 2. Serve every complete request already received.
+            loop {
+                match channel.try_recv() {
+                    Ok(Some(req)) => {
+                        if let Some(reply) = self.handle(req.request_id, req.msg)
+                            && channel
+                                .sender()
+                                .queue(req.request_id, &reply, Vec::new())
+                                .is_err()
+                        {
+                            return EXIT_OK;
+                        }
+                    }
+                    Ok(None) => break,
+                    // End of stream, or a hostile frame: the channel is
+                    // closed either way, and so is the server.
+                    Err(_) => return EXIT_OK,
+                }
+            }
+            // 3. Send what is queued, as far as the socket takes it.
+            let flushed = match channel.sender().try_flush() {
+                Ok(done) => done,
+                Err(_) => return EXIT_OK, // the caller is gone
+            };
+            // 4. Sleep until the channel or a child has news, or the next
+            // deadline passes.
+            if self.wait(channel, flushed).is_err() {
+                return EXIT_SETUP;
+            }
+        }
+    }
+
+    /// Handles one request; `None` when the reply comes later (a child).
+    fn handle(&mut self, request_id: u64, req: Request) -> Option<Reply> {
+        match req {
+            Request::Stats => {
+                self.stats.running = self.in_flight.len() as u32;
+                Some(Reply::Stats(self.stats))
+            }
+            Request::Call(CallRequest {
+                function,
+                user,
+                args,
+                timeout_ms,
+                max_result,
+            }) => {
+                let key = (function, user);
+                let Some(identity) = self.config.allowed.get(&key) else {
+                    self.stats.refused += 1;
+                    let (function, user) = key;
+                    return Some(Reply::Outcome(Err(CallFailure::Refused {
+                        reason: format!("{function:?} as {user:?} is not allowed"),
+                    })));
+                };
+                if self.in_flight.len() >= self.config.max_children as usize {
+                    self.stats.busy += 1;
+                    return Some(Reply::Outcome(Err(CallFailure::Busy {
+                        max_children: self.config.max_children,
+                    })));
+                }
+                let f = self
+                    .config
+                    .functions
+                    .get(&key.0)
+                    .expect("allow() only accepts registered functions");
+                let timeout = Duration::from_millis(timeout_ms).min(self.config.max_timeout);
+                let max_result = usize::try_from(max_result)
+                    .unwrap_or(usize::MAX)
+                    .min(self.config.max_result);
+                let call = ForkAs::new(identity.clone())
+                    .timeout(timeout)
+                    .max_result(max_result)
+                    .drop_options(self.config.drop.clone());
+                self.stats.forks += 1;
+                match call.spawn(|| f(&args.0)) {
+                    Ok(pending) => {
+                        self.in_flight.push(InFlight {
+                            request_id,
+                            pending,
+                        });
+                        None
+                    }
+                    Err(e) => Some(Reply::Outcome(Err(CallFailure::ForkAs(
+                        WireForkAsError::from(&e),
+                    )))),
+                }
+            }
+        }
+    }
+
+    fn wait(&self, channel: &Channel<Reply, Request>, flushed: bool) -> rustix::io::Result<()> {
+        let mut events = PollFlags::IN;
+        if !flushed {
+            events |= PollFlags::OUT;
+        }
+        let mut fds = Vec::with_capacity(1 + self.in_flight.len());
+        fds.push(PollFd::new(channel, events));
+        for f in &self.in_flight {
+            fds.push(PollFd::from_borrowed_fd(f.pending.poll_fd(), PollFlags::IN));
+        }
+        let next = self.in_flight.iter().map(|f| f.pending.deadline()).min();
+        let timeout = next.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            Timespec::try_from(left).unwrap_or_default()
+        });
+        match poll(&mut fds, timeout.as_ref()) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Maps a child's result to the reply's outcome.
+fn outcome(result: Result<ChildOutcome, ForkAsError>) -> Result<Bytes, CallFailure> {
+    match result {
+        Ok(ChildOutcome::Ok(bytes)) => Ok(bytes),
+        Ok(ChildOutcome::BadArguments(m)) => Err(CallFailure::BadArguments(m)),
+        Ok(ChildOutcome::EncodeFailed(m)) => Err(CallFailure::ForkAs(WireForkAsError::Codec(m))),
+        Err(e) => Err(CallFailure::ForkAs(WireForkAsError::from(&e))),
+    }
+}

@@ -1,0 +1,472 @@
+//! The fork server, end to end. Runs as root; each case in a fresh process
+//! (see `support`) that starts its server before any thread.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use privfork::fork_server::{ForkServer, ForkServerBuilder};
+use privfork::privdrop::PrivDropError;
+use privfork::{ForkAsError, ForkServerError};
+use support::{assert_no_children, require_root, status_field};
+
+fn main() {
+    support::main(
+        &[
+            ("round_trips", round_trips),
+            (
+                "eight_threads_get_their_own_results",
+                eight_threads_get_their_own_results,
+            ),
+            (
+                "disallowed_pairs_are_refused_without_forking",
+                disallowed_pairs_are_refused_without_forking,
+            ),
+            (
+                "root_is_never_granted_by_default",
+                root_is_never_granted_by_default,
+            ),
+            ("fork_as_errors_carry_over", fork_as_errors_carry_over),
+            (
+                "server_caps_the_deadline_and_size",
+                server_caps_the_deadline_and_size,
+            ),
+            ("busy_server_answers_busy", busy_server_answers_busy),
+            ("children_die_with_the_server", children_die_with_the_server),
+            (
+                "drop_stops_and_reaps_the_server",
+                drop_stops_and_reaps_the_server,
+            ),
+            (
+                "multithreaded_spawn_is_refused",
+                multithreaded_spawn_is_refused,
+            ),
+            ("big_caller_small_server", big_caller_small_server),
+            (
+                "builder_errors_name_the_input",
+                builder_errors_name_the_input,
+            ),
+        ],
+        &[],
+    )
+}
+
+fn whoami(tag: u64) -> (u32, u32, u64) {
+    (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+        tag,
+    )
+}
+
+fn word_count(text: String) -> usize {
+    text.split_whitespace().count()
+}
+
+fn sleep_ms(ms: u64) -> u8 {
+    std::thread::sleep(Duration::from_millis(ms));
+    1
+}
+
+fn blob(len: usize) -> Vec<u8> {
+    vec![0xAB; len]
+}
+
+fn panics(msg: String) -> u8 {
+    panic!("{msg}")
+}
+
+fn aborts(_: ()) -> u8 {
+    std::process::abort()
+}
+
+fn three(v: (u64, u64, u64)) -> u64 {
+    v.0 + v.1 + v.2
+}
+
+fn builder() -> ForkServerBuilder {
+    ForkServer::builder()
+        .register("whoami", whoami)
+        .register("word_count", word_count)
+        .register("sleep_ms", sleep_ms)
+        .register("blob", blob)
+        .register("panics", panics)
+        .register("aborts", aborts)
+        .register("three", three)
+        .register("not_allowed", word_count)
+}
+
+fn standard() -> ForkServer {
+    let mut b = builder();
+    for f in [
+        "whoami",
+        "word_count",
+        "sleep_ms",
+        "blob",
+        "panics",
+        "aborts",
+        "three",
+    ] {
+        b = b.allow(f, "nobody").unwrap();
+    }
+    b.allow("whoami", "4000777").unwrap().spawn().unwrap()
+}
+
+fn round_trips() {
+    require_root();
+    let server = standard();
+    let n: usize = server
+        .call("word_count", "nobody", &"the quick brown fox".to_string())
+        .unwrap();
+    assert_eq!(n, 4);
+    let (uid, gid, tag): (u32, u32, u64) = server.call("whoami", "nobody", &7u64).unwrap();
+    assert_eq!((uid, tag), (65534, 7));
+    assert_ne!(gid, 0);
+    let (uid, gid, _): (u32, u32, u64) = server.call("whoami", "4000777", &0u64).unwrap();
+    assert_eq!((uid, gid), (4000777, 4000777));
+    let b: Vec<u8> = server.call("blob", "nobody", &300_000usize).unwrap();
+    assert_eq!(b.len(), 300_000);
+    assert!(b.iter().all(|&x| x == 0xAB));
+    let s = server.stats().unwrap();
+    assert_eq!((s.forks, s.running, s.refused), (4, 0, 0));
+}
+
+fn eight_threads_get_their_own_results() {
+    require_root();
+    let server = Arc::new(standard());
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let server = Arc::clone(&server);
+            std::thread::spawn(move || {
+                for i in 0..40u64 {
+                    let tag = t * 1000 + i;
+                    let (uid, _, got): (u32, u32, u64) =
+                        server.call("whoami", "nobody", &tag).unwrap();
+                    assert_eq!((uid, got), (65534, tag), "thread {t} call {i}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = server.stats().unwrap();
+    assert_eq!((s.forks, s.running), (320, 0));
+}
+
+fn disallowed_pairs_are_refused_without_forking() {
+    require_root();
+    let server = standard();
+    let cases = [
+        ("whoami", "root"),        // a user outside the list
+        ("whoami", "0"),           // root by number
+        ("whoami", "daemon"),      // another real user
+        ("whoami", "65534"),       // nobody, but not as the allow() named it
+        ("not_allowed", "nobody"), // registered, never allowed
+        ("no_such_fn", "nobody"),  // not registered at all
+    ];
+    for (f, u) in cases {
+        let err = server.call::<_, (u32, u32, u64)>(f, u, &1u64).unwrap_err();
+        match &err {
+            ForkServerError::Refused { reason } => {
+                assert!(reason.contains(f) && reason.contains(u), "{reason}")
+            }
+            other => panic!("{f} as {u}: expected Refused, got {other:?}"),
+        }
+    }
+    let s = server.stats().unwrap();
+    assert_eq!(s.forks, 0, "a refused call must not fork");
+    assert_eq!(s.refused, cases.len() as u64);
+}
+
+fn root_is_never_granted_by_default() {
+    require_root();
+    // Even a server configured to allow root refuses in the drop, unless
+    // root was allowed explicitly in the drop options too.
+    let server = builder().allow("whoami", "root").unwrap().spawn().unwrap();
+    let err = server
+        .call::<_, (u32, u32, u64)>("whoami", "root", &1u64)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ForkServerError::ForkAs(ForkAsError::PrivDrop(PrivDropError::RootRefused { .. }))
+        ),
+        "{err:?}"
+    );
+}
+
+fn fork_as_errors_carry_over() {
+    require_root();
+    let server = standard();
+    let err = server
+        .call::<_, u8>("panics", "nobody", &"kaboom 7".to_string())
+        .unwrap_err();
+    assert!(
+        matches!(&err, ForkServerError::ForkAs(ForkAsError::Panicked { message }) if message == "kaboom 7"),
+        "{err:?}"
+    );
+    let err = server.call::<_, u8>("aborts", "nobody", &()).unwrap_err();
+    assert!(
+        matches!(&err, ForkServerError::ForkAs(ForkAsError::Signaled { signal, .. }) if *signal == libc::SIGABRT),
+        "{err:?}"
+    );
+    let err = server
+        .call_with::<_, u8>(
+            "sleep_ms",
+            "nobody",
+            &60_000u64,
+            Duration::from_millis(200),
+            1 << 20,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, ForkServerError::ForkAs(ForkAsError::Timeout { .. })),
+        "{err:?}"
+    );
+    let err = server
+        .call_with::<_, Vec<u8>>(
+            "blob",
+            "nobody",
+            &10_000usize,
+            Duration::from_secs(10),
+            1024,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ForkServerError::ForkAs(ForkAsError::TooLarge { limit: 1024, .. })
+        ),
+        "{err:?}"
+    );
+    // Arguments of the wrong shape: the child cannot decode them.
+    let err = server.call::<_, u64>("three", "nobody", &1u8).unwrap_err();
+    assert!(
+        matches!(&err, ForkServerError::BadArguments { .. }),
+        "{err:?}"
+    );
+    // A result of the wrong type for the caller.
+    let err = server
+        .call::<_, String>("blob", "nobody", &4usize)
+        .unwrap_err();
+    assert!(matches!(&err, ForkServerError::Decode(_)), "{err:?}");
+    // The server is still fine.
+    assert_eq!(
+        server
+            .call::<_, u64>("three", "nobody", &(1u64, 2u64, 3u64))
+            .unwrap(),
+        6
+    );
+    assert_eq!(server.stats().unwrap().running, 0);
+}
+
+fn server_caps_the_deadline_and_size() {
+    require_root();
+    let server = builder()
+        .allow("sleep_ms", "nobody")
+        .unwrap()
+        .allow("blob", "nobody")
+        .unwrap()
+        .max_timeout(Duration::from_millis(300))
+        .max_result(4096)
+        .spawn()
+        .unwrap();
+    let err = server
+        .call_with::<_, u8>(
+            "sleep_ms",
+            "nobody",
+            &60_000u64,
+            Duration::from_secs(3600),
+            1 << 20,
+        )
+        .unwrap_err();
+    match err {
+        ForkServerError::ForkAs(ForkAsError::Timeout { timeout }) => {
+            assert_eq!(timeout, Duration::from_millis(300))
+        }
+        other => panic!("expected the server's 300 ms timeout, got {other:?}"),
+    }
+    let err = server
+        .call_with::<_, Vec<u8>>(
+            "blob",
+            "nobody",
+            &100_000usize,
+            Duration::from_secs(5),
+            1 << 30,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ForkServerError::ForkAs(ForkAsError::TooLarge { limit: 4096, .. })
+        ),
+        "{err:?}"
+    );
+}
+
+fn busy_server_answers_busy() {
+    require_root();
+    let server = Arc::new(
+        builder()
+            .allow("sleep_ms", "nobody")
+            .unwrap()
+            .max_children(1)
+            .spawn()
+            .unwrap(),
+    );
+    let s2 = Arc::clone(&server);
+    let slow = std::thread::spawn(move || s2.call::<_, u8>("sleep_ms", "nobody", &1500u64));
+    while server.stats().unwrap().running == 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let err = server
+        .call::<_, u8>("sleep_ms", "nobody", &1u64)
+        .unwrap_err();
+    assert!(
+        matches!(err, ForkServerError::Busy { max_children: 1 }),
+        "{err:?}"
+    );
+    assert_eq!(slow.join().unwrap().unwrap(), 1);
+    assert_eq!(server.stats().unwrap().busy, 1);
+}
+
+/// Pids whose parent is `ppid`.
+fn children_of(ppid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("PPid:").map(|v| v.trim().to_owned()))
+                })
+                .is_some_and(|p| p == ppid.to_string())
+        })
+        .collect()
+}
+
+fn wait_gone(pid: u32, what: &str) {
+    let Ok(pidfd) = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::PidfdFlags::empty(),
+    ) else {
+        return; // already gone
+    };
+    let mut fds = [rustix::event::PollFd::new(
+        &pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let ts = rustix::event::Timespec {
+        tv_sec: 30,
+        tv_nsec: 0,
+    };
+    let n = rustix::event::poll(&mut fds, Some(&ts)).unwrap();
+    assert_eq!(n, 1, "{what} {pid} is still alive");
+}
+
+fn children_die_with_the_server() {
+    require_root();
+    let server = Arc::new(
+        builder()
+            .allow("sleep_ms", "nobody")
+            .unwrap()
+            .spawn()
+            .unwrap(),
+    );
+    let s2 = Arc::clone(&server);
+    let caller = std::thread::spawn(move || s2.call::<_, u8>("sleep_ms", "nobody", &60_000u64));
+    while server.stats().unwrap().running == 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let kids = children_of(server.pid());
+    assert_eq!(kids.len(), 1, "server children: {kids:?}");
+    // The server crashes: its child must go with it, and the caller must
+    // get an error rather than hang.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(server.pid() as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    wait_gone(kids[0], "fork-as child of the killed server");
+    let err = caller.join().unwrap().unwrap_err();
+    assert!(matches!(err, ForkServerError::Channel(_)), "{err:?}");
+    drop(server);
+    assert_no_children();
+}
+
+fn drop_stops_and_reaps_the_server() {
+    require_root();
+    let server = standard();
+    let pid = server.pid();
+    let _: usize = server
+        .call("word_count", "nobody", &"a".to_string())
+        .unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    drop(server);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "server {pid} still exists after drop"
+    );
+    assert_no_children();
+}
+
+fn multithreaded_spawn_is_refused() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || rx.recv());
+    let err = builder().spawn().unwrap_err();
+    assert!(
+        matches!(err, ForkServerError::MultiThreaded { threads: 2 }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("before any thread"), "{err}");
+    tx.send(()).unwrap();
+    t.join().unwrap().unwrap();
+}
+
+fn rss_kib(pid: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn big_caller_small_server() {
+    require_root();
+    // The server is forked while the caller is small; the caller then grows
+    // to 512 MiB and starts threads. Calls still fork only the small server,
+    // so their cost does not grow with the caller (see benches/fork_server).
+    let server = Arc::new(standard());
+    let mut heap = vec![0u8; 512 << 20];
+    for i in (0..heap.len()).step_by(4096) {
+        heap[i] = 1;
+    }
+    let s2 = Arc::clone(&server);
+    let t = std::thread::spawn(move || s2.call::<_, (u32, u32, u64)>("whoami", "nobody", &5u64));
+    assert_eq!(t.join().unwrap().unwrap().2, 5);
+    assert!(
+        rss_kib("self") > 512 * 1024,
+        "caller RSS {} KiB",
+        rss_kib("self")
+    );
+    let server_rss = rss_kib(&server.pid().to_string());
+    assert!(server_rss < 64 * 1024, "server RSS {server_rss} KiB");
+    std::hint::black_box(&heap);
+    let _ = status_field("VmRSS");
+}
+
+fn builder_errors_name_the_input() {
+    let err = ForkServer::builder().allow("nope", "nobody").unwrap_err();
+    assert!(
+        matches!(err, ForkServerError::UnknownFunction { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("nope"), "{err}");
+    let err = builder().allow("whoami", "no-such-user-pf").unwrap_err();
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.contains("no-such-user-pf"), "{chain}");
+}
