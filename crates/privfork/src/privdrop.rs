@@ -2,32 +2,41 @@
 //!
 //! Order (each step needs the privilege the later ones give up):
 //!
-//! 1. Refuse uid 0 as a target unless [`DropOptions::allow_root`].
-//! 2. Check that the process can change ids (CAP_SETUID and CAP_SETGID in
-//!    its effective set) — before anything changes, so a refusal leaves the
-//!    process exactly as it was.
-//! 3. `setgroups`: the target's supplementary groups — root's groups must go
-//!    while we still hold CAP_SETGID.
-//! 4. `setresgid`: real, effective and saved gid.
-//! 5. `setresuid`: real, effective and saved uid. For a non-root target the
-//!    kernel clears the capability sets here (ambient included)…
-//! 6. …unless securebits of an ancestor (`SECBIT_KEEP_CAPS`,
-//!    `SECBIT_NO_SETUID_FIXUP`) kept them: then we clear them with `capset`
-//!    (which also empties the ambient set, a subset of permitted ∩
-//!    inheritable).
-//! 7. Verify: real/effective/saved uids and gids equal the target; the
+//! 1. Refuse uid 0 as a target unless [`DropOptions::allow_root`], and the
+//!    reserved id `(uid_t)-1`.
+//! 2. Work out what must change and check the privilege for it (CAP_SETUID
+//!    for a uid the process does not have, CAP_SETGID for a gid or groups)
+//!    — before anything changes, so a refusal leaves the process exactly as
+//!    it was. In a multithreaded process, also refuse when other threads
+//!    would keep capabilities (see below).
+//! 3. `setgroups`, if the groups differ: root's groups must go while we
+//!    still hold CAP_SETGID.
+//! 4. `setresgid`: real, effective, saved (and so filesystem) gid.
+//! 5. `setresuid`: real, effective, saved (and so filesystem) uid. Called
+//!    even when the ids already match, to reset the filesystem ids. When
+//!    the process had uid 0 the kernel clears its capabilities here…
+//! 6. …and we clear them with `capset` in any case: a non-root caller
+//!    holding CAP_SETUID, or securebits (`KEEP_CAPS`, `NO_SETUID_FIXUP`),
+//!    would otherwise keep them. Emptying permitted and inheritable also
+//!    empties ambient, a subset of permitted ∩ inheritable.
+//! 7. Verify: real/effective/saved/fs uids and gids equal the target; the
 //!    supplementary groups are exactly the target's; for a non-root target
-//!    the effective, permitted and inheritable capability sets are empty
-//!    (the ambient set is a subset of permitted ∩ inheritable, so it is empty
-//!    too), and `setuid(0)` and `setgid(old gid)` fail.
+//!    the capability sets are empty and `setuid(0)` and `setgid(old gid)`
+//!    fail (if either succeeds, the process aborts). In a multithreaded
+//!    process every thread is checked through `/proc/self/task`.
 //!
-//! [`drop_privileges`] uses the C library's calls, which apply to every
-//! thread (glibc's set*id broadcast); a fork-as child, proven
-//! single-threaded, uses the raw syscalls.
-//! A failure from step 3 on has changed the process: [`drop_privileges`] then
+//! Threads: [`drop_privileges`] uses the C library's calls, which glibc
+//! applies to every thread; `capset` has no such broadcast. So with several
+//! threads the drop is refused up front unless the kernel's setuid fixup
+//! clears every thread's capabilities by itself (the process has uid 0, no
+//! securebit keeps capabilities, the inheritable set is empty). A fork-as
+//! child, proven single-threaded, uses the raw per-thread syscalls and also
+//! makes itself not dumpable right after the uid change.
+//!
+//! A failure after step 3 has changed the process: [`drop_privileges`] then
 //! aborts the process rather than return with half-dropped credentials; the
 //! fork-as child reports it to its parent and exits. See credentials(7),
-//! capabilities(7), setresuid(2), setgroups(2).
+//! capabilities(7), setresuid(2), setgroups(2), setfsuid(2).
 
 use std::io;
 
@@ -77,6 +86,10 @@ pub enum DropStep {
     ClearCapabilities,
     /// Reading the supplementary groups back (`getgroups`).
     ReadGroups,
+    /// Counting the threads (`/proc/self/task`).
+    ReadThreads,
+    /// Making the process not dumpable (`prctl(PR_SET_DUMPABLE)`).
+    NotDumpable,
 }
 
 impl std::fmt::Display for DropStep {
@@ -88,6 +101,8 @@ impl std::fmt::Display for DropStep {
             Self::SetResUid => "setresuid",
             Self::ClearCapabilities => "capset",
             Self::ReadGroups => "getgroups",
+            Self::ReadThreads => "counting threads in /proc/self/task",
+            Self::NotDumpable => "prctl(PR_SET_DUMPABLE)",
         })
     }
 }
@@ -125,6 +140,26 @@ pub enum PrivDropError {
         /// The error of that call.
         #[source]
         source: io::Error,
+    },
+    /// The target has an id that cannot be a target. Nothing was changed.
+    #[error("cannot drop privileges to {target}: {reason}")]
+    InvalidTarget {
+        /// The target, as text.
+        target: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The process has several threads and dropping would leave some of
+    /// them with capabilities. Nothing was changed.
+    #[error(
+        "cannot drop privileges to {target} in a multithreaded process: {reason}; \
+         drop before starting threads, or from a single-threaded child"
+    )]
+    ThreadsWouldKeepCapabilities {
+        /// The target, as text.
+        target: String,
+        /// Why the other threads would keep capabilities.
+        reason: &'static str,
     },
     /// The calls succeeded but the result is not what was asked.
     #[error("dropping privileges to {target}: verification failed: {check}")]
@@ -195,44 +230,100 @@ pub(crate) fn drop_to(
     };
     let (uid, gid) = (target.raw_uid(), target.raw_gid());
 
-    // 1. Root as a target is a choice, never a default.
+    // 1. Root as a target is a choice, never a default; (uid_t)-1 means
+    //    "unchanged" to the set*id calls and is never a target.
     if uid.is_root() && !opts.allow_root {
         return Err(early(PrivDropError::RootRefused { target: who() }));
     }
+    let bad = u32::MAX;
+    if uid.as_raw() == bad || target.raw_groups().iter().any(|g| g.as_raw() == bad) {
+        return Err(early(PrivDropError::InvalidTarget {
+            target: who(),
+            reason: "4294967295 ((uid_t)-1) means \"no change\" and cannot be a target id",
+        }));
+    }
 
-    // 2. Privilege check, unless the process already is exactly the target.
+    // 2. What must change, and the privilege for it. Nothing has changed
+    //    yet, so every refusal here leaves the process as it was.
     let caps = rustix::thread::capabilities(None)
         .map_err(|e| early(step(DropStep::ReadCapabilities, e.into())))?;
-    if already_target(target).map_err(|e| early(step(DropStep::ReadGroups, e)))? {
-        return verify(target, sys::get_res_gid().1).map_err(late);
-    }
+    let (ru, eu, su) = sys::get_res_uid();
+    let (rg, eg, sg) = sys::get_res_gid();
+    let groups_differ = !sys::with_groups(|groups| groups == target.raw_groups())
+        .map_err(|e| early(step(DropStep::ReadGroups, e)))?;
+    // setres*id needs no privilege to set ids the process already has.
+    let uid_needs_cap = ![ru, eu, su].contains(&uid);
+    let gid_needs_cap = ![rg, eg, sg].contains(&gid) || groups_differ;
     let missing = match (
-        caps.effective.contains(CapabilitySet::SETUID),
-        caps.effective.contains(CapabilitySet::SETGID),
+        uid_needs_cap && !caps.effective.contains(CapabilitySet::SETUID),
+        gid_needs_cap && !caps.effective.contains(CapabilitySet::SETGID),
     ) {
-        (true, true) => None,
-        (false, true) => Some("CAP_SETUID"),
-        (true, false) => Some("CAP_SETGID"),
-        (false, false) => Some("CAP_SETUID, CAP_SETGID"),
+        (false, false) => None,
+        (true, false) => Some("CAP_SETUID"),
+        (false, true) => Some("CAP_SETGID"),
+        (true, true) => Some("CAP_SETUID, CAP_SETGID"),
     };
     if let Some(missing) = missing {
         return Err(early(PrivDropError::MissingPrivilege {
             target: who(),
-            uid: sys::get_res_uid().0.as_raw(),
+            uid: ru.as_raw(),
             missing: missing.to_owned(),
         }));
     }
-    let old_gid = sys::get_res_gid().1; // for the "cannot regain" probe
+    // With several threads, only setres*id reaches them all (glibc's
+    // broadcast); capset acts on the calling thread. So the other threads
+    // end up without capabilities only if the kernel's setuid fixup clears
+    // them: the process had uid 0 among its ids, no securebit keeps
+    // capabilities, and the inheritable set (which the fixup keeps) is empty.
+    let several = match threads {
+        Threads::All => sys::thread_count().map_err(|e| early(step(DropStep::ReadThreads, e)))? > 1,
+        Threads::Only(_) => false,
+    };
+    if several && !uid.is_root() {
+        let bits = rustix::thread::capabilities_secure_bits()
+            .map_err(|e| early(step(DropStep::ReadCapabilities, e.into())))?;
+        let keep = rustix::thread::get_keep_capabilities()
+            .map_err(|e| early(step(DropStep::ReadCapabilities, e.into())))?;
+        use rustix::thread::CapabilitiesSecureBits as Bits;
+        let reason = if !caps.permitted.is_empty() && ![ru, eu, su].contains(&Uid::ROOT) {
+            Some("it holds capabilities without uid 0, which setuid does not clear")
+        } else if keep || bits.intersects(Bits::KEEP_CAPS | Bits::NO_SETUID_FIXUP) {
+            Some("KEEP_CAPS or NO_SETUID_FIXUP would keep capabilities across setuid")
+        } else if !caps.inheritable.is_empty() {
+            Some("its inheritable capability set is not empty")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(early(PrivDropError::ThreadsWouldKeepCapabilities {
+                target: who(),
+                reason,
+            }));
+        }
+    }
+    let old_gid = eg; // for the "cannot regain" probe
 
     // 3–5. Groups first, then gid, then uid: each needs what the next drops.
-    sys::set_groups(threads, target.raw_groups())
-        .map_err(|e| late(step(DropStep::SetGroups, e)))?;
+    //      setgroups is the first change: if it fails, nothing changed.
+    if groups_differ {
+        sys::set_groups(threads, target.raw_groups())
+            .map_err(|e| early(step(DropStep::SetGroups, e)))?;
+    }
+    // Always called, even when the ids look right: they also reset the
+    // filesystem ids (fsuid/fsgid) to the effective ones.
     sys::set_res_gid(threads, gid).map_err(|e| late(step(DropStep::SetResGid, e)))?;
     sys::set_res_uid(threads, uid).map_err(|e| late(step(DropStep::SetResUid, e)))?;
-    // 6. The kernel cleared the capabilities in setresuid unless securebits
-    // (KEEP_CAPS, NO_SETUID_FIXUP) said otherwise; then clear them here.
-    // Emptying the permitted and inheritable sets empties the ambient set
-    // too: the kernel keeps ambient ⊆ permitted ∩ inheritable.
+    if let Threads::Only(_) = threads {
+        // The uid change reset dumpability to the fs.suid_dumpable sysctl;
+        // a fork-as child (a copy of a root parent's memory) must not be
+        // dumpable or traceable by other processes of the target user.
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+            .map_err(|e| late(step(DropStep::NotDumpable, e.into())))?;
+    }
+    // 6. The kernel cleared the capabilities in setresuid if the process had
+    //    uid 0 and no securebit said otherwise; clear them here in any case
+    //    (e.g. a non-root caller holding CAP_SETUID). Emptying permitted and
+    //    inheritable empties ambient too: ambient ⊆ permitted ∩ inheritable.
     if !uid.is_root() {
         let none = CapabilitySets {
             effective: CapabilitySet::empty(),
@@ -246,19 +337,12 @@ pub(crate) fn drop_to(
                 .map_err(|e| late(step(DropStep::ClearCapabilities, e.into())))?;
         }
     }
-    // 7. Trust nothing above: read it all back.
-    verify(target, old_gid).map_err(late)
-}
-
-/// Whether the process already has exactly the target's ids and groups.
-fn already_target(target: &Identity) -> io::Result<bool> {
-    let (u, g) = (target.raw_uid(), target.raw_gid());
-    let (ru, eu, su) = sys::get_res_uid();
-    let (rg, eg, sg) = sys::get_res_gid();
-    if [ru, eu, su] != [u, u, u] || [rg, eg, sg] != [g, g, g] {
-        return Ok(false);
+    // 7. Trust nothing above: read it all back, on every thread.
+    verify(target, old_gid).map_err(late)?;
+    if several {
+        verify_all_threads(target).map_err(late)?;
     }
-    sys::with_groups(|groups| groups == target.raw_groups())
+    Ok(())
 }
 
 fn verify(target: &Identity, old_gid: Gid) -> Result<(), PrivDropError> {
@@ -268,29 +352,34 @@ fn verify(target: &Identity, old_gid: Gid) -> Result<(), PrivDropError> {
     };
     let (u, g) = (target.raw_uid(), target.raw_gid());
     let (ru, eu, su) = sys::get_res_uid();
-    if [ru, eu, su] != [u, u, u] {
+    let fsu = sys::get_fs_uid();
+    if [ru, eu, su, fsu] != [u, u, u, u] {
         return Err(fail(format!(
-            "uids are {}/{}/{} (real/effective/saved), expected {}",
+            "uids are {}/{}/{}/{} (real/effective/saved/fs), expected {}",
             ru.as_raw(),
             eu.as_raw(),
             su.as_raw(),
+            fsu.as_raw(),
             u.as_raw()
         )));
     }
     let (rg, eg, sg) = sys::get_res_gid();
-    if [rg, eg, sg] != [g, g, g] {
+    let fsg = sys::get_fs_gid();
+    if [rg, eg, sg, fsg] != [g, g, g, g] {
         return Err(fail(format!(
-            "gids are {}/{}/{} (real/effective/saved), expected {}",
+            "gids are {}/{}/{}/{} (real/effective/saved/fs), expected {}",
             rg.as_raw(),
             eg.as_raw(),
             sg.as_raw(),
+            fsg.as_raw(),
             g.as_raw()
         )));
     }
     let show = |v: &[Gid]| v.iter().map(|g| g.as_raw()).collect::<Vec<_>>();
-    let wrong_groups =
-        sys::with_groups(|groups| (groups != target.raw_groups()).then(|| show(groups)))
-            .map_err(|e| fail(format!("getgroups failed: {e}")))?;
+    let wrong_groups = sys::with_groups(|groups| {
+        (groups != target.raw_groups()).then(|| show(groups))
+    })
+    .map_err(|e| fail(format!("getgroups failed: {e}")))?;
     if let Some(groups) = wrong_groups {
         return Err(fail(format!(
             "supplementary groups are {groups:?}, expected {:?}",
@@ -327,6 +416,64 @@ fn verify(target: &Identity, old_gid: Gid) -> Result<(), PrivDropError> {
     Ok(())
 }
 
+/// Checks every thread of the process through `/proc/self/task/*/status`:
+/// the same ids (real, effective, saved, fs), groups, and, for a non-root
+/// target, empty capability sets.
+fn verify_all_threads(target: &Identity) -> Result<(), PrivDropError> {
+    let fail = |check: String| PrivDropError::Verify {
+        target: target.to_string(),
+        check,
+    };
+    let (u, g) = (target.uid(), target.gid());
+    let want_uid = format!("{u}\t{u}\t{u}\t{u}");
+    let want_gid = format!("{g}\t{g}\t{g}\t{g}");
+    let want_groups = target
+        .groups()
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let tasks = std::fs::read_dir("/proc/self/task")
+        .map_err(|e| fail(format!("cannot list /proc/self/task: {e}")))?;
+    for task in tasks {
+        let task = task.map_err(|e| fail(format!("cannot list /proc/self/task: {e}")))?;
+        let path = task.path().join("status");
+        let status = match std::fs::read_to_string(&path) {
+            Ok(s) => s,
+            // The thread exited since the listing: nothing left to check.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(fail(format!("cannot read {}: {e}", path.display()))),
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name).map(str::trim))
+                .unwrap_or("")
+                .to_owned()
+        };
+        let mut checks = vec![
+            ("Uid:", want_uid.clone()),
+            ("Gid:", want_gid.clone()),
+            ("Groups:", want_groups.clone()),
+        ];
+        if u != 0 {
+            for set in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
+                checks.push((set, "0000000000000000".to_owned()));
+            }
+        }
+        for (name, want) in checks {
+            let got = field(name);
+            if got != want {
+                return Err(fail(format!(
+                    "thread {}: {name} is {got:?}, expected {want:?}",
+                    task.file_name().to_string_lossy()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The form of a [`PrivDropError`] sent from a fork-as child to its parent
 /// (and from the fork server to its caller).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -357,6 +504,12 @@ impl From<&PrivDropError> for WireDropError {
                 source,
             } => Self::Step(target.clone(), *step, source.raw_os_error().unwrap_or(0)),
             PrivDropError::Verify { target, check } => Self::Verify(target.clone(), check.clone()),
+            PrivDropError::InvalidTarget { target, reason } => {
+                Self::Verify(target.clone(), (*reason).to_owned())
+            }
+            PrivDropError::ThreadsWouldKeepCapabilities { target, reason } => {
+                Self::Verify(target.clone(), (*reason).to_owned())
+            }
         }
     }
 }

@@ -266,6 +266,26 @@ pub(crate) fn get_res_gid() -> (Gid, Gid, Gid) {
     (Gid::from_raw(r), Gid::from_raw(e), Gid::from_raw(s))
 }
 
+/// `setfsuid(-1)`—The filesystem uid of the calling thread (an invalid
+/// id changes nothing and returns the current one).
+///
+/// See setfsuid(2).
+pub(crate) fn get_fs_uid() -> Uid {
+    // SAFETY: integer argument only; (uid_t)-1 is never a valid fsuid, so
+    // the call only reports the current value.
+    let cur = unsafe { libc::setfsuid(libc::uid_t::MAX) };
+    Uid::from_raw(cur as libc::uid_t)
+}
+
+/// `setfsgid(-1)`—The filesystem gid of the calling thread.
+///
+/// See setfsgid(2).
+pub(crate) fn get_fs_gid() -> Gid {
+    // SAFETY: integer argument only; (gid_t)-1 only reports the current value.
+    let cur = unsafe { libc::setfsgid(libc::gid_t::MAX) };
+    Gid::from_raw(cur as libc::gid_t)
+}
+
 /// `getgroups()`—Calls `f` with the supplementary groups of the calling
 /// thread, sorted and deduplicated; allocates only for more than 64 groups
 /// (a fork-as child avoids allocating: every page it writes is a
