@@ -35,10 +35,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Id { user, group } => {
-            let id = Identity::user(&user).and_then(|id| match &group {
-                Some(g) => id.with_group(g),
-                None => Ok(id),
-            });
+            let id = match &group {
+                Some(g) => Identity::user_group(&user, g),
+                None => Identity::user(&user),
+            };
             match id {
                 Ok(id) => {
                     let groups: Vec<String> = id.groups().iter().map(u32::to_string).collect();

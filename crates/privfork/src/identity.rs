@@ -49,6 +49,18 @@ pub enum ResolveError {
         /// Why it is invalid.
         reason: &'static str,
     },
+    /// A uid without a user database entry whose same-numbered gid is a
+    /// named group: its group must be named explicitly.
+    #[error(
+        "uid {uid} has no user entry and gid {uid} is the group {group:?}; \
+         name the group explicitly (Identity::user_group)"
+    )]
+    NeedsGroup {
+        /// The uid.
+        uid: u32,
+        /// The name of the group with the same number.
+        group: String,
+    },
     /// The database itself could not be read.
     #[error("looking up {what} {spec:?} failed")]
     Lookup {
@@ -60,6 +72,19 @@ pub enum ResolveError {
         #[source]
         source: io::Error,
     },
+}
+
+const RESERVED: &str = "4294967295 is the reserved \"no change\" id";
+
+fn check_id(what: &'static str, id: u32) -> Result<(), ResolveError> {
+    if id == u32::MAX {
+        return Err(ResolveError::InvalidSpec {
+            what,
+            spec: id.to_string(),
+            reason: RESERVED,
+        });
+    }
+    Ok(())
 }
 
 /// A parsed user or group spec.
@@ -83,7 +108,7 @@ fn parse_spec<'a>(what: &'static str, spec: &'a str) -> Result<Spec<'a>, Resolve
             .map_err(|_| invalid("numeric id out of range"))?;
         // (uid_t)-1 means "unchanged" to the set*id calls: never a target.
         if id == u32::MAX {
-            return Err(invalid("4294967295 is the reserved \"no change\" id"));
+            return Err(invalid(RESERVED));
         }
         return Ok(Spec::Id(id));
     }
@@ -99,14 +124,16 @@ impl Identity {
     /// With a user database entry, the primary group and the supplementary
     /// groups are the user's (from `getgrouplist`). A numeric uid that has
     /// no entry is still accepted: its primary group is then the gid of the
-    /// same number and it has no other group — never root's group 0 by
-    /// accident. Use [`Identity::with_group`] to choose another.
+    /// same number, with no other group — never root's group 0 by accident —
+    /// provided no group of that number exists (gid 6 is `disk` on Debian):
+    /// then name the group with [`Identity::user_group`].
     ///
     /// # Errors
     ///
     /// [`ResolveError::UnknownUser`] naming the user, [`ResolveError::InvalidSpec`]
-    /// for text that is neither a name nor an id, [`ResolveError::Lookup`]
-    /// if the database cannot be read.
+    /// for text that is neither a name nor an id, [`ResolveError::NeedsGroup`]
+    /// for an entry-less uid whose same-numbered gid is a named group,
+    /// [`ResolveError::Lookup`] if the database cannot be read.
     pub fn user(spec: &str) -> Result<Self, ResolveError> {
         let lookup_err = |source| ResolveError::Lookup {
             what: "user",
@@ -120,6 +147,17 @@ impl Identity {
                     Some(e) => e,
                     None => {
                         let gid = Gid::from_raw(id);
+                        let named = sys::group_name(gid).map_err(|source| ResolveError::Lookup {
+                            what: "group",
+                            spec: id.to_string(),
+                            source,
+                        })?;
+                        if let Some(group) = named {
+                            return Err(ResolveError::NeedsGroup {
+                                uid: id,
+                                group,
+                            });
+                        }
                         return Ok(Self {
                             uid,
                             gid,
@@ -150,15 +188,54 @@ impl Identity {
         })
     }
 
+    /// Resolves a user and a group given separately (names or numeric
+    /// ids); the group is the only one. For a uid without a user database
+    /// entry this is how to choose its group.
+    ///
+    /// # Errors
+    ///
+    /// As [`Identity::user`] (but for `NeedsGroup`) and [`resolve_group`].
+    pub fn user_group(user: &str, group: &str) -> Result<Self, ResolveError> {
+        let gid = Gid::from_raw(resolve_group(group)?);
+        let (uid, name) = match parse_spec("user", user)? {
+            Spec::Id(id) => {
+                let uid = Uid::from_raw(id);
+                let entry = sys::user_by_uid(uid).map_err(|source| ResolveError::Lookup {
+                    what: "user",
+                    spec: user.to_owned(),
+                    source,
+                })?;
+                (uid, entry.map(|e| e.name))
+            }
+            Spec::Name(_) => {
+                let me = Self::user(user)?;
+                (me.uid, me.name)
+            }
+        };
+        Ok(Self {
+            uid,
+            gid,
+            groups: vec![gid],
+            name,
+        })
+    }
+
     /// An identity from raw ids, with `gid` as the only group.
-    pub fn from_ids(uid: u32, gid: u32) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// [`ResolveError::InvalidSpec`] for 4294967295, which the set*id calls
+    /// read as "no change".
+    pub fn from_ids(uid: u32, gid: u32) -> Result<Self, ResolveError> {
+        check_id("user", uid)?;
+        check_id("group", gid)?;
         let gid = Gid::from_raw(gid);
-        Self {
+        Ok(Self {
             uid: Uid::from_raw(uid),
             gid,
             groups: vec![gid],
             name: None,
-        }
+        })
     }
 
     /// Replaces the primary group by `group` (a name or numeric gid) and
@@ -177,11 +254,19 @@ impl Identity {
 
     /// Sets the supplementary groups explicitly (the primary group is
     /// always kept in the list).
-    pub fn with_groups(mut self, groups: impl IntoIterator<Item = u32>) -> Self {
-        let mut groups: Vec<Gid> = groups.into_iter().map(Gid::from_raw).collect();
-        normalize(&mut groups, self.gid);
-        self.groups = groups;
-        self
+    ///
+    /// # Errors
+    ///
+    /// [`ResolveError::InvalidSpec`] for 4294967295 ("no change").
+    pub fn with_groups(mut self, groups: impl IntoIterator<Item = u32>) -> Result<Self, ResolveError> {
+        let mut list = Vec::new();
+        for g in groups {
+            check_id("group", g)?;
+            list.push(Gid::from_raw(g));
+        }
+        normalize(&mut list, self.gid);
+        self.groups = list;
+        Ok(self)
     }
 
     /// The target user id.
@@ -286,6 +371,22 @@ mod tests {
     }
 
     #[test]
+    fn entryless_uid_with_a_named_same_gid_needs_a_group() {
+        // gid 0 is root's group; uid 0 has an entry, so find an entry-less
+        // uid whose same-numbered group exists (Debian: 6 disk, 26 tape).
+        let uid = (1..1000u32)
+            .find(|&n| {
+                sys::user_by_uid(Uid::from_raw(n)).unwrap().is_none()
+                    && sys::group_name(Gid::from_raw(n)).unwrap().is_some()
+            })
+            .expect("this system has a group without a same-numbered user");
+        let e = Identity::user(&uid.to_string()).unwrap_err();
+        assert!(matches!(e, ResolveError::NeedsGroup { .. }), "{e}");
+        let id = Identity::user_group(&uid.to_string(), "65534").unwrap();
+        assert_eq!((id.uid(), id.gid(), id.groups()), (uid, 65534, vec![65534]));
+    }
+
+    #[test]
     fn unknown_user_is_named() {
         let e = Identity::user("no-such-user-privfork").unwrap_err();
         assert!(matches!(e, ResolveError::UnknownUser { .. }));
@@ -316,7 +417,10 @@ mod tests {
             .with_group("4242")
             .unwrap();
         assert_eq!((id.gid(), id.groups()), (4242, vec![4242]));
-        let id = id.with_groups([7, 3, 7]);
+        let id = id.with_groups([7, 3, 7]).unwrap();
         assert_eq!(id.groups(), vec![3, 7, 4242]);
+        assert!(id.clone().with_groups([u32::MAX]).is_err());
+        assert!(Identity::from_ids(5, u32::MAX).is_err());
+        assert!(Identity::from_ids(u32::MAX, 5).is_err());
     }
 }

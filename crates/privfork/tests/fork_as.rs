@@ -193,12 +193,13 @@ fn numeric_uid_and_explicit_groups() {
     require_root();
     let id = Identity::user("4000123")
         .unwrap()
-        .with_groups([4000124, 4000125]);
+        .with_groups([4000124, 4000125])
+        .unwrap();
     let s = ForkAs::new(id).run(seen).unwrap();
     assert_eq!(s.uid, "4000123\t4000123\t4000123\t4000123");
     assert_eq!(s.gid, "4000123\t4000123\t4000123\t4000123");
     assert_eq!(s.groups, "4000123 4000124 4000125");
-    let id = Identity::from_ids(4000200, 4000201);
+    let id = Identity::from_ids(4000200, 4000201).unwrap();
     let s = ForkAs::new(id).run(seen).unwrap();
     assert_eq!(s.uid, "4000200\t4000200\t4000200\t4000200");
     assert_eq!(s.gid, "4000201\t4000201\t4000201\t4000201");

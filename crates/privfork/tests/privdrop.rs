@@ -112,7 +112,10 @@ fn all_threads_are_dropped() {
 fn old_supplementary_groups_are_gone() {
     require_root();
     // Give root some extra groups first (allowed explicitly), then drop.
-    let root_plus = Identity::user("root").unwrap().with_groups([777, 778]);
+    let root_plus = Identity::user("root")
+        .unwrap()
+        .with_groups([777, 778])
+        .unwrap();
     drop_privileges(&root_plus, &DropOptions::new().allow_root(true)).unwrap();
     assert_eq!(status_field("Groups"), "0 777 778");
     let id = nobody();

@@ -340,6 +340,7 @@ pub(crate) struct PasswdEntry {
 /// One entry of the group database.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupEntry {
+    pub(crate) name: String,
     pub(crate) gid: Gid,
 }
 
@@ -400,7 +401,12 @@ fn lookup_passwd(key: UserKey<'_>) -> io::Result<Option<PasswdEntry>> {
     }
 }
 
-fn lookup_group(name: &CStr) -> io::Result<Option<GroupEntry>> {
+enum GroupKey<'a> {
+    Name(&'a CStr),
+    Gid(Gid),
+}
+
+fn lookup_group(key: GroupKey<'_>) -> io::Result<Option<GroupEntry>> {
     let mut buf = vec![0u8; 1024];
     loop {
         // SAFETY: an all-zero group is a valid value; only read after
@@ -409,13 +415,22 @@ fn lookup_group(name: &CStr) -> io::Result<Option<GroupEntry>> {
         let mut out: *mut libc::group = std::ptr::null_mut();
         // SAFETY: as in lookup_passwd: live buffers, real sizes, CStr name.
         let rc = unsafe {
-            libc::getgrnam_r(
-                name.as_ptr(),
-                &mut grp,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut out,
-            )
+            match key {
+                GroupKey::Name(n) => libc::getgrnam_r(
+                    n.as_ptr(),
+                    &mut grp,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    &mut out,
+                ),
+                GroupKey::Gid(g) => libc::getgrgid_r(
+                    g.as_raw(),
+                    &mut grp,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    &mut out,
+                ),
+            }
         };
         if rc == libc::ERANGE && buf.len() < (1 << 22) {
             let len = buf.len() * 2;
@@ -429,7 +444,13 @@ fn lookup_group(name: &CStr) -> io::Result<Option<GroupEntry>> {
             return Ok(None);
         }
         debug_assert!(std::ptr::eq(out, &grp));
+        // SAFETY: on success gr_name points to a NUL-terminated string in
+        // `buf`, which is still alive.
+        let name = unsafe { CStr::from_ptr(grp.gr_name) }
+            .to_string_lossy()
+            .into_owned();
         return Ok(Some(GroupEntry {
+            name,
             gid: Gid::from_raw(grp.gr_gid),
         }));
     }
@@ -451,7 +472,12 @@ pub(crate) fn user_by_uid(uid: Uid) -> io::Result<Option<PasswdEntry>> {
 
 /// `getgrnam_r`—Looks a group up by name.
 pub(crate) fn group_by_name(name: &str) -> io::Result<Option<GroupEntry>> {
-    lookup_group(&to_cstring(name)?)
+    lookup_group(GroupKey::Name(&to_cstring(name)?))
+}
+
+/// `getgrgid_r`—The name of group `gid`, if it has an entry.
+pub(crate) fn group_name(gid: Gid) -> io::Result<Option<String>> {
+    Ok(lookup_group(GroupKey::Gid(gid))?.map(|g| g.name))
 }
 
 /// `getgrouplist`—The groups `user` belongs to, `primary` included.
