@@ -52,6 +52,7 @@ use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -63,7 +64,7 @@ use serde::de::DeserializeOwned;
 
 use crate::identity::{Identity, ResolveError};
 use crate::privdrop::{DropOptions, PrivDropError, WireDropError, drop_to};
-use crate::sys::{self, ChildToken, Forked, Threads};
+use crate::sys::{self, ChildToken, ForkError, Forked, Threads};
 
 /// Default deadline of [`ForkAs::run`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -100,24 +101,43 @@ pub enum Environment {
     Set(Vec<(OsString, OsString)>),
 }
 
+/// Where the child's stdin, stdout and stderr go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stdio {
+    /// `/dev/null` (the default): the child cannot read the caller's
+    /// terminal or write to its logs. A panic's message still comes back in
+    /// [`ForkAsError::Panicked`].
+    #[default]
+    Null,
+    /// The caller's stdin, stdout and stderr.
+    Inherit,
+}
+
 /// A step of the child's setup, for [`ForkAsError::ChildSetup`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum SetupStep {
     /// `prctl(PR_SET_PDEATHSIG)`.
     ParentDeathSignal,
-    /// `close_range`.
-    CloseFds,
+    /// Moving the result pipe above stderr (`fcntl(F_DUPFD_CLOEXEC)`).
+    MovePipe,
+    /// Pointing the parent's fds at /dev/null (`/proc/self/fd`, `dup2`).
+    NullFds,
     /// `prctl(PR_SET_DUMPABLE)`.
     NotDumpable,
+    /// `prctl(PR_SET_NO_NEW_PRIVS)`.
+    NoNewPrivs,
 }
 
 impl std::fmt::Display for SetupStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::ParentDeathSignal => "prctl(PR_SET_PDEATHSIG)",
-            Self::CloseFds => "close_range",
+            Self::MovePipe => "fcntl(F_DUPFD_CLOEXEC) of the result pipe",
+            Self::NullFds => "pointing the parent's fds at /dev/null",
             Self::NotDumpable => "prctl(PR_SET_DUMPABLE)",
+            Self::NoNewPrivs => "prctl(PR_SET_NO_NEW_PRIVS)",
         })
     }
 }
@@ -222,6 +242,8 @@ pub struct ForkAs {
     timeout: Duration,
     max_result: usize,
     env: Environment,
+    stdio: Stdio,
+    no_new_privs: bool,
 }
 
 /// Runs `f` as `user` (a name or numeric uid) with the default limits.
@@ -248,6 +270,8 @@ impl ForkAs {
             timeout: DEFAULT_TIMEOUT,
             max_result: DEFAULT_MAX_RESULT,
             env: Environment::Clear,
+            stdio: Stdio::Null,
+            no_new_privs: true,
         }
     }
 
@@ -297,6 +321,21 @@ impl ForkAs {
         self
     }
 
+    /// Sets where the child's stdin, stdout and stderr go (default:
+    /// `/dev/null`).
+    pub fn stdio(mut self, stdio: Stdio) -> Self {
+        self.stdio = stdio;
+        self
+    }
+
+    /// Whether the child sets `no_new_privs` (default: yes), so that it
+    /// cannot gain privileges by executing a setuid or file-capability
+    /// program. See prctl(2), `PR_SET_NO_NEW_PRIVS`.
+    pub fn no_new_privs(mut self, on: bool) -> Self {
+        self.no_new_privs = on;
+        self
+    }
+
     /// Sets the privilege-drop options (e.g. to allow uid 0 as target).
     pub fn drop_options(mut self, opts: DropOptions) -> Self {
         self.drop = opts;
@@ -320,24 +359,43 @@ impl ForkAs {
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> T,
     {
-        let mut pending = self.spawn(f)?;
-        loop {
-            if let Some(result) = pending.advance() {
-                return result;
+        // SIGCHLD stays blocked until the child is reaped, so that a SIGCHLD
+        // handler of the program cannot reap it first; the caller's mask is
+        // restored afterwards, and pending SIGCHLDs then reach the handler.
+        let saved = sys::block_sigchld().map_err(|source| ForkAsError::Spawn {
+            what: "pthread_sigmask",
+            source,
+        })?;
+        let result = (|| {
+            let mut pending = self.spawn(f)?;
+            loop {
+                if let Some(result) = pending.advance() {
+                    return result;
+                }
+                pending.block()?;
             }
-            pending.block()?;
-        }
+        })();
+        sys::restore_sigmask(&saved);
+        result
     }
 
     /// Forks the child that runs `f` and returns without waiting for it;
     /// [`Pending::advance`] makes progress without blocking, so one
     /// single-threaded process (the fork server) can watch many children.
+    ///
+    /// SIGCHLD must be blocked on the calling thread until the child is
+    /// reaped (see [`ForkAs::run`]), so that no SIGCHLD handler of the
+    /// program reaps it first.
     pub(crate) fn spawn<T, F>(&self, f: F) -> Result<Pending, ForkAsError>
     where
         T: Serialize,
         F: FnOnce() -> T,
     {
-        let deadline = Instant::now() + self.timeout;
+        let now = Instant::now();
+        // A deadline past the clock's range means "no deadline" in practice.
+        let deadline = now
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
         let parent = rustix::process::getpid();
         if sys::children_autoreaped().map_err(|source| ForkAsError::Spawn {
             what: "sigaction(SIGCHLD)",
@@ -351,26 +409,36 @@ impl ForkAs {
                 ),
             });
         }
+        let devnull = dev_null().map_err(|source| ForkAsError::Spawn {
+            what: "open(/dev/null)",
+            source,
+        })?;
         // The read end is non-blocking: the parent reads first and polls
         // (under the deadline) only when nothing is there yet.
         let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| spawn_err("pipe2", e))?;
         rustix::io::ioctl_fionbio(&read_end, true).map_err(|e| spawn_err("ioctl(FIONBIO)", e))?;
-        let forked = sys::fork().map_err(|source| ForkAsError::Spawn {
-            what: "fork",
-            source,
-        })?;
-        let pid = match forked {
-            Err(mt) => {
-                return Err(ForkAsError::MultiThreaded {
-                    threads: mt.threads,
-                });
-            }
+        let pid = match sys::fork() {
+            Ok(Forked::Parent(pid)) => pid,
             Ok(Forked::Child(token)) => {
                 drop(read_end);
-                child_main(&token, parent, write_end, self, f)
+                child_main(&token, parent, write_end, devnull, self, f)
             }
-            Ok(Forked::Parent(pid)) => pid,
+            Err(ForkError::MultiThreaded(threads)) => {
+                return Err(ForkAsError::MultiThreaded { threads });
+            }
+            Err(ForkError::CountThreads(source)) => {
+                return Err(ForkAsError::Spawn {
+                    what: "counting threads in /proc/self/task",
+                    source,
+                });
+            }
+            Err(ForkError::Fork(source)) => {
+                return Err(ForkAsError::Spawn {
+                    what: "fork",
+                    source,
+                });
+            }
         };
         drop(write_end);
         Ok(Pending {
@@ -378,11 +446,27 @@ impl ForkAs {
             pipe: Some(read_end),
             reader: FrameReader::new(self.max_result as u64),
             outcome: None,
+            status: None,
             deadline,
             timeout: self.timeout,
             max_result: self.max_result as u64,
         })
     }
+}
+
+/// `/dev/null`, opened once (CLOEXEC) and kept: the child points every fd
+/// it must not use at it.
+pub(crate) fn dev_null() -> io::Result<BorrowedFd<'static>> {
+    static DEV_NULL: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(fd) = DEV_NULL.get() {
+        return Ok(fd.as_fd());
+    }
+    let fd = rustix::fs::open(
+        c"/dev/null",
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    Ok(DEV_NULL.get_or_init(|| fd).as_fd())
 }
 
 /// A forked fork-as child whose result has not been collected yet.
@@ -395,6 +479,8 @@ pub(crate) struct Pending {
     reader: FrameReader,
     /// What reading gave, once it is over.
     outcome: Option<Result<(u8, Payload), ReadFail>>,
+    /// How the child ended, once it is reaped.
+    status: Option<Ended>,
     deadline: Instant,
     timeout: Duration,
     max_result: u64,
@@ -411,13 +497,14 @@ impl std::fmt::Debug for Pending {
 }
 
 impl Pending {
-    /// The fd to poll for input before calling [`Pending::advance`] again:
-    /// the result pipe while reading, then the child's pidfd.
-    pub(crate) fn poll_fd(&self) -> BorrowedFd<'_> {
-        match &self.pipe {
-            Some(p) => p.as_fd(),
-            None => self.child.pidfd.as_fd(),
-        }
+    /// The fds to poll for input before calling [`Pending::advance`] again:
+    /// the result pipe while reading, and the child's pidfd (readable once
+    /// it has exited).
+    pub(crate) fn poll_fds(&self) -> [Option<BorrowedFd<'_>>; 2] {
+        [
+            self.pipe.as_ref().map(AsFd::as_fd),
+            (!self.child.reaped).then(|| self.child.pidfd.as_fd()),
+        ]
     }
 
     /// When the call times out.
@@ -429,40 +516,76 @@ impl Pending {
     /// kills it at the deadline — without blocking (but for the moment
     /// between a SIGKILL and the kernel's reaping). `None`: not finished.
     pub(crate) fn advance<T: DeserializeOwned>(&mut self) -> Option<Result<T, ForkAsError>> {
-        if let Some(pipe) = &self.pipe {
-            let read = self.reader.read_available(pipe);
-            let outcome = match read {
-                Ok(Some(frame)) => Ok(frame),
-                Ok(None) if Instant::now() < self.deadline => return None,
-                Ok(None) => Err(ReadFail::Timeout),
-                Err(fail) => Err(fail),
-            };
-            self.pipe = None;
-            if matches!(outcome, Err(ReadFail::Timeout) | Err(ReadFail::TooLarge(_))) {
-                self.child.kill();
-            }
-            self.outcome = Some(outcome);
+        if let Err(e) = self.read() {
+            return Some(Err(e));
         }
-        let status = match self.child.try_reap() {
-            Ok(Some(status)) => status,
-            Ok(None) if Instant::now() < self.deadline => return None,
-            Ok(None) => {
-                self.child.kill();
-                match self.child.reap_killed() {
-                    Ok(_) => Ended::TimedOut,
-                    Err(e) => return Some(Err(e)),
+        if self.pipe.is_some() {
+            return None;
+        }
+        if self.status.is_none() {
+            match self.child.try_reap() {
+                Ok(Some(status)) => self.status = Some(status),
+                Ok(None) if Instant::now() < self.deadline => return None,
+                Ok(None) => {
+                    self.child.kill();
+                    match self.child.reap_killed() {
+                        Ok(_) => self.status = Some(Ended::TimedOut),
+                        Err(e) => return Some(Err(e)),
+                    }
                 }
+                Err(e) => return Some(Err(e)),
             }
-            Err(e) => return Some(Err(e)),
-        };
+        }
         let outcome = self.outcome.take().unwrap_or(Err(ReadFail::Timeout));
+        let status = self.status.take().unwrap_or(Ended::TimedOut);
         Some(finish(outcome, status, self.timeout, self.max_result))
     }
 
+    /// The reading half of [`Pending::advance`]: leaves `self.pipe` set
+    /// while the frame is incomplete and the child may still write.
+    fn read(&mut self) -> Result<(), ForkAsError> {
+        let Some(pipe) = &self.pipe else {
+            return Ok(());
+        };
+        let outcome = match self.reader.read_available(pipe) {
+            Ok(Some(frame)) => Ok(frame),
+            Err(fail) => Err(fail),
+            Ok(None) => match self.child.try_reap()? {
+                // The child has exited: read once more, since it may have
+                // written between our read and its exit; after that nothing
+                // more can come from it. Whatever else holds the write end
+                // (a grandchild) does not keep the call waiting.
+                Some(status) => {
+                    self.status = Some(status);
+                    match self.reader.read_available(pipe) {
+                        Ok(Some(frame)) => Ok(frame),
+                        Ok(None) => Err(ReadFail::Eof(self.reader.received())),
+                        Err(fail) => Err(fail),
+                    }
+                }
+                None if Instant::now() < self.deadline => return Ok(()),
+                None => Err(ReadFail::Timeout),
+            },
+        };
+        self.pipe = None;
+        if matches!(
+            outcome,
+            Err(ReadFail::Timeout) | Err(ReadFail::TooLarge { .. })
+        ) {
+            self.child.kill();
+        }
+        self.outcome = Some(outcome);
+        Ok(())
+    }
+
     /// Blocks until [`Pending::advance`] may make progress: input on
-    /// [`Pending::poll_fd`] or the deadline.
+    /// [`Pending::poll_fds`] or the deadline.
     fn block(&self) -> Result<(), ForkAsError> {
-        poll_until(&self.poll_fd(), self.deadline)
+        let [a, b] = self.poll_fds();
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(2);
+        fds.extend(a.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)));
+        fds.extend(b.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)));
+        poll_many_until(&mut fds, self.deadline)
             .map(drop)
             .map_err(|e| spawn_err("poll", e))
     }
@@ -582,8 +705,8 @@ fn ended(st: &WaitIdStatus) -> Ended {
     }
 }
 
-/// Polls `fd` for input until `deadline`; `Ok(false)` when it passed.
-fn poll_until(fd: &impl AsFd, deadline: Instant) -> rustix::io::Result<bool> {
+/// Polls `fds` until one is ready or `deadline` passes (`Ok(false)`).
+fn poll_many_until(fds: &mut [PollFd<'_>], deadline: Instant) -> rustix::io::Result<bool> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -593,8 +716,7 @@ fn poll_until(fd: &impl AsFd, deadline: Instant) -> rustix::io::Result<bool> {
             tv_sec: i64::MAX,
             tv_nsec: 0,
         });
-        let mut fds = [PollFd::new(fd, PollFlags::IN)];
-        match poll(&mut fds, Some(&ts)) {
+        match poll(fds, Some(&ts)) {
             Ok(0) => continue, // re-check the clock: poll may round down
             Ok(_) => return Ok(true),
             Err(rustix::io::Errno::INTR) => continue,
@@ -608,7 +730,11 @@ enum ReadFail {
     /// End of file before a complete frame; how many bytes had come.
     Eof(usize),
     Timeout,
-    TooLarge(u64),
+    /// The header announced more than the limit for its tag.
+    TooLarge {
+        tag: u8,
+        len: u64,
+    },
     Io(rustix::io::Errno),
 }
 
@@ -620,15 +746,18 @@ enum ReadFail {
 )]
 enum Payload {
     Small([u8; SMALL], usize),
-    Large(Vec<u8>),
+    /// Grown as bytes arrive (never allocated up front from the header's
+    /// claim): the bytes so far, and the length announced.
+    Large(Vec<u8>, usize),
 }
 const SMALL: usize = 512;
+/// How much a large payload buffer grows at a time.
+const CHUNK: usize = 1 << 20;
 
-impl AsMut<[u8]> for Payload {
-    fn as_mut(&mut self) -> &mut [u8] {
+impl Payload {
+    fn announced(&self) -> usize {
         match self {
-            Self::Small(b, n) => &mut b[..*n],
-            Self::Large(v) => v,
+            Self::Small(_, n) | Self::Large(_, n) => *n,
         }
     }
 }
@@ -638,7 +767,7 @@ impl std::ops::Deref for Payload {
     fn deref(&self) -> &[u8] {
         match self {
             Self::Small(b, n) => &b[..*n],
-            Self::Large(v) => v,
+            Self::Large(v, _) => v,
         }
     }
 }
@@ -648,6 +777,7 @@ impl std::ops::Deref for Payload {
 struct FrameReader {
     header: [u8; HEADER_LEN],
     got: usize,
+    /// Tag, payload, bytes of it received.
     payload: Option<(u8, Payload, usize)>,
     max_ok: u64,
 }
@@ -662,24 +792,37 @@ impl FrameReader {
         }
     }
 
+    /// Bytes received so far.
+    fn received(&self) -> usize {
+        self.got + self.payload.as_ref().map_or(0, |p| p.2)
+    }
+
     /// Reads until the pipe is empty; `Ok(Some)` with the whole frame.
     fn read_available(&mut self, fd: &OwnedFd) -> Result<Option<(u8, Payload)>, ReadFail> {
         loop {
+            if let Some((_, payload, filled)) = &self.payload
+                && *filled == payload.announced()
+            {
+                let (tag, mut payload, _) = self.payload.take().expect("just matched");
+                if let Payload::Large(v, _) = &mut payload {
+                    v.shrink_to_fit();
+                }
+                return Ok(Some((tag, payload)));
+            }
             let buf: &mut [u8] = match &mut self.payload {
                 None => &mut self.header[self.got..],
-                Some((_, payload, filled)) => {
-                    if *filled == payload.len() {
-                        let (tag, payload, _) = self.payload.take().expect("just matched");
-                        return Ok(Some((tag, payload)));
+                Some((_, Payload::Small(b, n), filled)) => &mut b[*filled..*n],
+                Some((_, Payload::Large(v, n), filled)) => {
+                    // Grow by at most CHUNK beyond what has arrived.
+                    if v.len() == *filled {
+                        let more = (*n - *filled).min(CHUNK);
+                        v.resize(*filled + more, 0);
                     }
-                    &mut payload.as_mut()[*filled..]
+                    &mut v[*filled..]
                 }
             };
             match rustix::io::read(fd, buf) {
-                Ok(0) => {
-                    let got = self.got + self.payload.as_ref().map_or(0, |p| p.2);
-                    return Err(ReadFail::Eof(got));
-                }
+                Ok(0) => return Err(ReadFail::Eof(self.received())),
                 Ok(n) => match &mut self.payload {
                     Some((_, _, filled)) => *filled += n,
                     None => {
@@ -690,7 +833,12 @@ impl FrameReader {
                     }
                 },
                 Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::AGAIN) => return Ok(None),
+                Err(rustix::io::Errno::AGAIN) => {
+                    if let Some((_, Payload::Large(v, _), filled)) = &mut self.payload {
+                        v.truncate(*filled);
+                    }
+                    return Ok(None);
+                }
                 Err(e) => return Err(ReadFail::Io(e)),
             }
         }
@@ -704,15 +852,13 @@ impl FrameReader {
         } else {
             MAX_REPORT
         };
-        if len > limit {
-            return Err(ReadFail::TooLarge(len));
-        }
-        // len <= limit, and the limits fit in usize.
-        let len = len as usize;
+        let Some(len) = usize::try_from(len).ok().filter(|_| len <= limit) else {
+            return Err(ReadFail::TooLarge { tag, len });
+        };
         let payload = if len <= SMALL {
             Payload::Small([0; SMALL], len)
         } else {
-            Payload::Large(vec![0u8; len])
+            Payload::Large(Vec::new(), len)
         };
         Ok((tag, payload, 0))
     }
@@ -735,11 +881,17 @@ fn finish<T: DeserializeOwned>(
         Err(ReadFail::Timeout) => {
             return Err(ForkAsError::Timeout { timeout });
         }
-        Err(ReadFail::TooLarge(len)) => {
+        Err(ReadFail::TooLarge { tag: tag::OK, len }) => {
             return Err(ForkAsError::TooLarge {
                 len,
                 limit: max_result,
             });
+        }
+        Err(ReadFail::TooLarge { tag, len }) => {
+            return Err(protocol(&format!(
+                "a report frame (tag {tag}) of {len} bytes, over the {MAX_REPORT}-byte limit \
+                 for reports"
+            )));
         }
         Err(ReadFail::Io(e)) => return Err(spawn_err("read", e)),
         Err(ReadFail::Eof(got)) => {
@@ -760,7 +912,7 @@ fn finish<T: DeserializeOwned>(
     }
     let text = || String::from_utf8_lossy(&payload).into_owned();
     match tag {
-        tag::OK => postcard::from_bytes(&payload).map_err(ForkAsError::Decode),
+        tag::OK => decode_exact(&payload),
         tag::PANIC => Err(ForkAsError::Panicked { message: text() }),
         tag::ENCODE_FAILED => Err(ForkAsError::Encode { message: text() }),
         tag::DROP_FAILED => match postcard::from_bytes::<WireDropError>(&payload) {
@@ -782,6 +934,18 @@ fn finish<T: DeserializeOwned>(
             Err(_) => Err(protocol("bad size report")),
         },
         other => Err(protocol(&format!("unknown frame tag {other}"))),
+    }
+}
+
+/// Decodes `T` from exactly `bytes`: trailing bytes are an error too.
+fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ForkAsError> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(protocol(&format!(
+            "{} bytes left over after the result",
+            rest.len()
+        ))),
+        Err(e) => Err(ForkAsError::Decode(e)),
     }
 }
 
@@ -817,35 +981,64 @@ pub(crate) fn signal_name(sig: i32) -> &'static str {
 }
 
 /// The child: set up, drop, run, report, `_exit`. Never returns.
-fn child_main<T, F>(token: &ChildToken, parent: Pid, pipe: OwnedFd, call: &ForkAs, f: F) -> !
+fn child_main<T, F>(
+    token: &ChildToken,
+    parent: Pid,
+    pipe: OwnedFd,
+    devnull: BorrowedFd<'static>,
+    call: &ForkAs,
+    f: F,
+) -> !
 where
     T: Serialize,
     F: FnOnce() -> T,
 {
     // Nothing may unwind out of here into the parent's code.
     let code = catch_unwind(AssertUnwindSafe(|| {
-        child_body(token, parent, &pipe, call, f)
+        child_body(token, parent, pipe, devnull, call, f)
     }))
     .unwrap_or(EXIT_SETUP_FAILED);
     sys::exit_immediately(code)
 }
 
-fn child_body<T, F>(token: &ChildToken, parent: Pid, pipe: &OwnedFd, call: &ForkAs, f: F) -> i32
+fn child_body<T, F>(
+    token: &ChildToken,
+    parent: Pid,
+    pipe: OwnedFd,
+    devnull: BorrowedFd<'static>,
+    call: &ForkAs,
+    f: F,
+) -> i32
 where
     T: Serialize,
     F: FnOnce() -> T,
 {
-    let setup_failed = |step: SetupStep, e: io::Error| {
+    let setup_failed = |pipe: &OwnedFd, step: SetupStep, e: io::Error| {
         let report =
             postcard::to_allocvec(&(step, e.raw_os_error().unwrap_or(0))).unwrap_or_default();
         write_frame(pipe, tag::SETUP_FAILED, &report);
         EXIT_SETUP_FAILED
     };
-    // 1. Only stdio and the pipe stay open.
-    if let Err(e) = sys::close_fds_except(token, &mut [0, 1, 2, pipe.as_raw_fd()]) {
-        return setup_failed(SetupStep::CloseFds, e);
+    // 1. A clean signal mask: the parent blocked SIGCHLD for the call.
+    sys::clear_sigmask(token);
+    // 2. Keep the pipe above stderr (it lands on 0–2 if the parent had
+    //    closed them), so that stdio can be pointed elsewhere.
+    let pipe = if pipe.as_raw_fd() <= 2 {
+        match rustix::io::fcntl_dupfd_cloexec(&pipe, 3) {
+            Ok(moved) => moved,
+            Err(e) => return setup_failed(&pipe, SetupStep::MovePipe, e.into()),
+        }
+    } else {
+        pipe
+    };
+    let pipe = &pipe;
+    // 3. No fd of the parent stays reachable: each now points at /dev/null
+    //    (stdin/stdout/stderr too, unless inherited on request).
+    let null_stdio = matches!(call.stdio, Stdio::Null);
+    if let Err(e) = sys::null_fds_except(token, devnull, &[pipe.as_raw_fd()], null_stdio) {
+        return setup_failed(pipe, SetupStep::NullFds, e);
     }
-    // 2. Environment.
+    // 4. Environment.
     match &call.env {
         Environment::Inherit => {}
         Environment::Clear => sys::clear_env(token),
@@ -856,27 +1049,34 @@ where
             }
         }
     }
-    // 3. Drop privileges, verified.
+    // 5. Not dumpable from here on (the drop sets it again after the uid
+    //    change, which resets it), and no privilege from executing setuid
+    //    or file-capability programs.
+    if let Err(e) = rustix::process::set_dumpable_behavior(DumpableBehavior::NotDumpable) {
+        return setup_failed(pipe, SetupStep::NotDumpable, e.into());
+    }
+    if call.no_new_privs
+        && let Err(e) = rustix::thread::set_no_new_privs(true)
+    {
+        return setup_failed(pipe, SetupStep::NoNewPrivs, e.into());
+    }
+    // 6. Drop privileges, verified.
     if let Err(failure) = drop_to(&call.identity, &call.drop, Threads::Only(token)) {
         let report =
             postcard::to_allocvec(&WireDropError::from(&failure.error)).unwrap_or_default();
         write_frame(pipe, tag::DROP_FAILED, &report);
         return EXIT_SETUP_FAILED;
     }
-    // 4. Die with the parent, and stop here if it is already gone. Set only
-    // now: the kernel clears the death signal when the uid changes (and a
-    // parent dying before this point is caught by the getppid check).
-    // The uid change also reset dumpability.
+    // 7. Die with the parent, and stop here if it is already gone. Set only
+    //    now: the kernel clears the death signal when the uid changes (and a
+    //    parent dying before this point is caught by the getppid check).
     if let Err(e) = rustix::process::set_parent_process_death_signal(Some(Signal::KILL)) {
-        return setup_failed(SetupStep::ParentDeathSignal, e.into());
+        return setup_failed(pipe, SetupStep::ParentDeathSignal, e.into());
     }
     if rustix::process::getppid() != Some(parent) {
         return EXIT_ORPHANED;
     }
-    if let Err(e) = rustix::process::set_dumpable_behavior(DumpableBehavior::NotDumpable) {
-        return setup_failed(SetupStep::NotDumpable, e.into());
-    }
-    // 5. Run, encode, report.
+    // 8. Run, encode, report.
     let value = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(payload) => {

@@ -147,16 +147,14 @@ impl Identity {
                     Some(e) => e,
                     None => {
                         let gid = Gid::from_raw(id);
-                        let named = sys::group_name(gid).map_err(|source| ResolveError::Lookup {
-                            what: "group",
-                            spec: id.to_string(),
-                            source,
-                        })?;
+                        let named =
+                            sys::group_name(gid).map_err(|source| ResolveError::Lookup {
+                                what: "group",
+                                spec: id.to_string(),
+                                source,
+                            })?;
                         if let Some(group) = named {
-                            return Err(ResolveError::NeedsGroup {
-                                uid: id,
-                                group,
-                            });
+                            return Err(ResolveError::NeedsGroup { uid: id, group });
                         }
                         return Ok(Self {
                             uid,
@@ -258,7 +256,10 @@ impl Identity {
     /// # Errors
     ///
     /// [`ResolveError::InvalidSpec`] for 4294967295 ("no change").
-    pub fn with_groups(mut self, groups: impl IntoIterator<Item = u32>) -> Result<Self, ResolveError> {
+    pub fn with_groups(
+        mut self,
+        groups: impl IntoIterator<Item = u32>,
+    ) -> Result<Self, ResolveError> {
         let mut list = Vec::new();
         for g in groups {
             check_id("group", g)?;

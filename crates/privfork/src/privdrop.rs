@@ -376,10 +376,9 @@ fn verify(target: &Identity, old_gid: Gid) -> Result<(), PrivDropError> {
         )));
     }
     let show = |v: &[Gid]| v.iter().map(|g| g.as_raw()).collect::<Vec<_>>();
-    let wrong_groups = sys::with_groups(|groups| {
-        (groups != target.raw_groups()).then(|| show(groups))
-    })
-    .map_err(|e| fail(format!("getgroups failed: {e}")))?;
+    let wrong_groups =
+        sys::with_groups(|groups| (groups != target.raw_groups()).then(|| show(groups)))
+            .map_err(|e| fail(format!("getgroups failed: {e}")))?;
     if let Some(groups) = wrong_groups {
         return Err(fail(format!(
             "supplementary groups are {groups:?}, expected {:?}",

@@ -53,8 +53,12 @@ fn main() {
             ),
             ("unknown_user_is_named", unknown_user_is_named),
             (
-                "child_sees_only_stdio_and_its_pipe",
-                child_sees_only_stdio_and_its_pipe,
+                "child_reaches_no_fd_of_the_parent",
+                child_reaches_no_fd_of_the_parent,
+            ),
+            (
+                "captured_files_stay_safe_to_use_and_drop",
+                captured_files_stay_safe_to_use_and_drop,
             ),
             (
                 "environment_is_cleared_or_set",
@@ -209,8 +213,8 @@ fn numeric_uid_and_explicit_groups() {
 fn child_cannot_regain_root() {
     require_root();
     // A file only root may read or write, in a directory anyone may enter.
-    let dir = support::temp_dir("regain");
-    let secret = dir.join("secret");
+    let dir = support::TempDir::new("regain");
+    let secret = dir.path().join("secret");
     std::fs::write(&secret, "root only").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let path = secret.clone();
@@ -265,7 +269,6 @@ fn child_cannot_regain_root() {
         );
     }
     assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root only");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 fn panic_gives_its_message() {
@@ -379,11 +382,17 @@ fn oversized_result_is_refused() {
     assert_no_children();
 }
 
-/// The only fd above stderr in the child: its end of the result pipe.
+fn is_fifo(fd: i32) -> bool {
+    let st = rustix::fs::fstat(borrow(fd)).unwrap();
+    rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo
+}
+
+/// The child's end of the result pipe: the one FIFO among its fds (every
+/// other fd of the parent now reaches /dev/null).
 fn pipe_fd() -> i32 {
-    let fds = open_fds_above_stderr();
-    assert_eq!(fds.len(), 1, "expected only the pipe, found {fds:?}");
-    fds[0]
+    let fifos: Vec<i32> = open_fds().into_iter().filter(|&fd| is_fifo(fd)).collect();
+    assert_eq!(fifos.len(), 1, "expected only the pipe, found {fifos:?}");
+    fifos[0]
 }
 
 fn raw_write(fd: i32, bytes: &[u8]) {
@@ -481,21 +490,27 @@ fn close(fd: i32) {
     drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
 }
 
-/// Open fds above 2, found with fcntl(F_GETFD) (a non-dumpable process
-/// cannot list its own /proc/self/fd).
-fn open_fds_above_stderr() -> Vec<i32> {
-    (3..4096)
+/// Open fds, found with fcntl(F_GETFD) (a non-dumpable process cannot list
+/// its own /proc/self/fd).
+fn open_fds() -> Vec<i32> {
+    (0..4096)
         .filter(|&fd| rustix::io::fcntl_getfd(borrow(fd)).is_ok())
         .collect()
 }
 
-fn child_sees_only_stdio_and_its_pipe() {
+/// (st_dev, st_ino, st_rdev) of an fd.
+fn file_id(fd: impl AsFd) -> (u64, u64, u64) {
+    let st = rustix::fs::fstat(fd).unwrap();
+    (st.st_dev, st.st_ino, st.st_rdev)
+}
+
+fn child_reaches_no_fd_of_the_parent() {
     require_root();
-    // Parent fds the child must not see: a file opened without CLOEXEC, a
-    // socketpair, and a dup at a high number.
-    let dir = support::temp_dir("fds");
+    // Parent fds the child must not reach: a file opened without CLOEXEC, a
+    // socketpair, a dup at a high number, and its stdio.
+    let dir = support::TempDir::new("fds");
     let f = rustix::fs::open(
-        dir.join("f"),
+        dir.path().join("f"),
         rustix::fs::OFlags::CREATE | rustix::fs::OFlags::RDWR,
         rustix::fs::Mode::from_raw_mode(0o644),
     )
@@ -509,23 +524,64 @@ fn child_sees_only_stdio_and_its_pipe() {
     .unwrap();
     let high = rustix::io::fcntl_dupfd_cloexec(&f, 900).unwrap();
     assert!(high.as_raw_fd() >= 900);
-    let found: Vec<(i32, bool)> = nobody()
+    let null = file_id(&std::fs::File::open("/dev/null").unwrap());
+    let parent_stdout = file_id(std::io::stdout());
+    let seen: Vec<(i32, (u64, u64, u64), bool)> = nobody()
         .run(|| {
-            open_fds_above_stderr()
+            open_fds()
                 .into_iter()
-                .map(|fd| {
-                    let st = rustix::fs::fstat(borrow(fd)).unwrap();
-                    let is_fifo = rustix::fs::FileType::from_raw_mode(st.st_mode)
-                        == rustix::fs::FileType::Fifo;
-                    (fd, is_fifo)
-                })
+                .map(|fd| (fd, file_id(borrow(fd)), is_fifo(fd)))
                 .collect()
         })
         .unwrap();
-    assert_eq!(found.len(), 1, "child saw fds {found:?}");
-    assert!(found[0].1, "the one fd is not the pipe: {found:?}");
+    let pipes: Vec<_> = seen.iter().filter(|s| s.2).collect();
+    assert_eq!(pipes.len(), 1, "exactly one pipe expected in {seen:?}");
+    for (fd, id, fifo) in &seen {
+        assert!(
+            *fifo || *id == null,
+            "fd {fd} of the child reaches {id:?}, not /dev/null"
+        );
+    }
+    for n in [0, 1, 2, f.as_raw_fd(), a.as_raw_fd(), b.as_raw_fd(), 900] {
+        assert!(
+            seen.iter().any(|s| s.0 == n && s.1 == null),
+            "fd {n} not on /dev/null: {seen:?}"
+        );
+    }
+    // With inherited stdio, 0–2 are the parent's.
+    let out: (u64, u64, u64) = nobody()
+        .stdio(privfork::fork_as::Stdio::Inherit)
+        .run(|| file_id(borrow(1)))
+        .unwrap();
+    assert_eq!(out, parent_stdout);
     drop((f, a, b, high));
-    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn captured_files_stay_safe_to_use_and_drop() {
+    require_root();
+    // The function owns a File of the parent. In the child its fd reaches
+    // /dev/null instead of being closed, so a file the function opens gets
+    // another number, and dropping the captured File closes only itself.
+    let dir = support::TempDir::new("iosafe");
+    std::fs::write(dir.path().join("secret"), "parent data").unwrap();
+    let captured = std::fs::File::open(dir.path().join("secret")).unwrap();
+    let captured_fd = captured.as_raw_fd();
+    let (read_back, new_fd, still_open): (String, i32, bool) = nobody()
+        .run(move || {
+            use std::io::Read;
+            let mut captured = captured;
+            let mut got = String::new();
+            let _ = captured.read_to_string(&mut got); // /dev/null: nothing
+            let mine = std::fs::File::open("/dev/zero").unwrap();
+            let new_fd = mine.as_raw_fd();
+            drop(captured);
+            let still_open = rustix::io::fcntl_getfd(&mine).is_ok();
+            (got, new_fd, still_open)
+        })
+        .unwrap();
+    assert_eq!(read_back, "", "the child read the parent's file");
+    assert_ne!(new_fd, captured_fd, "the captured fd number was reused");
+    assert!(still_open);
 }
 
 fn environment_is_cleared_or_set() {
@@ -619,11 +675,14 @@ fn unprivileged_caller_gets_missing_privilege() {
 /// Helper for `child_dies_with_its_parent`: fork-as a child that prints its
 /// pid and sleeps; this process is then killed by the test.
 fn orphan_helper() {
-    let _ = nobody().timeout(Duration::from_secs(120)).run(|| {
-        println!("{}", rustix::process::getpid().as_raw_nonzero());
-        std::thread::sleep(Duration::from_secs(120));
-        0u8
-    });
+    let _ = nobody()
+        .stdio(privfork::fork_as::Stdio::Inherit)
+        .timeout(Duration::from_secs(120))
+        .run(|| {
+            println!("{}", rustix::process::getpid().as_raw_nonzero());
+            std::thread::sleep(Duration::from_secs(120));
+            0u8
+        });
 }
 
 fn child_dies_with_its_parent() {

@@ -57,7 +57,7 @@ use crate::fork_as::{DEFAULT_MAX_RESULT, DEFAULT_TIMEOUT, ForkAsError};
 use crate::identity::{Identity, ResolveError};
 use crate::ipc::{Bytes, CallError, Channel, Client, Limits};
 use crate::privdrop::DropOptions;
-use crate::sys::{self, Forked};
+use crate::sys::{self, ForkError, Forked};
 use protocol::{CallFailure, CallRequest, ChildOutcome, Reply, Request, ServerStats};
 
 /// A registered function with its types erased: postcard bytes in, a
@@ -310,25 +310,43 @@ impl ForkServerBuilder {
         let (client_end, server_end) =
             Channel::<Request, Reply>::pair(limits).map_err(spawn_err("socketpair"))?;
         let parent = rustix::process::getpid();
-        let forked = sys::fork().map_err(|source| ForkServerError::Spawn {
-            what: "fork",
+        let devnull = crate::fork_as::dev_null().map_err(|source| ForkServerError::Spawn {
+            what: "open(/dev/null)",
             source,
         })?;
+        // Until the pidfd is open, no SIGCHLD handler of the program may reap
+        // the server (its pid could then be reused).
+        let saved = sys::block_sigchld().map_err(|source| ForkServerError::Spawn {
+            what: "pthread_sigmask",
+            source,
+        })?;
+        let forked = sys::fork();
         let pid = match forked {
-            Err(mt) => {
-                return Err(ForkServerError::MultiThreaded {
-                    threads: mt.threads,
-                });
-            }
+            Ok(Forked::Parent(pid)) => pid,
             Ok(Forked::Child(token)) => {
                 drop(client_end);
-                let code = server::main(&token, parent, server_end, self);
+                let code = server::main(&token, parent, server_end, devnull, self);
                 sys::exit_immediately(code)
             }
-            Ok(Forked::Parent(pid)) => pid,
+            Err(e) => {
+                sys::restore_sigmask(&saved);
+                return Err(match e {
+                    ForkError::MultiThreaded(threads) => ForkServerError::MultiThreaded { threads },
+                    ForkError::CountThreads(source) => ForkServerError::Spawn {
+                        what: "counting threads in /proc/self/task",
+                        source,
+                    },
+                    ForkError::Fork(source) => ForkServerError::Spawn {
+                        what: "fork",
+                        source,
+                    },
+                });
+            }
         };
         drop(server_end);
-        let pidfd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+        let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty());
+        sys::restore_sigmask(&saved);
+        let pidfd = match pidfd {
             Ok(fd) => fd,
             Err(e) => {
                 let _ = rustix::process::kill_process(pid, Signal::KILL);

@@ -1,7 +1,7 @@
 //! The fork server's process: a single-threaded poll loop over its channel
 //! and its children.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -29,8 +29,15 @@ pub(super) fn main(
     token: &ChildToken,
     parent: Pid,
     mut channel: Channel<Reply, Request>,
+    devnull: BorrowedFd<'static>,
     config: ForkServerBuilder,
 ) -> i32 {
+    // SIGCHLD stays blocked for the server's life: the program's handlers
+    // were copied into this process, and one that reaps must not take our
+    // children (ForkAs::spawn needs it blocked).
+    if sys::block_sigchld().is_err() {
+        return EXIT_SETUP;
+    }
     // Die with the process that spawned us; stop if it is already gone.
     if rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).is_err() {
         return EXIT_SETUP;
@@ -38,8 +45,9 @@ pub(super) fn main(
     if rustix::process::getppid() != Some(parent) {
         return EXIT_ORPHANED;
     }
-    // Keep stdio (children report panics there) and the channel only.
-    if sys::close_fds_except(token, &mut [0, 1, 2, channel.as_fd().as_raw_fd()]).is_err() {
+    // Keep stdio and the channel; every other fd of the program now reaches
+    // /dev/null (replaced, not closed: registered functions may own some).
+    if sys::null_fds_except(token, devnull, &[channel.as_fd().as_raw_fd()], false).is_err() {
         return EXIT_SETUP;
     }
     let _ = rustix::thread::set_name(c"privfork-forksrv");
@@ -180,7 +188,9 @@ impl Server {
         let mut fds = Vec::with_capacity(1 + self.in_flight.len());
         fds.push(PollFd::new(channel, events));
         for f in &self.in_flight {
-            fds.push(PollFd::from_borrowed_fd(f.pending.poll_fd(), PollFlags::IN));
+            for fd in f.pending.poll_fds().into_iter().flatten() {
+                fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+            }
         }
         let next = self.in_flight.iter().map(|f| f.pending.deadline()).min();
         let timeout = next.map(|d| {

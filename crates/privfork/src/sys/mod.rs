@@ -23,7 +23,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use rustix::process::{Gid, Pid, Uid};
 
@@ -45,10 +45,15 @@ pub(crate) enum Forked {
     Child(ChildToken),
 }
 
-/// Error of [`fork`] when the process has more than one thread.
+/// Error of [`fork`].
 #[derive(Debug)]
-pub(crate) struct MultiThreaded {
-    pub(crate) threads: usize,
+pub(crate) enum ForkError {
+    /// The process has more than one thread.
+    MultiThreaded(usize),
+    /// The threads could not be counted.
+    CountThreads(io::Error),
+    /// `fork` itself failed.
+    Fork(io::Error),
 }
 
 /// Counts the threads of the calling process, without allocating.
@@ -61,6 +66,10 @@ pub(crate) struct MultiThreaded {
 ///
 /// Fails if `/proc` is not mounted or cannot be parsed.
 pub(crate) fn thread_count() -> io::Result<usize> {
+    let fs = rustix::fs::statfs(c"/proc/self/task")?;
+    if fs.f_type != rustix::fs::PROC_SUPER_MAGIC {
+        return Err(io::Error::other("/proc is not a procfs mount"));
+    }
     let st = rustix::fs::stat(c"/proc/self/task")?;
     if st.st_nlink >= 3 {
         return Ok((st.st_nlink - 2) as usize);
@@ -104,16 +113,16 @@ fn thread_count_from_stat() -> io::Result<usize> {
 ///
 /// # Errors
 ///
-/// `Ok(Err(MultiThreaded))` if the process has more than one thread (a
+/// [`ForkError::MultiThreaded`] if the process has more than one thread (a
 /// thread other than the caller may hold a lock, e.g. the allocator's, that
-/// would stay locked forever in the child); `Err` if counting threads or
-/// `fork` itself fails.
+/// would stay locked forever in the child); the other variants if counting
+/// threads or `fork` itself fails.
 ///
 /// See fork(2).
-pub(crate) fn fork() -> io::Result<Result<Forked, MultiThreaded>> {
-    let threads = thread_count()?;
+pub(crate) fn fork() -> Result<Forked, ForkError> {
+    let threads = thread_count().map_err(ForkError::CountThreads)?;
     if threads != 1 {
-        return Ok(Err(MultiThreaded { threads }));
+        return Err(ForkError::MultiThreaded(threads));
     }
     // SAFETY: the process has exactly one thread (checked just above; only
     // this thread could start another, and it is here), so no other thread
@@ -121,16 +130,16 @@ pub(crate) fn fork() -> io::Result<Result<Forked, MultiThreaded>> {
     // allocation included, may run.
     let pid = unsafe { libc::fork() };
     match pid {
-        -1 => Err(io::Error::last_os_error()),
-        0 => Ok(Ok(Forked::Child(ChildToken {
+        -1 => Err(ForkError::Fork(io::Error::last_os_error())),
+        0 => Ok(Forked::Child(ChildToken {
             _not_send: PhantomData,
-        }))),
+        })),
         pid => {
             debug_assert!(pid > 0);
             // fork returned a positive pid, which is what from_raw needs.
-            Ok(Ok(Forked::Parent(
+            Ok(Forked::Parent(
                 Pid::from_raw(pid).expect("fork returned a positive pid"),
-            )))
+            ))
         }
     }
 }
@@ -157,38 +166,117 @@ pub(crate) fn clear_env(_child: &ChildToken) {
     unsafe { libc::environ = std::ptr::null_mut() };
 }
 
-/// `close_range`—Closes every fd of the child except those in `keep`.
+/// Points every open fd of the child at `/dev/null` (`dup2`), except
+/// `devnull` itself and those in `keep`; stdin, stdout and stderr too when
+/// `stdio` is set (they are then opened on `/dev/null` if they were closed).
+///
+/// The fds are replaced, not closed: the child runs the caller's code,
+/// which may hold `OwnedFd`/`File` values for them (captured, or in
+/// statics). Closing would let a later `open` reuse a number such a value
+/// still owns, and its drop would close someone else's file; replaced, each
+/// number stays valid and only reaches `/dev/null`.
 ///
 /// # Errors
 ///
-/// The first `close_range` failure.
+/// Listing `/proc/self/fd` or a `dup2` failed.
 ///
-/// See close_range(2).
-pub(crate) fn close_fds_except(_child: &ChildToken, keep: &mut [RawFd]) -> io::Result<()> {
-    keep.sort_unstable();
-    let mut first: u32 = 0;
-    for &fd in keep.iter() {
-        let Ok(k) = u32::try_from(fd) else { continue };
-        if k > first {
-            close_range(first, k - 1)?;
+/// See dup2(2), proc(5).
+pub(crate) fn null_fds_except(
+    _child: &ChildToken,
+    devnull: BorrowedFd<'_>,
+    keep: &[RawFd],
+    stdio: bool,
+) -> io::Result<()> {
+    let null = devnull.as_raw_fd();
+    let redirect = |fd: RawFd| -> io::Result<()> {
+        if fd == null {
+            return Ok(());
         }
-        first = first.max(k.saturating_add(1));
+        // SAFETY: dup2 takes two integers. It atomically makes `fd` refer to
+        // /dev/null: an fd number owned by a Rust value stays open (now on
+        // /dev/null), so no owner ever sees its number closed or reused.
+        // The token proves no other thread can race on the fd table.
+        let rc = unsafe { libc::dup2(null, fd) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        debug_assert_eq!(rc, fd);
+        Ok(())
+    };
+    if stdio {
+        for fd in 0..=2 {
+            if !keep.contains(&fd) {
+                redirect(fd)?;
+            }
+        }
     }
-    close_range(first, u32::MAX)
+    let dir = rustix::fs::open(
+        c"/proc/self/fd",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+    let mut entries = rustix::fs::RawDir::new(&dir, &mut buf);
+    while let Some(entry) = entries.next() {
+        let entry = entry?;
+        // "." and ".." do not parse as numbers and are skipped.
+        let Some(fd) = std::str::from_utf8(entry.file_name().to_bytes())
+            .ok()
+            .and_then(|n| n.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        if fd <= 2 || fd == dir.as_raw_fd() || keep.contains(&fd) {
+            continue;
+        }
+        redirect(fd)?;
+    }
+    Ok(())
 }
 
-fn close_range(first: u32, last: u32) -> io::Result<()> {
-    // SAFETY: close_range takes two integers and a flags word. The fds it
-    // closes are owned by Rust values of the parent's image, but it is only
-    // called through close_fds_except, whose token proves this is a child
-    // that never returns into that code: it runs the fork-as routine and
-    // exits with _exit.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+/// The signal mask a caller had before [`block_sigchld`].
+pub(crate) struct SavedMask(libc::sigset_t);
+
+/// Blocks SIGCHLD on the calling thread and returns the previous mask.
+///
+/// While blocked, no SIGCHLD handler of the program can run and reap a
+/// fork-as child (with `waitpid(-1)`) before we do; the child's pid cannot
+/// be reused before we reap it.
+///
+/// See sigprocmask(2).
+pub(crate) fn block_sigchld() -> io::Result<SavedMask> {
+    // SAFETY: sigemptyset/sigaddset initialise the local set; the pointers
+    // are to live locals; pthread_sigmask only reads `set` and writes `old`.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(SavedMask(old))
     }
+}
+
+/// Restores a mask saved by [`block_sigchld`]. Pending SIGCHLDs are then
+/// delivered to the program's handler, if any, as usual.
+pub(crate) fn restore_sigmask(saved: &SavedMask) {
+    // SAFETY: `saved.0` is a mask the kernel filled in; the pointer is live.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved.0, std::ptr::null_mut()) };
+    debug_assert_eq!(rc, 0, "restoring a mask the kernel returned cannot fail");
+}
+
+/// Unblocks every signal in the child, which starts with a clean mask.
+pub(crate) fn clear_sigmask(_child: &ChildToken) {
+    // SAFETY: sigemptyset initialises the local set, which is only read.
+    let rc = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut())
+    };
+    debug_assert_eq!(rc, 0, "setting an empty mask cannot fail");
 }
 
 /// Which threads a credential change must reach.
@@ -199,8 +287,10 @@ pub(crate) enum Threads<'a> {
     All,
     /// The process has this one thread (the token proves it): raw syscalls,
     /// which act on the calling thread only, are then process-wide. They
-    /// also keep a fork-as child from executing (and so faulting in) the
-    /// C library's broadcast code, which fork does not map into the child.
+    /// are also cheaper in a fork-as child: fork does not copy the page
+    /// tables of the program's code, so every code page the child runs for
+    /// the first time is a page fault, and rustix's inline syscalls touch
+    /// fewer pages than the C library's wrappers.
     Only(&'a ChildToken),
 }
 

@@ -107,15 +107,31 @@ pub fn status_field(name: &str) -> String {
         .to_owned()
 }
 
-/// A fresh, empty directory under the system temp dir, mode 0755.
-pub fn temp_dir(tag: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!(
-        "privfork-test-{tag}-{}",
-        rustix::process::getpid().as_raw_nonzero()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
+/// A fresh directory under the system temp dir (mode 0755, random name),
+/// removed with its contents on drop — also when the test fails.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// Creates it; `tag` goes into the name.
+    pub fn new(tag: &str) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        use std::os::unix::fs::PermissionsExt;
+        // RandomState is seeded from the OS's random source.
+        let random = std::hash::RandomState::new().build_hasher().finish();
+        let dir = std::env::temp_dir().join(format!("privfork-test-{tag}-{random:016x}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Self(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
