@@ -524,7 +524,7 @@ fn child_reaches_no_fd_of_the_parent() {
     .unwrap();
     let high = rustix::io::fcntl_dupfd_cloexec(&f, 900).unwrap();
     assert!(high.as_raw_fd() >= 900);
-    let null = file_id(&std::fs::File::open("/dev/null").unwrap());
+    let null = file_id(std::fs::File::open("/dev/null").unwrap());
     let parent_stdout = file_id(std::io::stdout());
     let seen: Vec<(i32, (u64, u64, u64), bool)> = nobody()
         .run(|| {
