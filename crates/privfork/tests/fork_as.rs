@@ -81,6 +81,27 @@ fn main() {
                 unprivileged_caller_gets_missing_privilege,
             ),
             ("child_dies_with_its_parent", child_dies_with_its_parent),
+            (
+                "grandchild_does_not_stall_the_call",
+                grandchild_does_not_stall_the_call,
+            ),
+            (
+                "reaping_sigchld_handler_is_harmless",
+                reaping_sigchld_handler_is_harmless,
+            ),
+            ("ignored_sigchld_is_refused", ignored_sigchld_is_refused),
+            (
+                "oversized_report_is_a_protocol_error",
+                oversized_report_is_a_protocol_error,
+            ),
+            (
+                "trailing_bytes_are_a_protocol_error",
+                trailing_bytes_are_a_protocol_error,
+            ),
+            (
+                "unbounded_limits_do_not_trust_the_header",
+                unbounded_limits_do_not_trust_the_header,
+            ),
         ],
         &[("orphan_helper", orphan_helper)],
     )
@@ -717,4 +738,123 @@ fn child_dies_with_its_parent() {
     let n = rustix::event::poll(&mut fds, Some(&ts)).unwrap();
     assert_eq!(n, 1, "fork-as child {grandchild} outlived its parent");
     let _ = pidfd.as_fd();
+}
+
+fn grandchild_does_not_stall_the_call() {
+    require_root();
+    // The function forks a grandchild that keeps the result pipe open and
+    // then exits without a result: the call must report that at once, not
+    // wait for the grandchild or the deadline.
+    let err = nobody()
+        .timeout(Duration::from_secs(60))
+        .run(|| -> u8 {
+            // SAFETY: the fork-as child is single-threaded; the grandchild
+            // only sleeps and _exits.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                std::thread::sleep(Duration::from_secs(3));
+                // SAFETY: ends the grandchild without running any cleanup.
+                unsafe { libc::_exit(0) };
+            }
+            std::process::exit(3)
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, ForkAsError::NoResult { exit_code: 3 }),
+        "{err:?}"
+    );
+    assert_no_children();
+}
+
+extern "C" fn reap_all(_: libc::c_int) {
+    // SAFETY: waitpid is async-signal-safe; a null status pointer is allowed.
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+}
+
+fn set_sigchld(handler: libc::sighandler_t) {
+    // SAFETY: a zeroed sigaction with a handler (or SIG_IGN/SIG_DFL) and an
+    // empty mask is valid; this case process is single-threaded.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGCHLD, &sa, std::ptr::null_mut()), 0);
+    }
+}
+
+fn reaping_sigchld_handler_is_harmless() {
+    require_root();
+    // A program whose SIGCHLD handler reaps every child (a common pattern)
+    // must not lose fork-as results to it.
+    set_sigchld(reap_all as *const () as libc::sighandler_t);
+    for i in 0..50u64 {
+        assert_eq!(nobody().run(move || i + 1).unwrap(), i + 1);
+    }
+    set_sigchld(libc::SIG_DFL);
+    assert_no_children();
+}
+
+fn ignored_sigchld_is_refused() {
+    require_root();
+    set_sigchld(libc::SIG_IGN);
+    let err = nobody().run(|| 1u8).unwrap_err();
+    let msg = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(msg.contains("SIGCHLD"), "{msg}");
+    set_sigchld(libc::SIG_DFL);
+}
+
+fn raw_frame(tag: u8, len: u64, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![tag];
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+fn oversized_report_is_a_protocol_error() {
+    require_root();
+    // A panic report announcing more than the 64 KiB allowed for reports.
+    let err = nobody()
+        .run(|| -> u8 {
+            raw_write(pipe_fd(), &raw_frame(1, 100_000, b""));
+            std::thread::sleep(Duration::from_secs(60));
+            0
+        })
+        .unwrap_err();
+    assert!(matches!(err, ForkAsError::Protocol { .. }), "{err:?}");
+    assert!(err.to_string().contains("report"), "{err}");
+    assert_no_children();
+}
+
+fn trailing_bytes_are_a_protocol_error() {
+    require_root();
+    let err = nobody()
+        .run(|| -> u8 {
+            // postcard u8 7, then two stray bytes.
+            raw_write(pipe_fd(), &raw_frame(0, 3, &[7, 1, 2]));
+            std::process::exit(0)
+        })
+        .unwrap_err();
+    assert!(matches!(err, ForkAsError::Protocol { .. }), "{err:?}");
+    assert!(err.to_string().contains("left over"), "{err}");
+}
+
+fn unbounded_limits_do_not_trust_the_header() {
+    require_root();
+    // No size limit and no deadline to speak of: a child claiming 2^62
+    // bytes must not make the parent allocate them (the buffer grows with
+    // what arrives); it stalls, so the (short) deadline ends it.
+    let err = nobody()
+        .max_result(usize::MAX)
+        .timeout(Duration::from_millis(500))
+        .run(|| -> u8 {
+            raw_write(pipe_fd(), &raw_frame(0, 1 << 62, &[0; 100]));
+            std::thread::sleep(Duration::from_secs(60));
+            0
+        })
+        .unwrap_err();
+    assert!(matches!(err, ForkAsError::Timeout { .. }), "{err:?}");
+    // A timeout past the clock's range is "no deadline", not a panic.
+    assert_eq!(nobody().timeout(Duration::MAX).run(|| 5u8).unwrap(), 5);
+    assert_no_children();
 }
