@@ -22,12 +22,29 @@ fn main() {
                 numeric_uid_without_passwd_entry,
             ),
             (
-                "keep_caps_securebit_cannot_keep_capabilities",
-                keep_caps_securebit_cannot_keep_capabilities,
+                "keepcaps_cannot_keep_capabilities",
+                keepcaps_cannot_keep_capabilities,
             ),
             (
                 "ambient_capabilities_are_cleared",
                 ambient_capabilities_are_cleared,
+            ),
+            (
+                "non_root_caller_with_caps_is_dropped_fully",
+                non_root_caller_with_caps_is_dropped_fully,
+            ),
+            (
+                "no_setuid_fixup_securebit_cannot_keep_capabilities",
+                no_setuid_fixup_securebit_cannot_keep_capabilities,
+            ),
+            ("fs_ids_are_reset_and_checked", fs_ids_are_reset_and_checked),
+            (
+                "threads_that_would_keep_caps_are_refused",
+                threads_that_would_keep_caps_are_refused,
+            ),
+            (
+                "keepcaps_with_threads_is_refused",
+                keepcaps_with_threads_is_refused,
             ),
             (
                 "root_target_refused_and_nothing_changed",
@@ -133,7 +150,7 @@ fn numeric_uid_without_passwd_entry() {
     assert_no_caps();
 }
 
-fn keep_caps_securebit_cannot_keep_capabilities() {
+fn keepcaps_cannot_keep_capabilities() {
     require_root();
     // With PR_SET_KEEPCAPS the kernel keeps the permitted set across
     // setresuid; the drop must clear it anyway.
@@ -144,20 +161,151 @@ fn keep_caps_securebit_cannot_keep_capabilities() {
     assert_no_caps();
 }
 
+/// Becomes uid/gid 1000 (not root) while keeping CAP_SETUID, CAP_SETGID
+/// and CAP_NET_BIND_SERVICE in the effective, permitted and inheritable
+/// sets — a non-root process holding capabilities (as systemd's
+/// AmbientCapabilities= or file capabilities give).
+fn become_non_root_with_caps() {
+    use rustix::thread::{CapabilitySet, CapabilitySets};
+    let keep = CapabilitySet::SETUID | CapabilitySet::SETGID | CapabilitySet::NET_BIND_SERVICE;
+    rustix::thread::set_keep_capabilities(true).unwrap();
+    rustix::thread::set_thread_groups(&[Gid::from_raw(1000)]).unwrap();
+    rustix::thread::set_thread_res_gid(
+        Gid::from_raw(1000),
+        Gid::from_raw(1000),
+        Gid::from_raw(1000),
+    )
+    .unwrap();
+    rustix::thread::set_thread_res_uid(
+        Uid::from_raw(1000),
+        Uid::from_raw(1000),
+        Uid::from_raw(1000),
+    )
+    .unwrap();
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: keep,
+            permitted: keep,
+            inheritable: keep,
+        },
+    )
+    .unwrap();
+    rustix::thread::set_keep_capabilities(false).unwrap();
+    assert_eq!(status_field("Uid"), "1000\t1000\t1000\t1000");
+}
+
 fn ambient_capabilities_are_cleared() {
     require_root();
-    use rustix::thread::CapabilitySet;
-    // Raise CAP_NET_BIND_SERVICE into the ambient set (it must be in the
-    // inheritable set first); ambient caps survive a uid change.
-    let mut caps = rustix::thread::capabilities(None).unwrap();
-    caps.inheritable |= CapabilitySet::NET_BIND_SERVICE;
-    rustix::thread::set_capabilities(None, caps).unwrap();
-    rustix::thread::configure_capability_in_ambient_set(CapabilitySet::NET_BIND_SERVICE, true)
-        .unwrap();
+    // From a non-root uid the kernel's setuid fixup clears nothing, so an
+    // ambient capability survives setresuid unless the drop clears it.
+    become_non_root_with_caps();
+    rustix::thread::configure_capability_in_ambient_set(
+        rustix::thread::CapabilitySet::NET_BIND_SERVICE,
+        true,
+    )
+    .unwrap();
     assert_ne!(status_field("CapAmb"), "0000000000000000");
     let id = nobody();
     drop_privileges(&id, &DropOptions::new()).unwrap();
+    assert_is(&id);
     assert_no_caps();
+}
+
+fn non_root_caller_with_caps_is_dropped_fully() {
+    require_root();
+    become_non_root_with_caps();
+    let id = nobody();
+    drop_privileges(&id, &DropOptions::new()).unwrap();
+    assert_is(&id);
+    assert_no_caps();
+}
+
+fn no_setuid_fixup_securebit_cannot_keep_capabilities() {
+    require_root();
+    use rustix::thread::CapabilitiesSecureBits as Bits;
+    rustix::thread::set_capabilities_secure_bits(Bits::NO_SETUID_FIXUP).unwrap();
+    let id = nobody();
+    drop_privileges(&id, &DropOptions::new()).unwrap();
+    assert_is(&id);
+    assert_no_caps();
+}
+
+fn fs_ids_are_reset_and_checked() {
+    require_root();
+    // uid nobody everywhere but the saved uid, then fsuid 0: the process
+    // looks like nobody but opens files as root. Dropping to nobody (which
+    // needs no privilege here) must reset the fs ids too.
+    let dir = support::TempDir::new("fsuid");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "root only").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let id = nobody();
+    let g = Gid::from_raw(id.gid());
+    rustix::thread::set_thread_groups(&[g]).unwrap();
+    rustix::thread::set_thread_res_gid(g, g, g).unwrap();
+    let n = Uid::from_raw(id.uid());
+    rustix::thread::set_thread_res_uid(n, n, Uid::ROOT).unwrap();
+    // SAFETY: setfsuid takes an integer; this case process is single-threaded.
+    unsafe { libc::setfsuid(0) };
+    assert!(
+        status_field("Uid").ends_with("\t0"),
+        "fsuid 0 expected: {}",
+        status_field("Uid")
+    );
+    assert!(
+        std::fs::read(&secret).is_ok(),
+        "setup: fsuid 0 should read the file"
+    );
+    drop_privileges(&id, &DropOptions::new()).unwrap();
+    assert_is(&id);
+    let err = std::fs::read(&secret).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+}
+
+/// Starts an idle thread and returns a way to stop it.
+fn idle_thread() -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let _ = rx.recv();
+    });
+    (tx, t)
+}
+
+fn threads_that_would_keep_caps_are_refused() {
+    require_root();
+    // Non-root with capabilities and a second thread: capset would only
+    // clear the calling thread, so the drop must refuse up front.
+    become_non_root_with_caps();
+    let (stop, t) = idle_thread();
+    let before = (status_field("Uid"), status_field("CapPrm"));
+    let err = drop_privileges(&nobody(), &DropOptions::new()).unwrap_err();
+    assert!(
+        matches!(err, PrivDropError::ThreadsWouldKeepCapabilities { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("multithreaded"), "{err}");
+    assert_eq!(
+        (status_field("Uid"), status_field("CapPrm")),
+        before,
+        "something changed"
+    );
+    stop.send(()).unwrap();
+    t.join().unwrap();
+}
+
+fn keepcaps_with_threads_is_refused() {
+    require_root();
+    rustix::thread::set_keep_capabilities(true).unwrap();
+    let (stop, t) = idle_thread();
+    let err = drop_privileges(&nobody(), &DropOptions::new()).unwrap_err();
+    assert!(
+        matches!(err, PrivDropError::ThreadsWouldKeepCapabilities { .. }),
+        "{err:?}"
+    );
+    assert_eq!(status_field("Uid"), "0\t0\t0\t0");
+    stop.send(()).unwrap();
+    t.join().unwrap();
 }
 
 fn root_target_refused_and_nothing_changed() {

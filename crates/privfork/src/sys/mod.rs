@@ -621,3 +621,23 @@ pub(crate) fn children_autoreaped() -> io::Result<bool> {
     }
     Ok(old.sa_sigaction == libc::SIG_IGN || old.sa_flags & libc::SA_NOCLDWAIT != 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_thread_counts_parse_and_see_this_thread() {
+        // libtest runs tests on threads that come and go, so the two
+        // readings may differ; both must parse and count at least this one.
+        assert!(thread_count().unwrap() >= 1);
+        assert!(thread_count_from_stat().unwrap() >= 1);
+    }
+
+    #[test]
+    fn fs_ids_read_back_without_changing() {
+        assert_eq!(get_fs_uid(), get_fs_uid());
+        assert_eq!(get_fs_gid(), get_fs_gid());
+        assert_eq!(get_fs_uid(), get_res_uid().1);
+    }
+}
