@@ -66,8 +66,16 @@ pub(crate) enum ForkError {
 ///
 /// Fails if `/proc` is not mounted or cannot be parsed.
 pub(crate) fn thread_count() -> io::Result<usize> {
-    let fs = rustix::fs::statfs(c"/proc/self/task")?;
-    if fs.f_type != rustix::fs::PROC_SUPER_MAGIC {
+    // Checked once: /proc must be procfs for the link count to mean threads.
+    static PROCFS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let procfs = match PROCFS.get() {
+        Some(&p) => p,
+        None => {
+            let fs = rustix::fs::statfs(c"/proc/self/task")?;
+            *PROCFS.get_or_init(|| fs.f_type == rustix::fs::PROC_SUPER_MAGIC)
+        }
+    };
+    if !procfs {
         return Err(io::Error::other("/proc is not a procfs mount"));
     }
     let st = rustix::fs::stat(c"/proc/self/task")?;
