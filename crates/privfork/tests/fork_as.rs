@@ -717,27 +717,11 @@ fn child_dies_with_its_parent() {
     BufReader::new(helper.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let grandchild: i32 = line.trim().parse().expect("grandchild pid");
-    let pidfd = rustix::process::pidfd_open(
-        rustix::process::Pid::from_raw(grandchild).unwrap(),
-        rustix::process::PidfdFlags::empty(),
-    )
-    .unwrap();
+    let grandchild = support::Watched::new(line.trim().parse().expect("grandchild pid"));
     helper.kill().unwrap();
     helper.wait().unwrap();
-    // The pidfd becomes readable when the grandchild exits. Wait up to 30 s
-    // (it sleeps for 120 s unless the death signal killed it).
-    let mut fds = [rustix::event::PollFd::new(
-        &pidfd,
-        rustix::event::PollFlags::IN,
-    )];
-    let ts = rustix::event::Timespec {
-        tv_sec: 30,
-        tv_nsec: 0,
-    };
-    let n = rustix::event::poll(&mut fds, Some(&ts)).unwrap();
-    assert_eq!(n, 1, "fork-as child {grandchild} outlived its parent");
-    let _ = pidfd.as_fd();
+    // It sleeps for 120 s unless the death signal killed it.
+    grandchild.assert_gone("fork-as child of the killed parent");
 }
 
 fn grandchild_does_not_stall_the_call() {

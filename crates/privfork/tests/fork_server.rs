@@ -9,7 +9,7 @@ use std::time::Duration;
 use privfork::fork_server::{ForkServer, ForkServerBuilder};
 use privfork::privdrop::PrivDropError;
 use privfork::{ForkAsError, ForkServerError};
-use support::{assert_no_children, require_root, status_field};
+use support::{Watched, assert_no_children, require_root, status_field};
 
 fn main() {
     support::main(
@@ -349,25 +349,6 @@ fn children_of(ppid: u32) -> Vec<u32> {
         .collect()
 }
 
-fn wait_gone(pid: u32, what: &str) {
-    let Ok(pidfd) = rustix::process::pidfd_open(
-        rustix::process::Pid::from_raw(pid as i32).unwrap(),
-        rustix::process::PidfdFlags::empty(),
-    ) else {
-        return; // already gone
-    };
-    let mut fds = [rustix::event::PollFd::new(
-        &pidfd,
-        rustix::event::PollFlags::IN,
-    )];
-    let ts = rustix::event::Timespec {
-        tv_sec: 30,
-        tv_nsec: 0,
-    };
-    let n = rustix::event::poll(&mut fds, Some(&ts)).unwrap();
-    assert_eq!(n, 1, "{what} {pid} is still alive");
-}
-
 fn children_die_with_the_server() {
     require_root();
     let server = Arc::new(
@@ -384,6 +365,7 @@ fn children_die_with_the_server() {
     }
     let kids = children_of(server.pid());
     assert_eq!(kids.len(), 1, "server children: {kids:?}");
+    let kid = Watched::new(kids[0]);
     // The server crashes: its child must go with it, and the caller must
     // get an error rather than hang.
     rustix::process::kill_process(
@@ -391,7 +373,7 @@ fn children_die_with_the_server() {
         rustix::process::Signal::KILL,
     )
     .unwrap();
-    wait_gone(kids[0], "fork-as child of the killed server");
+    kid.assert_gone("fork-as child of the killed server");
     let err = caller.join().unwrap().unwrap_err();
     assert!(matches!(err, ForkServerError::Channel(_)), "{err:?}");
     drop(server);

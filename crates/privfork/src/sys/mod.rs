@@ -447,90 +447,31 @@ enum UserKey<'a> {
     Uid(Uid),
 }
 
-fn lookup_passwd(key: UserKey<'_>) -> io::Result<Option<PasswdEntry>> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: an all-zero passwd is a valid value (null pointers and
-        // zero ids); it is only read after getpw*_r filled it.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut out: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: `pwd`, `buf` and `out` are live for the call, `buf.len()`
-        // is its real size, and the name (if any) is a NUL-terminated CStr.
-        let rc = unsafe {
-            match key {
-                UserKey::Name(n) => libc::getpwnam_r(
-                    n.as_ptr(),
-                    &mut pwd,
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    &mut out,
-                ),
-                UserKey::Uid(u) => libc::getpwuid_r(
-                    u.as_raw(),
-                    &mut pwd,
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    &mut out,
-                ),
-            }
-        };
-        if rc == libc::ERANGE && buf.len() < (1 << 20) {
-            let len = buf.len() * 2;
-            buf.resize(len, 0);
-            continue;
-        }
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        if out.is_null() {
-            return Ok(None);
-        }
-        debug_assert!(std::ptr::eq(out, &pwd));
-        // SAFETY: on success pw_name points to a NUL-terminated string inside
-        // `buf`, which is still alive.
-        let name = unsafe { CStr::from_ptr(pwd.pw_name) }
-            .to_string_lossy()
-            .into_owned();
-        return Ok(Some(PasswdEntry {
-            name,
-            uid: Uid::from_raw(pwd.pw_uid),
-            gid: Gid::from_raw(pwd.pw_gid),
-        }));
-    }
-}
-
 enum GroupKey<'a> {
     Name(&'a CStr),
     Gid(Gid),
 }
 
-fn lookup_group(key: GroupKey<'_>) -> io::Result<Option<GroupEntry>> {
+/// Runs a re-entrant `get*_r` look-up (`call`: entry, buffer, result
+/// pointer → error number) with a buffer that doubles on `ERANGE` up to
+/// `max_buf`; `read` turns the filled entry into a Rust value while the
+/// buffer its strings point into is still alive.
+///
+/// `E` must be a C struct for which all-zero bytes are a valid value
+/// (`passwd`, `group`: integers and pointers).
+fn reentrant_lookup<E, R>(
+    max_buf: usize,
+    mut call: impl FnMut(&mut E, &mut [u8], &mut *mut E) -> libc::c_int,
+    read: impl FnOnce(&E) -> R,
+) -> io::Result<Option<R>> {
     let mut buf = vec![0u8; 1024];
     loop {
-        // SAFETY: an all-zero group is a valid value; only read after
-        // getgr*_r filled it.
-        let mut grp: libc::group = unsafe { std::mem::zeroed() };
-        let mut out: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: as in lookup_passwd: live buffers, real sizes, CStr name.
-        let rc = unsafe {
-            match key {
-                GroupKey::Name(n) => libc::getgrnam_r(
-                    n.as_ptr(),
-                    &mut grp,
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    &mut out,
-                ),
-                GroupKey::Gid(g) => libc::getgrgid_r(
-                    g.as_raw(),
-                    &mut grp,
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    &mut out,
-                ),
-            }
-        };
-        if rc == libc::ERANGE && buf.len() < (1 << 22) {
+        // SAFETY: per this function's contract, all-zero is a valid E; it
+        // is only read after the call filled it.
+        let mut entry: E = unsafe { std::mem::zeroed() };
+        let mut out: *mut E = std::ptr::null_mut();
+        let rc = call(&mut entry, &mut buf, &mut out);
+        if rc == libc::ERANGE && buf.len() < max_buf {
             let len = buf.len() * 2;
             buf.resize(len, 0);
             continue;
@@ -541,17 +482,66 @@ fn lookup_group(key: GroupKey<'_>) -> io::Result<Option<GroupEntry>> {
         if out.is_null() {
             return Ok(None);
         }
-        debug_assert!(std::ptr::eq(out, &grp));
-        // SAFETY: on success gr_name points to a NUL-terminated string in
-        // `buf`, which is still alive.
-        let name = unsafe { CStr::from_ptr(grp.gr_name) }
-            .to_string_lossy()
-            .into_owned();
-        return Ok(Some(GroupEntry {
-            name,
-            gid: Gid::from_raw(grp.gr_gid),
-        }));
+        debug_assert!(std::ptr::eq(out, &entry));
+        return Ok(Some(read(&entry)));
     }
+}
+
+fn lookup_passwd(key: UserKey<'_>) -> io::Result<Option<PasswdEntry>> {
+    reentrant_lookup(
+        1 << 20,
+        |pwd: &mut libc::passwd, buf, out| {
+            // SAFETY: `pwd`, `buf` and `out` are live for the call,
+            // `buf.len()` is its real size, and a name is a NUL-terminated
+            // CStr.
+            unsafe {
+                match key {
+                    UserKey::Name(n) => {
+                        libc::getpwnam_r(n.as_ptr(), pwd, buf.as_mut_ptr().cast(), buf.len(), out)
+                    }
+                    UserKey::Uid(u) => {
+                        libc::getpwuid_r(u.as_raw(), pwd, buf.as_mut_ptr().cast(), buf.len(), out)
+                    }
+                }
+            }
+        },
+        |pwd| PasswdEntry {
+            // SAFETY: on success pw_name points to a NUL-terminated string
+            // inside the buffer, which lives until reentrant_lookup returns.
+            name: unsafe { CStr::from_ptr(pwd.pw_name) }
+                .to_string_lossy()
+                .into_owned(),
+            uid: Uid::from_raw(pwd.pw_uid),
+            gid: Gid::from_raw(pwd.pw_gid),
+        },
+    )
+}
+
+fn lookup_group(key: GroupKey<'_>) -> io::Result<Option<GroupEntry>> {
+    reentrant_lookup(
+        1 << 22,
+        |grp: &mut libc::group, buf, out| {
+            // SAFETY: as in lookup_passwd: live buffers, real sizes, CStr name.
+            unsafe {
+                match key {
+                    GroupKey::Name(n) => {
+                        libc::getgrnam_r(n.as_ptr(), grp, buf.as_mut_ptr().cast(), buf.len(), out)
+                    }
+                    GroupKey::Gid(g) => {
+                        libc::getgrgid_r(g.as_raw(), grp, buf.as_mut_ptr().cast(), buf.len(), out)
+                    }
+                }
+            }
+        },
+        |grp| GroupEntry {
+            // SAFETY: on success gr_name points to a NUL-terminated string
+            // inside the buffer, which lives until reentrant_lookup returns.
+            name: unsafe { CStr::from_ptr(grp.gr_name) }
+                .to_string_lossy()
+                .into_owned(),
+            gid: Gid::from_raw(grp.gr_gid),
+        },
+    )
 }
 
 fn to_cstring(name: &str) -> io::Result<CString> {

@@ -135,3 +135,37 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A process watched through a pidfd, opened before anything could end it
+/// (so a reused pid can never be mistaken for it).
+pub struct Watched {
+    pidfd: std::os::fd::OwnedFd,
+    pid: u32,
+}
+
+impl Watched {
+    /// Starts watching `pid`, which must be alive.
+    pub fn new(pid: u32) -> Self {
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid as i32).expect("a positive pid"),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .unwrap_or_else(|e| panic!("pidfd_open({pid}): {e}"));
+        Self { pidfd, pid }
+    }
+
+    /// Waits up to 30 s for the process to exit; fails the test if it
+    /// does not.
+    pub fn assert_gone(&self, what: &str) {
+        let mut fds = [rustix::event::PollFd::new(
+            &self.pidfd,
+            rustix::event::PollFlags::IN,
+        )];
+        let ts = rustix::event::Timespec {
+            tv_sec: 30,
+            tv_nsec: 0,
+        };
+        let n = rustix::event::poll(&mut fds, Some(&ts)).unwrap();
+        assert_eq!(n, 1, "{what} {} is still alive after 30 s", self.pid);
+    }
+}
