@@ -123,8 +123,18 @@ impl<Tx: Message> AsyncSender<Tx> {
         msg: &Tx,
         fds: Vec<OwnedFd>,
     ) -> Result<(), SendError> {
-        self.core.enqueue(request_id, msg, fds)?;
+        self.queue(request_id, msg, fds)?;
         self.flush().await
+    }
+
+    /// Queues `msg` without writing anything; [`AsyncSender::flush`] writes
+    /// it.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Sender::queue`](super::Sender::queue).
+    pub fn queue(&mut self, request_id: u64, msg: &Tx, fds: Vec<OwnedFd>) -> Result<(), SendError> {
+        self.core.enqueue(request_id, msg, fds)
     }
 
     /// Writes all queued output.
@@ -306,6 +316,8 @@ pub struct AsyncClient<Tx: Message, Rx: Message> {
 struct Pending<'a, Tx: Message, Rx: Message> {
     client: &'a AsyncClient<Tx, Rx>,
     id: u64,
+    /// The request is queued: a reply may come even if the call is dropped.
+    queued: bool,
     done: bool,
 }
 
@@ -313,7 +325,13 @@ impl<Tx: Message, Rx: Message> Drop for Pending<'_, Tx, Rx> {
     fn drop(&mut self) {
         let mut st = lock(&self.client.shared);
         if !self.done && st.outstanding.contains(&self.id) {
-            st.abandoned.insert(self.id);
+            if self.queued {
+                // Cancelled after queueing: the reply may come; drop it then.
+                st.abandoned.insert(self.id);
+            } else {
+                // Never queued: no reply can come.
+                st.outstanding.remove(&self.id);
+            }
         }
         st.parked.remove(&self.id);
         drop(st);
@@ -360,9 +378,20 @@ impl<Tx: Message, Rx: Message> AsyncClient<Tx, Rx> {
         let mut pending = Pending {
             client: self,
             id,
+            queued: false,
             done: false,
         };
-        if let Err(e) = self.tx.lock().await.send_with(id, msg, fds).await {
+        let sent = {
+            let mut tx = self.tx.lock().await;
+            match tx.queue(id, msg, fds) {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    pending.queued = true;
+                    tx.flush().await
+                }
+            }
+        };
+        if let Err(e) = sent {
             lock(&self.shared).outstanding.remove(&id);
             pending.done = true;
             return Err(e.into());

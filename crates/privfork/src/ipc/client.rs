@@ -14,18 +14,23 @@
 //! [`Channel::send_with`] under the request's id.
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::channel::{Channel, PeerCred, Receiver, Sender};
-use super::error::CallError;
+use super::error::{CallError, RecvError, SendError};
 use super::message::Message;
 use super::wire::{Received, error_chain};
 
 #[derive(Debug)]
 struct Shared<Rx: Message> {
     outstanding: HashSet<u64>,
+    /// Calls that timed out: their replies, if they come, are dropped.
+    abandoned: HashSet<u64>,
     parked: HashMap<u64, Received<Rx>>,
     reader_busy: bool,
     closed: Option<String>,
@@ -60,6 +65,7 @@ impl<Tx: Message, Rx: Message> Client<Tx, Rx> {
             rx: Mutex::new(rx),
             shared: Mutex::new(Shared {
                 outstanding: HashSet::new(),
+                abandoned: HashSet::new(),
                 parked: HashMap::new(),
                 reader_busy: false,
                 closed: None,
@@ -90,6 +96,34 @@ impl<Tx: Message, Rx: Message> Client<Tx, Rx> {
     /// failure or by the peer), [`CallError::UnexpectedReply`] for a reply to
     /// no outstanding request. All but a refused send close the channel.
     pub fn call(&self, msg: &Tx, fds: Vec<OwnedFd>) -> Result<Received<Rx>, CallError> {
+        self.call_until(msg, fds, None)
+    }
+
+    /// As [`Client::call`], but gives up after `timeout`: a peer that stops
+    /// answering (or reading) cannot hold the caller forever.
+    ///
+    /// A request that timed out may still be partly queued (it is written
+    /// before the next request) and may still be answered; that late reply
+    /// is dropped. The channel stays open.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`], and [`CallError::TimedOut`].
+    pub fn call_timeout(
+        &self,
+        msg: &Tx,
+        fds: Vec<OwnedFd>,
+        timeout: Duration,
+    ) -> Result<Received<Rx>, CallError> {
+        self.call_until(msg, fds, Instant::now().checked_add(timeout))
+    }
+
+    fn call_until(
+        &self,
+        msg: &Tx,
+        fds: Vec<OwnedFd>,
+        deadline: Option<Instant>,
+    ) -> Result<Received<Rx>, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let mut st = lock(&self.shared);
@@ -100,14 +134,48 @@ impl<Tx: Message, Rx: Message> Client<Tx, Rx> {
             }
             st.outstanding.insert(id);
         }
-        if let Err(e) = lock(&self.tx).send_with(id, msg, fds) {
-            lock(&self.shared).outstanding.remove(&id);
-            return Err(e.into());
+        if let Err(e) = self.send_until(id, msg, fds, deadline) {
+            let mut st = lock(&self.shared);
+            st.outstanding.remove(&id);
+            if matches!(e, CallError::TimedOut) {
+                // Part of the request may be out: expect a reply anyway.
+                st.abandoned.insert(id);
+            }
+            return Err(e);
         }
-        self.wait_reply(id)
+        self.wait_reply(id, deadline)
     }
 
-    fn wait_reply(&self, id: u64) -> Result<Received<Rx>, CallError> {
+    /// Queues the request and writes it, waiting for the socket at most
+    /// until `deadline`.
+    fn send_until(
+        &self,
+        id: u64,
+        msg: &Tx,
+        fds: Vec<OwnedFd>,
+        deadline: Option<Instant>,
+    ) -> Result<(), CallError> {
+        let Some(deadline) = deadline else {
+            return Ok(lock(&self.tx).send_with(id, msg, fds)?);
+        };
+        let mut tx = lock(&self.tx);
+        tx.queue(id, msg, fds)?;
+        while !tx.try_flush()? {
+            if !wait_until(tx.as_fd(), PollFlags::OUT, deadline)
+                .map_err(|source| CallError::Send(SendError::Io { source }))?
+            {
+                return Err(CallError::TimedOut);
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_reply(&self, id: u64, deadline: Option<Instant>) -> Result<Received<Rx>, CallError> {
+        let timed_out = |st: &mut MutexGuard<'_, Shared<Rx>>| {
+            st.outstanding.remove(&id);
+            st.abandoned.insert(id);
+            Err(CallError::TimedOut)
+        };
         loop {
             {
                 let mut st = lock(&self.shared);
@@ -124,15 +192,32 @@ impl<Tx: Message, Rx: Message> Client<Tx, Rx> {
                         st.reader_busy = true;
                         break;
                     }
-                    st = self.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+                    st = match deadline {
+                        None => self.wake.wait(st).unwrap_or_else(PoisonError::into_inner),
+                        Some(d) => {
+                            let left = d.saturating_duration_since(Instant::now());
+                            if left.is_zero() {
+                                return timed_out(&mut st);
+                            }
+                            self.wake
+                                .wait_timeout(st, left)
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .0
+                        }
+                    };
                 }
             }
-            // This thread is the reader until it has one message.
-            let got = lock(&self.rx).recv();
+            // This thread is the reader until it has one message or its
+            // deadline passes.
+            let got = self.read_one(deadline);
             let mut st = lock(&self.shared);
             st.reader_busy = false;
             let result = match got {
-                Ok(r) if st.outstanding.remove(&r.request_id) => {
+                Ok(None) => {
+                    self.wake.notify_all();
+                    return timed_out(&mut st);
+                }
+                Ok(Some(r)) if st.outstanding.remove(&r.request_id) => {
                     if r.request_id == id {
                         Some(Ok(r))
                     } else {
@@ -140,7 +225,9 @@ impl<Tx: Message, Rx: Message> Client<Tx, Rx> {
                         None
                     }
                 }
-                Ok(r) => {
+                // The late reply to a call that timed out: dropped.
+                Ok(Some(r)) if st.abandoned.remove(&r.request_id) => None,
+                Ok(Some(r)) => {
                     let e = CallError::UnexpectedReply {
                         request_id: r.request_id,
                     };
@@ -163,8 +250,25 @@ impl<Tx: Message, Rx: Message> Client<Tx, Rx> {
         }
     }
 
+    /// Reads one message, waiting at most until `deadline` (`Ok(None)`).
+    fn read_one(&self, deadline: Option<Instant>) -> Result<Option<Received<Rx>>, RecvError> {
+        let mut rx = lock(&self.rx);
+        let Some(deadline) = deadline else {
+            return rx.recv().map(Some);
+        };
+        loop {
+            if let Some(r) = rx.try_recv()? {
+                return Ok(Some(r));
+            }
+            match wait_until(rx.as_fd(), PollFlags::IN, deadline) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(source) => return Err(RecvError::Io { source }),
+            }
+        }
+    }
+
     fn close_socket(&self) {
-        use std::os::fd::AsFd;
         let rx = lock(&self.rx);
         let _ = rustix::net::shutdown(rx.as_fd(), rustix::net::Shutdown::Both);
     }
@@ -179,5 +283,25 @@ impl<Tx: Message, Rx: Message> Client<Tx, Rx> {
 impl<Tx: Message, Rx: Message> From<Channel<Tx, Rx>> for Client<Tx, Rx> {
     fn from(c: Channel<Tx, Rx>) -> Self {
         Self::new(c)
+    }
+}
+
+/// Polls `sock` for `flags` until `deadline`; `Ok(false)` when it passed.
+fn wait_until(sock: BorrowedFd<'_>, flags: PollFlags, deadline: Instant) -> std::io::Result<bool> {
+    let mut fds = [PollFd::new(&sock, flags)];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        let ts = Timespec::try_from(left).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
+        match rustix::event::poll(&mut fds, Some(&ts)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => {}
+            Ok(_) => return Ok(true),
+            Err(e) => return Err(e.into()),
+        }
     }
 }

@@ -213,6 +213,10 @@ pub enum CallError {
         /// The id in the reply.
         request_id: u64,
     },
+    /// No reply came before the call's deadline (the channel stays open; a
+    /// late reply is dropped).
+    #[error("no reply before the deadline")]
+    TimedOut,
     /// The channel was closed earlier, possibly while serving another call.
     #[error("channel closed: {reason}")]
     Closed {
