@@ -447,6 +447,7 @@ impl ForkAs {
             reader: FrameReader::new(self.max_result as u64),
             outcome: None,
             status: None,
+            killed_at_deadline: false,
             deadline,
             timeout: self.timeout,
             max_result: self.max_result as u64,
@@ -481,6 +482,8 @@ pub(crate) struct Pending {
     outcome: Option<Result<(u8, Payload), ReadFail>>,
     /// How the child ended, once it is reaped.
     status: Option<Ended>,
+    /// The child was sent SIGKILL when the deadline passed.
+    killed_at_deadline: bool,
     deadline: Instant,
     timeout: Duration,
     max_result: u64,
@@ -507,9 +510,10 @@ impl Pending {
         ]
     }
 
-    /// When the call times out.
-    pub(crate) fn deadline(&self) -> Instant {
-        self.deadline
+    /// When the call times out; `None` once the child was killed for it
+    /// (only its pidfd matters then).
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        (!self.killed_at_deadline).then_some(self.deadline)
     }
 
     /// Reads what the child sent so far, reaps it once it has exited, and
@@ -524,14 +528,17 @@ impl Pending {
         }
         if self.status.is_none() {
             match self.child.try_reap() {
+                Ok(Some(_)) if self.killed_at_deadline => self.status = Some(Ended::TimedOut),
                 Ok(Some(status)) => self.status = Some(status),
-                Ok(None) if Instant::now() < self.deadline => return None,
                 Ok(None) => {
-                    self.child.kill();
-                    match self.child.reap_killed() {
-                        Ok(_) => self.status = Some(Ended::TimedOut),
-                        Err(e) => return Some(Err(e)),
+                    if !self.killed_at_deadline && Instant::now() >= self.deadline {
+                        // Killed now, reaped when its pidfd says it is gone:
+                        // never a blocking wait here (a child stuck in the
+                        // kernel would hold up a fork server's whole loop).
+                        self.child.kill();
+                        self.killed_at_deadline = true;
                     }
+                    return None;
                 }
                 Err(e) => return Some(Err(e)),
             }
@@ -585,7 +592,7 @@ impl Pending {
         let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(2);
         fds.extend(a.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)));
         fds.extend(b.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)));
-        poll_many_until(&mut fds, self.deadline)
+        poll_many_until(&mut fds, self.deadline())
             .map(drop)
             .map_err(|e| spawn_err("poll", e))
     }
@@ -705,18 +712,24 @@ fn ended(st: &WaitIdStatus) -> Ended {
     }
 }
 
-/// Polls `fds` until one is ready or `deadline` passes (`Ok(false)`).
-fn poll_many_until(fds: &mut [PollFd<'_>], deadline: Instant) -> rustix::io::Result<bool> {
+/// Polls `fds` until one is ready or `deadline` (if any) passes
+/// (`Ok(false)`).
+fn poll_many_until(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> rustix::io::Result<bool> {
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(false);
-        }
-        let ts = Timespec::try_from(left).unwrap_or(Timespec {
-            tv_sec: i64::MAX,
-            tv_nsec: 0,
-        });
-        match poll(fds, Some(&ts)) {
+        let ts = match deadline {
+            None => None,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(false);
+                }
+                Some(Timespec::try_from(left).unwrap_or(Timespec {
+                    tv_sec: i64::MAX,
+                    tv_nsec: 0,
+                }))
+            }
+        };
+        match poll(fds, ts.as_ref()) {
             Ok(0) => continue, // re-check the clock: poll may round down
             Ok(_) => return Ok(true),
             Err(rustix::io::Errno::INTR) => continue,

@@ -6,7 +6,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use privfork::fork_server::protocol::{CallFailure, CallRequest, Reply, Request};
 use privfork::fork_server::{ForkServer, ForkServerBuilder};
+use privfork::ipc::Bytes;
 use privfork::privdrop::PrivDropError;
 use privfork::{ForkAsError, ForkServerError};
 use support::{Watched, assert_no_children, require_root, status_field};
@@ -46,6 +48,26 @@ fn main() {
             (
                 "builder_errors_name_the_input",
                 builder_errors_name_the_input,
+            ),
+            (
+                "flooding_caller_gets_backpressure",
+                flooding_caller_gets_backpressure,
+            ),
+            (
+                "huge_names_are_refused_not_fatal",
+                huge_names_are_refused_not_fatal,
+            ),
+            (
+                "server_enforces_its_argument_limit",
+                server_enforces_its_argument_limit,
+            ),
+            (
+                "garbage_from_the_caller_ends_the_server",
+                garbage_from_the_caller_ends_the_server,
+            ),
+            (
+                "stopped_server_gives_no_answer",
+                stopped_server_gives_no_answer,
             ),
         ],
         &[],
@@ -97,7 +119,7 @@ fn builder() -> ForkServerBuilder {
         .register("not_allowed", word_count)
 }
 
-fn standard() -> ForkServer {
+fn standard_builder() -> ForkServerBuilder {
     let mut b = builder();
     for f in [
         "whoami",
@@ -110,7 +132,11 @@ fn standard() -> ForkServer {
     ] {
         b = b.allow(f, "nobody").unwrap();
     }
-    b.allow("whoami", "4000777").unwrap().spawn().unwrap()
+    b.allow("whoami", "4000777").unwrap()
+}
+
+fn standard() -> ForkServer {
+    standard_builder().spawn().unwrap()
 }
 
 fn round_trips() {
@@ -451,4 +477,126 @@ fn builder_errors_name_the_input() {
     let err = builder().allow("whoami", "no-such-user-pf").unwrap_err();
     let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
     assert!(chain.contains("no-such-user-pf"), "{chain}");
+}
+
+fn refused_call(name_len: usize) -> Request {
+    Request::Call(CallRequest {
+        function: "f".repeat(name_len),
+        user: "nobody".into(),
+        args: Bytes(Vec::new()),
+        timeout_ms: 1000,
+        max_result: 1024,
+    })
+}
+
+fn flooding_caller_gets_backpressure() {
+    require_root();
+    // A hostile caller sends requests as fast as it can and never reads a
+    // reply. The server must stop reading once its replies back up, not
+    // buffer replies without bound.
+    let (mut ch, server) = standard_builder().spawn_raw().unwrap();
+    let server_pid = server.pid().to_string();
+    let req = refused_call(250);
+    let start = std::time::Instant::now();
+    let mut queued = 0u64;
+    while start.elapsed() < Duration::from_secs(2) {
+        for _ in 0..200 {
+            ch.sender().queue(queued, &req, Vec::new()).unwrap();
+            queued += 1;
+        }
+        let _ = ch.sender().try_flush().unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The caller tried to send far more than the server may hold...
+    assert!(queued > 100_000, "only {queued} requests were queued");
+    // ...and the server stayed small (replies are ~300 bytes each, so
+    // 100_000 of them alone would be ~30 MiB).
+    let rss = rss_kib(&server_pid);
+    assert!(rss < 16 * 1024, "server RSS {rss} KiB after the flood");
+    // It is still serving: replies arrive once the caller reads.
+    for _ in 0..10 {
+        let r = ch.recv().unwrap();
+        assert!(
+            matches!(r.msg, Reply::Outcome(Err(CallFailure::Refused { .. }))),
+            "{r:?}"
+        );
+    }
+    drop(ch);
+    drop(server); // reaps it; it exits on its own once the channel closes
+}
+
+fn huge_names_are_refused_not_fatal() {
+    require_root();
+    let server = standard();
+    // Control characters expand ~5x when quoted: the echo must not grow
+    // past the channel's limit and end the server.
+    let name = "\u{1}".repeat(4 << 20);
+    let err = server.call::<_, u8>(&name, "nobody", &()).unwrap_err();
+    assert!(matches!(err, ForkServerError::Refused { .. }), "{err:?}");
+    let err = server.call::<_, u8>("whoami", &name, &()).unwrap_err();
+    assert!(matches!(err, ForkServerError::Refused { .. }), "{err:?}");
+    let (uid, _, _): (u32, u32, u64) = server.call("whoami", "nobody", &1u64).unwrap();
+    assert_eq!(uid, 65534);
+}
+
+fn server_enforces_its_argument_limit() {
+    require_root();
+    // The caller-side check can be skipped by a hostile caller: the server
+    // checks again and refuses without forking.
+    let (mut ch, _server) = standard_builder().max_args(1024).spawn_raw().unwrap();
+    let req = Request::Call(CallRequest {
+        function: "word_count".into(),
+        user: "nobody".into(),
+        args: Bytes(vec![b'a'; 2 << 20]),
+        timeout_ms: 1000,
+        max_result: 1024,
+    });
+    ch.send_with(1, &req, Vec::new()).unwrap();
+    let r = ch.recv().unwrap();
+    match r.msg {
+        Reply::Outcome(Err(CallFailure::Refused { reason })) => {
+            assert!(reason.contains("arguments"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    ch.send_with(2, &Request::Stats, Vec::new()).unwrap();
+    match ch.recv().unwrap().msg {
+        Reply::Stats(s) => assert_eq!((s.forks, s.refused), (0, 1)),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn garbage_from_the_caller_ends_the_server() {
+    require_root();
+    use std::os::fd::AsFd;
+    let (ch, server) = standard_builder().spawn_raw().unwrap();
+    let watched = Watched::new(server.pid());
+    rustix::io::write(ch.as_fd(), &[0xff; 64]).unwrap();
+    watched.assert_gone("fork server fed garbage");
+    drop(ch);
+    drop(server);
+    assert_no_children();
+}
+
+fn stopped_server_gives_no_answer() {
+    require_root();
+    let server = standard();
+    let pid = rustix::process::Pid::from_raw(server.pid() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    let err = server
+        .call_with::<_, usize>(
+            "word_count",
+            "nobody",
+            &"a".to_string(),
+            Duration::from_millis(100),
+            1024,
+        )
+        .unwrap_err();
+    assert!(matches!(err, ForkServerError::NoAnswer { .. }), "{err:?}");
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    // The late reply is dropped; the next call works.
+    let n: usize = server
+        .call("word_count", "nobody", &"a b".to_string())
+        .unwrap();
+    assert_eq!(n, 2);
 }

@@ -66,6 +66,10 @@ type ErasedFn = Box<dyn Fn(&[u8]) -> ChildOutcome>;
 
 /// Default cap on the size of a call's encoded arguments.
 pub const DEFAULT_MAX_ARGS: usize = 1 << 20;
+/// How long past a call's deadline a caller waits for the server's answer
+/// before deciding that the server has stopped answering.
+const ANSWER_MARGIN: Duration = Duration::from_secs(5);
+
 /// Default cap on the number of children running at once.
 pub const DEFAULT_MAX_CHILDREN: u32 = 64;
 
@@ -142,6 +146,13 @@ pub enum ForkServerError {
     /// something invalid and the channel was closed).
     #[error("fork server: channel failed")]
     Channel(#[from] CallError),
+    /// The server did not answer in time (it is stopped, stuck, or gone
+    /// without closing its channel).
+    #[error("fork server: no answer within {waited:?}")]
+    NoAnswer {
+        /// How long the caller waited.
+        waited: Duration,
+    },
     /// The server answered with the wrong kind of reply.
     #[error("fork server: unexpected reply {0}")]
     UnexpectedReply(&'static str),
@@ -285,7 +296,9 @@ impl ForkServerBuilder {
     }
 
     fn limits(&self) -> Limits {
-        let biggest = self.max_result.max(self.max_args);
+        // Room for the largest result or argument, names, and a panic
+        // message or other report (up to 64 KiB) with some framing.
+        let biggest = self.max_result.max(self.max_args).max(64 << 10);
         Limits {
             max_payload: u32::try_from(biggest.saturating_add(4096)).unwrap_or(u32::MAX),
             max_fds: 0,
@@ -300,6 +313,26 @@ impl ForkServerBuilder {
     /// [`ForkServerError::MultiThreaded`] from a multithreaded process;
     /// [`ForkServerError::Spawn`] if the socketpair, fork or pidfd fails.
     pub fn spawn(self) -> Result<ForkServer, ForkServerError> {
+        let (timeout, max_result, max_args) = (self.max_timeout, self.max_result, self.max_args);
+        let (channel, process) = self.spawn_raw()?;
+        Ok(ForkServer {
+            client: Some(Client::new(channel)),
+            process,
+            timeout,
+            max_result,
+            max_args,
+        })
+    }
+
+    /// Starts the server and returns the caller's raw end of its channel,
+    /// without a [`ForkServer`] around it: for tests that play a hostile
+    /// caller. Not part of the stable API.
+    ///
+    /// # Errors
+    ///
+    /// As [`ForkServerBuilder::spawn`].
+    #[doc(hidden)]
+    pub fn spawn_raw(self) -> Result<(Channel<Request, Reply>, ServerProcess), ForkServerError> {
         let limits = self.limits();
         let spawn_err = |what| {
             move |e: crate::ipc::OpenError| ForkServerError::Spawn {
@@ -325,7 +358,11 @@ impl ForkServerBuilder {
             Ok(Forked::Parent(pid)) => pid,
             Ok(Forked::Child(token)) => {
                 drop(client_end);
-                let code = server::main(&token, parent, server_end, devnull, self);
+                // Nothing may unwind out of here into the program's code.
+                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    server::main(&token, parent, server_end, devnull, self)
+                }))
+                .unwrap_or(101);
                 sys::exit_immediately(code)
             }
             Err(e) => {
@@ -357,14 +394,50 @@ impl ForkServerBuilder {
                 });
             }
         };
-        Ok(ForkServer {
-            client: Some(Client::new(client_end)),
-            pid,
-            pidfd,
-            timeout: self.max_timeout,
-            max_result: self.max_result,
-            max_args: self.max_args,
-        })
+        Ok((client_end, ServerProcess { pid, pidfd }))
+    }
+}
+
+/// The fork server's process, reaped when dropped (after its channel is
+/// closed, it exits by itself; it is killed if it has not within 5 s).
+#[derive(Debug)]
+#[doc(hidden)]
+pub struct ServerProcess {
+    pid: Pid,
+    pidfd: OwnedFd,
+}
+
+impl ServerProcess {
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw_nonzero().get().unsigned_abs()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut fds = [rustix::event::PollFd::new(
+            &self.pidfd,
+            rustix::event::PollFlags::IN,
+        )];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let _ = rustix::process::pidfd_send_signal(&self.pidfd, Signal::KILL);
+                break;
+            }
+            let ts = rustix::event::Timespec::try_from(left).unwrap_or_default();
+            match rustix::event::poll(&mut fds, Some(&ts)) {
+                Ok(n) if n > 0 => break,
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(_) => {
+                    let _ = rustix::process::pidfd_send_signal(&self.pidfd, Signal::KILL);
+                    break;
+                }
+            }
+        }
+        let _ = rustix::process::waitid(WaitId::PidFd(self.pidfd.as_fd()), WaitIdOptions::EXITED);
     }
 }
 
@@ -376,8 +449,7 @@ impl ForkServerBuilder {
 #[derive(Debug)]
 pub struct ForkServer {
     client: Option<Client<Request, Reply>>,
-    pid: Pid,
-    pidfd: OwnedFd,
+    process: ServerProcess,
     timeout: Duration,
     max_result: usize,
     max_args: usize,
@@ -391,7 +463,7 @@ impl ForkServer {
 
     /// The server's pid.
     pub fn pid(&self) -> u32 {
-        self.pid.as_raw_nonzero().get().unsigned_abs()
+        self.process.pid()
     }
 
     /// Runs `function` as `user` with `args`, with the server's deadline
@@ -446,7 +518,14 @@ impl ForkServer {
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             max_result: max_result as u64,
         });
-        match self.client().call(&req, Vec::new())?.msg {
+        // The server answers by its own deadline; this one only guards
+        // against a server that stopped answering altogether.
+        let wait = timeout.min(self.timeout) + ANSWER_MARGIN;
+        let reply = match self.client().call_timeout(&req, Vec::new(), wait) {
+            Err(CallError::TimedOut) => return Err(ForkServerError::NoAnswer { waited: wait }),
+            other => other?,
+        };
+        match reply.msg {
             Reply::Outcome(Ok(bytes)) => {
                 postcard::from_bytes(&bytes.0).map_err(ForkServerError::Decode)
             }
@@ -466,7 +545,18 @@ impl ForkServer {
     ///
     /// A failed channel, or a wrong reply.
     pub fn stats(&self) -> Result<ServerStats, ForkServerError> {
-        match self.client().call(&Request::Stats, Vec::new())?.msg {
+        let reply = match self
+            .client()
+            .call_timeout(&Request::Stats, Vec::new(), ANSWER_MARGIN)
+        {
+            Err(CallError::TimedOut) => {
+                return Err(ForkServerError::NoAnswer {
+                    waited: ANSWER_MARGIN,
+                });
+            }
+            other => other?,
+        };
+        match reply.msg {
             Reply::Stats(s) => Ok(s),
             Reply::Outcome(_) => Err(ForkServerError::UnexpectedReply("Outcome")),
         }
@@ -479,29 +569,8 @@ impl ForkServer {
 
 impl Drop for ForkServer {
     fn drop(&mut self) {
-        // Closing the channel tells the server to stop.
+        // Closing the channel tells the server to stop; dropping the
+        // process then waits for it (and kills it after 5 s).
         drop(self.client.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut fds = [rustix::event::PollFd::new(
-            &self.pidfd,
-            rustix::event::PollFlags::IN,
-        )];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let _ = rustix::process::pidfd_send_signal(&self.pidfd, Signal::KILL);
-                break;
-            }
-            let ts = rustix::event::Timespec::try_from(left).unwrap_or_default();
-            match rustix::event::poll(&mut fds, Some(&ts)) {
-                Ok(n) if n > 0 => break,
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(_) => {
-                    let _ = rustix::process::pidfd_send_signal(&self.pidfd, Signal::KILL);
-                    break;
-                }
-            }
-        }
-        let _ = rustix::process::waitid(WaitId::PidFd(self.pidfd.as_fd()), WaitIdOptions::EXITED);
     }
 }

@@ -18,6 +18,29 @@ const EXIT_OK: i32 = 0;
 const EXIT_SETUP: i32 = 125;
 const EXIT_ORPHANED: i32 = 126;
 
+/// Longest function or user name a request may carry (bytes).
+const MAX_NAME: usize = 256;
+
+/// Queues `reply`; one that cannot go on the channel (too large) is
+/// replaced by a short failure rather than ending the server. `false`: the
+/// channel is unusable.
+fn queue_reply(channel: &mut Channel<Reply, Request>, request_id: u64, reply: &Reply) -> bool {
+    if channel
+        .sender()
+        .queue(request_id, reply, Vec::new())
+        .is_ok()
+    {
+        return true;
+    }
+    let fallback = Reply::Outcome(Err(CallFailure::ForkAs(WireForkAsError::Protocol(
+        "the reply does not fit the channel's size limit".to_owned(),
+    ))));
+    channel
+        .sender()
+        .queue(request_id, &fallback, Vec::new())
+        .is_ok()
+}
+
 /// A call in flight: its request id and its child.
 struct InFlight {
     request_id: u64,
@@ -71,7 +94,8 @@ struct Server {
 impl Server {
     fn run(&mut self, channel: &mut Channel<Reply, Request>) -> i32 {
         loop {
-            // 1. Collect finished children and queue their replies.
+            // 1. Collect finished children and queue their replies (at most
+            //    max_children of them).
             let mut i = 0;
             while i < self.in_flight.len() {
                 match self.in_flight[i].pending.advance::<ChildOutcome>() {
@@ -79,29 +103,32 @@ impl Server {
                     Some(result) => {
                         let done = self.in_flight.swap_remove(i);
                         let reply = Reply::Outcome(outcome(result));
-                        if channel
-                            .sender()
-                            .queue(done.request_id, &reply, Vec::new())
-                            .is_err()
-                        {
+                        if !queue_reply(channel, done.request_id, &reply) {
                             return EXIT_OK;
                         }
                     }
                 }
             }
             self.stats.running = self.in_flight.len() as u32;
-            // 2. Serve every complete request already received.
-            loop {
+            // 2. Send what is queued, as far as the socket takes it.
+            let Ok(mut flushed) = channel.sender().try_flush() else {
+                return EXIT_OK; // the caller is gone
+            };
+            // 3. Serve requests — only while replies are leaving: a caller
+            //    that sends without reading gets backpressure (its requests
+            //    wait in the socket), not a server whose memory grows.
+            while flushed {
                 match channel.try_recv() {
                     Ok(Some(req)) => {
                         if let Some(reply) = self.handle(req.request_id, req.msg)
-                            && channel
-                                .sender()
-                                .queue(req.request_id, &reply, Vec::new())
-                                .is_err()
+                            && !queue_reply(channel, req.request_id, &reply)
                         {
                             return EXIT_OK;
                         }
+                        let Ok(done) = channel.sender().try_flush() else {
+                            return EXIT_OK;
+                        };
+                        flushed = done;
                     }
                     Ok(None) => break,
                     // End of stream, or a hostile frame: the channel is
@@ -109,13 +136,8 @@ impl Server {
                     Err(_) => return EXIT_OK,
                 }
             }
-            // 3. Send what is queued, as far as the socket takes it.
-            let flushed = match channel.sender().try_flush() {
-                Ok(done) => done,
-                Err(_) => return EXIT_OK, // the caller is gone
-            };
             // 4. Sleep until the channel or a child has news, or the next
-            // deadline passes.
+            //    deadline passes.
             if self.wait(channel, flushed).is_err() {
                 return EXIT_SETUP;
             }
@@ -136,13 +158,33 @@ impl Server {
                 timeout_ms,
                 max_result,
             }) => {
+                let refuse = |stats: &mut ServerStats, reason: String| {
+                    stats.refused += 1;
+                    Some(Reply::Outcome(Err(CallFailure::Refused { reason })))
+                };
+                if function.len() > MAX_NAME || user.len() > MAX_NAME {
+                    return refuse(
+                        &mut self.stats,
+                        format!("a function or user name is over {MAX_NAME} bytes"),
+                    );
+                }
+                if args.0.len() > self.config.max_args {
+                    return refuse(
+                        &mut self.stats,
+                        format!(
+                            "{} bytes of arguments, over the server's limit of {}",
+                            args.0.len(),
+                            self.config.max_args
+                        ),
+                    );
+                }
                 let key = (function, user);
                 let Some(identity) = self.config.allowed.get(&key) else {
-                    self.stats.refused += 1;
                     let (function, user) = key;
-                    return Some(Reply::Outcome(Err(CallFailure::Refused {
-                        reason: format!("{function:?} as {user:?} is not allowed"),
-                    })));
+                    return refuse(
+                        &mut self.stats,
+                        format!("{function:?} as {user:?} is not allowed"),
+                    );
                 };
                 if self.in_flight.len() >= self.config.max_children as usize {
                     self.stats.busy += 1;
@@ -181,10 +223,12 @@ impl Server {
     }
 
     fn wait(&self, channel: &Channel<Reply, Request>, flushed: bool) -> rustix::io::Result<()> {
-        let mut events = PollFlags::IN;
-        if !flushed {
-            events |= PollFlags::OUT;
-        }
+        // New requests only once the replies are out (see run, step 3).
+        let events = if flushed {
+            PollFlags::IN
+        } else {
+            PollFlags::OUT
+        };
         let mut fds = Vec::with_capacity(1 + self.in_flight.len());
         fds.push(PollFd::new(channel, events));
         for f in &self.in_flight {
@@ -192,7 +236,11 @@ impl Server {
                 fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
             }
         }
-        let next = self.in_flight.iter().map(|f| f.pending.deadline()).min();
+        let next = self
+            .in_flight
+            .iter()
+            .filter_map(|f| f.pending.deadline())
+            .min();
         let timeout = next.map(|d| {
             let left = d.saturating_duration_since(Instant::now());
             Timespec::try_from(left).unwrap_or_default()
