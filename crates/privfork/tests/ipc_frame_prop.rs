@@ -112,9 +112,13 @@ proptest! {
             (0u16..=4, proptest::collection::vec(any::<u8>(), 0..300), any::<usize>()),
             1..8,
         ),
+        glue_before in any::<bool>(),
     ) {
         // As an honest sender and the kernel deliver them: a frame with fds
-        // starts a read, and its fds come with that read.
+        // is sent alone, and its fds come with the read holding its first
+        // byte. Earlier frames without fds may share that read (the kernel
+        // glues earlier plain segments in front of it), so the fds belong to
+        // the last frame beginning in the read.
         let mut d = FrameDecoder::new(LIMITS);
         let mut out = VecDeque::new();
         let mut glued: Vec<u8> = Vec::new();
@@ -125,12 +129,18 @@ proptest! {
                 glued.extend(bytes);
                 continue;
             }
-            if !glued.is_empty() {
-                d.feed(&glued, Vec::new(), &mut out).unwrap();
-                glued.clear();
-            }
             let at = 1 + cut % bytes.len();
-            d.feed(&bytes[..at], devnull(*nfds), &mut out).unwrap();
+            if glue_before {
+                glued.extend_from_slice(&bytes[..at]);
+                d.feed(&glued, devnull(*nfds), &mut out).unwrap();
+                glued.clear();
+            } else {
+                if !glued.is_empty() {
+                    d.feed(&glued, Vec::new(), &mut out).unwrap();
+                    glued.clear();
+                }
+                d.feed(&bytes[..at], devnull(*nfds), &mut out).unwrap();
+            }
             if at < bytes.len() {
                 d.feed(&bytes[at..], Vec::new(), &mut out).unwrap();
             }

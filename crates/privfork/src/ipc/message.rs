@@ -71,6 +71,15 @@ pub trait Message: Serialize + for<'de> Deserialize<'de> {
 /// Declares a message enum for one channel direction, its companion kind
 /// enum, and its [`Message`] impl. See the [module docs](crate::ipc::message).
 ///
+/// Choose payload types with hostile peers in mind. The frame limit bounds
+/// the bytes received, and postcard never reads past them, but decoding can
+/// still allocate more than the payload's size for types that encode
+/// smaller than they are in memory: a `Vec<String>` of empty strings costs
+/// about 24 bytes of memory per payload byte, and a sequence of zero-sized
+/// elements (`Vec<()>`) can declare billions of elements in a few bytes.
+/// Integers, `String`, [`Bytes`] and structs of them are safe; avoid
+/// zero-sized element types and bound collections of small elements.
+///
 /// Syntax: `enum Name / KindName { CODE => Variant [fields] [+ fds N], ... }`
 /// where fields are `{ a: T, ... }`, `(T, ...)` or nothing. Codes must be
 /// distinct (a duplicate is an unreachable-pattern warning). The generated
