@@ -16,25 +16,38 @@
 //!
 //! The parent resolves the user (before forking: the user database is not
 //! safe to read in a child), refuses if the process has more than one thread,
-//! creates a CLOEXEC pipe, forks, and opens a pidfd for the child. The child:
+//! blocks SIGCHLD (so that no SIGCHLD handler of the program can reap the
+//! child first), creates a CLOEXEC pipe, forks, and opens a pidfd for the
+//! child. The child:
 //!
-//! 1. closes every fd but stdin, stdout, stderr and its end of the pipe
-//!    (`close_range`);
-//! 2. clears the environment (unless told otherwise);
-//! 3. drops privileges ([`crate::privdrop`], verified) — a failure is
-//!    reported to the parent and ends the child;
-//! 4. sets a parent-death signal (SIGKILL) and exits if the parent is
+//! 1. clears its signal mask; moves its end of the pipe above stderr;
+//! 2. points every other fd it inherited at `/dev/null` — stdin, stdout and
+//!    stderr too, unless [`Stdio::Inherit`] — rather than closing them, so
+//!    that `File`s the function captured stay sound to use and drop (they
+//!    read nothing and write nowhere) and no number they own is reused;
+//! 3. clears the environment (unless told otherwise);
+//! 4. makes itself not dumpable and sets `no_new_privs` (unless told
+//!    otherwise);
+//! 5. drops privileges ([`crate::privdrop`], verified; not dumpable again
+//!    right after the uid change, which resets it) — a failure is reported
+//!    to the parent and ends the child;
+//! 6. sets a parent-death signal (SIGKILL) and exits if the parent is
 //!    already gone — after the drop, because the kernel clears the death
-//!    signal when the effective uid changes — and makes itself not dumpable
-//!    (the uid change resets that too);
-//! 5. runs the function, catching a panic, encodes the result with postcard
+//!    signal when the effective uid changes;
+//! 7. runs the function, catching a panic, encodes the result with postcard
 //!    and writes one frame: a tag byte, a little-endian `u64` length, the
 //!    payload; then `_exit(0)` — no destructor of the parent's image runs.
 //!
+//! Signal dispositions are inherited as fork leaves them: handlers the
+//! program installed stay installed in the child.
+//!
 //! The parent reads the frame under the deadline, checks the length against
-//! the limit before allocating, then waits for the child on its pidfd under
-//! the same deadline. Whatever happens, the child is reaped before `run`
-//! returns; on timeout or an oversized result it is killed first.
+//! the limit before allocating (and grows the buffer only as bytes arrive),
+//! and watches the child's pidfd at the same time: once the child has exited
+//! and the pipe is drained, nothing more is awaited (a grandchild holding
+//! the pipe does not stall the call). Whatever happens, the child is reaped
+//! before `run` returns; on timeout or an oversized result it is killed
+//! first. The caller's signal mask is then restored.
 //!
 //! Everything the child sends is treated as hostile: after the drop it runs
 //! as another user and may have been taken over.
@@ -197,8 +210,10 @@ pub enum ForkAsError {
         /// Whether a core was dumped.
         core_dumped: bool,
     },
-    /// The child exited without sending a result.
-    #[error("fork_as: the child exited with status {exit_code} without a result")]
+    /// The child exited without sending a result. Status 126: the child
+    /// found its parent gone (`getppid` changed) before running the
+    /// function; 125: its setup failed before it could report why.
+    #[error("fork_as: the child exited with status {exit_code} without a result{}", exit_hint(*.exit_code))]
     NoResult {
         /// Its exit status.
         exit_code: i32,
@@ -965,6 +980,15 @@ fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ForkAsError> {
 fn protocol(reason: &str) -> ForkAsError {
     ForkAsError::Protocol {
         reason: reason.to_owned(),
+    }
+}
+
+/// What the child's own exit statuses mean, for messages.
+fn exit_hint(code: i32) -> &'static str {
+    match code {
+        EXIT_ORPHANED => " (the child found its parent gone before running the function)",
+        EXIT_SETUP_FAILED => " (the child's setup failed before it could report why)",
+        _ => "",
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! - [`identity`]: users and groups resolved by name or numeric id.
 //! - [`privdrop`]: the ordered, verified, fail-closed privilege drop.
-//! - [`fork_as`]: run a function as another user in a freshly forked child
+//! - [`fork_as`](mod@fork_as): run a function as another user in a freshly forked child
 //!   and get its serialized result back over a pipe.
 //! - [`fork_server`]: fork-as for multithreaded programs, through a small
 //!   single-threaded server process started before any thread.

@@ -12,7 +12,7 @@
 //! - [`message`]: one enum per direction ([`ipc_message!`](crate::ipc_message)),
 //!   postcard payloads, a fixed fd count per kind.
 //! - [`Channel`] (blocking, with non-blocking `try_*` for poll loops) and,
-//!   with the `tokio` feature, [`AsyncChannel`]: each end declares the kinds
+//!   with the `tokio` feature, `AsyncChannel`: each end declares the kinds
 //!   it accepts in its current state; an unknown or unexpected kind closes
 //!   the channel with an error naming it. [`PeerCred`] from `SO_PEERCRED`.
 //! - [`Client`]: request/reply calls from many threads over one channel.
