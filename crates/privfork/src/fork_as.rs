@@ -63,7 +63,7 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -433,11 +433,21 @@ impl ForkAs {
         let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| spawn_err("pipe2", e))?;
         rustix::io::ioctl_fionbio(&read_end, true).map_err(|e| spawn_err("ioctl(FIONBIO)", e))?;
+        let inherited = sys::open_fds().map_err(|source| ForkAsError::Spawn {
+            what: "listing /proc/self/fd",
+            source,
+        })?;
         let pid = match sys::fork() {
             Ok(Forked::Parent(pid)) => pid,
             Ok(Forked::Child(token)) => {
+                let read_fd = read_end.as_raw_fd();
                 drop(read_end);
-                child_main(&token, parent, write_end, devnull, self, f)
+                let fds = ChildFds {
+                    inherited: &inherited,
+                    devnull,
+                    skip: read_fd,
+                };
+                child_main(&token, parent, write_end, &fds, self, f)
             }
             Err(ForkError::MultiThreaded(threads)) => {
                 return Err(ForkAsError::MultiThreaded { threads });
@@ -1018,11 +1028,20 @@ pub(crate) fn signal_name(sig: i32) -> &'static str {
 }
 
 /// The child: set up, drop, run, report, `_exit`. Never returns.
+/// What the child needs to know about the fds it inherited.
+struct ChildFds<'a> {
+    /// The parent's fds, listed just before the fork.
+    inherited: &'a sys::OpenFds,
+    devnull: BorrowedFd<'static>,
+    /// The parent's end of the pipe, already closed in the child.
+    skip: RawFd,
+}
+
 fn child_main<T, F>(
     token: &ChildToken,
     parent: Pid,
     pipe: OwnedFd,
-    devnull: BorrowedFd<'static>,
+    fds: &ChildFds<'_>,
     call: &ForkAs,
     f: F,
 ) -> !
@@ -1032,7 +1051,7 @@ where
 {
     // Nothing may unwind out of here into the parent's code.
     let code = catch_unwind(AssertUnwindSafe(|| {
-        child_body(token, parent, pipe, devnull, call, f)
+        child_body(token, parent, pipe, fds, call, f)
     }))
     .unwrap_or(EXIT_SETUP_FAILED);
     sys::exit_immediately(code)
@@ -1042,7 +1061,7 @@ fn child_body<T, F>(
     token: &ChildToken,
     parent: Pid,
     pipe: OwnedFd,
-    devnull: BorrowedFd<'static>,
+    fds: &ChildFds<'_>,
     call: &ForkAs,
     f: F,
 ) -> i32
@@ -1072,7 +1091,8 @@ where
     // 3. No fd of the parent stays reachable: each now points at /dev/null
     //    (stdin/stdout/stderr too, unless inherited on request).
     let null_stdio = matches!(call.stdio, Stdio::Null);
-    if let Err(e) = sys::null_fds_except(token, devnull, &[pipe.as_raw_fd()], null_stdio) {
+    let keep = [pipe.as_raw_fd(), fds.skip];
+    if let Err(e) = sys::null_fds(token, fds.inherited, fds.devnull, &keep, null_stdio) {
         return setup_failed(pipe, SetupStep::NullFds, e);
     }
     // 4. Environment.

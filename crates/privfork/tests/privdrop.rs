@@ -38,6 +38,7 @@ fn main() {
                 no_setuid_fixup_securebit_cannot_keep_capabilities,
             ),
             ("fs_ids_are_reset_and_checked", fs_ids_are_reset_and_checked),
+            ("many_supplementary_groups", many_supplementary_groups),
             (
                 "threads_that_would_keep_caps_are_refused",
                 threads_that_would_keep_caps_are_refused,
@@ -357,4 +358,18 @@ fn dropping_to_self_needs_no_privilege() {
     drop_privileges(&id, &DropOptions::new()).unwrap();
     drop_privileges(&id, &DropOptions::new()).unwrap();
     assert_is(&id);
+}
+
+fn many_supplementary_groups() {
+    require_root();
+    // More groups than the 64 read without allocating: the long path of
+    // the group read-back is exercised too.
+    let id = Identity::user("4000500")
+        .unwrap()
+        .with_groups(4001000..4001100)
+        .unwrap();
+    assert_eq!(id.groups().len(), 101);
+    drop_privileges(&id, &DropOptions::new()).unwrap();
+    assert_is(&id);
+    assert_no_caps();
 }

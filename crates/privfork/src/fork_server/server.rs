@@ -70,7 +70,11 @@ pub(super) fn main(
     }
     // Keep stdio and the channel; every other fd of the program now reaches
     // /dev/null (replaced, not closed: registered functions may own some).
-    if sys::null_fds_except(token, devnull, &[channel.as_fd().as_raw_fd()], false).is_err() {
+    let Ok(inherited) = sys::open_fds() else {
+        return EXIT_SETUP;
+    };
+    let keep = [channel.as_fd().as_raw_fd()];
+    if sys::null_fds(token, &inherited, devnull, &keep, false).is_err() {
         return EXIT_SETUP;
     }
     let _ = rustix::thread::set_name(c"privfork-forksrv");

@@ -174,55 +174,38 @@ pub(crate) fn clear_env(_child: &ChildToken) {
     unsafe { libc::environ = std::ptr::null_mut() };
 }
 
-/// Points every open fd of the child at `/dev/null` (`dup2`), except
-/// `devnull` itself and those in `keep`; stdin, stdout and stderr too when
-/// `stdio` is set (they are then opened on `/dev/null` if they were closed).
-///
-/// The fds are replaced, not closed: the child runs the caller's code,
-/// which may hold `OwnedFd`/`File` values for them (captured, or in
-/// statics). Closing would let a later `open` reuse a number such a value
-/// still owns, and its drop would close someone else's file; replaced, each
-/// number stays valid and only reaches `/dev/null`.
+/// The fds open in this process, listed from `/proc/self/fd` — in the
+/// parent just before it forks (single-threaded, so the list is still exact
+/// in the child), which spares the child that work and its page faults.
+#[derive(Debug)]
+pub(crate) struct OpenFds {
+    small: [RawFd; 64],
+    len: usize,
+    more: Vec<RawFd>,
+}
+
+impl OpenFds {
+    fn iter(&self) -> impl Iterator<Item = RawFd> + '_ {
+        self.small[..self.len].iter().chain(&self.more).copied()
+    }
+}
+
+/// Lists the open fds of the process (see [`OpenFds`]).
 ///
 /// # Errors
 ///
-/// Listing `/proc/self/fd` or a `dup2` failed.
-///
-/// See dup2(2), proc(5).
-pub(crate) fn null_fds_except(
-    _child: &ChildToken,
-    devnull: BorrowedFd<'_>,
-    keep: &[RawFd],
-    stdio: bool,
-) -> io::Result<()> {
-    let null = devnull.as_raw_fd();
-    let redirect = |fd: RawFd| -> io::Result<()> {
-        if fd == null {
-            return Ok(());
-        }
-        // SAFETY: dup2 takes two integers. It atomically makes `fd` refer to
-        // /dev/null: an fd number owned by a Rust value stays open (now on
-        // /dev/null), so no owner ever sees its number closed or reused.
-        // The token proves no other thread can race on the fd table.
-        let rc = unsafe { libc::dup2(null, fd) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        debug_assert_eq!(rc, fd);
-        Ok(())
-    };
-    if stdio {
-        for fd in 0..=2 {
-            if !keep.contains(&fd) {
-                redirect(fd)?;
-            }
-        }
-    }
+/// Opening or reading `/proc/self/fd` failed.
+pub(crate) fn open_fds() -> io::Result<OpenFds> {
     let dir = rustix::fs::open(
         c"/proc/self/fd",
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )?;
+    let mut list = OpenFds {
+        small: [0; 64],
+        len: 0,
+        more: Vec::new(),
+    };
     let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
     let mut entries = rustix::fs::RawDir::new(&dir, &mut buf);
     while let Some(entry) = entries.next() {
@@ -234,9 +217,65 @@ pub(crate) fn null_fds_except(
         else {
             continue;
         };
-        if fd <= 2 || fd == dir.as_raw_fd() || keep.contains(&fd) {
+        if fd == dir.as_raw_fd() {
             continue;
         }
+        if list.len < list.small.len() {
+            list.small[list.len] = fd;
+            list.len += 1;
+        } else {
+            list.more.push(fd);
+        }
+    }
+    Ok(list)
+}
+
+/// Points the child's fds listed in `fds` at `/dev/null` (`dup2`), except
+/// `devnull` itself, those in `keep`, and stdin/stdout/stderr; those three
+/// too when `stdio` is set (opened on `/dev/null` if they were closed).
+///
+/// The fds are replaced, not closed: the child runs the caller's code,
+/// which may hold `OwnedFd`/`File` values for them (captured, or in
+/// statics). Closing would let a later `open` reuse a number such a value
+/// still owns, and its drop would close someone else's file; replaced, each
+/// number stays valid and only reaches `/dev/null`.
+///
+/// # Errors
+///
+/// A `dup2` failed.
+///
+/// See dup2(2).
+pub(crate) fn null_fds(
+    _child: &ChildToken,
+    fds: &OpenFds,
+    devnull: BorrowedFd<'_>,
+    keep: &[RawFd],
+    stdio: bool,
+) -> io::Result<()> {
+    let null = devnull.as_raw_fd();
+    let redirect = |fd: RawFd| -> io::Result<()> {
+        if fd == null || keep.contains(&fd) {
+            return Ok(());
+        }
+        // SAFETY: dup2 takes two integers. It atomically makes `fd` refer to
+        // /dev/null: an fd number owned by a Rust value stays open (now on
+        // /dev/null), so no owner ever sees its number closed or reused.
+        // The token proves no other thread can race on the fd table. The
+        // raw syscall keeps the child from faulting in the C library's
+        // wrapper.
+        let rc = unsafe { libc::syscall(libc::SYS_dup2, null, fd) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        debug_assert_eq!(rc, libc::c_long::from(fd));
+        Ok(())
+    };
+    if stdio {
+        for fd in 0..=2 {
+            redirect(fd)?;
+        }
+    }
+    for fd in fds.iter().filter(|&fd| fd > 2) {
         redirect(fd)?;
     }
     Ok(())
@@ -278,11 +317,20 @@ pub(crate) fn restore_sigmask(saved: &SavedMask) {
 
 /// Unblocks every signal in the child, which starts with a clean mask.
 pub(crate) fn clear_sigmask(_child: &ChildToken) {
-    // SAFETY: sigemptyset initialises the local set, which is only read.
+    // The kernel's sigset for rt_sigprocmask is 8 bytes on Linux.
+    let empty: u64 = 0;
+    // SAFETY: the pointer is to a live 8-byte local, the size passed; the
+    // old-mask pointer is null. The token proves the process has one
+    // thread, whose mask this is (glibc's wrapper would only add its
+    // reserved signals, which an empty mask does not block anyway).
     let rc = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut())
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty as *const u64,
+            std::ptr::null_mut::<u64>(),
+            std::mem::size_of::<u64>(),
+        )
     };
     debug_assert_eq!(rc, 0, "setting an empty mask cannot fail");
 }
@@ -391,11 +439,16 @@ pub(crate) fn get_fs_gid() -> Gid {
 pub(crate) fn with_groups<R>(f: impl FnOnce(&[Gid]) -> R) -> io::Result<R> {
     let mut small = [Gid::ROOT; 64];
     let mut big = Vec::new();
+    // First try the small buffer directly (one syscall in the usual case);
+    // ask for the count only when it is too small.
+    let mut n: libc::c_int = 64;
     loop {
-        // SAFETY: size 0 with a null pointer only asks for the count.
-        let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
         if n < 0 {
-            return Err(io::Error::last_os_error());
+            // SAFETY: size 0 with a null pointer only asks for the count.
+            n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
         let buf: &mut [Gid] = if n as usize <= small.len() {
             &mut small[..]
@@ -410,7 +463,8 @@ pub(crate) fn with_groups<R>(f: impl FnOnce(&[Gid]) -> R) -> io::Result<R> {
         if got < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINVAL) {
-                continue; // the list grew between the calls
+                n = -1; // more groups than room: ask for the count
+                continue;
             }
             return Err(e);
         }
