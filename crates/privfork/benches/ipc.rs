@@ -1,9 +1,11 @@
 //! IPC benchmark (harness = false): prints median and p99 figures.
 //!
 //! 1. Small-message round trip over a typed [`Channel`] against a raw
-//!    socketpair `write`/`read` ping-pong of the same size, interleaved in
-//!    rounds in the same run so both see the same machine state
-//!    (target: channel median <= 1.5x raw median).
+//!    socketpair `write`/`read` ping-pong of the same size, alternating call
+//!    by call in the same run (target: channel median <= 1.5x raw median).
+//!    The threads are pinned — once all on one CPU, once the echo threads on
+//!    another — because where the scheduler puts them otherwise decides a
+//!    2-3x difference on its own.
 //! 2. Throughput of 64 KiB messages (`Bytes` payload) one way, against raw
 //!    64 KiB writes.
 //! 3. Round trip through a [`Client`] shared by 8 threads.
@@ -56,10 +58,24 @@ fn summary(name: &str, mut v: Vec<Duration>) -> Duration {
     med
 }
 
-fn round_trips(rounds: usize, per_round: usize) {
+/// Pins the calling thread to `cpu`.
+fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
+}
+
+/// Round trips with the caller on CPU 0 and both echo threads on
+/// `echo_cpu`: where the threads run decides whether a round trip is a
+/// same-CPU hand-off or a cross-CPU wake-up, which differ by 2-3x on a VM,
+/// so both cases are pinned alike and measured separately.
+fn round_trips(rounds: usize, per_round: usize, echo_cpu: usize) {
+    println!("-- caller on CPU 0, echo threads on CPU {echo_cpu}");
+    pin(0);
     // Raw: a thread echoes fixed-size messages.
     let (a, b) = UnixStream::pair().unwrap();
     let raw_echo = thread::spawn(move || {
+        pin(echo_cpu);
         let mut b = b;
         let mut buf = [0u8; SMALL];
         while b.read_exact(&mut buf).is_ok() {
@@ -71,6 +87,7 @@ fn round_trips(rounds: usize, per_round: usize) {
     // Channel: a thread answers Ping(n) with Pong(n).
     let (mut ch, mut server) = Channel::<Up, Down>::pair(Limits::default()).unwrap();
     let ch_echo = thread::spawn(move || {
+        pin(echo_cpu);
         while let Ok(r) = server.recv() {
             match r.msg {
                 Up::Ping(n) => server.send_with(r.request_id, &Down::Pong(n), Vec::new()),
@@ -211,7 +228,18 @@ fn main() {
     } else {
         (10, 5_000, 20_000, 5_000)
     };
-    round_trips(rounds, per_round);
+    // Counted before any pinning (which would shrink the answer to 1).
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    round_trips(rounds, per_round, 0);
+    if cpus > 1 {
+        round_trips(rounds, per_round, 1);
+    }
+    // The rest runs unpinned again.
+    let mut all = rustix::thread::CpuSet::new();
+    for cpu in 0..cpus {
+        all.set(cpu);
+    }
+    rustix::thread::sched_setaffinity(None, &all).expect("sched_setaffinity");
     throughput(count);
     shared_client(8, calls);
 }
