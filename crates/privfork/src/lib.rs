@@ -21,6 +21,7 @@ pub mod fork_server;
 pub mod identity;
 pub mod ipc;
 pub mod privdrop;
+pub mod sandbox;
 mod sys;
 
 pub use fork_as::{ForkAs, ForkAsError, fork_as};

@@ -1,0 +1,242 @@
+//! The Landlock side of the sandbox: unveil(2)-style path rules, TCP port
+//! rules and scopes.
+//!
+//! The ruleset handles every filesystem right of ABI 5 (refer, truncate and
+//! ioctl_dev included), TCP bind/connect of ABI 4 and the scopes of ABI 6
+//! (abstract Unix sockets, signals). On an older kernel the landlock crate
+//! drops what it cannot enforce and reports a partial status.
+
+use std::path::PathBuf;
+
+use landlock::{
+    ABI, Access, AccessFs, AccessNet, BitFlags, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope,
+};
+
+use super::Level;
+
+/// Permissions of an unveiled path, as unveil(2) spells them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Perms {
+    /// `r`: read files, list directories.
+    pub read: bool,
+    /// `w`: write and truncate files.
+    pub write: bool,
+    /// `x`: execute files.
+    pub exec: bool,
+    /// `c`: create and remove files, directories, links, FIFOs, sockets;
+    /// rename and link within the unveiled trees.
+    pub create: bool,
+}
+
+/// One unveiled path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unveil {
+    /// The path (a directory covers everything beneath it).
+    pub path: PathBuf,
+    /// What may be done there.
+    pub perms: Perms,
+    /// Skip the path (with a warning in the report) if it does not exist,
+    /// instead of failing.
+    pub optional: bool,
+}
+
+/// A bad unveil spec or path.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnveilError {
+    /// The spec is not `PERMS:PATH`.
+    #[error(
+        "bad unveil spec {spec:?}: {reason} (expected PERMS:PATH, PERMS from \"rwxc\", e.g. rwc:/srv/data)"
+    )]
+    Spec {
+        /// The spec given.
+        spec: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The path cannot be opened.
+    #[error("cannot unveil {path}: {source}")]
+    Path {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Landlock refused the ruleset.
+    #[error("landlock: {0}")]
+    Landlock(#[from] landlock::RulesetError),
+}
+
+impl Unveil {
+    /// Parses `PERMS:PATH` (`r:/etc`, `rwc:/srv/data`); a `?` after the
+    /// permissions marks the path optional (`r?:/etc/ssl`).
+    ///
+    /// # Errors
+    ///
+    /// [`UnveilError::Spec`] naming the spec and what is wrong with it.
+    pub fn parse(spec: &str) -> Result<Self, UnveilError> {
+        let bad = |reason: &str| UnveilError::Spec {
+            spec: spec.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (perms_text, path) = spec.split_once(':').ok_or_else(|| bad("no ':'"))?;
+        if path.is_empty() {
+            return Err(bad("empty path"));
+        }
+        if !path.starts_with('/') {
+            return Err(bad("the path must be absolute"));
+        }
+        let (perms_text, optional) = match perms_text.strip_suffix('?') {
+            Some(p) => (p, true),
+            None => (perms_text, false),
+        };
+        if perms_text.is_empty() {
+            return Err(bad("no permissions"));
+        }
+        let mut perms = Perms::default();
+        for c in perms_text.chars() {
+            let flag = match c {
+                'r' => &mut perms.read,
+                'w' => &mut perms.write,
+                'x' => &mut perms.exec,
+                'c' => &mut perms.create,
+                other => return Err(bad(&format!("unknown permission {other:?}"))),
+            };
+            if *flag {
+                return Err(bad(&format!("permission {c:?} given twice")));
+            }
+            *flag = true;
+        }
+        Ok(Self {
+            path: PathBuf::from(path),
+            perms,
+            optional,
+        })
+    }
+}
+
+/// The ABIs whose rights the ruleset handles.
+const FS_ABI: ABI = ABI::V5;
+const NET_ABI: ABI = ABI::V4;
+const SCOPE_ABI: ABI = ABI::V6;
+
+fn fs_access(perms: Perms, is_dir: bool) -> BitFlags<AccessFs> {
+    let mut a = BitFlags::<AccessFs>::empty();
+    if perms.read {
+        a |= AccessFs::ReadFile;
+        if is_dir {
+            a |= AccessFs::ReadDir;
+        }
+    }
+    if perms.write {
+        a |= AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev;
+    }
+    if perms.exec {
+        a |= AccessFs::Execute;
+    }
+    if perms.create && is_dir {
+        a |= AccessFs::MakeReg
+            | AccessFs::MakeDir
+            | AccessFs::MakeSym
+            | AccessFs::MakeSock
+            | AccessFs::MakeFifo
+            | AccessFs::RemoveFile
+            | AccessFs::RemoveDir
+            | AccessFs::Refer;
+    }
+    a & AccessFs::from_all(FS_ABI)
+}
+
+/// A ruleset ready to be enforced, and what was skipped while building it.
+pub(crate) struct Prepared {
+    pub(crate) ruleset: RulesetCreated,
+    pub(crate) skipped: Vec<PathBuf>,
+}
+
+/// Builds the ruleset: opens every unveiled path now (before anything is
+/// restricted), so a missing one is reported by name.
+pub(crate) fn prepare(
+    unveils: &[Unveil],
+    bind: &[u16],
+    connect: &[u16],
+) -> Result<Prepared, UnveilError> {
+    let mut ruleset = Ruleset::default()
+        .handle_access(AccessFs::from_all(FS_ABI))?
+        .handle_access(AccessNet::from_all(NET_ABI))?
+        .scope(Scope::from_all(SCOPE_ABI))?
+        .create()?;
+    let mut skipped = Vec::new();
+    for u in unveils {
+        let meta = match std::fs::metadata(&u.path) {
+            Ok(m) => m,
+            Err(e) if u.optional && e.kind() == std::io::ErrorKind::NotFound => {
+                skipped.push(u.path.clone());
+                continue;
+            }
+            Err(source) => {
+                return Err(UnveilError::Path {
+                    path: u.path.clone(),
+                    source,
+                });
+            }
+        };
+        let fd = PathFd::new(&u.path).map_err(|e| UnveilError::Path {
+            path: u.path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let access = fs_access(u.perms, meta.is_dir());
+        if access.is_empty() {
+            continue;
+        }
+        ruleset = ruleset.add_rule(PathBeneath::new(fd, access))?;
+    }
+    for &port in bind {
+        ruleset = ruleset.add_rule(NetPort::new(port, AccessNet::BindTcp))?;
+    }
+    for &port in connect {
+        ruleset = ruleset.add_rule(NetPort::new(port, AccessNet::ConnectTcp))?;
+    }
+    Ok(Prepared { ruleset, skipped })
+}
+
+/// Enforces the ruleset on the calling thread (the sandbox refuses to run
+/// with other threads: before ABI 8, Landlock restricts only the caller).
+pub(crate) fn enforce(prepared: Prepared) -> Result<Level, UnveilError> {
+    let status = prepared.ruleset.restrict_self()?;
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => Level::Full,
+        RulesetStatus::PartiallyEnforced => Level::Partial,
+        RulesetStatus::NotEnforced => Level::None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse() {
+        let u = Unveil::parse("rwc:/srv/data").unwrap();
+        assert_eq!(u.path, PathBuf::from("/srv/data"));
+        assert!(u.perms.read && u.perms.write && u.perms.create && !u.perms.exec);
+        assert!(!u.optional);
+        assert!(Unveil::parse("r?:/etc/ssl").unwrap().optional);
+    }
+
+    #[test]
+    fn bad_specs_say_why() {
+        for (spec, why) in [
+            ("/etc", "no ':'"),
+            ("r:", "empty path"),
+            ("r:etc", "absolute"),
+            (":/etc", "no permissions"),
+            ("rq:/etc", "unknown permission 'q'"),
+            ("rr:/etc", "given twice"),
+        ] {
+            let e = Unveil::parse(spec).unwrap_err().to_string();
+            assert!(e.contains(spec) && e.contains(why), "{spec}: {e}");
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The seccomp-bpf side of the sandbox: promises compiled to filters.
+//!
+//! Two filters are installed; for each system call the kernel runs both
+//! and the most restrictive answer wins (kill > errno > allow):
+//!
+//! 1. a hand-written guard: the architecture must be x86_64 (anything else
+//!    is killed), the x32 ABI (syscall numbers with bit 30 set) is killed,
+//!    and `clone3` answers `ENOSYS` so that the C library falls back to
+//!    `clone`, whose flags a filter can read (clone3's are in memory);
+//! 2. the allowlist compiled by `seccompiler` from the promises: allowed
+//!    calls pass, everything else gets the violation action.
+//!
+//! The guard is written by hand because seccompiler matches exact syscall
+//! numbers and cannot express "every number with bit 30 set".
+
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch, sock_filter};
+
+use super::promises::{self, Context, Promises};
+
+/// What happens when the process makes a call its promises do not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Violation {
+    /// The process is killed (`SIGSYS`); the default, as on OpenBSD.
+    #[default]
+    Kill,
+    /// The call fails with `EPERM` (the `error` promise also selects this).
+    Errno,
+}
+
+/// Error of compiling a filter.
+#[derive(Debug, thiserror::Error)]
+#[error("compiling the seccomp filter failed: {0}")]
+pub struct CompileError(String);
+
+// Classic BPF opcodes (class | size/op | mode) and seccomp constants not
+// exported by seccompiler; see linux/bpf_common.h and linux/seccomp.h.
+/// BPF_LD | BPF_W | BPF_ABS (BPF_LD and BPF_W are 0).
+const LD_W_ABS: u16 = 0x20;
+/// BPF_JMP | BPF_JEQ | BPF_K.
+const JMP_JEQ_K: u16 = 0x05 | 0x10;
+/// BPF_JMP | BPF_JSET | BPF_K.
+const JMP_JSET_K: u16 = 0x05 | 0x40;
+/// BPF_RET | BPF_K.
+const RET_K: u16 = 0x06;
+const OFFSET_NR: u32 = 0;
+const OFFSET_ARCH: u32 = 4;
+const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+const RET_KILL_PROCESS: u32 = 0x8000_0000;
+const RET_ERRNO: u32 = 0x0005_0000;
+const RET_ALLOW: u32 = 0x7fff_0000;
+
+fn stmt(code: u16, k: u32) -> sock_filter {
+    sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
+    sock_filter { code, jt, jf, k }
+}
+
+/// The guard filter (see the module docs).
+pub(crate) fn guard() -> BpfProgram {
+    vec![
+        stmt(LD_W_ABS, OFFSET_ARCH),
+        jump(JMP_JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
+        stmt(RET_K, RET_KILL_PROCESS),
+        stmt(LD_W_ABS, OFFSET_NR),
+        jump(JMP_JSET_K, X32_SYSCALL_BIT, 0, 1),
+        stmt(RET_K, RET_KILL_PROCESS),
+        jump(JMP_JEQ_K, libc::SYS_clone3 as u32, 0, 1),
+        stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32),
+        stmt(RET_K, RET_ALLOW),
+    ]
+}
+
+/// Calls that libraries make on their own and cope with failing, answered
+/// with an error instead of a violation when no promise allows them: glibc's
+/// malloc opens `/proc/sys/vm/overcommit_memory` when a thread's heap
+/// shrinks, time zone code opens `/etc/localtime`, and Rust's panic message
+/// with a backtrace calls `getcwd` and `readlink("/proc/self/exe")`. They
+/// would be refused anyway (Landlock and the allowlist); being killed for
+/// them would make `stdio` alone unusable.
+pub(crate) fn soft_refusals(promises: &Promises) -> Vec<(i64, i32)> {
+    use super::promises::Promise::{Cpath, Rpath, Wpath};
+    let mut v = Vec::new();
+    if ![Rpath, Wpath, Cpath].iter().any(|p| promises.contains(*p)) {
+        for nr in [libc::SYS_openat, libc::SYS_open, libc::SYS_creat] {
+            v.push((nr, libc::EACCES));
+        }
+    }
+    if !promises.contains(Rpath) {
+        for nr in [libc::SYS_getcwd, libc::SYS_readlink, libc::SYS_readlinkat] {
+            v.push((nr, libc::EACCES));
+        }
+    }
+    v
+}
+
+/// The filter answering [`soft_refusals`] with their errors (the allowlist
+/// lets those calls through to it).
+pub(crate) fn soft_filter(refusals: &[(i64, i32)]) -> BpfProgram {
+    let n = refusals.len();
+    let jt = u8::try_from(n).expect("a handful of soft refusals");
+    let mut prog = vec![stmt(LD_W_ABS, OFFSET_NR)];
+    // Check i jumps n ahead: past the remaining checks and "allow", to
+    // its own return.
+    for (nr, _) in refusals {
+        prog.push(jump(JMP_JEQ_K, *nr as u32, jt, 0));
+    }
+    prog.push(stmt(RET_K, RET_ALLOW));
+    for (_, errno) in refusals {
+        prog.push(stmt(RET_K, RET_ERRNO | *errno as u32));
+    }
+    prog
+}
+
+/// Compiles `promises` into the allowlist filter.
+///
+/// # Errors
+///
+/// [`CompileError`] if seccompiler rejects the rules (a bug: they are
+/// fixed in the code).
+pub(crate) fn allowlist(
+    promises: &Promises,
+    violation: Violation,
+    cx: Context,
+) -> Result<BpfProgram, CompileError> {
+    let mut rules = promises::rules(promises, cx);
+    // Answered with an error by the soft filter.
+    for (nr, _) in soft_refusals(promises) {
+        rules.insert(nr, None);
+    }
+    let rules = rules
+        .into_iter()
+        .map(|(nr, r)| (nr, r.unwrap_or_default()))
+        .collect();
+    let mismatch = match violation {
+        Violation::Kill => SeccompAction::KillProcess,
+        Violation::Errno => SeccompAction::Errno(libc::EPERM as u32),
+    };
+    let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)
+        .map_err(|e| CompileError(e.to_string()))?;
+    BpfProgram::try_from(filter).map_err(|e| CompileError(e.to_string()))
+}
+
+/// Installs `filters` on every thread of the process (TSYNC).
+///
+/// # Errors
+///
+/// The kernel's refusal (e.g. without no_new_privs or CAP_SYS_ADMIN).
+pub(crate) fn install(filters: &[BpfProgram]) -> Result<(), seccompiler::Error> {
+    for f in filters {
+        seccompiler::apply_filter_all_threads(f)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,533 @@
+//! The sandbox (pledge + unveil), applied for real. Each case runs in a
+//! fresh single-threaded process of its own (see `support`), since a
+//! sandbox cannot be lifted. Most cases use the `EPERM` violation mode so
+//! that one process can check many refusals; kill mode is checked from the
+//! outside on helper processes.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::time::Duration;
+
+use privfork::sandbox::{Level, Policy, Sandbox, SandboxError, Violation};
+use support::{TempDir, require_root};
+
+fn main() {
+    support::main(
+        &[
+            (
+                "std_runtime_works_under_stdio",
+                std_runtime_works_under_stdio,
+            ),
+            (
+                "tokio_runtime_works_under_stdio",
+                tokio_runtime_works_under_stdio,
+            ),
+            ("status_shows_the_sandbox", status_shows_the_sandbox),
+            ("stdio_withholds_the_rest", stdio_withholds_the_rest),
+            ("clone3_answers_enosys", clone3_answers_enosys),
+            ("kill_mode_kills", kill_mode_kills),
+            (
+                "rpath_reads_only_unveiled_paths",
+                rpath_reads_only_unveiled_paths,
+            ),
+            ("wpath_and_cpath", wpath_and_cpath),
+            ("unveil_escapes_fail", unveil_escapes_fail),
+            ("network_ports", network_ports),
+            ("bad_input_is_named", bad_input_is_named),
+            ("multithreaded_is_refused", multithreaded_is_refused),
+            (
+                "report_is_full_on_this_kernel",
+                report_is_full_on_this_kernel,
+            ),
+        ],
+        &[
+            ("violate_open_for_write", violate_open_for_write),
+            ("violate_exec", violate_exec),
+            ("violate_socket", violate_socket),
+            ("violate_ptrace", violate_ptrace),
+            ("violate_prot_exec", violate_prot_exec),
+            ("violate_x32", violate_x32),
+        ],
+    )
+}
+
+fn errno_sandbox(promises: &str) -> Sandbox {
+    Sandbox::new()
+        .promises(promises)
+        .unwrap()
+        .violation(Violation::Errno)
+}
+
+fn errno_of<T>(r: std::io::Result<T>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+fn std_runtime_works_under_stdio() {
+    let report = Sandbox::new().promises("stdio").unwrap().apply().unwrap();
+    assert_eq!(report.seccomp, Level::Full);
+    // Threads, allocation, HashMap (getrandom), channels, time.
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    let mut m = HashMap::new();
+                    for k in 0..1000 {
+                        m.insert(k, vec![i; 64]);
+                    }
+                    m.len()
+                })
+                .unwrap()
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 1000);
+    }
+    let t = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(t.elapsed() >= Duration::from_millis(5));
+    let _ = std::time::SystemTime::now();
+    let _ = std::thread::available_parallelism().unwrap();
+    // A panic on a thread prints its message and is caught by join.
+    let r = std::thread::spawn(|| panic!("expected panic under stdio")).join();
+    assert!(r.is_err());
+    // Pipes, polling, signals to itself.
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    rustix::io::write(&w, b"x").unwrap();
+    let mut fds = [rustix::event::PollFd::new(&r, rustix::event::PollFlags::IN)];
+    assert_eq!(rustix::event::poll(&mut fds, None).unwrap(), 1);
+    let me = rustix::process::getpid();
+    rustix::process::test_kill_process(me).unwrap();
+    // Writing to stdout still works.
+    println!("std runtime ok");
+}
+
+fn tokio_runtime_works_under_stdio() {
+    Sandbox::new().promises("stdio").unwrap().apply().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sum = rt.block_on(async {
+        let tasks: Vec<_> = (0..8u64)
+            .map(|i| {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    i
+                })
+            })
+            .collect();
+        let mut s = 0;
+        for t in tasks {
+            s += t.await.unwrap();
+        }
+        s
+    });
+    assert_eq!(sum, 28);
+}
+
+fn status_shows_the_sandbox() {
+    require_root();
+    // Open before the sandbox: reading /proc/self/status later needs only
+    // stdio (the fd is already open; the kernel regenerates it per read).
+    let mut f = std::fs::File::open("/proc/self/status").unwrap();
+    Sandbox::new().promises("stdio").unwrap().apply().unwrap();
+    let mut s = String::new();
+    f.read_to_string(&mut s).unwrap();
+    let field = |n: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(n))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(field("Seccomp:"), "2");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    for set in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(field(set), "0000000000000000", "{set}");
+    }
+}
+
+fn stdio_withholds_the_rest() {
+    let dir = TempDir::new("withhold");
+    let file = dir.path().join("f");
+    std::fs::write(&file, "x").unwrap();
+    errno_sandbox("stdio").apply().unwrap();
+    let eperm = Some(libc::EPERM);
+    // Without any path promise, opens fail with EACCES (see refuse_opens).
+    assert_eq!(
+        errno_of(std::fs::File::open(&file)),
+        Some(libc::EACCES),
+        "open needs rpath"
+    );
+    assert_eq!(
+        errno_of(std::net::TcpListener::bind("127.0.0.1:0")),
+        eperm,
+        "socket needs inet"
+    );
+    assert_eq!(
+        errno_of(std::os::unix::net::UnixListener::bind(dir.path().join("s"))),
+        eperm,
+        "socket(AF_UNIX) needs unix"
+    );
+    assert_eq!(
+        errno_of(Command::new("/bin/true").status()),
+        eperm,
+        "exec needs exec"
+    );
+    assert_eq!(errno_of(std::fs::create_dir(dir.path().join("d"))), eperm);
+    // kill only to itself.
+    let init = rustix::process::Pid::from_raw(1).unwrap();
+    assert_eq!(
+        rustix::process::test_kill_process(init),
+        Err(rustix::io::Errno::PERM)
+    );
+    // No executable memory without prot_exec.
+    // SAFETY: an anonymous mapping with no address hint; never used.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_eq!(p, libc::MAP_FAILED);
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), eperm);
+    // Never allowed: ptrace, io_uring, unshare, bpf.
+    for (name, nr) in [
+        ("ptrace", libc::SYS_ptrace),
+        ("io_uring_setup", libc::SYS_io_uring_setup),
+        ("unshare", libc::SYS_unshare),
+        ("bpf", libc::SYS_bpf),
+        ("userfaultfd", libc::SYS_userfaultfd),
+        ("setuid", libc::SYS_setuid),
+    ] {
+        // SAFETY: harmless arguments (zeros); the call is refused anyway.
+        let rc = unsafe { libc::syscall(nr, 0, 0, 0, 0) };
+        assert_eq!(rc, -1, "{name} was not refused");
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            eperm,
+            "{name}"
+        );
+    }
+    // A thread-creating clone is fine, a namespace-creating one is not.
+    // SAFETY: CLONE_NEWUSER with a null stack is refused before it runs.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::CLONE_NEWUSER | libc::SIGCHLD,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    assert_eq!(rc, -1);
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), eperm);
+}
+
+fn clone3_answers_enosys() {
+    Sandbox::new().promises("stdio").unwrap().apply().unwrap();
+    // SAFETY: a null clone_args pointer; the filter answers before use.
+    let rc = unsafe { libc::syscall(libc::SYS_clone3, 0, 0) };
+    assert_eq!(rc, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOSYS)
+    );
+    // Threads still start (glibc falls back to clone).
+    assert_eq!(std::thread::spawn(|| 7).join().unwrap(), 7);
+}
+
+/// Runs helper `name` in a fresh process and returns how it ended.
+fn run_helper(name: &str) -> std::process::ExitStatus {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--privfork-case", name])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+}
+
+fn kill_mode_kills() {
+    use std::os::unix::process::ExitStatusExt;
+    for helper in [
+        "violate_open_for_write",
+        "violate_exec",
+        "violate_socket",
+        "violate_ptrace",
+        "violate_prot_exec",
+        "violate_x32",
+    ] {
+        let st = run_helper(helper);
+        assert_eq!(st.signal(), Some(libc::SIGSYS), "{helper}: {st:?}");
+    }
+}
+
+fn kill_sandbox() {
+    Sandbox::new().promises("stdio").unwrap().apply().unwrap();
+}
+
+fn violate_open_for_write() {
+    // rpath only: an open for writing is a violation.
+    Sandbox::new()
+        .promises("stdio rpath")
+        .unwrap()
+        .apply()
+        .unwrap();
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/etc/hostname");
+}
+
+fn violate_exec() {
+    kill_sandbox();
+    let _ = Command::new("/bin/true").status();
+}
+
+fn violate_socket() {
+    kill_sandbox();
+    let _ = std::net::UdpSocket::bind("127.0.0.1:0");
+}
+
+fn violate_ptrace() {
+    kill_sandbox();
+    // SAFETY: PTRACE_TRACEME with zero arguments; the filter kills first.
+    unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) };
+}
+
+fn violate_prot_exec() {
+    kill_sandbox();
+    // SAFETY: an anonymous mapping with no hint; the filter kills first.
+    unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+}
+
+fn violate_x32() {
+    kill_sandbox();
+    // getpid through the x32 ABI (syscall number with bit 30 set).
+    // SAFETY: no arguments; the filter kills first.
+    unsafe { libc::syscall(0x4000_0000 | libc::SYS_getpid) };
+}
+
+fn rpath_reads_only_unveiled_paths() {
+    let inside = TempDir::new("rpath-in");
+    let outside = TempDir::new("rpath-out");
+    std::fs::write(inside.path().join("a"), "inside").unwrap();
+    std::fs::write(outside.path().join("b"), "outside").unwrap();
+    errno_sandbox("stdio rpath")
+        .unveil(&format!("r:{}", inside.path().display()))
+        .unwrap()
+        .apply()
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(inside.path().join("a")).unwrap(),
+        "inside"
+    );
+    let names: Vec<_> = std::fs::read_dir(inside.path()).unwrap().collect();
+    assert_eq!(names.len(), 1);
+    // Outside the unveiled tree: Landlock says EACCES.
+    assert_eq!(
+        errno_of(std::fs::read(outside.path().join("b"))),
+        Some(libc::EACCES)
+    );
+    assert_eq!(errno_of(std::fs::read("/etc/hostname")), Some(libc::EACCES));
+    // Reading is all: writing needs wpath (seccomp: EPERM).
+    assert_eq!(
+        errno_of(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(inside.path().join("a"))
+        ),
+        Some(libc::EPERM)
+    );
+}
+
+fn wpath_and_cpath() {
+    let dir = TempDir::new("wc");
+    std::fs::write(dir.path().join("a"), "old").unwrap();
+    errno_sandbox("stdio rpath wpath cpath")
+        .unveil(&format!("rwc:{}", dir.path().display()))
+        .unwrap()
+        .apply()
+        .unwrap();
+    std::fs::write(dir.path().join("a"), "new").unwrap();
+    std::fs::write(dir.path().join("b"), "created").unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::rename(dir.path().join("b"), dir.path().join("sub/b")).unwrap();
+    std::fs::remove_file(dir.path().join("sub/b")).unwrap();
+    std::fs::remove_dir(dir.path().join("sub")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("a")).unwrap(),
+        "new"
+    );
+    // Creating outside the tree: Landlock refuses.
+    assert_eq!(
+        errno_of(std::fs::write("/tmp/privfork-escape-test", "x")),
+        Some(libc::EACCES)
+    );
+    // fattr is not promised.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        errno_of(std::fs::set_permissions(
+            dir.path().join("a"),
+            std::fs::Permissions::from_mode(0o644)
+        )),
+        Some(libc::EPERM)
+    );
+}
+
+fn unveil_escapes_fail() {
+    require_root();
+    let data = TempDir::new("esc-data");
+    let secret_dir = TempDir::new("esc-secret");
+    let secret = secret_dir.path().join("secret");
+    std::fs::write(&secret, "secret").unwrap();
+    // Prepared before the sandbox: a symlink and a hard link pointing out,
+    // and a directory fd of the parent of the unveiled tree.
+    std::os::unix::fs::symlink(&secret, data.path().join("sym")).unwrap();
+    let hard_ok = std::fs::hard_link(&secret, data.path().join("hard")).is_ok();
+    let parent = std::fs::File::open(std::env::temp_dir()).unwrap();
+    errno_sandbox("stdio rpath wpath cpath")
+        .unveil(&format!("rwc:{}", data.path().display()))
+        .unwrap()
+        .apply()
+        .unwrap();
+    let dotdot = data
+        .path()
+        .join("..")
+        .join(secret_dir.path().file_name().unwrap())
+        .join("secret");
+    assert_eq!(errno_of(std::fs::read(&dotdot)), Some(libc::EACCES), "..");
+    assert_eq!(
+        errno_of(std::fs::read(data.path().join("sym"))),
+        Some(libc::EACCES),
+        "symlink"
+    );
+    // Creating a hard link to an outside file is refused (a link made
+    // before the sandbox is a path inside the tree, as unveil(2) too sees it).
+    let _ = hard_ok;
+    assert!(
+        std::fs::hard_link(&secret, data.path().join("hard2")).is_err(),
+        "hard link"
+    );
+    // Rename out of the tree.
+    std::fs::write(data.path().join("mine"), "m").unwrap();
+    let r = std::fs::rename(data.path().join("mine"), secret_dir.path().join("moved"));
+    assert!(
+        matches!(errno_of(r), Some(libc::EACCES) | Some(libc::EXDEV)),
+        "rename out"
+    );
+    // openat from a directory fd opened before the sandbox.
+    let rel = std::path::Path::new(secret_dir.path().file_name().unwrap()).join("secret");
+    let r = rustix::fs::openat(
+        parent.as_fd(),
+        &rel,
+        rustix::fs::OFlags::RDONLY,
+        rustix::fs::Mode::empty(),
+    );
+    assert_eq!(
+        r.err(),
+        Some(rustix::io::Errno::ACCESS),
+        "openat from an old dirfd"
+    );
+    // The parent's memory.
+    let ppid = rustix::process::getppid().unwrap().as_raw_nonzero();
+    assert!(std::fs::read(format!("/proc/{ppid}/mem")).is_err());
+}
+
+fn network_ports() {
+    // A port free now, to allow; anything else is refused.
+    let allowed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    errno_sandbox("stdio inet").bind(allowed).apply().unwrap();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", allowed)).unwrap();
+    assert_eq!(
+        errno_of(std::net::TcpListener::bind("127.0.0.1:0")),
+        Some(libc::EACCES),
+        "bind to a port not allowed"
+    );
+    // No connect port allowed: connecting is refused, even to ourselves.
+    assert_eq!(
+        errno_of(std::net::TcpStream::connect(("127.0.0.1", allowed))),
+        Some(libc::EACCES)
+    );
+    drop(listener);
+}
+
+fn bad_input_is_named() {
+    let e = Sandbox::new().promises("stdio bogus").unwrap_err();
+    assert!(e.to_string().contains("bogus"), "{e}");
+    let e = Sandbox::new().unveil("rz:/tmp").unwrap_err();
+    assert!(e.to_string().contains("rz:/tmp"), "{e}");
+    let e = Sandbox::new()
+        .promises("stdio")
+        .unwrap()
+        .unveil("r:/no/such/path/pf")
+        .unwrap()
+        .apply()
+        .unwrap_err();
+    assert!(matches!(e, SandboxError::Unveil(_)), "{e:?}");
+    assert!(e.to_string().contains("/no/such/path/pf"), "{e}");
+    // Optional: skipped, and said so in the report.
+    let report = Sandbox::new()
+        .promises("stdio")
+        .unwrap()
+        .unveil("r?:/no/such/path/pf")
+        .unwrap()
+        .apply()
+        .unwrap();
+    assert_eq!(
+        report.skipped,
+        vec![std::path::PathBuf::from("/no/such/path/pf")]
+    );
+    assert!(report.to_string().contains("/no/such/path/pf"));
+}
+
+fn multithreaded_is_refused() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || rx.recv());
+    let e = Sandbox::new()
+        .promises("stdio")
+        .unwrap()
+        .apply()
+        .unwrap_err();
+    assert!(
+        matches!(e, SandboxError::MultiThreaded { threads: 2 }),
+        "{e:?}"
+    );
+    tx.send(()).unwrap();
+    t.join().unwrap().unwrap();
+}
+
+fn report_is_full_on_this_kernel() {
+    require_root();
+    // Root holds CAP_SETPCAP, and this kernel has Landlock ABI >= 6: every
+    // layer is fully enforced, so Require passes.
+    let report = Sandbox::new()
+        .promises("stdio")
+        .unwrap()
+        .policy(Policy::Require)
+        .apply()
+        .unwrap();
+    assert_eq!(report.overall(), Level::Full, "{report}");
+}
