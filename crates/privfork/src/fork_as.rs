@@ -377,21 +377,17 @@ impl ForkAs {
         // SIGCHLD stays blocked until the child is reaped, so that a SIGCHLD
         // handler of the program cannot reap it first; the caller's mask is
         // restored afterwards, and pending SIGCHLDs then reach the handler.
-        let saved = sys::block_sigchld().map_err(|source| ForkAsError::Spawn {
+        let _mask = sys::block_sigchld().map_err(|source| ForkAsError::Spawn {
             what: "pthread_sigmask",
             source,
         })?;
-        let result = (|| {
-            let mut pending = self.spawn(f)?;
-            loop {
-                if let Some(result) = pending.advance() {
-                    return result;
-                }
-                pending.block()?;
+        let mut pending = self.spawn(f)?;
+        loop {
+            if let Some(result) = pending.advance() {
+                return result;
             }
-        })();
-        sys::restore_sigmask(&saved);
-        result
+            pending.block()?;
+        }
     }
 
     /// Forks the child that runs `f` and returns without waiting for it;
@@ -432,6 +428,11 @@ impl ForkAs {
         // (under the deadline) only when nothing is there yet.
         let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| spawn_err("pipe2", e))?;
+        // Both ends above stderr: if the caller had closed fd 0, 1 or 2, an
+        // end landing there would let the function's output (or stdin)
+        // reach the result pipe.
+        let read_end = above_stderr(read_end)?;
+        let write_end = above_stderr(write_end)?;
         rustix::io::ioctl_fionbio(&read_end, true).map_err(|e| spawn_err("ioctl(FIONBIO)", e))?;
         let inherited = sys::open_fds().map_err(|source| ForkAsError::Spawn {
             what: "listing /proc/self/fd",
@@ -478,6 +479,14 @@ impl ForkAs {
             max_result: self.max_result as u64,
         })
     }
+}
+
+/// `fd` itself if it is above 2, else a CLOEXEC duplicate at 3 or above.
+fn above_stderr(fd: OwnedFd) -> Result<OwnedFd, ForkAsError> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    rustix::io::fcntl_dupfd_cloexec(&fd, 3).map_err(|e| spawn_err("fcntl(F_DUPFD_CLOEXEC)", e))
 }
 
 /// `/dev/null`, opened once (CLOEXEC) and kept: the child points every fd
@@ -871,12 +880,7 @@ impl FrameReader {
                     }
                 },
                 Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::AGAIN) => {
-                    if let Some((_, Payload::Large(v, _), filled)) = &mut self.payload {
-                        v.truncate(*filled);
-                    }
-                    return Ok(None);
-                }
+                Err(rustix::io::Errno::AGAIN) => return Ok(None),
                 Err(e) => return Err(ReadFail::Io(e)),
             }
         }

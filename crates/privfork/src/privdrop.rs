@@ -285,14 +285,13 @@ pub(crate) fn drop_to(
         let keep = rustix::thread::get_keep_capabilities()
             .map_err(|e| early(step(DropStep::ReadCapabilities, e.into())))?;
         use rustix::thread::CapabilitiesSecureBits as Bits;
-        let reason = if !caps.permitted.is_empty() && ![ru, eu, su].contains(&Uid::ROOT) {
-            Some("it holds capabilities without uid 0, which setuid does not clear")
-        } else if keep || bits.intersects(Bits::KEEP_CAPS | Bits::NO_SETUID_FIXUP) {
+        let reason = if keep || bits.intersects(Bits::KEEP_CAPS | Bits::NO_SETUID_FIXUP) {
             Some("KEEP_CAPS or NO_SETUID_FIXUP would keep capabilities across setuid")
-        } else if !caps.inheritable.is_empty() {
-            Some("its inheritable capability set is not empty")
         } else {
-            None
+            // Capability sets are per thread: look at every thread's. (Its
+            // securebits are not visible; a thread that set KEEP_CAPS on
+            // its own is caught by the check after the drop, which aborts.)
+            other_threads_keep_caps().map_err(|e| early(step(DropStep::ReadThreads, e)))?
         };
         if let Some(reason) = reason {
             return Err(early(PrivDropError::ThreadsWouldKeepCapabilities {
@@ -415,6 +414,49 @@ fn verify(target: &Identity, old_gid: Gid) -> Result<(), PrivDropError> {
     Ok(())
 }
 
+/// The `status` files of every thread of the process, by thread id.
+fn thread_statuses() -> io::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let task = task?;
+        match std::fs::read_to_string(task.path().join("status")) {
+            Ok(s) => out.push((task.file_name().to_string_lossy().into_owned(), s)),
+            // The thread exited since the listing.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+fn status_field<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name).map(str::trim))
+        .unwrap_or("")
+}
+
+/// Why some thread would keep capabilities through setuid, if one would:
+/// the kernel's fixup clears permitted/effective/ambient only for threads
+/// with uid 0 among their ids, and never clears inheritable.
+fn other_threads_keep_caps() -> io::Result<Option<&'static str>> {
+    const NONE: &str = "0000000000000000";
+    for (_, st) in thread_statuses()? {
+        let has_root = status_field(&st, "Uid:")
+            .split_whitespace()
+            .any(|u| u == "0");
+        if status_field(&st, "CapPrm:") != NONE && !has_root {
+            return Ok(Some(
+                "a thread holds capabilities without uid 0, which setuid does not clear",
+            ));
+        }
+        if status_field(&st, "CapInh:") != NONE {
+            return Ok(Some("a thread's inheritable capability set is not empty"));
+        }
+    }
+    Ok(None)
+}
+
 /// Checks every thread of the process through `/proc/self/task/*/status`:
 /// the same ids (real, effective, saved, fs), groups, and, for a non-root
 /// target, empty capability sets.
@@ -432,45 +474,41 @@ fn verify_all_threads(target: &Identity) -> Result<(), PrivDropError> {
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(" ");
-    let tasks = std::fs::read_dir("/proc/self/task")
-        .map_err(|e| fail(format!("cannot list /proc/self/task: {e}")))?;
-    for task in tasks {
-        let task = task.map_err(|e| fail(format!("cannot list /proc/self/task: {e}")))?;
-        let path = task.path().join("status");
-        let status = match std::fs::read_to_string(&path) {
-            Ok(s) => s,
-            // The thread exited since the listing: nothing left to check.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(fail(format!("cannot read {}: {e}", path.display()))),
-        };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name).map(str::trim))
-                .unwrap_or("")
-                .to_owned()
-        };
-        let mut checks = vec![
-            ("Uid:", want_uid.clone()),
-            ("Gid:", want_gid.clone()),
-            ("Groups:", want_groups.clone()),
-        ];
-        if u != 0 {
-            for set in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
-                checks.push((set, "0000000000000000".to_owned()));
-            }
-        }
-        for (name, want) in checks {
-            let got = field(name);
-            if got != want {
-                return Err(fail(format!(
-                    "thread {}: {name} is {got:?}, expected {want:?}",
-                    task.file_name().to_string_lossy()
-                )));
-            }
+    let mut checks = vec![
+        ("Uid:", want_uid),
+        ("Gid:", want_gid),
+        ("Groups:", want_groups),
+    ];
+    if u != 0 {
+        for set in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
+            checks.push((set, "0000000000000000".to_owned()));
         }
     }
-    Ok(())
+    // List again until no thread appears that was not checked: a thread
+    // could start another and exit between a listing and its read.
+    let mut checked: Vec<String> = Vec::new();
+    loop {
+        let statuses =
+            thread_statuses().map_err(|e| fail(format!("cannot read /proc/self/task: {e}")))?;
+        let mut new = false;
+        for (tid, status) in &statuses {
+            if !checked.contains(tid) {
+                new = true;
+                checked.push(tid.clone());
+            }
+            for (name, want) in &checks {
+                let got = status_field(status, name);
+                if got != want {
+                    return Err(fail(format!(
+                        "thread {tid}: {name} is {got:?}, expected {want:?}"
+                    )));
+                }
+            }
+        }
+        if !new {
+            return Ok(());
+        }
+    }
 }
 
 /// The form of a [`PrivDropError`] sent from a fork-as child to its parent

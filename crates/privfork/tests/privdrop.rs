@@ -40,6 +40,10 @@ fn main() {
             ("fs_ids_are_reset_and_checked", fs_ids_are_reset_and_checked),
             ("many_supplementary_groups", many_supplementary_groups),
             (
+                "another_threads_caps_are_seen_before_the_drop",
+                another_threads_caps_are_seen_before_the_drop,
+            ),
+            (
                 "threads_that_would_keep_caps_are_refused",
                 threads_that_would_keep_caps_are_refused,
             ),
@@ -372,4 +376,29 @@ fn many_supplementary_groups() {
     drop_privileges(&id, &DropOptions::new()).unwrap();
     assert_is(&id);
     assert_no_caps();
+}
+
+fn another_threads_caps_are_seen_before_the_drop() {
+    require_root();
+    // Capability sets are per thread: a thread that raised its own
+    // inheritable set (which setuid never clears) must make the drop refuse
+    // up front, with nothing changed — not abort after the fact.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let mut caps = rustix::thread::capabilities(None).unwrap();
+        caps.inheritable |= rustix::thread::CapabilitySet::NET_BIND_SERVICE;
+        rustix::thread::set_capabilities(None, caps).unwrap();
+        ready_tx.send(()).unwrap();
+        let _ = stop_rx.recv();
+    });
+    ready_rx.recv().unwrap();
+    let err = drop_privileges(&nobody(), &DropOptions::new()).unwrap_err();
+    assert!(
+        matches!(err, PrivDropError::ThreadsWouldKeepCapabilities { .. }),
+        "{err:?}"
+    );
+    assert_eq!(status_field("Uid"), "0\t0\t0\t0");
+    stop_tx.send(()).unwrap();
+    t.join().unwrap();
 }

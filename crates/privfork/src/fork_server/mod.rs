@@ -366,7 +366,7 @@ impl ForkServerBuilder {
                 sys::exit_immediately(code)
             }
             Err(e) => {
-                sys::restore_sigmask(&saved);
+                drop(saved);
                 return Err(match e {
                     ForkError::MultiThreaded(threads) => ForkServerError::MultiThreaded { threads },
                     ForkError::CountThreads(source) => ForkServerError::Spawn {
@@ -382,7 +382,7 @@ impl ForkServerBuilder {
         };
         drop(server_end);
         let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty());
-        sys::restore_sigmask(&saved);
+        drop(saved);
         let pidfd = match pidfd {
             Ok(fd) => fd,
             Err(e) => {
@@ -520,7 +520,7 @@ impl ForkServer {
         });
         // The server answers by its own deadline; this one only guards
         // against a server that stopped answering altogether.
-        let wait = timeout.min(self.timeout) + ANSWER_MARGIN;
+        let wait = timeout.min(self.timeout).saturating_add(ANSWER_MARGIN);
         let reply = match self.client().call_timeout(&req, Vec::new(), wait) {
             Err(CallError::TimedOut) => return Err(ForkServerError::NoAnswer { waited: wait }),
             other => other?,

@@ -234,6 +234,17 @@ impl<Tx: Message> Sender<Tx> {
         Ok(())
     }
 
+    /// Takes back the last queued message if none of it was written yet.
+    pub(crate) fn withdraw_last_if_unsent(&mut self) -> bool {
+        self.core.withdraw_last_if_unsent()
+    }
+
+    /// Closes the channel for sending (and shuts the socket down).
+    pub(crate) fn close(&mut self, reason: &str) {
+        let sock = Arc::clone(&self.sock);
+        self.core.close(sock.as_fd(), reason);
+    }
+
     /// Writes as much queued output as the socket takes without blocking;
     /// returns true when nothing is left queued.
     ///

@@ -147,7 +147,10 @@ impl<Tx: Message, Rx: Message> Client<Tx, Rx> {
     }
 
     /// Queues the request and writes it, waiting for the socket at most
-    /// until `deadline`.
+    /// until `deadline`. While it waits to write, it also reads replies if
+    /// no other thread does: a peer that answers before it reads more
+    /// requests (the fork server does) would otherwise wait for us while we
+    /// wait for it.
     fn send_until(
         &self,
         id: u64,
@@ -155,19 +158,94 @@ impl<Tx: Message, Rx: Message> Client<Tx, Rx> {
         fds: Vec<OwnedFd>,
         deadline: Option<Instant>,
     ) -> Result<(), CallError> {
-        let Some(deadline) = deadline else {
-            return Ok(lock(&self.tx).send_with(id, msg, fds)?);
-        };
-        let mut tx = lock(&self.tx);
+        let mut tx = self.lock_tx_until(deadline)?;
         tx.queue(id, msg, fds)?;
-        while !tx.try_flush()? {
-            if !wait_until(tx.as_fd(), PollFlags::OUT, deadline)
-                .map_err(|source| CallError::Send(SendError::Io { source }))?
-            {
+        loop {
+            if tx.try_flush()? {
+                return Ok(());
+            }
+            let reading = {
+                let mut st = lock(&self.shared);
+                !std::mem::replace(&mut st.reader_busy, true)
+            };
+            let flags = if reading {
+                PollFlags::IN | PollFlags::OUT
+            } else {
+                PollFlags::OUT
+            };
+            let waited = wait_until(tx.as_fd(), flags, deadline);
+            if reading {
+                let drained = self.drain_replies();
+                let mut st = lock(&self.shared);
+                st.reader_busy = false;
+                if let Err(e) = &drained {
+                    st.closed = Some(error_chain(e));
+                }
+                drop(st);
+                self.wake.notify_all();
+                drained?;
+            }
+            let ready = waited.map_err(|source| CallError::Send(SendError::Io { source }))?;
+            if !ready {
+                // Out of time. A request none of which went out is taken
+                // back (it will never run); one cut in the middle leaves
+                // the stream unrepairable, so the channel is closed.
+                if !tx.withdraw_last_if_unsent() {
+                    tx.close("a request timed out half-written");
+                    lock(&self.shared).closed = Some("a request timed out half-written".to_owned());
+                    self.wake.notify_all();
+                    return Err(CallError::Closed {
+                        reason: "a request timed out half-written".to_owned(),
+                    });
+                }
                 return Err(CallError::TimedOut);
             }
         }
-        Ok(())
+    }
+
+    /// Takes the send lock, waiting at most until `deadline`.
+    fn lock_tx_until(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<MutexGuard<'_, Sender<Tx>>, CallError> {
+        let Some(deadline) = deadline else {
+            return Ok(lock(&self.tx));
+        };
+        loop {
+            match self.tx.try_lock() {
+                Ok(g) => return Ok(g),
+                Err(std::sync::TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    if Instant::now() >= deadline {
+                        return Err(CallError::TimedOut);
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+    }
+
+    /// Reads every reply already available without blocking and files it:
+    /// parked for its caller, or dropped if its call timed out.
+    fn drain_replies(&self) -> Result<(), CallError> {
+        let mut rx = lock(&self.rx);
+        loop {
+            let Some(r) = rx.try_recv().map_err(CallError::Recv)? else {
+                return Ok(());
+            };
+            let mut st = lock(&self.shared);
+            if st.outstanding.remove(&r.request_id) {
+                st.parked.insert(r.request_id, r);
+            } else if !st.abandoned.remove(&r.request_id) {
+                let e = CallError::UnexpectedReply {
+                    request_id: r.request_id,
+                };
+                drop(st);
+                drop(rx);
+                self.close_socket();
+                return Err(e);
+            }
+        }
     }
 
     fn wait_reply(&self, id: u64, deadline: Option<Instant>) -> Result<Received<Rx>, CallError> {
@@ -260,7 +338,7 @@ impl<Tx: Message, Rx: Message> Client<Tx, Rx> {
             if let Some(r) = rx.try_recv()? {
                 return Ok(Some(r));
             }
-            match wait_until(rx.as_fd(), PollFlags::IN, deadline) {
+            match wait_until(rx.as_fd(), PollFlags::IN, Some(deadline)) {
                 Ok(true) => {}
                 Ok(false) => return Ok(None),
                 Err(source) => return Err(RecvError::Io { source }),
@@ -286,19 +364,29 @@ impl<Tx: Message, Rx: Message> From<Channel<Tx, Rx>> for Client<Tx, Rx> {
     }
 }
 
-/// Polls `sock` for `flags` until `deadline`; `Ok(false)` when it passed.
-fn wait_until(sock: BorrowedFd<'_>, flags: PollFlags, deadline: Instant) -> std::io::Result<bool> {
+/// Polls `sock` for `flags` until `deadline` (if any); `Ok(false)` when it
+/// passed.
+fn wait_until(
+    sock: BorrowedFd<'_>,
+    flags: PollFlags,
+    deadline: Option<Instant>,
+) -> std::io::Result<bool> {
     let mut fds = [PollFd::new(&sock, flags)];
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(false);
-        }
-        let ts = Timespec::try_from(left).unwrap_or(Timespec {
-            tv_sec: i64::MAX,
-            tv_nsec: 0,
-        });
-        match rustix::event::poll(&mut fds, Some(&ts)) {
+        let ts = match deadline {
+            None => None,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(false);
+                }
+                Some(Timespec::try_from(left).unwrap_or(Timespec {
+                    tv_sec: i64::MAX,
+                    tv_nsec: 0,
+                }))
+            }
+        };
+        match rustix::event::poll(&mut fds, ts.as_ref()) {
             Ok(0) | Err(rustix::io::Errno::INTR) => {}
             Ok(_) => return Ok(true),
             Err(e) => return Err(e.into()),

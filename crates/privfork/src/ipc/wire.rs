@@ -311,6 +311,28 @@ impl<Tx: Message> WriteCore<Tx> {
         self.queue.is_empty()
     }
 
+    /// Takes back the last queued frame if none of it was written yet;
+    /// `false` if part of it is already out (or nothing is queued).
+    pub(crate) fn withdraw_last_if_unsent(&mut self) -> bool {
+        match self.queue.back() {
+            Some(f) if f.written == 0 => {
+                self.queue.pop_back();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Closes the sending side: a frame was cut in the middle and the
+    /// stream cannot be repaired.
+    pub(crate) fn close(&mut self, sock: BorrowedFd<'_>, reason: &str) {
+        if self.closed.is_none() {
+            self.closed = Some(reason.to_owned());
+        }
+        self.queue.clear();
+        shutdown(sock);
+    }
+
     /// One `sendmsg` of as much queued output as the rules allow: a frame
     /// with fds goes alone, so its fds travel with its first byte and no
     /// other frame begins in the same segment.

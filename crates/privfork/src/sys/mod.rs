@@ -11,11 +11,12 @@
 //!   [`ChildToken`], a non-`Send` zero-sized proof that the code holding it
 //!   runs in a single-threaded child forked by this module.
 //! - Functions that are only sound in such a child (clearing the environment,
-//!   closing every other fd) take `&ChildToken`.
-//! - Credential calls go through the C library's `setgroups`/`setresgid`/
-//!   `setresuid`, which glibc applies to every thread of the process (the
-//!   raw syscalls act on the calling thread only), so a privilege drop is
-//!   never per-thread by accident.
+//!   pointing inherited fds at /dev/null, clearing the signal mask, raw
+//!   per-thread credential calls) take `&ChildToken`.
+//! - Credential calls for a process that may have threads go through the C
+//!   library's `setgroups`/`setresgid`/`setresuid`, which glibc applies to
+//!   every thread (the raw syscalls act on the calling thread only); the
+//!   raw calls are used only with a `ChildToken` ([`Threads::Only`]).
 //! - User and group database look-ups use the re-entrant `*_r` calls with
 //!   buffers owned by Rust, grown on `ERANGE`.
 #![allow(unsafe_code)]
@@ -257,13 +258,14 @@ pub(crate) fn null_fds(
         if fd == null || keep.contains(&fd) {
             return Ok(());
         }
-        // SAFETY: dup2 takes two integers. It atomically makes `fd` refer to
-        // /dev/null: an fd number owned by a Rust value stays open (now on
-        // /dev/null), so no owner ever sees its number closed or reused.
-        // The token proves no other thread can race on the fd table. The
-        // raw syscall keeps the child from faulting in the C library's
-        // wrapper.
-        let rc = unsafe { libc::syscall(libc::SYS_dup2, null, fd) };
+        // SAFETY: dup3 takes three integers. It atomically makes `fd` refer
+        // to /dev/null (fd != null was checked, as dup3 requires): an fd
+        // number owned by a Rust value stays open (now on /dev/null), so no
+        // owner ever sees its number closed or reused. The token proves no
+        // other thread can race on the fd table. The raw syscall (dup3:
+        // dup2 does not exist on every architecture) keeps the child from
+        // faulting in the C library's wrapper.
+        let rc = unsafe { libc::syscall(libc::SYS_dup3, null, fd, 0) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -281,8 +283,15 @@ pub(crate) fn null_fds(
     Ok(())
 }
 
-/// The signal mask a caller had before [`block_sigchld`].
+/// The signal mask a caller had before [`block_sigchld`]; restored when
+/// dropped (also if the caller unwinds).
 pub(crate) struct SavedMask(libc::sigset_t);
+
+impl Drop for SavedMask {
+    fn drop(&mut self) {
+        restore_sigmask(self);
+    }
+}
 
 /// Blocks SIGCHLD on the calling thread and returns the previous mask.
 ///
@@ -321,7 +330,7 @@ pub(crate) fn clear_sigmask(_child: &ChildToken) {
     let empty: u64 = 0;
     // SAFETY: the pointer is to a live 8-byte local, the size passed; the
     // old-mask pointer is null. The token proves the process has one
-    // thread, whose mask this is (glibc's wrapper would only add its
+    // thread, whose mask this is (glibc's wrapper would only filter out its
     // reserved signals, which an empty mask does not block anyway).
     let rc = unsafe {
         libc::syscall(
