@@ -1,9 +1,14 @@
 //! The `privfork` command.
 //!
-//! `privfork id USER [--group GROUP]` prints the identity a privilege drop
-//! or fork-as to USER would take: uid, primary gid and supplementary groups,
-//! resolved exactly as the library resolves them. `privfork run` (a
-//! sandboxed exec) and `privfork serve` (a supervisor) come later.
+//! - `privfork run [-u USER] [-g GROUP] [-p PROMISES] [-v PERM:PATH]...
+//!   [--bind PORT]... [--connect PORT]... [--mode kill|errno|log] -- CMD
+//!   [ARGS...]` runs CMD as USER under pledge-style promises and unveiled
+//!   paths; CMD cannot execute anything further unless `exec` is promised.
+//!   Exit status: CMD's own, or 128 + the signal that killed it; privfork's
+//!   own failures use 121–127 (see `privfork run --help`).
+//! - `privfork id USER [--group GROUP]` prints the identity a privilege drop
+//!   or fork-as to USER would take: uid, primary gid and supplementary
+//!   groups, resolved exactly as the library resolves them.
 
 use std::process::ExitCode;
 
@@ -18,8 +23,52 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    /// Kill the program on a refused call (SIGSYS).
+    Kill,
+    /// Fail the refused call with EPERM.
+    Errno,
+    /// Report each refused call and the promise that would allow it, then
+    /// fail it with EPERM.
+    Log,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a program as a user under promises and unveiled paths.
+    ///
+    /// Exit status: the program's own, or 128 + the signal that killed it.
+    /// privfork's own failures: 121 bad promise, 122 bad unveil spec or
+    /// missing path, 123 unknown user or group, 124 privilege drop failed,
+    /// 125 sandbox failed, 126 program not executable, 127 not found.
+    Run {
+        /// Run as this user (name or uid).
+        #[arg(short, long)]
+        user: Option<String>,
+        /// Run with this group (name or gid) as the only group.
+        #[arg(short, long)]
+        group: Option<String>,
+        /// Promises, as pledge(2) names them ("stdio rpath inet").
+        #[arg(short, long, default_value = "stdio")]
+        promises: String,
+        /// Unveil PATH with PERMS from rwxc, e.g. r:/etc or rwc:/srv/data
+        /// (a '?' after PERMS skips a missing path).
+        #[arg(short = 'v', long = "unveil", value_name = "PERMS:PATH")]
+        unveil: Vec<String>,
+        /// Allow binding this TCP port.
+        #[arg(long, value_name = "PORT")]
+        bind: Vec<u16>,
+        /// Allow connecting to this TCP port.
+        #[arg(long, value_name = "PORT")]
+        connect: Vec<u16>,
+        /// What a refused system call does.
+        #[arg(long, value_enum, default_value = "kill")]
+        mode: Mode,
+        /// The program and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Print the identity (uid, gid, groups) that dropping to USER gives.
     Id {
         /// A user name or numeric uid.
@@ -34,6 +83,38 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run {
+            user,
+            group,
+            promises,
+            unveil,
+            bind,
+            connect,
+            mode,
+            command,
+        } => {
+            let opts = privfork::sandbox::run::RunOptions {
+                user,
+                group,
+                promises,
+                unveil,
+                bind,
+                connect,
+                violation: match mode {
+                    Mode::Kill => privfork::sandbox::Violation::Kill,
+                    Mode::Errno => privfork::sandbox::Violation::Errno,
+                    Mode::Log => privfork::sandbox::Violation::Log,
+                },
+                command,
+            };
+            match privfork::sandbox::run::run(&opts) {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+                Err(e) => {
+                    eprintln!("privfork: {e}");
+                    ExitCode::from(u8::try_from(e.code).unwrap_or(255))
+                }
+            }
+        }
         Command::Id { user, group } => {
             let id = match &group {
                 Some(g) => Identity::user_group(&user, g),

@@ -34,11 +34,14 @@
 //! short of full is an error (the steps already taken stay taken: the
 //! process should then exit).
 
+pub mod exec_once;
 pub mod landlock;
 pub mod promises;
+pub mod run;
 pub mod seccomp;
 
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use rustix::thread::{CapabilitySet, CapabilitySets};
@@ -175,6 +178,7 @@ pub struct Sandbox {
     connect: Vec<u16>,
     violation: Option<Violation>,
     policy: Policy,
+    loader: bool,
 }
 
 impl Sandbox {
@@ -240,6 +244,15 @@ impl Sandbox {
         &self.promises
     }
 
+    /// Lets a program about to be executed start: read-only opens (Landlock
+    /// decides which files) and executable mappings of files, which the
+    /// dynamic loader needs before the program's `main`. For
+    /// [`Sandbox::apply_exec_once`].
+    pub fn for_exec_loader(mut self) -> Self {
+        self.loader = true;
+        self
+    }
+
     /// Applies the sandbox to the calling process (see the module docs for
     /// the order). Irreversible.
     ///
@@ -248,6 +261,40 @@ impl Sandbox {
     /// [`SandboxError::MultiThreaded`], bad input (before anything is
     /// restricted), a failed step, or [`SandboxError::NotFullyEnforced`].
     pub fn apply(&self) -> Result<Report, SandboxError> {
+        if self.violation == Some(Violation::Log) {
+            return Err(SandboxError::Step {
+                step: "choosing the violation mode",
+                source: std::io::Error::other(
+                    "log mode needs a supervisor: use apply_exec_once (privfork run --mode log)",
+                ),
+            });
+        }
+        self.apply_inner(false).map(|(r, _)| r)
+    }
+
+    /// Applies the sandbox for a process about to execute a program, and
+    /// returns a seccomp listener through which a supervisor (another
+    /// process) lets exactly one `execve` through — that program's — and
+    /// refuses every later one (see [`exec_once::supervise`]). Without the
+    /// `exec` promise that is the only exec the program gets: Linux can only
+    /// narrow permissions at exec, never reapply them after it.
+    ///
+    /// In [`Violation::Log`] mode the same listener also receives every
+    /// refused call, for the supervisor to report.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sandbox::apply`].
+    pub fn apply_exec_once(&self) -> Result<(Report, OwnedFd), SandboxError> {
+        let (report, listener) = self.apply_inner(true)?;
+        let listener = listener.ok_or_else(|| SandboxError::Step {
+            step: "seccomp listener",
+            source: std::io::Error::other("no listener was created"),
+        })?;
+        Ok((report, listener))
+    }
+
+    fn apply_inner(&self, exec_once: bool) -> Result<(Report, Option<OwnedFd>), SandboxError> {
         let step = |step: &'static str| {
             move |e: rustix::io::Errno| SandboxError::Step {
                 step,
@@ -280,11 +327,26 @@ impl Sandbox {
         // The allowlist goes in last: once it is installed, installing
         // another filter is itself refused.
         let mut filters = vec![seccomp::guard()];
-        let soft = seccomp::soft_refusals(&self.promises);
+        let soft = seccomp::soft_refusals(&self.promises, self.loader);
         if !soft.is_empty() {
             filters.push(seccomp::soft_filter(&soft));
         }
-        filters.push(seccomp::allowlist(&self.promises, violation, cx)?);
+        let log = violation == Violation::Log;
+        let exec_promised = self.promises.contains(Promise::Exec);
+        // Exec goes to the supervisor: through its own filter, or (log
+        // mode) as a refused call of the allowlist.
+        let exec_filter = (exec_once && !exec_promised && !log).then(seccomp::exec_to_supervisor);
+        let loader = self.loader;
+        let allowlist = seccomp::allowlist(&self.promises, violation, cx, loader, &|rules| {
+            if loader {
+                promises::add_loader(rules);
+            }
+            if exec_once && !exec_promised && !log {
+                for nr in [libc::SYS_execve, libc::SYS_execveat] {
+                    rules.insert(nr, None);
+                }
+            }
+        })?;
         // 3. No core dumps.
         rustix::process::setrlimit(
             rustix::process::Resource::Core,
@@ -305,10 +367,27 @@ impl Sandbox {
         let skipped = prepared.skipped.clone();
         let landlock = landlock::enforce(prepared)?;
         // 8. seccomp, last, on every thread.
-        seccomp::install(&filters).map_err(|e| SandboxError::Step {
+        let seccomp_err = |e: seccompiler::Error| SandboxError::Step {
             step: "seccomp(SECCOMP_SET_MODE_FILTER)",
             source: std::io::Error::other(e.to_string()),
-        })?;
+        };
+        let listener_err = |source| SandboxError::Step {
+            step: "seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER)",
+            source,
+        };
+        seccomp::install(&filters).map_err(seccomp_err)?;
+        // A listener filter cannot use TSYNC; the process is single-threaded
+        // (checked in step 1), so per-thread is the whole process.
+        let mut listener = None;
+        if let Some(f) = exec_filter {
+            listener = Some(crate::sys::install_filter_with_listener(&f).map_err(listener_err)?);
+        }
+        if log && exec_once {
+            listener =
+                Some(crate::sys::install_filter_with_listener(&allowlist).map_err(listener_err)?);
+        } else {
+            seccomp::install(std::slice::from_ref(&allowlist)).map_err(seccomp_err)?;
+        }
         let report = Report {
             rlimits: Level::Full,
             not_dumpable: Level::Full,
@@ -321,7 +400,7 @@ impl Sandbox {
         if self.policy == Policy::Require && report.overall() != Level::Full {
             return Err(SandboxError::NotFullyEnforced { report });
         }
-        Ok(report)
+        Ok((report, listener))
     }
 }
 

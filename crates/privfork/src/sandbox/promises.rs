@@ -257,6 +257,11 @@ const CLONE_FORBIDDEN: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_PTRACE
     | libc::CLONE_UNTRACED) as u64;
 
+// From asm/prctl.h (not in the libc crate for every target).
+const ARCH_SET_FS_: i64 = 0x1002;
+const ARCH_GET_FS_: i64 = 0x1003;
+const ARCH_GET_GS_: i64 = 0x1004;
+
 /// Adds the calls `p` allows to `r`.
 pub(crate) fn add(r: &mut Rules, p: Promise, cx: Context) {
     use libc::*;
@@ -447,6 +452,12 @@ pub(crate) fn add(r: &mut Rules, p: Promise, cx: Context) {
                     cond(0, Len::Qword, Op::MaskedEq(thread), thread),
                     cond(0, Len::Qword, Op::MaskedEq(CLONE_FORBIDDEN), 0),
                 ])],
+            );
+            // The C library's start-up sets the thread pointer (TLS).
+            allow_if(
+                r,
+                SYS_arch_prctl,
+                one_of(0, &[ARCH_SET_FS_, ARCH_GET_FS_, ARCH_GET_GS_]),
             );
             // socketpair only for Unix-domain pairs.
             allow_if(
@@ -650,6 +661,26 @@ pub(crate) fn add(r: &mut Rules, p: Promise, cx: Context) {
     }
 }
 
+/// What a program started by `privfork run` needs before its `main`: the
+/// dynamic loader opens its libraries read-only and maps them executable.
+/// Read-only opens are allowed (Landlock limits which files), and `mmap`
+/// with `PROT_EXEC` of a file (never of anonymous memory, never through
+/// `mprotect`).
+pub(crate) fn add_loader(r: &mut Rules) {
+    use libc::*;
+    let mask = (O_ACCMODE | O_CREAT | O_TRUNC | (O_TMPFILE & !O_DIRECTORY)) as i64;
+    allow_if(
+        r,
+        SYS_openat,
+        vec![rule(vec![int_masked(2, mask, O_RDONLY as i64)])],
+    );
+    allow_if(
+        r,
+        SYS_mmap,
+        vec![rule(vec![int_masked(3, MAP_ANONYMOUS as i64, 0)])],
+    );
+}
+
 /// The rules of `promises` together.
 pub(crate) fn rules(promises: &Promises, cx: Context) -> Rules {
     let mut r = Rules::new();
@@ -657,6 +688,259 @@ pub(crate) fn rules(promises: &Promises, cx: Context) -> Rules {
         add(&mut r, p, cx);
     }
     r
+}
+
+/// The name of syscall `nr` (x86_64), for messages; `None` for numbers the
+/// promises do not mention.
+pub fn syscall_name(nr: i64) -> Option<&'static str> {
+    Some(match nr {
+        libc::SYS_accept => "accept",
+        libc::SYS_accept4 => "accept4",
+        libc::SYS_access => "access",
+        libc::SYS_add_key => "add_key",
+        libc::SYS_alarm => "alarm",
+        libc::SYS_arch_prctl => "arch_prctl",
+        libc::SYS_bind => "bind",
+        libc::SYS_bpf => "bpf",
+        libc::SYS_brk => "brk",
+        libc::SYS_chdir => "chdir",
+        libc::SYS_chmod => "chmod",
+        libc::SYS_chown => "chown",
+        libc::SYS_chroot => "chroot",
+        libc::SYS_clock_getres => "clock_getres",
+        libc::SYS_clock_gettime => "clock_gettime",
+        libc::SYS_clock_nanosleep => "clock_nanosleep",
+        libc::SYS_clone => "clone",
+        libc::SYS_clone3 => "clone3",
+        libc::SYS_close => "close",
+        libc::SYS_close_range => "close_range",
+        libc::SYS_connect => "connect",
+        libc::SYS_creat => "creat",
+        libc::SYS_delete_module => "delete_module",
+        libc::SYS_dup => "dup",
+        libc::SYS_dup2 => "dup2",
+        libc::SYS_dup3 => "dup3",
+        libc::SYS_epoll_create => "epoll_create",
+        libc::SYS_epoll_create1 => "epoll_create1",
+        libc::SYS_epoll_ctl => "epoll_ctl",
+        libc::SYS_epoll_pwait => "epoll_pwait",
+        libc::SYS_epoll_pwait2 => "epoll_pwait2",
+        libc::SYS_epoll_wait => "epoll_wait",
+        libc::SYS_eventfd => "eventfd",
+        libc::SYS_eventfd2 => "eventfd2",
+        libc::SYS_execve => "execve",
+        libc::SYS_execveat => "execveat",
+        libc::SYS_exit => "exit",
+        libc::SYS_exit_group => "exit_group",
+        libc::SYS_faccessat => "faccessat",
+        libc::SYS_faccessat2 => "faccessat2",
+        libc::SYS_fadvise64 => "fadvise64",
+        libc::SYS_fchdir => "fchdir",
+        libc::SYS_fchmod => "fchmod",
+        libc::SYS_fchmodat => "fchmodat",
+        libc::SYS_fchmodat2 => "fchmodat2",
+        libc::SYS_fchown => "fchown",
+        libc::SYS_fchownat => "fchownat",
+        libc::SYS_fcntl => "fcntl",
+        libc::SYS_fdatasync => "fdatasync",
+        libc::SYS_finit_module => "finit_module",
+        libc::SYS_flock => "flock",
+        libc::SYS_fork => "fork",
+        libc::SYS_fsmount => "fsmount",
+        libc::SYS_fsopen => "fsopen",
+        libc::SYS_fstat => "fstat",
+        libc::SYS_fstatfs => "fstatfs",
+        libc::SYS_fsync => "fsync",
+        libc::SYS_ftruncate => "ftruncate",
+        libc::SYS_futex => "futex",
+        libc::SYS_futex_waitv => "futex_waitv",
+        libc::SYS_futimesat => "futimesat",
+        libc::SYS_get_robust_list => "get_robust_list",
+        libc::SYS_getcpu => "getcpu",
+        libc::SYS_getcwd => "getcwd",
+        libc::SYS_getdents64 => "getdents64",
+        libc::SYS_getegid => "getegid",
+        libc::SYS_geteuid => "geteuid",
+        libc::SYS_getgid => "getgid",
+        libc::SYS_getgroups => "getgroups",
+        libc::SYS_getitimer => "getitimer",
+        libc::SYS_getpeername => "getpeername",
+        libc::SYS_getpgid => "getpgid",
+        libc::SYS_getpgrp => "getpgrp",
+        libc::SYS_getpid => "getpid",
+        libc::SYS_getppid => "getppid",
+        libc::SYS_getpriority => "getpriority",
+        libc::SYS_getrandom => "getrandom",
+        libc::SYS_getresgid => "getresgid",
+        libc::SYS_getresuid => "getresuid",
+        libc::SYS_getrlimit => "getrlimit",
+        libc::SYS_getrusage => "getrusage",
+        libc::SYS_getsid => "getsid",
+        libc::SYS_getsockname => "getsockname",
+        libc::SYS_getsockopt => "getsockopt",
+        libc::SYS_gettid => "gettid",
+        libc::SYS_gettimeofday => "gettimeofday",
+        libc::SYS_getuid => "getuid",
+        libc::SYS_init_module => "init_module",
+        libc::SYS_io_uring_enter => "io_uring_enter",
+        libc::SYS_io_uring_register => "io_uring_register",
+        libc::SYS_io_uring_setup => "io_uring_setup",
+        libc::SYS_ioctl => "ioctl",
+        libc::SYS_kexec_file_load => "kexec_file_load",
+        libc::SYS_kexec_load => "kexec_load",
+        libc::SYS_keyctl => "keyctl",
+        libc::SYS_kill => "kill",
+        libc::SYS_landlock_add_rule => "landlock_add_rule",
+        libc::SYS_landlock_create_ruleset => "landlock_create_ruleset",
+        libc::SYS_landlock_restrict_self => "landlock_restrict_self",
+        libc::SYS_lchown => "lchown",
+        libc::SYS_link => "link",
+        libc::SYS_linkat => "linkat",
+        libc::SYS_listen => "listen",
+        libc::SYS_lseek => "lseek",
+        libc::SYS_lstat => "lstat",
+        libc::SYS_madvise => "madvise",
+        libc::SYS_membarrier => "membarrier",
+        libc::SYS_mincore => "mincore",
+        libc::SYS_mkdir => "mkdir",
+        libc::SYS_mkdirat => "mkdirat",
+        libc::SYS_mknod => "mknod",
+        libc::SYS_mknodat => "mknodat",
+        libc::SYS_mmap => "mmap",
+        libc::SYS_mount => "mount",
+        libc::SYS_move_mount => "move_mount",
+        libc::SYS_mprotect => "mprotect",
+        libc::SYS_mremap => "mremap",
+        libc::SYS_msync => "msync",
+        libc::SYS_munmap => "munmap",
+        libc::SYS_name_to_handle_at => "name_to_handle_at",
+        libc::SYS_nanosleep => "nanosleep",
+        libc::SYS_newfstatat => "newfstatat",
+        libc::SYS_open => "open",
+        libc::SYS_open_by_handle_at => "open_by_handle_at",
+        libc::SYS_open_tree => "open_tree",
+        libc::SYS_openat => "openat",
+        libc::SYS_openat2 => "openat2",
+        libc::SYS_pause => "pause",
+        libc::SYS_perf_event_open => "perf_event_open",
+        libc::SYS_personality => "personality",
+        libc::SYS_pidfd_getfd => "pidfd_getfd",
+        libc::SYS_pidfd_open => "pidfd_open",
+        libc::SYS_pidfd_send_signal => "pidfd_send_signal",
+        libc::SYS_pipe => "pipe",
+        libc::SYS_pipe2 => "pipe2",
+        libc::SYS_pivot_root => "pivot_root",
+        libc::SYS_pkey_mprotect => "pkey_mprotect",
+        libc::SYS_poll => "poll",
+        libc::SYS_ppoll => "ppoll",
+        libc::SYS_prctl => "prctl",
+        libc::SYS_pread64 => "pread64",
+        libc::SYS_preadv => "preadv",
+        libc::SYS_preadv2 => "preadv2",
+        libc::SYS_prlimit64 => "prlimit64",
+        libc::SYS_process_vm_readv => "process_vm_readv",
+        libc::SYS_process_vm_writev => "process_vm_writev",
+        libc::SYS_pselect6 => "pselect6",
+        libc::SYS_ptrace => "ptrace",
+        libc::SYS_pwrite64 => "pwrite64",
+        libc::SYS_pwritev => "pwritev",
+        libc::SYS_pwritev2 => "pwritev2",
+        libc::SYS_read => "read",
+        libc::SYS_readlink => "readlink",
+        libc::SYS_readlinkat => "readlinkat",
+        libc::SYS_readv => "readv",
+        libc::SYS_reboot => "reboot",
+        libc::SYS_recvfrom => "recvfrom",
+        libc::SYS_recvmmsg => "recvmmsg",
+        libc::SYS_recvmsg => "recvmsg",
+        libc::SYS_rename => "rename",
+        libc::SYS_renameat => "renameat",
+        libc::SYS_renameat2 => "renameat2",
+        libc::SYS_request_key => "request_key",
+        libc::SYS_restart_syscall => "restart_syscall",
+        libc::SYS_rmdir => "rmdir",
+        libc::SYS_rseq => "rseq",
+        libc::SYS_rt_sigaction => "rt_sigaction",
+        libc::SYS_rt_sigpending => "rt_sigpending",
+        libc::SYS_rt_sigprocmask => "rt_sigprocmask",
+        libc::SYS_rt_sigreturn => "rt_sigreturn",
+        libc::SYS_rt_sigsuspend => "rt_sigsuspend",
+        libc::SYS_rt_sigtimedwait => "rt_sigtimedwait",
+        libc::SYS_sched_getaffinity => "sched_getaffinity",
+        libc::SYS_sched_getparam => "sched_getparam",
+        libc::SYS_sched_getscheduler => "sched_getscheduler",
+        libc::SYS_sched_setaffinity => "sched_setaffinity",
+        libc::SYS_sched_yield => "sched_yield",
+        libc::SYS_seccomp => "seccomp",
+        libc::SYS_select => "select",
+        libc::SYS_sendmmsg => "sendmmsg",
+        libc::SYS_sendmsg => "sendmsg",
+        libc::SYS_sendto => "sendto",
+        libc::SYS_set_robust_list => "set_robust_list",
+        libc::SYS_set_tid_address => "set_tid_address",
+        libc::SYS_setfsgid => "setfsgid",
+        libc::SYS_setfsuid => "setfsuid",
+        libc::SYS_setgid => "setgid",
+        libc::SYS_setgroups => "setgroups",
+        libc::SYS_setitimer => "setitimer",
+        libc::SYS_setns => "setns",
+        libc::SYS_setpgid => "setpgid",
+        libc::SYS_setpriority => "setpriority",
+        libc::SYS_setregid => "setregid",
+        libc::SYS_setresgid => "setresgid",
+        libc::SYS_setresuid => "setresuid",
+        libc::SYS_setreuid => "setreuid",
+        libc::SYS_setrlimit => "setrlimit",
+        libc::SYS_setsid => "setsid",
+        libc::SYS_setsockopt => "setsockopt",
+        libc::SYS_setuid => "setuid",
+        libc::SYS_shutdown => "shutdown",
+        libc::SYS_sigaltstack => "sigaltstack",
+        libc::SYS_signalfd4 => "signalfd4",
+        libc::SYS_socket => "socket",
+        libc::SYS_socketpair => "socketpair",
+        libc::SYS_stat => "stat",
+        libc::SYS_statfs => "statfs",
+        libc::SYS_statx => "statx",
+        libc::SYS_symlink => "symlink",
+        libc::SYS_symlinkat => "symlinkat",
+        libc::SYS_tgkill => "tgkill",
+        libc::SYS_time => "time",
+        libc::SYS_timerfd_create => "timerfd_create",
+        libc::SYS_timerfd_gettime => "timerfd_gettime",
+        libc::SYS_timerfd_settime => "timerfd_settime",
+        libc::SYS_tkill => "tkill",
+        libc::SYS_truncate => "truncate",
+        libc::SYS_umask => "umask",
+        libc::SYS_umount2 => "umount2",
+        libc::SYS_uname => "uname",
+        libc::SYS_unlink => "unlink",
+        libc::SYS_unlinkat => "unlinkat",
+        libc::SYS_unshare => "unshare",
+        libc::SYS_userfaultfd => "userfaultfd",
+        libc::SYS_utime => "utime",
+        libc::SYS_utimensat => "utimensat",
+        libc::SYS_utimes => "utimes",
+        libc::SYS_vfork => "vfork",
+        libc::SYS_wait4 => "wait4",
+        libc::SYS_waitid => "waitid",
+        libc::SYS_write => "write",
+        libc::SYS_writev => "writev",
+        _ => return None,
+    })
+}
+
+/// The promises that allow syscall `nr` with some arguments, for messages.
+pub fn promises_allowing(nr: i64) -> Vec<Promise> {
+    let cx = Context { pid: 1 };
+    ALL.iter()
+        .map(|(p, _)| *p)
+        .filter(|p| {
+            let mut r = Rules::new();
+            add(&mut r, *p, cx);
+            r.contains_key(&nr)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -26,6 +26,11 @@ pub enum Violation {
     Kill,
     /// The call fails with `EPERM` (the `error` promise also selects this).
     Errno,
+    /// The call is reported to a supervisor holding the filter's listener
+    /// (`SECCOMP_RET_USER_NOTIF`), which names it and the promise that would
+    /// allow it, then fails it with `EPERM` — for writing a profile. Only
+    /// with [`crate::sandbox::Sandbox::apply_exec_once`] (`privfork run`).
+    Log,
 }
 
 /// Error of compiling a filter.
@@ -50,6 +55,8 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 const RET_KILL_PROCESS: u32 = 0x8000_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
 const RET_ALLOW: u32 = 0x7fff_0000;
+const RET_TRAP: u32 = 0x0003_0000;
+const RET_USER_NOTIF: u32 = 0x7fc0_0000;
 
 fn stmt(code: u16, k: u32) -> sock_filter {
     sock_filter {
@@ -86,16 +93,26 @@ pub(crate) fn guard() -> BpfProgram {
 /// with a backtrace calls `getcwd` and `readlink("/proc/self/exe")`. They
 /// would be refused anyway (Landlock and the allowlist); being killed for
 /// them would make `stdio` alone unusable.
-pub(crate) fn soft_refusals(promises: &Promises) -> Vec<(i64, i32)> {
+pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<(i64, i32)> {
     use super::promises::Promise::{Cpath, Rpath, Wpath};
     let mut v = Vec::new();
-    if ![Rpath, Wpath, Cpath].iter().any(|p| promises.contains(*p)) {
+    // With the loader rules, read-only opens are allowed (Landlock decides)
+    // and other opens are violations like any other.
+    if !loader && ![Rpath, Wpath, Cpath].iter().any(|p| promises.contains(*p)) {
         for nr in [libc::SYS_openat, libc::SYS_open, libc::SYS_creat] {
             v.push((nr, libc::EACCES));
         }
     }
     if !promises.contains(Rpath) {
-        for nr in [libc::SYS_getcwd, libc::SYS_readlink, libc::SYS_readlinkat] {
+        // The dynamic loader checks /etc/ld.so.preload with access().
+        for nr in [
+            libc::SYS_getcwd,
+            libc::SYS_readlink,
+            libc::SYS_readlinkat,
+            libc::SYS_access,
+            libc::SYS_faccessat,
+            libc::SYS_faccessat2,
+        ] {
             v.push((nr, libc::EACCES));
         }
     }
@@ -130,10 +147,13 @@ pub(crate) fn allowlist(
     promises: &Promises,
     violation: Violation,
     cx: Context,
+    loader: bool,
+    extra: &dyn Fn(&mut promises::Rules),
 ) -> Result<BpfProgram, CompileError> {
     let mut rules = promises::rules(promises, cx);
+    extra(&mut rules);
     // Answered with an error by the soft filter.
-    for (nr, _) in soft_refusals(promises) {
+    for (nr, _) in soft_refusals(promises, loader) {
         rules.insert(nr, None);
     }
     let rules = rules
@@ -143,10 +163,33 @@ pub(crate) fn allowlist(
     let mismatch = match violation {
         Violation::Kill => SeccompAction::KillProcess,
         Violation::Errno => SeccompAction::Errno(libc::EPERM as u32),
+        // seccompiler has no user-notification action: compile with Trap,
+        // then turn every "return TRAP" into "return USER_NOTIF" below.
+        Violation::Log => SeccompAction::Trap,
     };
     let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)
         .map_err(|e| CompileError(e.to_string()))?;
-    BpfProgram::try_from(filter).map_err(|e| CompileError(e.to_string()))
+    let mut prog = BpfProgram::try_from(filter).map_err(|e| CompileError(e.to_string()))?;
+    if violation == Violation::Log {
+        for ins in &mut prog {
+            if ins.code == RET_K && ins.k == RET_TRAP {
+                ins.k = RET_USER_NOTIF;
+            }
+        }
+    }
+    Ok(prog)
+}
+
+/// The filter that sends `execve`/`execveat` to a supervisor (which lets
+/// exactly one through: see `Sandbox::apply_exec_once`).
+pub(crate) fn exec_to_supervisor() -> BpfProgram {
+    vec![
+        stmt(LD_W_ABS, OFFSET_NR),
+        jump(JMP_JEQ_K, libc::SYS_execve as u32, 1, 0),
+        jump(JMP_JEQ_K, libc::SYS_execveat as u32, 0, 1),
+        stmt(RET_K, RET_USER_NOTIF),
+        stmt(RET_K, RET_ALLOW),
+    ]
 }
 
 /// Installs `filters` on every thread of the process (TSYNC).

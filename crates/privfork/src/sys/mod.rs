@@ -702,3 +702,96 @@ mod tests {
         assert_eq!(get_fs_uid(), get_res_uid().1);
     }
 }
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER)`—
+/// Installs `filter` on the calling thread and returns the listener fd for
+/// its `SECCOMP_RET_USER_NOTIF` answers (CLOEXEC, as the kernel makes it).
+///
+/// The caller must be single-threaded or accept a per-thread filter (the
+/// flag cannot be combined with TSYNC); no_new_privs must be set.
+///
+/// See seccomp(2), seccomp_unotify(2).
+pub(crate) fn install_filter_with_listener(
+    filter: &[seccompiler::sock_filter],
+) -> io::Result<std::os::fd::OwnedFd> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(filter.len())
+            .map_err(|_| io::Error::other("seccomp filter longer than 65535 instructions"))?,
+        // seccompiler's sock_filter is repr(C) with the kernel's layout
+        // (u16, u8, u8, u32), the same as libc's.
+        filter: filter.as_ptr().cast::<libc::sock_filter>().cast_mut(),
+    };
+    // SAFETY: `prog` points to `filter`, which outlives the call; the kernel
+    // copies the program and only reads it.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("listener fd out of range"))?;
+    // SAFETY: the kernel just returned this new fd; nothing else owns it.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// One user notification: which process, which system call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Notification {
+    pub(crate) id: u64,
+    pub(crate) pid: u32,
+    pub(crate) nr: i32,
+}
+
+/// `ioctl(SECCOMP_IOCTL_NOTIF_RECV)`—Waits for the next notification.
+///
+/// See seccomp_unotify(2).
+pub(crate) fn notif_recv(listener: BorrowedFd<'_>) -> io::Result<Notification> {
+    // SAFETY: an all-zero seccomp_notif is valid, and the kernel requires
+    // it zeroed before RECV.
+    let mut n: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer is to a live, writable seccomp_notif, the type the
+    // ioctl number encodes.
+    let rc = unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, &mut n) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Notification {
+        id: n.id,
+        pid: n.pid,
+        nr: n.data.nr,
+    })
+}
+
+/// `ioctl(SECCOMP_IOCTL_NOTIF_SEND)`—Answers notification `id`: let the
+/// call run (`continue_call`), or fail it with `errno`.
+///
+/// See seccomp_unotify(2), "SECCOMP_USER_NOTIF_FLAG_CONTINUE".
+pub(crate) fn notif_send(
+    listener: BorrowedFd<'_>,
+    id: u64,
+    continue_call: bool,
+    errno: i32,
+) -> io::Result<()> {
+    let resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: if continue_call { 0 } else { -errno },
+        flags: if continue_call {
+            libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32
+        } else {
+            0
+        },
+    };
+    // SAFETY: the pointer is to a live seccomp_notif_resp, the type the
+    // ioctl number encodes; the kernel only reads it.
+    let rc = unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

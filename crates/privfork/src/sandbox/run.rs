@@ -1,0 +1,307 @@
+//! `privfork run`: run a program as a user, under promises and unveiled
+//! paths, executed once and never again.
+//!
+//! The privfork process forks a child, which drops privileges, applies the
+//! sandbox and executes the program; privfork stays behind as the
+//! supervisor that lets exactly that one exec through (see
+//! [`super::exec_once`]), then waits and exits with the program's status
+//! (or 128 + the signal that killed it).
+//!
+//! Dynamically linked programs start because the sandbox of `run` also
+//! (a) unveils the library directories and `/etc/ld.so.cache` for reading
+//! and executing, and the program itself, and (b) allows read-only opens and
+//! executable mappings of files (see [`super::Sandbox::for_exec_loader`]):
+//! the dynamic loader needs both before the program's `main`, and on Linux
+//! no sandbox can be tightened after exec by the program's own loader.
+
+use std::ffi::OsString;
+use std::io::{IoSlice, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use super::exec_once;
+use super::{Sandbox, SandboxError, Unveil, Violation};
+use crate::identity::Identity;
+use crate::ipc::fdpass::{FdRecvBuffer, recv_with_fds, send_with_fds};
+use crate::privdrop::{DropOptions, drop_privileges};
+use crate::sys::{self, Forked};
+
+/// privfork's own exit codes (the program's own status passes through).
+pub mod exit {
+    /// A promise name is unknown.
+    pub const BAD_PROMISE: i32 = 121;
+    /// An unveil spec is malformed or its path does not exist.
+    pub const BAD_UNVEIL: i32 = 122;
+    /// The user or group is unknown.
+    pub const BAD_USER: i32 = 123;
+    /// Dropping privileges failed.
+    pub const PRIVDROP: i32 = 124;
+    /// The sandbox could not be applied (or privfork itself failed).
+    pub const SANDBOX: i32 = 125;
+    /// The program exists but could not be executed.
+    pub const CANNOT_EXEC: i32 = 126;
+    /// The program was not found.
+    pub const NOT_FOUND: i32 = 127;
+}
+
+/// What to run, as whom, under what.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// User to run as (name or uid), if any.
+    pub user: Option<String>,
+    /// Group to run as (name or gid), if any.
+    pub group: Option<String>,
+    /// Promises, space-separated.
+    pub promises: String,
+    /// Unveil specs (`PERMS:PATH`).
+    pub unveil: Vec<String>,
+    /// TCP ports the program may bind.
+    pub bind: Vec<u16>,
+    /// TCP ports the program may connect to.
+    pub connect: Vec<u16>,
+    /// What a violation does.
+    pub violation: Violation,
+    /// The program and its arguments.
+    pub command: Vec<OsString>,
+}
+
+/// A failure of `run` before the program started, with its exit code.
+#[derive(Debug)]
+pub struct RunError {
+    /// One of [`exit`].
+    pub code: i32,
+    /// A one-line message naming the bad input.
+    pub message: String,
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RunError {}
+
+fn fail(code: i32, message: impl std::fmt::Display) -> RunError {
+    RunError {
+        code,
+        message: message.to_string(),
+    }
+}
+
+/// Directories the dynamic loader reads libraries from.
+const LIBRARY_DIRS: &[&str] = &["/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/libexec"];
+
+/// Finds `program` as execvp would (PATH, unless it contains a '/').
+fn resolve(program: &Path) -> Result<PathBuf, RunError> {
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        return if program.exists() {
+            Ok(program.to_path_buf())
+        } else {
+            Err(fail(
+                exit::NOT_FOUND,
+                format!("{}: no such file", program.display()),
+            ))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(fail(
+        exit::NOT_FOUND,
+        format!("{}: command not found in PATH", program.display()),
+    ))
+}
+
+/// Builds the sandbox for `opts` (before any fork, so bad input is
+/// reported by the privfork process itself).
+fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
+    let mut sb = Sandbox::new()
+        .promises(&opts.promises)
+        .map_err(|e| fail(exit::BAD_PROMISE, e))?
+        .violation(opts.violation)
+        .for_exec_loader();
+    if !sb.promise_set().contains(super::Promise::Stdio) {
+        return Err(fail(
+            exit::BAD_PROMISE,
+            "the promises must include stdio (a program cannot even exit without it)",
+        ));
+    }
+    for spec in &opts.unveil {
+        sb = sb.unveil(spec).map_err(|e| fail(exit::BAD_UNVEIL, e))?;
+    }
+    for dir in LIBRARY_DIRS {
+        sb = sb
+            .unveil(&format!("rx?:{dir}"))
+            .map_err(|e| fail(exit::SANDBOX, e))?;
+    }
+    sb = sb
+        .unveil("r?:/etc/ld.so.cache")
+        .map_err(|e| fail(exit::SANDBOX, e))?;
+    let program = program
+        .canonicalize()
+        .map_err(|e| fail(exit::NOT_FOUND, format!("{}: {e}", program.display())))?;
+    sb = sb.unveil_path(Unveil {
+        path: program,
+        perms: super::Perms {
+            read: true,
+            exec: true,
+            ..Default::default()
+        },
+        optional: false,
+    });
+    for &p in &opts.bind {
+        sb = sb.bind(p);
+    }
+    for &p in &opts.connect {
+        sb = sb.connect(p);
+    }
+    // Missing unveiled paths are reported here, by name, before any fork.
+    for spec in &opts.unveil {
+        let u = Unveil::parse(spec).map_err(|e| fail(exit::BAD_UNVEIL, e))?;
+        if !u.optional && !u.path.exists() {
+            return Err(fail(
+                exit::BAD_UNVEIL,
+                format!(
+                    "cannot unveil {}: no such file or directory",
+                    u.path.display()
+                ),
+            ));
+        }
+    }
+    Ok(sb)
+}
+
+/// Runs the command; returns the exit code privfork should exit with.
+///
+/// # Errors
+///
+/// [`RunError`] with its exit code for every failure before the program
+/// started (bad promise, unveil spec or path, user, program not found).
+/// Failures in the child (privilege drop, sandbox, exec) print their
+/// message there and come back as the child's exit code.
+pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
+    let Some(program) = opts.command.first() else {
+        return Err(fail(exit::NOT_FOUND, "no command given"));
+    };
+    let program = resolve(Path::new(program))?;
+    let identity = match (&opts.user, &opts.group) {
+        (None, None) => None,
+        (Some(u), None) => Some(Identity::user(u).map_err(|e| fail(exit::BAD_USER, e))?),
+        (Some(u), Some(g)) => {
+            Some(Identity::user_group(u, g).map_err(|e| fail(exit::BAD_USER, e))?)
+        }
+        (None, Some(g)) => {
+            let me = rustix::process::getuid().as_raw().to_string();
+            Some(Identity::user_group(&me, g).map_err(|e| fail(exit::BAD_USER, e))?)
+        }
+    };
+    let sb = sandbox(opts, &program)?;
+    let log = opts.violation == Violation::Log;
+    let (parent_end, child_end) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| fail(exit::SANDBOX, format!("socketpair: {e}")))?;
+    let parent = rustix::process::getpid();
+    let child = match sys::fork() {
+        Ok(Forked::Parent(pid)) => pid,
+        Ok(Forked::Child(_token)) => {
+            drop(parent_end);
+            let code = child(parent, identity.as_ref(), &sb, child_end, &program, opts);
+            sys::exit_immediately(code)
+        }
+        Err(e) => return Err(fail(exit::SANDBOX, format!("fork: {e:?}"))),
+    };
+    drop(child_end);
+    let child_pid = child.as_raw_nonzero().get().unsigned_abs();
+    // The child sends the listener once sandboxed; EOF if it failed first.
+    let mut buf = [0u8; 1];
+    let mut cmsg = FdRecvBuffer::new(1);
+    let listener = match recv_with_fds(parent_end.as_fd(), &mut buf, &mut cmsg, false) {
+        Ok((_, mut fds)) if fds.len() == 1 => fds.pop(),
+        _ => None,
+    };
+    drop(parent_end);
+    if let Some(listener) = listener {
+        let mut stderr = std::io::stderr();
+        let out: Option<&mut dyn Write> = if log { Some(&mut stderr) } else { None };
+        if let Err(e) = exec_once::supervise(listener, child_pid, out) {
+            let _ = writeln!(std::io::stderr(), "privfork: supervising the program: {e}");
+        }
+    }
+    let status = loop {
+        match rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty()) {
+            Ok(Some((_, st))) => break st,
+            Ok(None) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(fail(exit::SANDBOX, format!("waitpid: {e}"))),
+        }
+    };
+    Ok(if let Some(sig) = status.terminating_signal() {
+        128 + sig
+    } else {
+        status.exit_status().unwrap_or(exit::SANDBOX)
+    })
+}
+
+/// The child: drop, sandbox, hand the listener over, exec. Returns the exit
+/// code only if something failed.
+fn child(
+    parent: rustix::process::Pid,
+    identity: Option<&Identity>,
+    sb: &Sandbox,
+    sock: OwnedFd,
+    program: &Path,
+    opts: &RunOptions,
+) -> i32 {
+    let say = |code: i32, msg: &dyn std::fmt::Display| {
+        let _ = writeln!(std::io::stderr(), "privfork: {msg}");
+        code
+    };
+    if rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .is_err()
+        || rustix::process::getppid() != Some(parent)
+    {
+        return exit::SANDBOX;
+    }
+    if let Some(id) = identity
+        && let Err(e) = drop_privileges(id, &DropOptions::new())
+    {
+        return say(exit::PRIVDROP, &e);
+    }
+    // The uid change cleared the death signal.
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    let (_report, listener) = match sb.apply_exec_once() {
+        Ok(r) => r,
+        Err(e @ SandboxError::Unveil(_)) => return say(exit::BAD_UNVEIL, &e),
+        Err(e) => return say(exit::SANDBOX, &e),
+    };
+    if send_with_fds(sock.as_fd(), &[IoSlice::new(b"L")], &[listener], false).is_err() {
+        return say(
+            exit::SANDBOX,
+            &"cannot hand the seccomp listener to the supervisor",
+        );
+    }
+    drop(sock);
+    let err = std::process::Command::new(program)
+        .arg0(&opts.command[0])
+        .args(&opts.command[1..])
+        .exec();
+    let code = if err.kind() == std::io::ErrorKind::NotFound {
+        exit::NOT_FOUND
+    } else {
+        exit::CANNOT_EXEC
+    };
+    say(
+        code,
+        &format!("cannot execute {}: {err}", program.display()),
+    )
+}
