@@ -280,18 +280,14 @@ impl Sandbox {
     /// narrow permissions at exec, never reapply them after it.
     ///
     /// In [`Violation::Log`] mode the same listener also receives every
-    /// refused call, for the supervisor to report.
+    /// refused call, for the supervisor to report. With the `exec` promise
+    /// and no log mode there is nothing to supervise: no listener.
     ///
     /// # Errors
     ///
     /// As [`Sandbox::apply`].
-    pub fn apply_exec_once(&self) -> Result<(Report, OwnedFd), SandboxError> {
-        let (report, listener) = self.apply_inner(true)?;
-        let listener = listener.ok_or_else(|| SandboxError::Step {
-            step: "seccomp listener",
-            source: std::io::Error::other("no listener was created"),
-        })?;
-        Ok((report, listener))
+    pub fn apply_exec_once(&self) -> Result<(Report, Option<OwnedFd>), SandboxError> {
+        self.apply_inner(true)
     }
 
     fn apply_inner(&self, exec_once: bool) -> Result<(Report, Option<OwnedFd>), SandboxError> {

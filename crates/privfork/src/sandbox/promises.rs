@@ -262,6 +262,12 @@ const ARCH_SET_FS_: i64 = 0x1002;
 const ARCH_GET_FS_: i64 = 0x1003;
 const ARCH_GET_GS_: i64 = 0x1004;
 
+/// Allows `nr` when its argument 1 (an `int`) is `value` (for calls a soft
+/// refusal answers).
+pub(crate) fn allow_arg1(r: &mut Rules, nr: i64, value: u32) {
+    allow_if(r, nr, vec![rule(vec![int_eq(1, i64::from(value))])]);
+}
+
 /// Adds the calls `p` allows to `r`.
 pub(crate) fn add(r: &mut Rules, p: Promise, cx: Context) {
     use libc::*;
@@ -370,6 +376,10 @@ pub(crate) fn add(r: &mut Rules, p: Promise, cx: Context) {
                     SYS_fsync,
                     SYS_fdatasync,
                     SYS_fadvise64,
+                    SYS_copy_file_range,
+                    SYS_sendfile,
+                    SYS_splice,
+                    SYS_tee,
                     SYS_sendmsg,
                     SYS_recvmsg,
                     SYS_sendmmsg,
@@ -699,6 +709,10 @@ pub fn syscall_name(nr: i64) -> Option<&'static str> {
         libc::SYS_access => "access",
         libc::SYS_add_key => "add_key",
         libc::SYS_alarm => "alarm",
+        libc::SYS_copy_file_range => "copy_file_range",
+        libc::SYS_sendfile => "sendfile",
+        libc::SYS_splice => "splice",
+        libc::SYS_tee => "tee",
         libc::SYS_arch_prctl => "arch_prctl",
         libc::SYS_bind => "bind",
         libc::SYS_bpf => "bpf",

@@ -284,7 +284,10 @@ fn child(
         Err(e @ SandboxError::Unveil(_)) => return say(exit::BAD_UNVEIL, &e),
         Err(e) => return say(exit::SANDBOX, &e),
     };
-    if send_with_fds(sock.as_fd(), &[IoSlice::new(b"L")], &[listener], false).is_err() {
+    // Nothing to supervise (exec promised, no log): the supervisor sees EOF.
+    if let Some(listener) = listener
+        && send_with_fds(sock.as_fd(), &[IoSlice::new(b"L")], &[listener], false).is_err()
+    {
         return say(
             exit::SANDBOX,
             &"cannot hand the seccomp listener to the supervisor",

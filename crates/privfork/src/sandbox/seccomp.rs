@@ -50,6 +50,9 @@ const JMP_JSET_K: u16 = 0x05 | 0x40;
 const RET_K: u16 = 0x06;
 const OFFSET_NR: u32 = 0;
 const OFFSET_ARCH: u32 = 4;
+/// Offset of `args[0]` in `struct seccomp_data` (little-endian: the low
+/// half of each argument comes first).
+const OFFSET_ARGS: u32 = 16;
 const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 const RET_KILL_PROCESS: u32 = 0x8000_0000;
@@ -93,14 +96,22 @@ pub(crate) fn guard() -> BpfProgram {
 /// with a backtrace calls `getcwd` and `readlink("/proc/self/exe")`. They
 /// would be refused anyway (Landlock and the allowlist); being killed for
 /// them would make `stdio` alone unusable.
-pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<(i64, i32)> {
-    use super::promises::Promise::{Cpath, Rpath, Wpath};
+pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<Soft> {
+    use super::promises::Promise::{Cpath, Rpath, Tty, Wpath};
     let mut v = Vec::new();
+    if !promises.contains(Tty) {
+        // isatty(): "not a terminal", as for a pipe.
+        v.push(Soft {
+            nr: libc::SYS_ioctl,
+            arg1: Some(libc::TCGETS as u32),
+            errno: libc::ENOTTY,
+        });
+    }
     // With the loader rules, read-only opens are allowed (Landlock decides)
     // and other opens are violations like any other.
     if !loader && ![Rpath, Wpath, Cpath].iter().any(|p| promises.contains(*p)) {
         for nr in [libc::SYS_openat, libc::SYS_open, libc::SYS_creat] {
-            v.push((nr, libc::EACCES));
+            v.push(Soft::any(nr, libc::EACCES));
         }
     }
     if !promises.contains(Rpath) {
@@ -113,27 +124,53 @@ pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<(i64, i32)
             libc::SYS_faccessat,
             libc::SYS_faccessat2,
         ] {
-            v.push((nr, libc::EACCES));
+            v.push(Soft::any(nr, libc::EACCES));
         }
     }
     v
 }
 
+/// A soft refusal: syscall `nr` (with `arg1` equal to a value, if given)
+/// fails with `errno`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Soft {
+    pub(crate) nr: i64,
+    pub(crate) arg1: Option<u32>,
+    pub(crate) errno: i32,
+}
+
+impl Soft {
+    fn any(nr: i64, errno: i32) -> Self {
+        Self {
+            nr,
+            arg1: None,
+            errno,
+        }
+    }
+}
+
 /// The filter answering [`soft_refusals`] with their errors (the allowlist
-/// lets those calls through to it).
-pub(crate) fn soft_filter(refusals: &[(i64, i32)]) -> BpfProgram {
-    let n = refusals.len();
-    let jt = u8::try_from(n).expect("a handful of soft refusals");
-    let mut prog = vec![stmt(LD_W_ABS, OFFSET_NR)];
-    // Check i jumps n ahead: past the remaining checks and "allow", to
-    // its own return.
-    for (nr, _) in refusals {
-        prog.push(jump(JMP_JEQ_K, *nr as u32, jt, 0));
+/// lets those calls through to it). Each entry is a block:
+/// `ld nr; jeq NR ? next : skip; [ld arg1; jeq V ? next : skip;] ret ERRNO`,
+/// and the program ends with `ret ALLOW`.
+pub(crate) fn soft_filter(refusals: &[Soft]) -> BpfProgram {
+    let mut prog = Vec::new();
+    for s in refusals {
+        prog.push(stmt(LD_W_ABS, OFFSET_NR));
+        match s.arg1 {
+            None => {
+                prog.push(jump(JMP_JEQ_K, s.nr as u32, 0, 1));
+            }
+            Some(v) => {
+                prog.push(jump(JMP_JEQ_K, s.nr as u32, 0, 3));
+                // Low 32 bits of argument 1 (an int: the kernel uses those).
+                prog.push(stmt(LD_W_ABS, OFFSET_ARGS + 8));
+                prog.push(jump(JMP_JEQ_K, v, 0, 1));
+            }
+        }
+        prog.push(stmt(RET_K, RET_ERRNO | s.errno as u32));
     }
     prog.push(stmt(RET_K, RET_ALLOW));
-    for (_, errno) in refusals {
-        prog.push(stmt(RET_K, RET_ERRNO | *errno as u32));
-    }
     prog
 }
 
@@ -153,8 +190,13 @@ pub(crate) fn allowlist(
     let mut rules = promises::rules(promises, cx);
     extra(&mut rules);
     // Answered with an error by the soft filter.
-    for (nr, _) in soft_refusals(promises, loader) {
-        rules.insert(nr, None);
+    for soft in soft_refusals(promises, loader) {
+        match soft.arg1 {
+            None => {
+                rules.insert(soft.nr, None);
+            }
+            Some(v) => promises::allow_arg1(&mut rules, soft.nr, v),
+        }
     }
     let rules = rules
         .into_iter()

@@ -1,0 +1,279 @@
+//! `privfork run`, as a user runs it. These tests run as root (they drop
+//! to nobody) and fail loudly otherwise.
+
+use std::process::{Command, Output};
+
+fn privfork_run(args: &[&str]) -> Output {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "privfork run tests drop to nobody: run them as root"
+    );
+    Command::new(env!("CARGO_BIN_EXE_privfork"))
+        .arg("run")
+        .args(args)
+        .output()
+        .expect("run privfork")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A directory of the test's own, writable by nobody, removed on drop.
+struct Dir(std::path::PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        use std::os::unix::fs::PermissionsExt;
+        let r = std::hash::RandomState::new().build_hasher().finish();
+        let p = std::env::temp_dir().join(format!("privfork-run-{tag}-{r:016x}"));
+        std::fs::create_dir(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
+        Self(p)
+    }
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn dynamic_program_starts_as_nobody_under_stdio() {
+    let o = privfork_run(&["-u", "nobody", "-p", "stdio", "--", "/bin/true"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+#[test]
+fn runs_as_the_user() {
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath",
+        "--",
+        "/usr/bin/id",
+        "-u",
+    ]);
+    assert_eq!(stdout(&o).trim(), "65534", "{}", stderr(&o));
+}
+
+#[test]
+fn exit_status_and_signals_pass_through() {
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath",
+        "--",
+        "/bin/sh",
+        "-c",
+        "exit 7",
+    ]);
+    assert_eq!(code(&o), 7, "{}", stderr(&o));
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath proc",
+        "--",
+        "/bin/sh",
+        "-c",
+        "kill -9 $$",
+    ]);
+    assert_eq!(code(&o), 128 + 9, "{}", stderr(&o));
+}
+
+#[test]
+fn the_program_cannot_exec_again() {
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath",
+        "--",
+        "/bin/sh",
+        "-c",
+        "exec /bin/true",
+    ]);
+    assert_ne!(code(&o), 0);
+    assert!(
+        stderr(&o).contains("Function not implemented"),
+        "{}",
+        stderr(&o)
+    );
+    // Unless exec is promised.
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath exec",
+        "-v",
+        "rx:/usr/bin",
+        "--",
+        "/bin/sh",
+        "-c",
+        "exec /bin/true",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+#[test]
+fn violation_modes() {
+    let dir = Dir::new("modes");
+    let target = format!("echo hi > {}/f", dir.path());
+    // kill: SIGSYS.
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath",
+        "--",
+        "/bin/sh",
+        "-c",
+        &target,
+    ]);
+    assert_eq!(code(&o), 128 + libc::SIGSYS, "{}", stderr(&o));
+    // errno: the shell sees EPERM and says so.
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath",
+        "--mode",
+        "errno",
+        "--",
+        "/bin/sh",
+        "-c",
+        &target,
+    ]);
+    assert!(stderr(&o).contains("not permitted"), "{}", stderr(&o));
+    // log: names the call and the promises that allow it.
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath",
+        "--mode",
+        "log",
+        "--",
+        "/bin/sh",
+        "-c",
+        &target,
+    ]);
+    let e = stderr(&o);
+    assert!(e.contains("openat") && e.contains("cpath"), "{e}");
+    assert!(!dir.0.join("f").exists());
+}
+
+#[test]
+fn files_in_the_unveiled_directory_only() {
+    let dir = Dir::new("files");
+    let script = format!(
+        "echo hello > {d}/f && cat {d}/f && mkdir {d}/sub && mv {d}/f {d}/sub/g && rm {d}/sub/g && rmdir {d}/sub",
+        d = dir.path()
+    );
+    let unveil = format!("rwc:{}", dir.path());
+    // The shell runs cat, mkdir, mv...: it needs proc and exec, and the
+    // programs it runs need unveiling for execution.
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath wpath cpath proc exec",
+        "-v",
+        &unveil,
+        "-v",
+        "rx:/usr/bin",
+        "--",
+        "/bin/sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "hello");
+    // Outside it: Landlock refuses.
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath wpath cpath",
+        "-v",
+        &unveil,
+        "--",
+        "/bin/cat",
+        "/etc/hostname",
+    ]);
+    assert_ne!(code(&o), 0);
+    assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_program_sees_its_sandbox() {
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath",
+        "-v",
+        "r:/proc",
+        "--",
+        "/bin/cat",
+        "/proc/self/status",
+    ]);
+    let s = stdout(&o);
+    let field = |n: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(n))
+            .unwrap_or_else(|| panic!("no {n} in {s}; stderr {}", stderr(&o)))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(field("Seccomp:"), "2");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    assert_eq!(field("CapEff:"), "0000000000000000");
+    assert_eq!(field("CapPrm:"), "0000000000000000");
+    assert_eq!(field("Uid:"), "65534\t65534\t65534\t65534");
+}
+
+#[test]
+fn bad_input_has_its_own_code_and_message() {
+    for (args, want_code, want_text) in [
+        (vec!["-p", "stdio bogus", "--", "/bin/true"], 121, "bogus"),
+        (vec!["-p", "rpath", "--", "/bin/true"], 121, "stdio"),
+        (vec!["-v", "rz:/tmp", "--", "/bin/true"], 122, "rz:/tmp"),
+        (
+            vec!["-v", "r:/no/such/pf", "--", "/bin/true"],
+            122,
+            "/no/such/pf",
+        ),
+        (
+            vec!["-u", "no-such-user-pf", "--", "/bin/true"],
+            123,
+            "no-such-user-pf",
+        ),
+        (vec!["--", "/no/such/prog-pf"], 127, "/no/such/prog-pf"),
+        (vec!["--", "no-such-prog-pf"], 127, "no-such-prog-pf"),
+    ] {
+        let o = privfork_run(&args);
+        assert_eq!(code(&o), want_code, "{args:?}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.lines().count() == 1 && e.contains(want_text),
+            "{args:?}: {e}"
+        );
+    }
+}
