@@ -43,8 +43,13 @@ fn main() {
                 "report_is_full_on_this_kernel",
                 report_is_full_on_this_kernel,
             ),
+            (
+                "each_promise_allows_its_calls_and_no_more",
+                each_promise_allows_its_calls_and_no_more,
+            ),
         ],
         &[
+            ("promise_probe", promise_probe),
             ("violate_open_for_write", violate_open_for_write),
             ("violate_exec", violate_exec),
             ("violate_socket", violate_socket),
@@ -530,4 +535,204 @@ fn report_is_full_on_this_kernel() {
         .apply()
         .unwrap();
     assert_eq!(report.overall(), Level::Full, "{report}");
+}
+
+/// Runs one operation the way a sandboxed program would; returns 0 or the
+/// errno it failed with. The operations work on files in `dir`.
+fn operation(op: &str, dir: &std::path::Path) -> i32 {
+    match try_operation(op, dir) {
+        Ok(()) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+fn try_operation(op: &str, dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match op {
+        "read" => std::fs::read(dir.join("file")).map(drop),
+        "write" => std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("file"))
+            .map(drop),
+        "create" => std::fs::write(dir.join("new"), "x"),
+        "mkfifo" => rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .map_err(Into::into),
+        "chmod" => {
+            std::fs::set_permissions(dir.join("file"), std::fs::Permissions::from_mode(0o644))
+        }
+        "chown" => std::os::unix::fs::chown(dir.join("file"), None, None),
+        "flock" => {
+            let f = std::fs::File::open(dir.join("file"))?;
+            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockShared).map_err(Into::into)
+        }
+        // The socket only: binding is Landlock's business (network_ports).
+        "tcp" => rustix::net::socket(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::STREAM,
+            None,
+        )
+        .map(drop)
+        .map_err(Into::into),
+        "udp" => rustix::net::socket(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::DGRAM,
+            None,
+        )
+        .map(drop)
+        .map_err(Into::into),
+        "unix" => rustix::net::socket(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            None,
+        )
+        .map(drop)
+        .map_err(Into::into),
+        "fork" => {
+            // SAFETY: the probe process is single-threaded; the child exits
+            // at once without touching anything.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // SAFETY: ends the child immediately.
+                unsafe { libc::_exit(0) };
+            }
+            if pid < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                let _ = rustix::process::waitpid(None, rustix::process::WaitOptions::empty());
+                Ok(())
+            }
+        }
+        "exec" => {
+            use std::os::unix::process::CommandExt;
+            // Success replaces this process; exec of a missing file
+            // reaching the kernel answers ENOENT, which counts as allowed.
+            let e = std::process::Command::new("/no/such/program-pf").exec();
+            match e.raw_os_error() {
+                Some(libc::ENOENT) => Ok(()),
+                _ => Err(e),
+            }
+        }
+        "setuid-self" => {
+            rustix::thread::set_thread_uid(rustix::process::getuid()).map_err(Into::into)
+        }
+        "tty-winsize" => {
+            // An ioctl only tty allows; ENOTTY on a non-terminal still means
+            // it reached the kernel.
+            let f = std::fs::File::open("/dev/null")?;
+            let mut ws: libc::winsize = libc::winsize {
+                ws_row: 0,
+                ws_col: 0,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCGWINSZ writes a winsize into the live local.
+            let rc = unsafe {
+                libc::ioctl(
+                    std::os::fd::AsRawFd::as_raw_fd(&f),
+                    libc::TIOCGWINSZ,
+                    &mut ws,
+                )
+            };
+            let e = std::io::Error::last_os_error();
+            if rc == 0 || e.raw_os_error() == Some(libc::ENOTTY) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+        "prot-exec" => {
+            // SAFETY: an anonymous mapping with no hint, unmapped below.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_EXEC,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                Err(std::io::Error::last_os_error())
+            } else {
+                // SAFETY: the mapping just made, of that size.
+                unsafe { libc::munmap(p, 4096) };
+                Ok(())
+            }
+        }
+        other => panic!("unknown operation {other}"),
+    }
+}
+
+/// Helper: applies an errno-mode sandbox with PF_PROMISES (the dir in
+/// PF_DIR unveiled rwc, /dev/null rw), runs PF_OP, prints the result.
+fn promise_probe() {
+    let promises = std::env::var("PF_PROMISES").unwrap();
+    let op = std::env::var("PF_OP").unwrap();
+    let dir = std::path::PathBuf::from(std::env::var("PF_DIR").unwrap());
+    errno_sandbox(&promises)
+        .unveil(&format!("rwc:{}", dir.display()))
+        .unwrap()
+        .unveil("rw:/dev/null")
+        .unwrap()
+        .apply()
+        .unwrap();
+    println!("{}", operation(&op, &dir));
+}
+
+fn each_promise_allows_its_calls_and_no_more() {
+    require_root();
+    // (operation, promises that make it pass, besides stdio)
+    let cases: &[(&str, &str)] = &[
+        ("read", "rpath"),
+        ("write", "wpath"),
+        ("create", "cpath"),
+        ("mkfifo", "dpath"),
+        ("chmod", "fattr"),
+        ("chown", "chown"),
+        ("flock", "rpath flock"),
+        ("tcp", "inet"),
+        ("udp", "dns"),
+        ("unix", "unix"),
+        ("fork", "proc"),
+        ("exec", "exec"),
+        ("setuid-self", "id"),
+        ("tty-winsize", "rpath tty"),
+        ("prot-exec", "prot_exec"),
+    ];
+    let mut failures = Vec::new();
+    for (op, promise) in cases {
+        let dir = TempDir::new("probe");
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        let probe = |promises: String| -> i32 {
+            let out = Command::new(std::env::current_exe().unwrap())
+                .args(["--privfork-case", "promise_probe"])
+                .env("PF_PROMISES", &promises)
+                .env("PF_OP", op)
+                .env("PF_DIR", dir.path())
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{op} with {promises:?}: {out:?}"))
+        };
+        let with = probe(format!("stdio {promise}"));
+        let only_stdio = probe("stdio".to_owned());
+        if with != 0 {
+            failures.push(format!(
+                "{op}: fails with errno {with} under \"stdio {promise}\""
+            ));
+        }
+        if only_stdio == 0 {
+            failures.push(format!("{op}: allowed under stdio alone"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
