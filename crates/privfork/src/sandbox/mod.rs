@@ -36,6 +36,8 @@
 
 pub mod exec_once;
 pub mod landlock;
+#[cfg(target_os = "openbsd")]
+pub mod openbsd;
 pub mod promises;
 pub mod run;
 pub mod seccomp;

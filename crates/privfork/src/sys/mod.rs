@@ -21,6 +21,9 @@
 //!   buffers owned by Rust, grown on `ERANGE`.
 #![allow(unsafe_code)]
 
+#[cfg(target_os = "openbsd")]
+pub(crate) mod openbsd;
+
 use std::ffi::{CStr, CString};
 use std::io;
 use std::marker::PhantomData;
