@@ -244,8 +244,9 @@ fn the_program_sees_its_sandbox() {
     };
     assert_eq!(field("Seccomp:"), "2");
     assert_eq!(field("NoNewPrivs:"), "1");
-    assert_eq!(field("CapEff:"), "0000000000000000");
-    assert_eq!(field("CapPrm:"), "0000000000000000");
+    for set in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(field(set), "0000000000000000", "{set}");
+    }
     assert_eq!(field("Uid:"), "65534\t65534\t65534\t65534");
 }
 
@@ -276,4 +277,47 @@ fn bad_input_has_its_own_code_and_message() {
             "{args:?}: {e}"
         );
     }
+}
+
+#[test]
+fn fds_left_open_by_the_caller_do_not_reach_the_program() {
+    // A root-only file open on fd 7 in privfork's caller: the program must
+    // not be able to read it through the inherited fd.
+    let dir = Dir::new("fds");
+    let secret = dir.0.join("secret");
+    std::fs::write(&secret, "top secret").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let script = format!(
+        "exec 7<{} && exec {} run -u nobody -p 'stdio rpath' -- /bin/sh -c 'read l <&7; echo \"got:$l\"'",
+        secret.display(),
+        env!("CARGO_BIN_EXE_privfork")
+    );
+    let o = Command::new("/bin/sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(!out.contains("top secret"), "the program read fd 7: {out}");
+    assert!(
+        stderr(&o).contains("7"),
+        "expected a bad-fd error: {}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn scripts_run_with_their_interpreter() {
+    let dir = Dir::new("script");
+    let script = dir.0.join("s.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 5\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath",
+        "--",
+        script.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
 }

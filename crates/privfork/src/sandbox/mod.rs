@@ -41,6 +41,7 @@ pub mod openbsd;
 pub mod promises;
 pub mod run;
 pub mod seccomp;
+mod syscall_names;
 
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -388,7 +389,13 @@ impl Sandbox {
         }
         let report = Report {
             rlimits: Level::Full,
-            not_dumpable: Level::Full,
+            // execve makes the process dumpable again (for a readable
+            // program): the program must set it again itself.
+            not_dumpable: if exec_once {
+                Level::Partial
+            } else {
+                Level::Full
+            },
             capabilities,
             no_new_privs: Level::Full,
             landlock,
@@ -402,9 +409,18 @@ impl Sandbox {
     }
 }
 
-/// Empties the bounding set (needs CAP_SETPCAP: partial without it), the
-/// ambient set, and the effective, permitted and inheritable sets.
-fn drop_capabilities() -> Result<Level, SandboxError> {
+/// Empties the capability bounding set (needs CAP_SETPCAP): call it before
+/// a privilege drop takes that capability away; [`Sandbox::apply`] can then
+/// report the bounding set empty. `Ok(false)`: CAP_SETPCAP is missing.
+///
+/// # Errors
+///
+/// A failed `prctl(PR_CAPBSET_DROP)` or `capget`.
+pub fn drop_bounding_set() -> Result<bool, SandboxError> {
+    Ok(drop_capabilities_bounding()? == Level::Full)
+}
+
+fn drop_capabilities_bounding() -> Result<Level, SandboxError> {
     let mut level = Level::Full;
     let caps = rustix::thread::capabilities(None).map_err(|e| SandboxError::Step {
         step: "capget",
@@ -429,6 +445,14 @@ fn drop_capabilities() -> Result<Level, SandboxError> {
             Err(_) => break, // past the last capability the kernel knows
         }
     }
+    Ok(level)
+}
+
+/// Empties the bounding set (needs CAP_SETPCAP: partial without it, unless
+/// it is already empty), the ambient set, and the effective, permitted and
+/// inheritable sets.
+fn drop_capabilities() -> Result<Level, SandboxError> {
+    let level = drop_capabilities_bounding()?;
     rustix::thread::clear_ambient_capability_set().map_err(|e| SandboxError::Step {
         step: "prctl(PR_CAP_AMBIENT_CLEAR_ALL)",
         source: e.into(),

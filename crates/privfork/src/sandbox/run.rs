@@ -119,14 +119,83 @@ fn resolve(program: &Path) -> Result<PathBuf, RunError> {
     ))
 }
 
+/// The interpreter named by a `#!` line, if `program` is a script.
+fn shebang(program: &Path) -> Option<PathBuf> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(program).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
+    let text = std::str::from_utf8(line).ok()?;
+    text.split_whitespace().next().map(PathBuf::from)
+}
+
+/// Whether `program` is a dynamically linked ELF file (has PT_INTERP).
+fn is_dynamic(program: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(program) else {
+        return true; // cannot tell: let the loader work
+    };
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    // ELF64 little-endian only (x86_64).
+    if bytes.get(..5) != Some(b"\x7fELF\x02") {
+        return true;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return true;
+    };
+    (0..usize::from(phnum)).any(|i| {
+        let at = usize::try_from(phoff).unwrap_or(usize::MAX) + i * usize::from(phentsize);
+        bytes.get(at..at + 4) == Some(&3u32.to_le_bytes()[..]) // PT_INTERP
+    })
+}
+
 /// Builds the sandbox for `opts` (before any fork, so bad input is
 /// reported by the privfork process itself).
 fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
+    // A script runs its interpreter: that must be unveiled for execution,
+    // and decides whether the loader rules are needed.
+    let interpreter = shebang(program);
+    let image = interpreter.as_deref().unwrap_or(program);
     let mut sb = Sandbox::new()
         .promises(&opts.promises)
         .map_err(|e| fail(exit::BAD_PROMISE, e))?
-        .violation(opts.violation)
-        .for_exec_loader();
+        .violation(opts.violation);
+    // Only a dynamically linked program needs the loader's read-only opens
+    // and executable file mappings.
+    if is_dynamic(image) {
+        sb = sb.for_exec_loader();
+    }
+    if let Some(interp) = &interpreter {
+        let interp = interp.canonicalize().map_err(|e| {
+            fail(
+                exit::CANNOT_EXEC,
+                format!(
+                    "{}: interpreter {}: {e}",
+                    program.display(),
+                    interp.display()
+                ),
+            )
+        })?;
+        sb = sb.unveil_path(Unveil {
+            path: interp,
+            perms: super::Perms {
+                read: true,
+                exec: true,
+                ..Default::default()
+            },
+            optional: false,
+        });
+    }
     if !sb.promise_set().contains(super::Promise::Stdio) {
         return Err(fail(
             exit::BAD_PROMISE,
@@ -214,9 +283,17 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     let parent = rustix::process::getpid();
     let child = match sys::fork() {
         Ok(Forked::Parent(pid)) => pid,
-        Ok(Forked::Child(_token)) => {
+        Ok(Forked::Child(token)) => {
             drop(parent_end);
-            let code = child(parent, identity.as_ref(), &sb, child_end, &program, opts);
+            let code = child(
+                &token,
+                parent,
+                identity.as_ref(),
+                &sb,
+                child_end,
+                &program,
+                opts,
+            );
             sys::exit_immediately(code)
         }
         Err(e) => return Err(fail(exit::SANDBOX, format!("fork: {e:?}"))),
@@ -255,6 +332,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
 /// The child: drop, sandbox, hand the listener over, exec. Returns the exit
 /// code only if something failed.
 fn child(
+    token: &sys::ChildToken,
     parent: rustix::process::Pid,
     identity: Option<&Identity>,
     sb: &Sandbox,
@@ -272,6 +350,10 @@ fn child(
     {
         return exit::SANDBOX;
     }
+    // The bounding set goes while we still have CAP_SETPCAP (root).
+    if let Err(e) = super::drop_bounding_set() {
+        return say(exit::SANDBOX, &e);
+    }
     if let Some(id) = identity
         && let Err(e) = drop_privileges(id, &DropOptions::new())
     {
@@ -279,11 +361,33 @@ fn child(
     }
     // The uid change cleared the death signal.
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-    let (_report, listener) = match sb.apply_exec_once() {
+    let (report, listener) = match sb.apply_exec_once() {
         Ok(r) => r,
         Err(e @ SandboxError::Unveil(_)) => return say(exit::BAD_UNVEIL, &e),
         Err(e) => return say(exit::SANDBOX, &e),
     };
+    // Never silently less: say what is not fully enforced. (Not dumpable is
+    // always lost at exec; the docs say so.)
+    let layers = [
+        ("capabilities", report.capabilities),
+        ("landlock", report.landlock),
+        ("seccomp", report.seccomp),
+    ];
+    for (layer, level) in layers {
+        if level != super::Level::Full {
+            let _ = writeln!(
+                std::io::stderr(),
+                "privfork: warning: {layer} enforced {level:?}, not fully"
+            );
+        }
+    }
+    for p in &report.skipped {
+        let _ = writeln!(
+            std::io::stderr(),
+            "privfork: warning: optional path {} does not exist, not unveiled",
+            p.display()
+        );
+    }
     // Nothing to supervise (exec promised, no log): the supervisor sees EOF.
     if let Some(listener) = listener
         && send_with_fds(sock.as_fd(), &[IoSlice::new(b"L")], &[listener], false).is_err()
@@ -294,6 +398,11 @@ fn child(
         );
     }
     drop(sock);
+    // No fd the caller left open reaches the program (Landlock does not
+    // govern fds opened before it): all above stderr close at the exec.
+    if let Err(e) = sys::cloexec_above_stderr(token) {
+        return say(exit::SANDBOX, &format!("close_range: {e}"));
+    }
     let err = std::process::Command::new(program)
         .arg0(&opts.command[0])
         .args(&opts.command[1..])

@@ -97,15 +97,36 @@ pub(crate) fn guard() -> BpfProgram {
 /// would be refused anyway (Landlock and the allowlist); being killed for
 /// them would make `stdio` alone unusable.
 pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<Soft> {
-    use super::promises::Promise::{Cpath, Rpath, Tty, Wpath};
+    use super::promises::Promise::{Cpath, Rpath, Tty, Unix, Wpath};
     let mut v = Vec::new();
     if !promises.contains(Tty) {
         // isatty(): "not a terminal", as for a pipe.
         v.push(Soft {
             nr: libc::SYS_ioctl,
-            arg1: Some(libc::TCGETS as u32),
+            arg: Some((1, libc::TCGETS as u32)),
             errno: libc::ENOTTY,
         });
+    }
+    if !promises.contains(Unix) {
+        // glibc's NSS probes nscd's socket; "cannot" is an answer it takes.
+        v.push(Soft {
+            nr: libc::SYS_socket,
+            arg: Some((0, libc::AF_UNIX as u32)),
+            errno: libc::EACCES,
+        });
+    }
+    // Extended attributes (ls -l asks for ACLs and security labels):
+    // "not supported", under any promises — Landlock does not govern them,
+    // so none is allowed.
+    for nr in [
+        libc::SYS_getxattr,
+        libc::SYS_lgetxattr,
+        libc::SYS_fgetxattr,
+        libc::SYS_listxattr,
+        libc::SYS_llistxattr,
+        libc::SYS_flistxattr,
+    ] {
+        v.push(Soft::any(nr, libc::ENOTSUP));
     }
     // With the loader rules, read-only opens are allowed (Landlock decides)
     // and other opens are violations like any other.
@@ -130,12 +151,12 @@ pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<Soft> {
     v
 }
 
-/// A soft refusal: syscall `nr` (with `arg1` equal to a value, if given)
-/// fails with `errno`.
+/// A soft refusal: syscall `nr` (with its `int` argument `arg.0` equal to
+/// `arg.1`, if given) fails with `errno`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Soft {
     pub(crate) nr: i64,
-    pub(crate) arg1: Option<u32>,
+    pub(crate) arg: Option<(u8, u32)>,
     pub(crate) errno: i32,
 }
 
@@ -143,7 +164,7 @@ impl Soft {
     fn any(nr: i64, errno: i32) -> Self {
         Self {
             nr,
-            arg1: None,
+            arg: None,
             errno,
         }
     }
@@ -157,14 +178,14 @@ pub(crate) fn soft_filter(refusals: &[Soft]) -> BpfProgram {
     let mut prog = Vec::new();
     for s in refusals {
         prog.push(stmt(LD_W_ABS, OFFSET_NR));
-        match s.arg1 {
+        match s.arg {
             None => {
                 prog.push(jump(JMP_JEQ_K, s.nr as u32, 0, 1));
             }
-            Some(v) => {
+            Some((index, v)) => {
                 prog.push(jump(JMP_JEQ_K, s.nr as u32, 0, 3));
-                // Low 32 bits of argument 1 (an int: the kernel uses those).
-                prog.push(stmt(LD_W_ABS, OFFSET_ARGS + 8));
+                // Low 32 bits of the argument (an int: the kernel uses those).
+                prog.push(stmt(LD_W_ABS, OFFSET_ARGS + 8 * u32::from(index)));
                 prog.push(jump(JMP_JEQ_K, v, 0, 1));
             }
         }
@@ -191,11 +212,11 @@ pub(crate) fn allowlist(
     extra(&mut rules);
     // Answered with an error by the soft filter.
     for soft in soft_refusals(promises, loader) {
-        match soft.arg1 {
+        match soft.arg {
             None => {
                 rules.insert(soft.nr, None);
             }
-            Some(v) => promises::allow_arg1(&mut rules, soft.nr, v),
+            Some((index, v)) => promises::allow_arg(&mut rules, soft.nr, index, v),
         }
     }
     let rules = rules

@@ -706,6 +706,38 @@ mod tests {
     }
 }
 
+// seccompiler's sock_filter must have the kernel's (and libc's) layout for
+// the cast in install_filter_with_listener.
+const _: () = assert!(
+    std::mem::size_of::<seccompiler::sock_filter>() == std::mem::size_of::<libc::sock_filter>()
+        && std::mem::align_of::<seccompiler::sock_filter>()
+            == std::mem::align_of::<libc::sock_filter>()
+);
+
+/// `close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`—Marks every fd above stderr
+/// close-on-exec, so the program about to be executed inherits none of
+/// them. Nothing is closed now: values owning those fds stay valid until
+/// the exec replaces the image.
+///
+/// See close_range(2).
+pub(crate) fn cloexec_above_stderr(_child: &ChildToken) -> io::Result<()> {
+    // SAFETY: integer arguments only; CLOSE_RANGE_CLOEXEC closes nothing,
+    // so no fd owned by a Rust value is invalidated.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// `seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER)`—
 /// Installs `filter` on the calling thread and returns the listener fd for
 /// its `SECCOMP_RET_USER_NOTIF` answers (CLOEXEC, as the kernel makes it).
@@ -717,11 +749,17 @@ mod tests {
 pub(crate) fn install_filter_with_listener(
     filter: &[seccompiler::sock_filter],
 ) -> io::Result<std::os::fd::OwnedFd> {
+    debug_assert_eq!(
+        thread_count().ok(),
+        Some(1),
+        "a listener filter is per-thread"
+    );
     let prog = libc::sock_fprog {
         len: u16::try_from(filter.len())
             .map_err(|_| io::Error::other("seccomp filter longer than 65535 instructions"))?,
         // seccompiler's sock_filter is repr(C) with the kernel's layout
-        // (u16, u8, u8, u32), the same as libc's.
+        // (u16, u8, u8, u32), the same as libc's (asserted at compile time
+        // above).
         filter: filter.as_ptr().cast::<libc::sock_filter>().cast_mut(),
     };
     // SAFETY: `prog` points to `filter`, which outlives the call; the kernel
