@@ -131,32 +131,36 @@ fn shebang(program: &Path) -> Option<PathBuf> {
 }
 
 /// Whether `program` is a dynamically linked ELF file (has PT_INTERP).
+/// Reads only the ELF header and the program headers (bounded), so a huge
+/// or hostile file costs nothing much; anything unparsable counts as
+/// dynamic (the loader rules then apply, as for any ordinary program).
 fn is_dynamic(program: &Path) -> bool {
-    let Ok(bytes) = std::fs::read(program) else {
-        return true; // cannot tell: let the loader work
+    use std::io::{Read, Seek, SeekFrom};
+    let parse = || -> Option<bool> {
+        let mut f = std::fs::File::open(program).ok()?;
+        let mut head = [0u8; 64];
+        f.read_exact(&mut head).ok()?;
+        // ELF64 little-endian only (x86_64).
+        if &head[..6] != b"\x7fELF\x02\x01" {
+            return None;
+        }
+        let phoff = u64::from_le_bytes(head[0x20..0x28].try_into().ok()?);
+        let phentsize = usize::from(u16::from_le_bytes([head[0x36], head[0x37]]));
+        let phnum = usize::from(u16::from_le_bytes([head[0x38], head[0x39]]));
+        let len = phentsize.checked_mul(phnum).filter(|&l| l <= 64 << 10)?;
+        if phentsize < 4 {
+            return None;
+        }
+        let mut table = vec![0u8; len];
+        f.seek(SeekFrom::Start(phoff)).ok()?;
+        f.read_exact(&mut table).ok()?;
+        Some(
+            table
+                .chunks_exact(phentsize)
+                .any(|ph| ph[..4] == 3u32.to_le_bytes()), // PT_INTERP
+        )
     };
-    let u16_at = |o: usize| {
-        bytes
-            .get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let u64_at = |o: usize| {
-        bytes
-            .get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-    };
-    // ELF64 little-endian only (x86_64).
-    if bytes.get(..5) != Some(b"\x7fELF\x02") {
-        return true;
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
-        return true;
-    };
-    (0..usize::from(phnum)).any(|i| {
-        let at = usize::try_from(phoff).unwrap_or(usize::MAX) + i * usize::from(phentsize);
-        bytes.get(at..at + 4) == Some(&3u32.to_le_bytes()[..]) // PT_INTERP
-    })
+    parse().unwrap_or(true)
 }
 
 /// Builds the sandbox for `opts` (before any fork, so bad input is
