@@ -421,3 +421,30 @@ fn child(
         &format!("cannot execute {}: {err}", program.display()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_and_static_programs_are_told_apart() {
+        assert!(is_dynamic(Path::new("/bin/true")));
+        // Debian's ldconfig is statically linked.
+        assert!(!is_dynamic(Path::new("/usr/sbin/ldconfig")));
+        // Not ELF, or missing: treated as dynamic (the ordinary case).
+        assert!(is_dynamic(Path::new("/etc/hostname")));
+        assert!(is_dynamic(Path::new("/no/such/file")));
+    }
+
+    #[test]
+    fn shebang_names_the_interpreter() {
+        let dir = std::env::temp_dir().join(format!("privfork-shebang-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = dir.join("s");
+        std::fs::write(&s, "#!/bin/sh -e\necho\n").unwrap();
+        assert_eq!(shebang(&s), Some(PathBuf::from("/bin/sh")));
+        std::fs::write(&s, "echo\n").unwrap();
+        assert_eq!(shebang(&s), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
