@@ -748,7 +748,10 @@ fn ended(st: &WaitIdStatus) -> Ended {
 
 /// Polls `fds` until one is ready or `deadline` (if any) passes
 /// (`Ok(false)`).
-fn poll_many_until(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> rustix::io::Result<bool> {
+pub(crate) fn poll_many_until(
+    fds: &mut [PollFd<'_>],
+    deadline: Option<Instant>,
+) -> rustix::io::Result<bool> {
     loop {
         let ts = match deadline {
             None => None,

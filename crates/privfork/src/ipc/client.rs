@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::event::{PollFd, PollFlags};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
@@ -372,24 +372,5 @@ fn wait_until(
     deadline: Option<Instant>,
 ) -> std::io::Result<bool> {
     let mut fds = [PollFd::new(&sock, flags)];
-    loop {
-        let ts = match deadline {
-            None => None,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(false);
-                }
-                Some(Timespec::try_from(left).unwrap_or(Timespec {
-                    tv_sec: i64::MAX,
-                    tv_nsec: 0,
-                }))
-            }
-        };
-        match rustix::event::poll(&mut fds, ts.as_ref()) {
-            Ok(0) | Err(rustix::io::Errno::INTR) => {}
-            Ok(_) => return Ok(true),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    Ok(crate::fork_as::poll_many_until(&mut fds, deadline)?)
 }
