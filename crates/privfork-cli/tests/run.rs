@@ -306,18 +306,25 @@ fn fds_left_open_by_the_caller_do_not_reach_the_program() {
 }
 
 #[test]
-fn scripts_run_with_their_interpreter() {
+fn scripts_run_when_their_interpreter_is_unveiled() {
     let dir = Dir::new("script");
     let script = dir.0.join("s.sh");
     std::fs::write(&script, "#!/bin/sh\nexit 5\n").unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = script.to_str().unwrap();
+    // The script names its interpreter; privfork does not unveil what a
+    // script names. Without the caller's unveil: cannot execute.
+    let o = privfork_run(&["-u", "nobody", "-p", "stdio rpath", "--", path]);
+    assert_eq!(code(&o), 126, "{}", stderr(&o));
     let o = privfork_run(&[
         "-u",
         "nobody",
         "-p",
         "stdio rpath",
+        "-v",
+        "rx:/bin/sh",
         "--",
-        script.to_str().unwrap(),
+        path,
     ]);
     assert_eq!(code(&o), 5, "{}", stderr(&o));
 }

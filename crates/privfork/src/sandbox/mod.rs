@@ -431,7 +431,13 @@ fn drop_capabilities_bounding() -> Result<Level, SandboxError> {
         match rustix::thread::capability_is_in_bounding_set(cap) {
             Ok(true) => {
                 if !caps.effective.contains(CapabilitySet::SETPCAP) {
-                    level = Level::Partial;
+                    // Without CAP_SETPCAP the bounding set stays. With an
+                    // empty permitted set and no_new_privs (set by apply),
+                    // it can no longer matter: capabilities come back only
+                    // by executing setuid or file-capability programs.
+                    if !caps.permitted.is_empty() {
+                        level = Level::Partial;
+                    }
                     break;
                 }
                 rustix::thread::remove_capability_from_bounding_set(cap).map_err(|e| {

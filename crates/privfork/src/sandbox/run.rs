@@ -119,15 +119,28 @@ fn resolve(program: &Path) -> Result<PathBuf, RunError> {
     ))
 }
 
-/// The interpreter named by a `#!` line, if `program` is a script.
-fn shebang(program: &Path) -> Option<PathBuf> {
+/// Opens `path` for reading only if it is a regular file, without
+/// blocking (a FIFO) or acquiring a terminal: privfork is still root here.
+fn open_regular(path: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    f.metadata().ok()?.is_file().then_some(f)
+}
+
+/// Whether `program` starts with `#!` (a script). Its interpreter is not
+/// unveiled automatically: the script, not the caller, names it. The
+/// caller unveils it (`-v rx:/bin/sh`).
+fn is_script(program: &Path) -> bool {
     use std::io::Read;
-    let mut head = [0u8; 256];
-    let n = std::fs::File::open(program).ok()?.read(&mut head).ok()?;
-    let line = head[..n].strip_prefix(b"#!")?;
-    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
-    let text = std::str::from_utf8(line).ok()?;
-    text.split_whitespace().next().map(PathBuf::from)
+    let mut head = [0u8; 2];
+    open_regular(program)
+        .and_then(|mut f| f.read_exact(&mut head).ok())
+        .is_some()
+        && head == *b"#!"
 }
 
 /// Whether `program` is a dynamically linked ELF file (has PT_INTERP).
@@ -137,7 +150,7 @@ fn shebang(program: &Path) -> Option<PathBuf> {
 fn is_dynamic(program: &Path) -> bool {
     use std::io::{Read, Seek, SeekFrom};
     let parse = || -> Option<bool> {
-        let mut f = std::fs::File::open(program).ok()?;
+        let mut f = open_regular(program)?;
         let mut head = [0u8; 64];
         f.read_exact(&mut head).ok()?;
         // ELF64 little-endian only (x86_64).
@@ -166,39 +179,15 @@ fn is_dynamic(program: &Path) -> bool {
 /// Builds the sandbox for `opts` (before any fork, so bad input is
 /// reported by the privfork process itself).
 fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
-    // A script runs its interpreter: that must be unveiled for execution,
-    // and decides whether the loader rules are needed.
-    let interpreter = shebang(program);
-    let image = interpreter.as_deref().unwrap_or(program);
     let mut sb = Sandbox::new()
         .promises(&opts.promises)
         .map_err(|e| fail(exit::BAD_PROMISE, e))?
         .violation(opts.violation);
-    // Only a dynamically linked program needs the loader's read-only opens
-    // and executable file mappings.
-    if is_dynamic(image) {
+    // Only a dynamically linked program (or a script, whose interpreter
+    // usually is) needs the loader's read-only opens and executable file
+    // mappings.
+    if is_script(program) || is_dynamic(program) {
         sb = sb.for_exec_loader();
-    }
-    if let Some(interp) = &interpreter {
-        let interp = interp.canonicalize().map_err(|e| {
-            fail(
-                exit::CANNOT_EXEC,
-                format!(
-                    "{}: interpreter {}: {e}",
-                    program.display(),
-                    interp.display()
-                ),
-            )
-        })?;
-        sb = sb.unveil_path(Unveil {
-            path: interp,
-            perms: super::Perms {
-                read: true,
-                exec: true,
-                ..Default::default()
-            },
-            optional: false,
-        });
     }
     if !sb.promise_set().contains(super::Promise::Stdio) {
         return Err(fail(
@@ -365,6 +354,17 @@ fn child(
     }
     // The uid change cleared the death signal.
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    // Locked memory: at most 8 MiB (stdio allows mlock; the limit the
+    // caller had may be unlimited).
+    let memlock = rustix::process::getrlimit(rustix::process::Resource::Memlock);
+    let cap = 8 << 20;
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Memlock,
+        rustix::process::Rlimit {
+            current: Some(memlock.current.map_or(cap, |c| c.min(cap))),
+            maximum: Some(memlock.maximum.map_or(cap, |m| m.min(cap))),
+        },
+    );
     let (report, listener) = match sb.apply_exec_once() {
         Ok(r) => r,
         Err(e @ SandboxError::Unveil(_)) => return say(exit::BAD_UNVEIL, &e),
@@ -437,14 +437,26 @@ mod tests {
     }
 
     #[test]
-    fn shebang_names_the_interpreter() {
-        let dir = std::env::temp_dir().join(format!("privfork-shebang-{}", std::process::id()));
+    fn scripts_and_fifos_are_recognised_safely() {
+        let dir = std::env::temp_dir().join(format!("privfork-script-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let s = dir.join("s");
         std::fs::write(&s, "#!/bin/sh -e\necho\n").unwrap();
-        assert_eq!(shebang(&s), Some(PathBuf::from("/bin/sh")));
+        assert!(is_script(&s));
         std::fs::write(&s, "echo\n").unwrap();
-        assert_eq!(shebang(&s), None);
+        assert!(!is_script(&s));
+        // A FIFO is neither opened for long nor read: no hang.
+        let fifo = dir.join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(!is_script(&fifo));
+        assert!(is_dynamic(&fifo)); // unparsable: the ordinary case
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
