@@ -55,8 +55,17 @@ fn main() {
                 "loader_rules_never_map_writable_and_executable",
                 loader_rules_never_map_writable_and_executable,
             ),
+            (
+                "inherited_listener_still_accepts",
+                inherited_listener_still_accepts,
+            ),
+            (
+                "signals_stay_inside_the_sandbox",
+                signals_stay_inside_the_sandbox,
+            ),
         ],
         &[
+            ("connect_later", connect_later),
             ("promise_probe", promise_probe),
             ("violate_open_for_write", violate_open_for_write),
             ("violate_exec", violate_exec),
@@ -836,4 +845,49 @@ fn loader_rules_never_map_writable_and_executable() {
         Some(libc::EPERM),
         "rwx file mapping"
     );
+}
+
+/// Helper: connects to 127.0.0.1:$PF_PORT after a short delay.
+fn connect_later() {
+    let port: u16 = std::env::var("PF_PORT").unwrap().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(&mut s, b"hello").unwrap();
+}
+
+fn inherited_listener_still_accepts() {
+    // A listening socket made before the sandbox keeps accepting, even
+    // with no port allowed for bind or connect.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut client = Command::new(std::env::current_exe().unwrap())
+        .args(["--privfork-case", "connect_later"])
+        .env("PF_PORT", port.to_string())
+        .spawn()
+        .unwrap();
+    errno_sandbox("stdio inet").apply().unwrap();
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut got = String::new();
+    conn.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hello");
+    // New listeners are still refused.
+    assert_eq!(
+        errno_of(std::net::TcpListener::bind("127.0.0.1:0")),
+        Some(libc::EACCES)
+    );
+    let _ = client.wait();
+}
+
+fn signals_stay_inside_the_sandbox() {
+    // With proc (kill to any pid allowed by seccomp), Landlock's signal
+    // scope still refuses signals to processes outside the sandbox: here
+    // the test runner, our parent (signal 0 only probes).
+    errno_sandbox("stdio proc").apply().unwrap();
+    let parent = rustix::process::getppid().unwrap();
+    assert_eq!(
+        rustix::process::test_kill_process(parent),
+        Err(rustix::io::Errno::PERM)
+    );
+    // Signals to itself are fine.
+    rustix::process::test_kill_process(rustix::process::getpid()).unwrap();
 }
