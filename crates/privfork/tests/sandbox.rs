@@ -564,6 +564,13 @@ fn operation(op: &str, dir: &std::path::Path) -> i32 {
     }
 }
 
+fn socket(
+    family: rustix::net::AddressFamily,
+    kind: rustix::net::SocketType,
+) -> std::io::Result<()> {
+    Ok(rustix::net::socket(family, kind, None).map(drop)?)
+}
+
 fn try_operation(op: &str, dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     match op {
@@ -590,27 +597,18 @@ fn try_operation(op: &str, dir: &std::path::Path) -> std::io::Result<()> {
             rustix::fs::flock(&f, rustix::fs::FlockOperation::LockShared).map_err(Into::into)
         }
         // The socket only: binding is Landlock's business (network_ports).
-        "tcp" => rustix::net::socket(
+        "tcp" => socket(
             rustix::net::AddressFamily::INET,
             rustix::net::SocketType::STREAM,
-            None,
-        )
-        .map(drop)
-        .map_err(Into::into),
-        "udp" => rustix::net::socket(
+        ),
+        "udp" => socket(
             rustix::net::AddressFamily::INET,
             rustix::net::SocketType::DGRAM,
-            None,
-        )
-        .map(drop)
-        .map_err(Into::into),
-        "unix" => rustix::net::socket(
+        ),
+        "unix" => socket(
             rustix::net::AddressFamily::UNIX,
             rustix::net::SocketType::STREAM,
-            None,
-        )
-        .map(drop)
-        .map_err(Into::into),
+        ),
         "fork" => {
             // SAFETY: the probe process is single-threaded; the child exits
             // at once without touching anything.

@@ -512,18 +512,7 @@ pub(crate) fn add(r: &mut Rules, p: Promise, cx: Context) {
                     SYS_lstat,
                 ],
             );
-            // Opens for reading only: no write access, create or truncate.
-            let mask = (O_ACCMODE | O_CREAT | O_TRUNC | (O_TMPFILE & !O_DIRECTORY)) as i64;
-            allow_if(
-                r,
-                SYS_openat,
-                vec![rule(vec![int_masked(2, mask, O_RDONLY as i64)])],
-            );
-            allow_if(
-                r,
-                SYS_open,
-                vec![rule(vec![int_masked(1, mask, O_RDONLY as i64)])],
-            );
+            allow_read_only_opens(r);
         }
         Promise::Wpath => {
             // Opens for writing, without creating (cpath creates).
@@ -694,12 +683,10 @@ pub(crate) fn add(r: &mut Rules, p: Promise, cx: Context) {
     }
 }
 
-/// What a program started by `privfork run` needs before its `main`: the
-/// dynamic loader opens its libraries read-only and maps them executable.
-/// Read-only opens are allowed (Landlock limits which files), and `mmap`
-/// with `PROT_EXEC` of a file (never of anonymous memory, never through
-/// `mprotect`).
-pub(crate) fn add_loader(r: &mut Rules) {
+/// `open`/`openat` for reading only: no write access, create, truncate or
+/// temporary file (`O_TMPFILE` without its `O_DIRECTORY` bit, which plain
+/// directory opens carry).
+fn allow_read_only_opens(r: &mut Rules) {
     use libc::*;
     let mask = (O_ACCMODE | O_CREAT | O_TRUNC | (O_TMPFILE & !O_DIRECTORY)) as i64;
     allow_if(
@@ -707,6 +694,21 @@ pub(crate) fn add_loader(r: &mut Rules) {
         SYS_openat,
         vec![rule(vec![int_masked(2, mask, O_RDONLY as i64)])],
     );
+    allow_if(
+        r,
+        SYS_open,
+        vec![rule(vec![int_masked(1, mask, O_RDONLY as i64)])],
+    );
+}
+
+/// What a program started by `privfork run` needs before its `main`: the
+/// dynamic loader opens its libraries read-only and maps them executable.
+/// Read-only opens are allowed (Landlock limits which files), and `mmap`
+/// with `PROT_EXEC` of a file (never of anonymous memory, never through
+/// `mprotect`).
+pub(crate) fn add_loader(r: &mut Rules) {
+    use libc::*;
+    allow_read_only_opens(r);
     // Executable mappings of files only, and never writable: ld.so maps
     // text read+exec; a private writable+executable mapping of any readable
     // file would be as good as executable anonymous memory.

@@ -195,8 +195,20 @@ fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
             "the promises must include stdio (a program cannot even exit without it)",
         ));
     }
+    // Each spec parsed once; a missing path is reported here, by name,
+    // before any fork.
     for spec in &opts.unveil {
-        sb = sb.unveil(spec).map_err(|e| fail(exit::BAD_UNVEIL, e))?;
+        let u = Unveil::parse(spec).map_err(|e| fail(exit::BAD_UNVEIL, e))?;
+        if !u.optional && !u.path.exists() {
+            return Err(fail(
+                exit::BAD_UNVEIL,
+                format!(
+                    "cannot unveil {}: no such file or directory",
+                    u.path.display()
+                ),
+            ));
+        }
+        sb = sb.unveil_path(u);
     }
     for dir in LIBRARY_DIRS {
         sb = sb
@@ -223,19 +235,6 @@ fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
     }
     for &p in &opts.connect {
         sb = sb.connect(p);
-    }
-    // Missing unveiled paths are reported here, by name, before any fork.
-    for spec in &opts.unveil {
-        let u = Unveil::parse(spec).map_err(|e| fail(exit::BAD_UNVEIL, e))?;
-        if !u.optional && !u.path.exists() {
-            return Err(fail(
-                exit::BAD_UNVEIL,
-                format!(
-                    "cannot unveil {}: no such file or directory",
-                    u.path.display()
-                ),
-            ));
-        }
     }
     Ok(sb)
 }
@@ -324,6 +323,13 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
 
 /// The child: drop, sandbox, hand the listener over, exec. Returns the exit
 /// code only if something failed.
+///
+/// Unlike the usual rule between fork and exec (async-signal-safe calls
+/// only, no allocation), this code allocates and runs ordinary Rust: the
+/// `ChildToken` proves the process was single-threaded when it forked, so no
+/// lock (the allocator's included) can be held by a thread that does not
+/// exist in the child. Nothing here returns into the caller's code: every
+/// path ends in exec or `_exit`.
 fn child(
     token: &sys::ChildToken,
     parent: rustix::process::Pid,
