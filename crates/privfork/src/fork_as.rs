@@ -61,23 +61,22 @@
 //! server instead: a single-threaded helper process started before any
 //! threads, which forks on its behalf (see DESIGN.md, "Fork-as").
 
-use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
-use rustix::process::{
-    DumpableBehavior, Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, WaitIdStatus,
-};
+use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, WaitIdStatus};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::identity::{Identity, ResolveError};
-use crate::privdrop::{DropOptions, PrivDropError, WireDropError, drop_to};
-use crate::sys::{self, ChildToken, ForkError, Forked, Threads};
+use crate::privdrop::{DropOptions, PrivDropError, WireDropError};
+use crate::sandbox::{PreparedSandbox, Sandbox, SandboxError};
+use crate::setup::{Fds, Setup, SetupError};
+use crate::sys::{self, ChildToken, ForkError, Forked};
 
 /// Default deadline of [`ForkAs::run`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -101,59 +100,7 @@ mod tag {
 }
 const HEADER_LEN: usize = 9;
 
-/// What the child's environment holds.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub enum Environment {
-    /// Empty (the default): nothing of the caller's environment leaks.
-    #[default]
-    Clear,
-    /// The caller's environment, unchanged.
-    Inherit,
-    /// Exactly these variables.
-    Set(Vec<(OsString, OsString)>),
-}
-
-/// Where the child's stdin, stdout and stderr go.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Stdio {
-    /// `/dev/null` (the default): the child cannot read the caller's
-    /// terminal or write to its logs. A panic's message still comes back in
-    /// [`ForkAsError::Panicked`].
-    #[default]
-    Null,
-    /// The caller's stdin, stdout and stderr.
-    Inherit,
-}
-
-/// A step of the child's setup, for [`ForkAsError::ChildSetup`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
-pub enum SetupStep {
-    /// `prctl(PR_SET_PDEATHSIG)`.
-    ParentDeathSignal,
-    /// Moving the result pipe above stderr (`fcntl(F_DUPFD_CLOEXEC)`).
-    MovePipe,
-    /// Pointing the parent's fds at /dev/null (`/proc/self/fd`, `dup2`).
-    NullFds,
-    /// `prctl(PR_SET_DUMPABLE)`.
-    NotDumpable,
-    /// `prctl(PR_SET_NO_NEW_PRIVS)`.
-    NoNewPrivs,
-}
-
-impl std::fmt::Display for SetupStep {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::ParentDeathSignal => "prctl(PR_SET_PDEATHSIG)",
-            Self::MovePipe => "fcntl(F_DUPFD_CLOEXEC) of the result pipe",
-            Self::NullFds => "pointing the parent's fds at /dev/null",
-            Self::NotDumpable => "prctl(PR_SET_DUMPABLE)",
-            Self::NoNewPrivs => "prctl(PR_SET_NO_NEW_PRIVS)",
-        })
-    }
-}
+pub use crate::setup::{Environment, SetupStep, Stdio};
 
 /// Error of [`ForkAs::run`].
 #[derive(Debug, thiserror::Error)]
@@ -259,6 +206,7 @@ pub struct ForkAs {
     env: Environment,
     stdio: Stdio,
     no_new_privs: bool,
+    sandbox: Option<Arc<PreparedSandbox>>,
 }
 
 /// Runs `f` as `user` (a name or numeric uid) with the default limits.
@@ -287,6 +235,7 @@ impl ForkAs {
             env: Environment::Clear,
             stdio: Stdio::Null,
             no_new_privs: true,
+            sandbox: None,
         }
     }
 
@@ -348,6 +297,25 @@ impl ForkAs {
     /// program. See prctl(2), `PR_SET_NO_NEW_PRIVS`.
     pub fn no_new_privs(mut self, on: bool) -> Self {
         self.no_new_privs = on;
+        self
+    }
+
+    /// Sandboxes the child: `sandbox` is prepared now, in the caller
+    /// (paths opened, Landlock ruleset created, seccomp filters compiled:
+    /// [`Sandbox::prepare`]), and installed in every child as the last
+    /// stages of its setup, after the privilege drop.
+    ///
+    /// # Errors
+    ///
+    /// [`SandboxError`] naming the bad input, before anything is forked.
+    pub fn sandbox(self, sandbox: &Sandbox) -> Result<Self, SandboxError> {
+        Ok(self.prepared_sandbox(Arc::new(sandbox.prepare()?)))
+    }
+
+    /// Sandboxes the child with an already prepared sandbox (shared by
+    /// several calls, e.g. the fork server's per-function sandboxes).
+    pub fn prepared_sandbox(mut self, sandbox: Arc<PreparedSandbox>) -> Self {
+        self.sandbox = Some(sandbox);
         self
     }
 
@@ -1076,71 +1044,54 @@ where
     T: Serialize,
     F: FnOnce() -> T,
 {
-    let setup_failed = |pipe: &OwnedFd, step: SetupStep, e: io::Error| {
-        let report =
-            postcard::to_allocvec(&(step, e.raw_os_error().unwrap_or(0))).unwrap_or_default();
+    let setup_failed = |pipe: &OwnedFd, step: SetupStep, errno: i32| {
+        let report = postcard::to_allocvec(&(step, errno)).unwrap_or_default();
         write_frame(pipe, tag::SETUP_FAILED, &report);
         EXIT_SETUP_FAILED
     };
-    // 1. A clean signal mask: the parent blocked SIGCHLD for the call.
-    sys::clear_sigmask(token);
-    // 2. Keep the pipe above stderr (it lands on 0–2 if the parent had
+    // 1. Keep the pipe above stderr (it lands on 0–2 if the parent had
     //    closed them), so that stdio can be pointed elsewhere.
     let pipe = if pipe.as_raw_fd() <= 2 {
         match rustix::io::fcntl_dupfd_cloexec(&pipe, 3) {
             Ok(moved) => moved,
-            Err(e) => return setup_failed(&pipe, SetupStep::MovePipe, e.into()),
+            Err(e) => return setup_failed(&pipe, SetupStep::MovePipe, e.raw_os_error()),
         }
     } else {
         pipe
     };
     let pipe = &pipe;
-    // 3. No fd of the parent stays reachable: each now points at /dev/null
-    //    (stdin/stdout/stderr too, unless inherited on request).
-    let null_stdio = matches!(call.stdio, Stdio::Null);
+    // 2. The child-setup routine (crate::setup): signals, fds (each of the
+    //    parent's now reaches /dev/null, stdio too unless inherited on
+    //    request), environment, session, keyring, shared mappings,
+    //    personality, limits, not dumpable, bounding set, the verified
+    //    drop, the death signal, capabilities, no_new_privs, the sandbox.
     let keep = [pipe.as_raw_fd(), fds.skip];
-    if let Err(e) = sys::null_fds(token, fds.inherited, fds.devnull, &keep, null_stdio) {
-        return setup_failed(pipe, SetupStep::NullFds, e);
-    }
-    // 4. Environment.
-    match &call.env {
-        Environment::Inherit => {}
-        Environment::Clear => sys::clear_env(token),
-        Environment::Set(vars) => {
-            sys::clear_env(token);
-            for (k, v) in vars {
-                sys::set_env(token, k, v);
-            }
+    let setup = Setup {
+        parent: Some(parent),
+        fds: Fds::Null {
+            inherited: fds.inherited,
+            devnull: fds.devnull,
+            keep: &keep,
+            stdio: matches!(call.stdio, Stdio::Null),
+        },
+        env: Some(&call.env),
+        isolate: true,
+        identity: Some((&call.identity, &call.drop)),
+        no_new_privs: call.no_new_privs,
+        sandbox: call.sandbox.as_deref(),
+        ..Setup::default()
+    };
+    match setup.run(Some(token)) {
+        Ok(_) => {}
+        Err(SetupError::PrivDrop { error, .. }) => {
+            let report = postcard::to_allocvec(&WireDropError::from(&error)).unwrap_or_default();
+            write_frame(pipe, tag::DROP_FAILED, &report);
+            return EXIT_SETUP_FAILED;
         }
+        Err(SetupError::ParentGone) => return EXIT_ORPHANED,
+        Err(e) => return setup_failed(pipe, e.step(), setup_errno(&e)),
     }
-    // 5. Not dumpable from here on (the drop sets it again after the uid
-    //    change, which resets it), and no privilege from executing setuid
-    //    or file-capability programs.
-    if let Err(e) = rustix::process::set_dumpable_behavior(DumpableBehavior::NotDumpable) {
-        return setup_failed(pipe, SetupStep::NotDumpable, e.into());
-    }
-    if call.no_new_privs
-        && let Err(e) = rustix::thread::set_no_new_privs(true)
-    {
-        return setup_failed(pipe, SetupStep::NoNewPrivs, e.into());
-    }
-    // 6. Drop privileges, verified.
-    if let Err(failure) = drop_to(&call.identity, &call.drop, Threads::Only(token)) {
-        let report =
-            postcard::to_allocvec(&WireDropError::from(&failure.error)).unwrap_or_default();
-        write_frame(pipe, tag::DROP_FAILED, &report);
-        return EXIT_SETUP_FAILED;
-    }
-    // 7. Die with the parent, and stop here if it is already gone. Set only
-    //    now: the kernel clears the death signal when the uid changes (and a
-    //    parent dying before this point is caught by the getppid check).
-    if let Err(e) = rustix::process::set_parent_process_death_signal(Some(Signal::KILL)) {
-        return setup_failed(pipe, SetupStep::ParentDeathSignal, e.into());
-    }
-    if rustix::process::getppid() != Some(parent) {
-        return EXIT_ORPHANED;
-    }
-    // 8. Run, encode, report.
+    // 3. Run, encode, report.
     let value = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(payload) => {
@@ -1178,6 +1129,23 @@ where
         }
         Ok(bytes) => write_frame(pipe, tag::OK, &bytes),
         Err(e) => write_frame(pipe, tag::ENCODE_FAILED, e.to_string().as_bytes()),
+    }
+    0
+}
+
+/// The errno behind a setup failure, for the report to the parent (0 when
+/// there is none, e.g. a Landlock ruleset error).
+fn setup_errno(e: &SetupError) -> i32 {
+    use std::error::Error as _;
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(errno) = s
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+        {
+            return errno;
+        }
+        source = s.source();
     }
     0
 }

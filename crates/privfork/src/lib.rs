@@ -8,6 +8,8 @@
 //!   and get its serialized result back over a pipe.
 //! - [`fork_server`]: fork-as for multithreaded programs, through a small
 //!   single-threaded server process started before any thread.
+//! - [`setup`]: the one ordered, fail-closed routine that sets up every
+//!   child privfork starts (fork-as, the fork server, `privfork run`).
 //! - [`ipc`]: framed, typed channels over unix socketpairs with fd passing
 //!   (blocking, and async with the `tokio` feature).
 //!
@@ -22,6 +24,7 @@ pub mod identity;
 pub mod ipc;
 pub mod privdrop;
 pub mod sandbox;
+pub mod setup;
 mod sys;
 
 pub use fork_as::{ForkAs, ForkAsError, fork_as};

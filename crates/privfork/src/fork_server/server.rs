@@ -5,12 +5,14 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
-use rustix::process::{Pid, Signal};
+use rustix::process::Pid;
+use rustix::thread::CapabilitySet;
 
 use super::ForkServerBuilder;
 use super::protocol::{CallFailure, CallRequest, ChildOutcome, Reply, Request, ServerStats};
 use crate::fork_as::{ForkAs, ForkAsError, Pending, WireForkAsError};
 use crate::ipc::{Bytes, Channel};
+use crate::setup::{Fds, Setup, SetupError};
 use crate::sys::{self, ChildToken};
 
 /// Exit codes of the server process.
@@ -55,26 +57,40 @@ pub(super) fn main(
     devnull: BorrowedFd<'static>,
     config: ForkServerBuilder,
 ) -> i32 {
-    // SIGCHLD stays blocked for the server's life: the program's handlers
-    // were copied into this process, and one that reaps must not take our
-    // children (ForkAs::spawn needs it blocked).
-    if sys::block_sigchld().is_err() {
-        return EXIT_SETUP;
-    }
-    // Die with the process that spawned us; stop if it is already gone.
-    if rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).is_err() {
-        return EXIT_SETUP;
-    }
-    if rustix::process::getppid() != Some(parent) {
-        return EXIT_ORPHANED;
-    }
-    // Keep stdio and the channel; every other fd of the program now reaches
-    // /dev/null (replaced, not closed: registered functions may own some).
+    // The child-setup routine: signals reset, every fd of the program but
+    // stdio and the channel now reaches /dev/null (replaced, not closed:
+    // registered functions may own some), a session and keyring of its
+    // own, no shared mapping, limits, not dumpable, the death signal, and
+    // of all capabilities only those it needs for its children: SETUID and
+    // SETGID to drop them, KILL to signal them once they run as another
+    // user — at their deadline, and when the server dies: the kernel sends
+    // a child's parent-death signal with the dying parent's permissions, so
+    // without CAP_KILL it would never reach them.
     let Ok(inherited) = sys::open_fds() else {
         return EXIT_SETUP;
     };
     let keep = [channel.as_fd().as_raw_fd()];
-    if sys::null_fds(token, &inherited, devnull, &keep, false).is_err() {
+    let setup = Setup {
+        parent: Some(parent),
+        fds: Fds::Null {
+            inherited: &inherited,
+            devnull,
+            keep: &keep,
+            stdio: false,
+        },
+        isolate: true,
+        no_new_privs: true,
+        ..Setup::default()
+    }
+    .keep_caps(CapabilitySet::SETUID | CapabilitySet::SETGID | CapabilitySet::KILL);
+    match setup.run(Some(token)) {
+        Ok(_) => {}
+        Err(SetupError::ParentGone) => return EXIT_ORPHANED,
+        Err(_) => return EXIT_SETUP,
+    }
+    // SIGCHLD stays blocked for the server's life (ForkAs::spawn needs it
+    // blocked until each child is reaped).
+    if sys::block_sigchld().is_err() {
         return EXIT_SETUP;
     }
     let _ = rustix::thread::set_name(c"privfork-forksrv");

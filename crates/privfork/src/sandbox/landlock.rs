@@ -9,8 +9,8 @@
 use std::path::PathBuf;
 
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, BitFlags, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr,
-    RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope,
+    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
+    PathFd, Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 
 use super::Level;
@@ -150,19 +150,30 @@ fn fs_access(perms: Perms, is_dir: bool) -> BitFlags<AccessFs> {
 }
 
 /// A ruleset ready to be enforced, and what was skipped while building it.
+#[derive(Debug)]
 pub(crate) struct Prepared {
     pub(crate) ruleset: RulesetCreated,
     pub(crate) skipped: Vec<PathBuf>,
 }
 
 /// Builds the ruleset: opens every unveiled path now (before anything is
-/// restricted), so a missing one is reported by name.
+/// restricted), so a missing one is reported by name. `require`: a kernel
+/// that cannot enforce every right, port rule and scope handled here is an
+/// error now (the `landlock` crate's hard requirement), not a partial
+/// report after the fact.
 pub(crate) fn prepare(
     unveils: &[Unveil],
     bind: &[u16],
     connect: &[u16],
+    require: bool,
 ) -> Result<Prepared, UnveilError> {
+    let level = if require {
+        CompatLevel::HardRequirement
+    } else {
+        CompatLevel::BestEffort
+    };
     let mut ruleset = Ruleset::default()
+        .set_compatibility(level)
         .handle_access(AccessFs::from_all(FS_ABI))?
         .handle_access(AccessNet::from_all(NET_ABI))?
         .scope(Scope::from_all(SCOPE_ABI))?
@@ -201,10 +212,18 @@ pub(crate) fn prepare(
     Ok(Prepared { ruleset, skipped })
 }
 
-/// Enforces the ruleset on the calling thread (the sandbox refuses to run
-/// with other threads: before ABI 8, Landlock restricts only the caller).
-pub(crate) fn enforce(prepared: Prepared) -> Result<Level, UnveilError> {
-    let status = prepared.ruleset.restrict_self()?;
+/// Enforces a duplicate of the ruleset on the calling thread (the sandbox
+/// refuses to run with other threads: before ABI 8, Landlock restricts
+/// only the caller); the prepared ruleset stays usable for the next child.
+pub(crate) fn enforce(prepared: &Prepared) -> Result<Level, UnveilError> {
+    let ruleset = prepared
+        .ruleset
+        .try_clone()
+        .map_err(|source| UnveilError::Path {
+            path: PathBuf::from("(landlock ruleset)"),
+            source,
+        })?;
+    let status = ruleset.restrict_self()?;
     Ok(match status.ruleset {
         RulesetStatus::FullyEnforced => Level::Full,
         RulesetStatus::PartiallyEnforced => Level::Partial,

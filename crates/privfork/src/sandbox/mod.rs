@@ -14,25 +14,32 @@
 //!
 //! # Order
 //!
-//! [`Sandbox::apply`] does, in this order, each step needing what the
-//! later ones take away:
+//! [`Sandbox::prepare`] does everything that can fail on bad input while
+//! nothing is restricted: it opens each unveiled path, creates the
+//! Landlock ruleset and compiles the seccomp filters. The result, a
+//! [`PreparedSandbox`], is installed by the child-setup routine
+//! (`crate::setup`, the same for every process privfork starts), whose
+//! stages for it run in this order, each needing what the later ones take
+//! away:
 //!
-//! 1. refuse if the process has more than one thread (Landlock before ABI 8
-//!    restricts only the calling thread, so it must come before threads);
-//! 2. prepare everything that can fail on bad input: open each unveiled
-//!    path, compile the seccomp filters — nothing is restricted yet;
-//! 3. resource limits: no core dumps (`RLIMIT_CORE` 0);
-//! 4. not dumpable;
-//! 5. capabilities: bounding set emptied (if CAP_SETPCAP allows), ambient
+//! 1. resource limits: no core dumps (`RLIMIT_CORE` 0);
+//! 2. not dumpable;
+//! 3. capabilities: bounding set emptied (if CAP_SETPCAP allows), ambient
 //!    cleared, effective/permitted/inheritable emptied;
-//! 6. no_new_privs;
-//! 7. Landlock (unveil);
-//! 8. seccomp (pledge), last, on every thread (TSYNC).
+//! 4. no_new_privs;
+//! 5. Landlock (unveil);
+//! 6. seccomp (pledge), last, on every thread (TSYNC).
+//!
+//! [`Sandbox::apply`] prepares and installs in the calling process, which
+//! must have one thread (Landlock before ABI 8 restricts only the calling
+//! thread, so it must come before threads).
 //!
 //! The report says what each layer enforced: [`Level::Full`],
-//! [`Level::Partial`] or [`Level::None`]. With [`Policy::Require`], anything
-//! short of full is an error (the steps already taken stay taken: the
-//! process should then exit).
+//! [`Level::Partial`] or [`Level::None`]. With [`Policy::Require`], a
+//! kernel without seccomp or without every Landlock feature the sandbox
+//! handles is refused by `prepare`, before anything is restricted; a layer
+//! still short of full after installing (capabilities without CAP_SETPCAP)
+//! is an error then too, and the process should exit.
 
 pub mod exec_once;
 pub mod landlock;
@@ -46,8 +53,6 @@ mod syscall_names;
 use std::fmt;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-
-use rustix::thread::{CapabilitySet, CapabilitySets};
 
 pub use self::landlock::{Perms, Unveil, UnveilError};
 pub use self::promises::{Promise, Promises, UnknownPromise};
@@ -264,15 +269,7 @@ impl Sandbox {
     /// [`SandboxError::MultiThreaded`], bad input (before anything is
     /// restricted), a failed step, or [`SandboxError::NotFullyEnforced`].
     pub fn apply(&self) -> Result<Report, SandboxError> {
-        if self.violation == Some(Violation::Log) {
-            return Err(SandboxError::Step {
-                step: "choosing the violation mode",
-                source: std::io::Error::other(
-                    "log mode needs a supervisor: use apply_exec_once (privfork run --mode log)",
-                ),
-            });
-        }
-        self.apply_inner(false).map(|(r, _)| r)
+        self.prepare()?.apply_to_self().map(|(r, _)| r)
     }
 
     /// Applies the sandbox for a process about to execute a program, and
@@ -290,26 +287,49 @@ impl Sandbox {
     ///
     /// As [`Sandbox::apply`].
     pub fn apply_exec_once(&self) -> Result<(Report, Option<OwnedFd>), SandboxError> {
-        self.apply_inner(true)
+        self.prepare_exec_once()?.apply_to_self()
     }
 
-    fn apply_inner(&self, exec_once: bool) -> Result<(Report, Option<OwnedFd>), SandboxError> {
-        let step = |step: &'static str| {
-            move |e: rustix::io::Errno| SandboxError::Step {
-                step,
-                source: e.into(),
-            }
-        };
-        // 1. One thread only.
-        let threads = crate::sys::thread_count().map_err(|source| SandboxError::Step {
-            step: "counting threads",
-            source,
-        })?;
-        if threads != 1 {
-            return Err(SandboxError::MultiThreaded { threads });
+    /// Prepares the sandbox without applying it: opens every unveiled path,
+    /// creates the Landlock ruleset and compiles the seccomp filters. What
+    /// can fail on bad input (or, under [`Policy::Require`], on a kernel
+    /// that lacks a layer) fails here, while nothing is restricted.
+    ///
+    /// The result can be installed in a child forked later (fork-as, the
+    /// fork server, the process family) with system calls alone, and holds
+    /// in whatever process installs it and in that process's descendants:
+    /// nothing in it depends on the pid of the process that prepared it.
+    ///
+    /// # Errors
+    ///
+    /// [`SandboxError`] naming the bad input.
+    pub fn prepare(&self) -> Result<PreparedSandbox, SandboxError> {
+        if self.violation == Some(Violation::Log) {
+            return Err(SandboxError::Step {
+                step: "choosing the violation mode",
+                source: std::io::Error::other(
+                    "log mode needs a supervisor: use apply_exec_once (privfork run --mode log)",
+                ),
+            });
         }
-        // 2. Everything that can fail on bad input, before any change.
-        let prepared = landlock::prepare(&self.unveils, &self.bind, &self.connect)?;
+        self.prepare_inner(false)
+    }
+
+    /// [`Sandbox::prepare`] for [`Sandbox::apply_exec_once`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sandbox::prepare`].
+    pub fn prepare_exec_once(&self) -> Result<PreparedSandbox, SandboxError> {
+        self.prepare_inner(true)
+    }
+
+    fn prepare_inner(&self, exec_once: bool) -> Result<PreparedSandbox, SandboxError> {
+        let require = self.policy == Policy::Require;
+        if require {
+            seccomp::check_available()?;
+        }
+        let landlock = landlock::prepare(&self.unveils, &self.bind, &self.connect, require)?;
         let violation = self
             .violation
             .unwrap_or(if self.promises.contains(Promise::Error) {
@@ -317,12 +337,6 @@ impl Sandbox {
             } else {
                 Violation::Kill
             });
-        let cx = promises::Context {
-            pid: rustix::process::getpid()
-                .as_raw_nonzero()
-                .get()
-                .unsigned_abs(),
-        };
         // The allowlist goes in last: once it is installed, installing
         // another filter is itself refused.
         let mut filters = vec![seccomp::guard()];
@@ -334,38 +348,130 @@ impl Sandbox {
         let exec_promised = self.promises.contains(Promise::Exec);
         // Exec goes to the supervisor: through its own filter, or (log
         // mode) as a refused call of the allowlist.
-        let exec_filter = (exec_once && !exec_promised && !log).then(seccomp::exec_to_supervisor);
+        let to_supervisor = exec_once && !exec_promised && !log;
+        if to_supervisor {
+            filters.push(seccomp::exec_to_supervisor());
+        }
         let loader = self.loader;
-        let allowlist = seccomp::allowlist(&self.promises, violation, cx, loader, &|rules| {
+        let allowlist = seccomp::allowlist(&self.promises, violation, loader, &|rules| {
             if loader {
                 promises::add_loader(rules);
             }
-            if exec_once && !exec_promised && !log {
+            if to_supervisor {
                 for nr in [libc::SYS_execve, libc::SYS_execveat] {
                     rules.insert(nr, None);
                 }
             }
         })?;
-        // 3. No core dumps.
-        rustix::process::setrlimit(
-            rustix::process::Resource::Core,
-            rustix::process::Rlimit {
-                current: Some(0),
-                maximum: Some(0),
-            },
-        )
-        .map_err(step("setrlimit(RLIMIT_CORE)"))?;
-        // 4. Not dumpable.
-        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
-            .map_err(step("prctl(PR_SET_DUMPABLE)"))?;
-        // 5. Capabilities.
-        let capabilities = drop_capabilities()?;
-        // 6. no_new_privs (also needed for seccomp without CAP_SYS_ADMIN).
-        rustix::thread::set_no_new_privs(true).map_err(step("prctl(PR_SET_NO_NEW_PRIVS)"))?;
-        // 7. Landlock.
-        let skipped = prepared.skipped.clone();
-        let landlock = landlock::enforce(prepared)?;
-        // 8. seccomp, last, on every thread.
+        Ok(PreparedSandbox {
+            landlock,
+            filters,
+            allowlist,
+            listener: listener_for(to_supervisor, log && exec_once),
+            exec_once,
+            policy: self.policy,
+        })
+    }
+}
+
+/// Which filter gives the supervisor its listener: the exec filter (for
+/// the one exec), or the allowlist (log mode: every refused call).
+fn listener_for(exec_to_supervisor: bool, log: bool) -> Listener {
+    match (exec_to_supervisor, log) {
+        (_, true) => Listener::OnAllowlist,
+        (true, false) => Listener::OnExecFilter,
+        (false, false) => Listener::None,
+    }
+}
+
+/// Which installed filter hands its notifications to a supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    None,
+    /// The exec filter's `USER_NOTIF` answers (exec once).
+    OnExecFilter,
+    /// The allowlist's (log mode: every refused call, exec included).
+    OnAllowlist,
+}
+
+/// A sandbox prepared by [`Sandbox::prepare`]: the Landlock ruleset (its
+/// paths opened) and the seccomp programs, ready to be installed with
+/// system calls alone — in the preparing process or in a child it forks.
+///
+/// It is installed by the child-setup routine (`crate::setup`), whose last
+/// two stages are its Landlock and seccomp layers; the stages before them
+/// (limits, not dumpable, capabilities, no_new_privs) are the routine's
+/// own. [`PreparedSandbox::apply_to_self`] runs that routine on the calling
+/// process.
+#[derive(Debug)]
+pub struct PreparedSandbox {
+    landlock: landlock::Prepared,
+    /// Installed first, on every thread (TSYNC).
+    filters: Vec<seccompiler::BpfProgram>,
+    /// Installed last.
+    allowlist: seccompiler::BpfProgram,
+    listener: Listener,
+    exec_once: bool,
+    policy: Policy,
+}
+
+impl PreparedSandbox {
+    /// Applies the sandbox to the calling process: resource limits, not
+    /// dumpable, capabilities, no_new_privs, Landlock, seccomp, in that
+    /// order (the child-setup routine's stages for them); also the seccomp
+    /// listener of an exec-once sandbox. Irreversible.
+    ///
+    /// # Errors
+    ///
+    /// [`SandboxError::MultiThreaded`] (Landlock before ABI 8 restricts
+    /// only the calling thread), a failed step, or
+    /// [`SandboxError::NotFullyEnforced`] under [`Policy::Require`].
+    pub fn apply_to_self(&self) -> Result<(Report, Option<OwnedFd>), SandboxError> {
+        let threads = crate::sys::thread_count().map_err(|source| SandboxError::Step {
+            step: "counting threads",
+            source,
+        })?;
+        if threads != 1 {
+            return Err(SandboxError::MultiThreaded { threads });
+        }
+        let setup = crate::setup::Setup {
+            no_new_privs: true,
+            sandbox: Some(self),
+            ..Default::default()
+        };
+        match setup.run(None) {
+            Ok(applied) => Ok((applied.report, applied.listener)),
+            Err(crate::setup::SetupError::Sandbox(e)) => Err(e),
+            Err(e) => Err(SandboxError::Step {
+                step: setup_step_name(e.step()),
+                source: match e {
+                    crate::setup::SetupError::Step { source, .. } => source,
+                    other => std::io::Error::other(other.to_string()),
+                },
+            }),
+        }
+    }
+
+    /// Whether this sandbox is for a process about to execute a program.
+    pub(crate) fn exec_once(&self) -> bool {
+        self.exec_once
+    }
+
+    /// Optional unveiled paths that did not exist.
+    pub(crate) fn skipped(&self) -> Vec<PathBuf> {
+        self.landlock.skipped.clone()
+    }
+
+    /// The Landlock stage: restricts the calling thread (the process must
+    /// have one) with a duplicate of the prepared ruleset, so the same
+    /// prepared sandbox serves every child.
+    pub(crate) fn install_landlock(&self) -> Result<Level, SandboxError> {
+        Ok(landlock::enforce(&self.landlock)?)
+    }
+
+    /// The seccomp stage: the filters, then the allowlist — with a listener
+    /// for the supervisor if this is an exec-once sandbox that needs one.
+    pub(crate) fn install_seccomp(&self) -> Result<Option<OwnedFd>, SandboxError> {
         let seccomp_err = |e: seccompiler::Error| SandboxError::Step {
             step: "seccomp(SECCOMP_SET_MODE_FILTER)",
             source: std::io::Error::other(e.to_string()),
@@ -374,106 +480,48 @@ impl Sandbox {
             step: "seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER)",
             source,
         };
-        seccomp::install(&filters).map_err(seccomp_err)?;
-        // A listener filter cannot use TSYNC; the process is single-threaded
-        // (checked in step 1), so per-thread is the whole process.
-        let mut listener = None;
-        if let Some(f) = exec_filter {
-            listener = Some(crate::sys::install_filter_with_listener(&f).map_err(listener_err)?);
-        }
-        if log && exec_once {
-            listener =
-                Some(crate::sys::install_filter_with_listener(&allowlist).map_err(listener_err)?);
-        } else {
-            seccomp::install(std::slice::from_ref(&allowlist)).map_err(seccomp_err)?;
-        }
-        let report = Report {
-            rlimits: Level::Full,
-            // execve makes the process dumpable again (for a readable
-            // program): the program must set it again itself.
-            not_dumpable: if exec_once {
-                Level::Partial
-            } else {
-                Level::Full
-            },
-            capabilities,
-            no_new_privs: Level::Full,
-            landlock,
-            seccomp: Level::Full,
-            skipped,
-        };
-        if self.policy == Policy::Require && report.overall() != Level::Full {
-            return Err(SandboxError::NotFullyEnforced { report });
-        }
-        Ok((report, listener))
-    }
-}
-
-/// Empties the capability bounding set (needs CAP_SETPCAP): call it before
-/// a privilege drop takes that capability away; [`Sandbox::apply`] can then
-/// report the bounding set empty. `Ok(false)`: CAP_SETPCAP is missing.
-///
-/// # Errors
-///
-/// A failed `prctl(PR_CAPBSET_DROP)` or `capget`.
-pub fn drop_bounding_set() -> Result<bool, SandboxError> {
-    Ok(drop_capabilities_bounding()? == Level::Full)
-}
-
-fn drop_capabilities_bounding() -> Result<Level, SandboxError> {
-    let mut level = Level::Full;
-    let caps = rustix::thread::capabilities(None).map_err(|e| SandboxError::Step {
-        step: "capget",
-        source: e.into(),
-    })?;
-    for bit in 0..64u32 {
-        let cap = CapabilitySet::from_bits_retain(1u64 << bit);
-        match rustix::thread::capability_is_in_bounding_set(cap) {
-            Ok(true) => {
-                if !caps.effective.contains(CapabilitySet::SETPCAP) {
-                    // Without CAP_SETPCAP the bounding set stays. With an
-                    // empty permitted set and no_new_privs (set by apply),
-                    // it can no longer matter: capabilities come back only
-                    // by executing setuid or file-capability programs.
-                    if !caps.permitted.is_empty() {
-                        level = Level::Partial;
-                    }
-                    break;
-                }
-                rustix::thread::remove_capability_from_bounding_set(cap).map_err(|e| {
-                    SandboxError::Step {
-                        step: "prctl(PR_CAPBSET_DROP)",
-                        source: e.into(),
-                    }
-                })?;
+        // A listener filter cannot use TSYNC; the process is
+        // single-threaded here (Setup runs before any thread starts).
+        let (before, with_listener) = match self.listener {
+            Listener::None => (&self.filters[..], None),
+            Listener::OnExecFilter => {
+                let (exec, before) = self.filters.split_last().expect("the exec filter");
+                (before, Some(exec))
             }
-            Ok(false) => {}
-            Err(_) => break, // past the last capability the kernel knows
+            Listener::OnAllowlist => (&self.filters[..], Some(&self.allowlist)),
+        };
+        seccomp::install(before).map_err(seccomp_err)?;
+        let listener = match with_listener {
+            Some(f) => Some(crate::sys::install_filter_with_listener(f).map_err(listener_err)?),
+            None => None,
+        };
+        if self.listener != Listener::OnAllowlist {
+            seccomp::install(std::slice::from_ref(&self.allowlist)).map_err(seccomp_err)?;
         }
+        Ok(listener)
     }
-    Ok(level)
+
+    /// Under [`Policy::Require`], anything short of full is an error.
+    pub(crate) fn check_policy(&self, report: &Report) -> Result<(), SandboxError> {
+        if self.policy == Policy::Require && report.overall() != Level::Full {
+            return Err(SandboxError::NotFullyEnforced {
+                report: report.clone(),
+            });
+        }
+        Ok(())
+    }
 }
 
-/// Empties the bounding set (needs CAP_SETPCAP: partial without it, unless
-/// it is already empty), the ambient set, and the effective, permitted and
-/// inheritable sets.
-fn drop_capabilities() -> Result<Level, SandboxError> {
-    let level = drop_capabilities_bounding()?;
-    rustix::thread::clear_ambient_capability_set().map_err(|e| SandboxError::Step {
-        step: "prctl(PR_CAP_AMBIENT_CLEAR_ALL)",
-        source: e.into(),
-    })?;
-    rustix::thread::set_capabilities(
-        None,
-        CapabilitySets {
-            effective: CapabilitySet::empty(),
-            permitted: CapabilitySet::empty(),
-            inheritable: CapabilitySet::empty(),
-        },
-    )
-    .map_err(|e| SandboxError::Step {
-        step: "capset",
-        source: e.into(),
-    })?;
-    Ok(level)
+/// A setup stage's name as [`SandboxError::Step`] gives it.
+fn setup_step_name(step: crate::setup::SetupStep) -> &'static str {
+    use crate::setup::SetupStep as S;
+    match step {
+        S::Rlimits => "setrlimit(RLIMIT_CORE)",
+        S::NotDumpable => "prctl(PR_SET_DUMPABLE)",
+        S::BoundingSet => "prctl(PR_CAPBSET_DROP)",
+        S::Capabilities => "capset",
+        S::NoNewPrivs => "prctl(PR_SET_NO_NEW_PRIVS)",
+        S::Landlock => "landlock_restrict_self",
+        _ => "seccomp(SECCOMP_SET_MODE_FILTER)",
+    }
 }

@@ -3,7 +3,8 @@
 //!
 //! A promise maps to a set of allowed system calls, some only with certain
 //! arguments (socket families, `open` flags, `fcntl` and `ioctl` commands,
-//! `mmap`/`mprotect` without `PROT_EXEC`, `kill` only to the process itself,
+//! `mmap`/`mprotect` without `PROT_EXEC`, `kill` only to one process (Landlock
+//! scopes it to the process itself),
 //! `clone` only for threads). Anything no promise allows is refused, and
 //! some calls are allowed by no promise at all (see [`NEVER`]).
 //!
@@ -197,13 +198,6 @@ pub const NEVER: &[(&str, i64)] = &[
 /// of which one must match.
 pub(crate) type Rules = BTreeMap<i64, Option<Vec<SeccompRule>>>;
 
-/// Where the rules are compiled: the process's own pid, for "only to
-/// itself" checks.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Context {
-    pub(crate) pid: u32,
-}
-
 fn allow(r: &mut Rules, nrs: &[i64]) {
     for &nr in nrs {
         r.insert(nr, None);
@@ -224,6 +218,14 @@ fn cond(arg: u8, len: Len, op: Op, value: u64) -> SeccompCondition {
 /// `arg` (an `int`) equals `value`.
 fn int_eq(arg: u8, value: i64) -> SeccompCondition {
     cond(arg, Len::Dword, Op::Eq, value as u32 as u64)
+}
+
+/// `arg` (an `int`) is above zero: sign bit clear, not zero.
+fn positive_int(arg: u8) -> Vec<SeccompCondition> {
+    vec![
+        int_masked(arg, 0x8000_0000, 0),
+        cond(arg, Len::Dword, Op::Ne, 0),
+    ]
 }
 
 /// `(arg & mask) == value`, on the `int` argument.
@@ -269,7 +271,7 @@ pub(crate) fn allow_arg(r: &mut Rules, nr: i64, index: u8, value: u32) {
 }
 
 /// Adds the calls `p` allows to `r`.
-pub(crate) fn add(r: &mut Rules, p: Promise, cx: Context) {
+pub(crate) fn add(r: &mut Rules, p: Promise) {
     use libc::*;
     match p {
         Promise::Stdio => {
@@ -460,15 +462,21 @@ pub(crate) fn add(r: &mut Rules, p: Promise, cx: Context) {
                 SYS_prlimit64,
                 vec![rule(vec![int_eq(0, 0), cond(2, Len::Qword, Op::Eq, 0)])],
             );
-            // Signals only to this process.
-            let me = i64::from(cx.pid);
+            // Signals to one process named by a positive pid: never to a
+            // process group (0, -pgid) or to every process (-1). A filter
+            // cannot compare with the caller's own pid and still be built
+            // in a parent and installed in a child (or hold in the child's
+            // descendants), so "only to itself" is Landlock's signal scope:
+            // a sandboxed process signals nothing outside its own Landlock
+            // domain (see `landlock.rs`); the report names Landlock partial
+            // on a kernel without scopes.
             for nr in [
                 SYS_kill,
                 SYS_tgkill,
                 SYS_rt_sigqueueinfo,
                 SYS_rt_tgsigqueueinfo,
             ] {
-                allow_if(r, nr, vec![rule(vec![int_eq(0, me)])]);
+                allow_if(r, nr, vec![rule(positive_int(0))]);
             }
             // Threads only: CLONE_THREAD and CLONE_VM set, no namespace.
             let thread = (CLONE_THREAD | CLONE_VM | CLONE_SIGHAND) as u64;
@@ -723,10 +731,10 @@ pub(crate) fn add_loader(r: &mut Rules) {
 }
 
 /// The rules of `promises` together.
-pub(crate) fn rules(promises: &Promises, cx: Context) -> Rules {
+pub(crate) fn rules(promises: &Promises) -> Rules {
     let mut r = Rules::new();
     for p in promises.iter() {
-        add(&mut r, p, cx);
+        add(&mut r, p);
     }
     r
 }
@@ -738,12 +746,11 @@ pub fn syscall_name(nr: i64) -> Option<&'static str> {
 
 /// The promises that allow syscall `nr` with some arguments, for messages.
 pub fn promises_allowing(nr: i64) -> Vec<Promise> {
-    let cx = Context { pid: 1 };
     ALL.iter()
         .map(|(p, _)| *p)
         .filter(|p| {
             let mut r = Rules::new();
-            add(&mut r, *p, cx);
+            add(&mut r, *p);
             r.contains_key(&nr)
         })
         .collect()
@@ -772,7 +779,7 @@ mod tests {
     fn no_promise_allows_a_never_call() {
         let all =
             Promises::parse(&ALL.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(" ")).unwrap();
-        let r = rules(&all, Context { pid: 1 });
+        let r = rules(&all);
         for (name, nr) in NEVER {
             assert!(!r.contains_key(nr), "{name} is allowed by some promise");
         }
@@ -780,7 +787,7 @@ mod tests {
 
     #[test]
     fn stdio_never_allows_exec_or_sockets() {
-        let r = rules(&Promises::parse("stdio").unwrap(), Context { pid: 1 });
+        let r = rules(&Promises::parse("stdio").unwrap());
         for nr in [
             libc::SYS_execve,
             libc::SYS_execveat,

@@ -22,10 +22,11 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use super::exec_once;
-use super::{Sandbox, SandboxError, Unveil, Violation};
+use super::{PreparedSandbox, Sandbox, SandboxError, Unveil, Violation};
 use crate::identity::Identity;
 use crate::ipc::fdpass::{FdRecvBuffer, recv_with_fds, send_with_fds};
-use crate::privdrop::{DropOptions, drop_privileges};
+use crate::privdrop::DropOptions;
+use crate::setup::{Fds, Setup, SetupError};
 use crate::sys::{self, Forked};
 
 /// privfork's own exit codes (the program's own status passes through).
@@ -263,7 +264,14 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
             Some(Identity::user_group(&me, g).map_err(|e| fail(exit::BAD_USER, e))?)
         }
     };
-    let sb = sandbox(opts, &program)?;
+    // Prepared here, in privfork itself: a bad unveil or a kernel that
+    // cannot enforce is reported before any fork.
+    let sb = sandbox(opts, &program)?
+        .prepare_exec_once()
+        .map_err(|e| match e {
+            SandboxError::Unveil(_) => fail(exit::BAD_UNVEIL, e),
+            e => fail(exit::SANDBOX, e),
+        })?;
     let log = opts.violation == Violation::Log;
     let (parent_end, child_end) = rustix::net::socketpair(
         rustix::net::AddressFamily::UNIX,
@@ -321,8 +329,9 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     })
 }
 
-/// The child: drop, sandbox, hand the listener over, exec. Returns the exit
-/// code only if something failed.
+/// The child: the child-setup routine (with the prepared sandbox), the
+/// listener handed over, exec. Returns the exit code only if something
+/// failed.
 ///
 /// Unlike the usual rule between fork and exec (async-signal-safe calls
 /// only, no allocation), this code allocates and runs ordinary Rust: the
@@ -334,7 +343,7 @@ fn child(
     token: &sys::ChildToken,
     parent: rustix::process::Pid,
     identity: Option<&Identity>,
-    sb: &Sandbox,
+    sb: &PreparedSandbox,
     sock: OwnedFd,
     program: &Path,
     opts: &RunOptions,
@@ -343,39 +352,32 @@ fn child(
         let _ = writeln!(std::io::stderr(), "privfork: {msg}");
         code
     };
-    if rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .is_err()
-        || rustix::process::getppid() != Some(parent)
-    {
-        return exit::SANDBOX;
-    }
-    // The bounding set goes while we still have CAP_SETPCAP (root).
-    if let Err(e) = super::drop_bounding_set() {
-        return say(exit::SANDBOX, &e);
-    }
-    if let Some(id) = identity
-        && let Err(e) = drop_privileges(id, &DropOptions::new())
-    {
-        return say(exit::PRIVDROP, &e);
-    }
-    // The uid change cleared the death signal.
-    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    let drop_opts = DropOptions::new();
     // Locked memory: at most 8 MiB (stdio allows mlock; the limit the
     // caller had may be unlimited).
-    let memlock = rustix::process::getrlimit(rustix::process::Resource::Memlock);
-    let cap = 8 << 20;
-    let _ = rustix::process::setrlimit(
-        rustix::process::Resource::Memlock,
-        rustix::process::Rlimit {
-            current: Some(memlock.current.map_or(cap, |c| c.min(cap))),
-            maximum: Some(memlock.maximum.map_or(cap, |m| m.min(cap))),
-        },
-    );
-    let (report, listener) = match sb.apply_exec_once() {
-        Ok(r) => r,
-        Err(e @ SandboxError::Unveil(_)) => return say(exit::BAD_UNVEIL, &e),
+    let rlimits = [(rustix::process::Resource::Memlock, 8 << 20)];
+    let setup = Setup {
+        parent: Some(parent),
+        // No fd the caller left open reaches the program (Landlock does
+        // not govern fds opened before it): all above stderr close at exec.
+        fds: Fds::CloseOnExec,
+        isolate: true,
+        rlimits: &rlimits,
+        identity: identity.map(|id| (id, &drop_opts)),
+        no_new_privs: true,
+        sandbox: Some(sb),
+        ..Setup::default()
+    };
+    let applied = match setup.run(Some(token)) {
+        Ok(applied) => applied,
+        Err(e @ SetupError::PrivDrop { .. }) => {
+            let msg = std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string());
+            return say(exit::PRIVDROP, &msg);
+        }
+        Err(SetupError::Sandbox(e @ SandboxError::Unveil(_))) => return say(exit::BAD_UNVEIL, &e),
         Err(e) => return say(exit::SANDBOX, &e),
     };
+    let report = applied.report;
     // Never silently less: say what is not fully enforced. (Not dumpable is
     // always lost at exec; the docs say so.)
     let layers = [
@@ -399,7 +401,7 @@ fn child(
         );
     }
     // Nothing to supervise (exec promised, no log): the supervisor sees EOF.
-    if let Some(listener) = listener
+    if let Some(listener) = applied.listener
         && send_with_fds(sock.as_fd(), &[IoSlice::new(b"L")], &[listener], false).is_err()
     {
         return say(
@@ -408,11 +410,6 @@ fn child(
         );
     }
     drop(sock);
-    // No fd the caller left open reaches the program (Landlock does not
-    // govern fds opened before it): all above stderr close at the exec.
-    if let Err(e) = sys::cloexec_above_stderr(token) {
-        return say(exit::SANDBOX, &format!("close_range: {e}"));
-    }
     let err = std::process::Command::new(program)
         .arg0(&opts.command[0])
         .args(&opts.command[1..])

@@ -15,7 +15,7 @@
 
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch, sock_filter};
 
-use super::promises::{self, Context, Promises};
+use super::promises::{self, Promises};
 
 /// What happens when the process makes a call its promises do not allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -204,11 +204,10 @@ pub(crate) fn soft_filter(refusals: &[Soft]) -> BpfProgram {
 pub(crate) fn allowlist(
     promises: &Promises,
     violation: Violation,
-    cx: Context,
     loader: bool,
     extra: &dyn Fn(&mut promises::Rules),
 ) -> Result<BpfProgram, CompileError> {
-    let mut rules = promises::rules(promises, cx);
+    let mut rules = promises::rules(promises);
     extra(&mut rules);
     // Answered with an error by the soft filter.
     for soft in soft_refusals(promises, loader) {
@@ -253,6 +252,24 @@ pub(crate) fn exec_to_supervisor() -> BpfProgram {
         stmt(RET_K, RET_USER_NOTIF),
         stmt(RET_K, RET_ALLOW),
     ]
+}
+
+/// Fails unless the kernel has seccomp filtering (for
+/// `Policy::Require`, before anything is restricted).
+pub(crate) fn check_available() -> Result<(), super::SandboxError> {
+    // The kernel lists "Seccomp:" in /proc/PID/status only when built with
+    // seccomp (CONFIG_SECCOMP).
+    let step = "checking for seccomp (/proc/self/status)";
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|source| super::SandboxError::Step { step, source })?;
+    if status.lines().any(|l| l.starts_with("Seccomp:")) {
+        Ok(())
+    } else {
+        Err(super::SandboxError::Step {
+            step,
+            source: std::io::Error::other("this kernel has no seccomp"),
+        })
+    }
 }
 
 /// Installs `filters` on every thread of the process (TSYNC).

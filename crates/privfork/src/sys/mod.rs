@@ -21,8 +21,13 @@
 //!   buffers owned by Rust, grown on `ERANGE`.
 #![allow(unsafe_code)]
 
+mod isolate;
 #[cfg(target_os = "openbsd")]
 pub(crate) mod openbsd;
+
+pub(crate) use isolate::{
+    join_new_session_keyring, reset_personality, reset_signal_handlers, unmap_shared_mappings,
+};
 
 use std::ffi::{CStr, CString};
 use std::io;
