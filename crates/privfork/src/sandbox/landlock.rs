@@ -6,11 +6,12 @@
 //! (abstract Unix sockets, signals). On an older kernel the landlock crate
 //! drops what it cannot enforce and reports a partial status.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
 use landlock::{
     ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
-    PathFd, Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope,
+    PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope,
 };
 
 use super::Level;
@@ -152,8 +153,23 @@ fn fs_access(perms: Perms, is_dir: bool) -> BitFlags<AccessFs> {
 /// A ruleset ready to be enforced, and what was skipped while building it.
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    pub(crate) ruleset: RulesetCreated,
+    /// The ruleset's fd; `None` on a kernel without Landlock.
+    pub(crate) ruleset: Option<OwnedFd>,
+    /// What enforcing it will give on this kernel.
+    pub(crate) level: Level,
     pub(crate) skipped: Vec<PathBuf>,
+}
+
+/// What the ruleset enforces on a kernel of Landlock ABI `abi`: all of it
+/// from ABI 6 (the scopes; filesystem rights need 5, TCP ports 4), some of
+/// it from ABI 1, nothing without Landlock. The `landlock` crate drops what
+/// the kernel cannot enforce (best effort) or refuses it (required).
+fn level_for_abi(abi: i32) -> Level {
+    match abi {
+        a if a >= SCOPE_ABI as i32 => Level::Full,
+        a if a >= 1 => Level::Partial,
+        _ => Level::None,
+    }
 }
 
 /// Builds the ruleset: opens every unveiled path now (before anything is
@@ -209,26 +225,28 @@ pub(crate) fn prepare(
     for &port in connect {
         ruleset = ruleset.add_rule(NetPort::new(port, AccessNet::ConnectTcp))?;
     }
-    Ok(Prepared { ruleset, skipped })
+    let fd: Option<OwnedFd> = ruleset.into();
+    let level = if fd.is_some() {
+        level_for_abi(crate::sys::landlock_abi())
+    } else {
+        Level::None
+    };
+    Ok(Prepared {
+        ruleset: fd,
+        level,
+        skipped,
+    })
 }
 
-/// Enforces a duplicate of the ruleset on the calling thread (the sandbox
-/// refuses to run with other threads: before ABI 8, Landlock restricts
-/// only the caller); the prepared ruleset stays usable for the next child.
-pub(crate) fn enforce(prepared: &Prepared) -> Result<Level, UnveilError> {
-    let ruleset = prepared
-        .ruleset
-        .try_clone()
-        .map_err(|source| UnveilError::Path {
-            path: PathBuf::from("(landlock ruleset)"),
-            source,
-        })?;
-    let status = ruleset.restrict_self()?;
-    Ok(match status.ruleset {
-        RulesetStatus::FullyEnforced => Level::Full,
-        RulesetStatus::PartiallyEnforced => Level::Partial,
-        RulesetStatus::NotEnforced => Level::None,
-    })
+/// Enforces the ruleset on the calling thread (the sandbox refuses to run
+/// with other threads: before ABI 8, Landlock restricts only the caller)
+/// with one system call; the prepared ruleset stays usable for the next
+/// child. `no_new_privs` must already be set.
+pub(crate) fn enforce(prepared: &Prepared) -> std::io::Result<Level> {
+    if let Some(fd) = &prepared.ruleset {
+        crate::sys::landlock_restrict_self(fd.as_fd())?;
+    }
+    Ok(prepared.level)
 }
 
 #[cfg(test)]
@@ -242,6 +260,15 @@ mod tests {
         assert!(u.perms.read && u.perms.write && u.perms.create && !u.perms.exec);
         assert!(!u.optional);
         assert!(Unveil::parse("r?:/etc/ssl").unwrap().optional);
+    }
+
+    #[test]
+    fn levels_follow_the_abi() {
+        assert_eq!(level_for_abi(0), Level::None);
+        assert_eq!(level_for_abi(4), Level::Partial);
+        assert_eq!(level_for_abi(5), Level::Partial);
+        assert_eq!(level_for_abi(6), Level::Full);
+        assert_eq!(level_for_abi(7), Level::Full);
     }
 
     #[test]

@@ -463,10 +463,20 @@ impl PreparedSandbox {
     }
 
     /// The Landlock stage: restricts the calling thread (the process must
-    /// have one) with a duplicate of the prepared ruleset, so the same
+    /// have one) with the prepared ruleset, which stays open, so the same
     /// prepared sandbox serves every child.
     pub(crate) fn install_landlock(&self) -> Result<Level, SandboxError> {
-        Ok(landlock::enforce(&self.landlock)?)
+        landlock::enforce(&self.landlock).map_err(|source| SandboxError::Step {
+            step: "landlock_restrict_self",
+            source,
+        })
+    }
+
+    /// The fd the child's setup must keep open until the Landlock stage
+    /// (the ruleset), if any.
+    pub(crate) fn ruleset_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.landlock.ruleset.as_ref().map(AsRawFd::as_raw_fd)
     }
 
     /// The seccomp stage: the filters, then the allowlist — with a listener

@@ -334,7 +334,21 @@ impl Setup<'_> {
                     devnull,
                     keep,
                     stdio,
-                } => sys::null_fds(token()?, inherited, devnull, keep, stdio).map_err(fail)?,
+                } => {
+                    // The prepared sandbox's ruleset stays too, for the
+                    // Landlock stage (on the stack: no allocation here).
+                    let mut all = [-1; 8];
+                    let n = keep.len();
+                    if n >= all.len() {
+                        return Err(fail(io::Error::other("more than 7 fds to keep")));
+                    }
+                    all[..n].copy_from_slice(keep);
+                    all[n] = self
+                        .sandbox
+                        .and_then(PreparedSandbox::ruleset_fd)
+                        .unwrap_or(-1);
+                    sys::null_fds(token()?, inherited, devnull, &all[..=n], stdio).map_err(fail)?;
+                }
                 Fds::CloseOnExec => sys::cloexec_above_stderr(token()?).map_err(fail)?,
             },
             SetupStep::Environment => {

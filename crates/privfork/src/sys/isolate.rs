@@ -57,6 +57,40 @@ pub(crate) fn reset_personality(_child: &ChildToken) -> io::Result<libc::c_ulong
     Ok(old)
 }
 
+/// `landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)`—
+/// The Landlock ABI version of the running kernel; 0 if Landlock is not
+/// built in or not enabled at boot.
+///
+/// See landlock_create_ruleset(2).
+pub(crate) fn landlock_abi() -> i32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_long = 1;
+    // SAFETY: a null attribute pointer with size 0 and the VERSION flag
+    // only asks for the version; no memory is passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    i32::try_from(rc).unwrap_or(0).max(0)
+}
+
+/// `landlock_restrict_self(ruleset, 0)`—Restricts the calling thread (the
+/// whole process when it has one thread) with `ruleset`. `no_new_privs`
+/// must be set (or CAP_SYS_ADMIN held). The ruleset fd stays open and can
+/// restrict another process later.
+///
+/// See landlock_restrict_self(2).
+pub(crate) fn landlock_restrict_self(ruleset: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: integer arguments only: a live fd (borrowed for the call)
+    // and no flags.
+    let rc = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32) };
+    check_long(rc).map(drop)
+}
+
 /// The kernel's `struct sigaction` for `rt_sigaction` on x86_64 and
 /// arm64: handler, flags, restorer, mask (8 bytes).
 #[repr(C)]

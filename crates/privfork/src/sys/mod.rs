@@ -26,7 +26,8 @@ mod isolate;
 pub(crate) mod openbsd;
 
 pub(crate) use isolate::{
-    join_new_session_keyring, reset_personality, reset_signal_handlers, unmap_shared_mappings,
+    join_new_session_keyring, landlock_abi, landlock_restrict_self, reset_personality,
+    reset_signal_handlers, unmap_shared_mappings,
 };
 
 use std::ffi::{CStr, CString};
