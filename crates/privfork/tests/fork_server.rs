@@ -35,6 +35,7 @@ fn main() {
                 server_caps_the_deadline_and_size,
             ),
             ("busy_server_answers_busy", busy_server_answers_busy),
+            ("sandbox_per_allowed_function", sandbox_per_allowed_function),
             ("children_die_with_the_server", children_die_with_the_server),
             (
                 "drop_stops_and_reaps_the_server",
@@ -117,6 +118,12 @@ fn builder() -> ForkServerBuilder {
         .register("aborts", aborts)
         .register("three", three)
         .register("not_allowed", word_count)
+        .register("read_status", read_status)
+}
+
+/// Reads the child's own /proc status: refused under a stdio sandbox.
+fn read_status(_: ()) -> Option<String> {
+    std::fs::read_to_string("/proc/self/status").ok()
 }
 
 fn standard_builder() -> ForkServerBuilder {
@@ -465,6 +472,48 @@ fn big_caller_small_server() {
     assert!(server_rss < 64 * 1024, "server RSS {server_rss} KiB");
     std::hint::black_box(&heap);
     let _ = status_field("VmRSS");
+}
+
+fn sandbox_per_allowed_function() {
+    require_root();
+    let stdio = privfork::sandbox::Sandbox::new().promises("stdio").unwrap();
+    let server = builder()
+        .allow_sandboxed("read_status", "nobody", &stdio)
+        .unwrap()
+        .allow_sandboxed("aborts", "nobody", &stdio)
+        .unwrap()
+        // The same function as another user, without a sandbox: the
+        // positive control.
+        .allow("read_status", "4000777")
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let open: Option<String> = server.call("read_status", "4000777", &()).unwrap();
+    let open = open.expect("control: the unsandboxed child reads its status");
+    assert!(open.contains("Seccomp:\t0"), "{open}");
+    let sandboxed: Option<String> = server.call("read_status", "nobody", &()).unwrap();
+    assert_eq!(
+        sandboxed, None,
+        "the sandboxed child read /proc/self/status"
+    );
+    // The filter, prepared in the caller and installed in the server's
+    // child, names no pid: the child's own abort() is SIGABRT, not SIGSYS.
+    let err = server.call::<_, u8>("aborts", "nobody", &()).unwrap_err();
+    assert!(
+        matches!(&err, ForkServerError::ForkAs(ForkAsError::Signaled { signal, .. }) if *signal == libc::SIGABRT),
+        "{err:?}"
+    );
+    // A bad sandbox is refused when the server is built, naming the function.
+    let bad = privfork::sandbox::Sandbox::new()
+        .promises("stdio")
+        .unwrap()
+        .unveil("r:/no/such/path-pf")
+        .unwrap();
+    let err = builder()
+        .allow_sandboxed("read_status", "nobody", &bad)
+        .unwrap_err();
+    assert!(matches!(err, ForkServerError::Sandbox { .. }), "{err:?}");
+    assert!(err.to_string().contains("read_status"), "{err}");
 }
 
 fn builder_errors_name_the_input() {

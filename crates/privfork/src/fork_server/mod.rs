@@ -47,6 +47,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
@@ -57,6 +58,7 @@ use crate::fork_as::{DEFAULT_MAX_RESULT, DEFAULT_TIMEOUT, ForkAsError};
 use crate::identity::{Identity, ResolveError};
 use crate::ipc::{Bytes, CallError, Channel, Client, Limits};
 use crate::privdrop::DropOptions;
+use crate::sandbox::{PreparedSandbox, Sandbox, SandboxError};
 use crate::sys::{self, ForkError, Forked};
 use protocol::{CallFailure, CallRequest, ChildOutcome, Reply, Request, ServerStats};
 
@@ -118,6 +120,15 @@ pub enum ForkServerError {
         /// What was not allowed.
         reason: String,
     },
+    /// `allow_sandboxed` was given a sandbox that cannot be prepared.
+    #[error("fork server: cannot sandbox {function:?}")]
+    Sandbox {
+        /// The function.
+        function: String,
+        /// Why.
+        #[source]
+        source: SandboxError,
+    },
     /// The server runs its maximum number of children already.
     #[error("fork server busy: {max_children} children already running")]
     Busy {
@@ -158,10 +169,18 @@ pub enum ForkServerError {
     UnexpectedReply(&'static str),
 }
 
+/// One allowed (function, user) pair: who the child runs as, and the
+/// sandbox it installs, if any.
+#[derive(Debug, Clone)]
+pub(crate) struct Allowed {
+    pub(crate) identity: Identity,
+    pub(crate) sandbox: Option<Arc<PreparedSandbox>>,
+}
+
 /// Builds a fork server: the functions it may run, for whom, and its limits.
 pub struct ForkServerBuilder {
     functions: BTreeMap<String, ErasedFn>,
-    allowed: BTreeMap<(String, String), Identity>,
+    allowed: BTreeMap<(String, String), Allowed>,
     drop: DropOptions,
     max_timeout: Duration,
     max_result: usize,
@@ -249,18 +268,61 @@ impl ForkServerBuilder {
     ///
     /// [`ForkServerError::UnknownFunction`].
     pub fn allow_identity(
+        self,
+        function: &str,
+        user: &str,
+        identity: Identity,
+    ) -> Result<Self, ForkServerError> {
+        self.allow_entry(function, user, identity, None)
+    }
+
+    /// Allows callers to run `function` as `user` under `sandbox`: each
+    /// call's child installs it after its privilege drop. The sandbox is
+    /// prepared now, in the calling process (paths opened, Landlock ruleset
+    /// created, seccomp filters compiled, see
+    /// [`Sandbox::prepare`](crate::sandbox::Sandbox::prepare)); the server
+    /// only hands it to each child.
+    ///
+    /// # Errors
+    ///
+    /// [`ForkServerError::UnknownFunction`], [`ForkServerError::Resolve`],
+    /// or [`ForkServerError::Sandbox`] naming the bad promise or path.
+    pub fn allow_sandboxed(
+        self,
+        function: &str,
+        user: &str,
+        sandbox: &Sandbox,
+    ) -> Result<Self, ForkServerError> {
+        let identity = Identity::user(user).map_err(|source| ForkServerError::Resolve {
+            function: function.to_owned(),
+            user: user.to_owned(),
+            source,
+        })?;
+        let prepared = sandbox
+            .prepare()
+            .map_err(|source| ForkServerError::Sandbox {
+                function: function.to_owned(),
+                source,
+            })?;
+        self.allow_entry(function, user, identity, Some(Arc::new(prepared)))
+    }
+
+    fn allow_entry(
         mut self,
         function: &str,
         user: &str,
         identity: Identity,
+        sandbox: Option<Arc<PreparedSandbox>>,
     ) -> Result<Self, ForkServerError> {
         if !self.functions.contains_key(function) {
             return Err(ForkServerError::UnknownFunction {
                 name: function.to_owned(),
             });
         }
-        self.allowed
-            .insert((function.to_owned(), user.to_owned()), identity);
+        self.allowed.insert(
+            (function.to_owned(), user.to_owned()),
+            Allowed { identity, sandbox },
+        );
         Ok(self)
     }
 

@@ -12,8 +12,10 @@ use super::ForkServerBuilder;
 use super::protocol::{CallFailure, CallRequest, ChildOutcome, Reply, Request, ServerStats};
 use crate::fork_as::{ForkAs, ForkAsError, Pending, WireForkAsError};
 use crate::ipc::{Bytes, Channel};
+use crate::sandbox::PreparedSandbox;
 use crate::setup::{Fds, Setup, SetupError};
 use crate::sys::{self, ChildToken};
+use std::sync::Arc;
 
 /// Exit codes of the server process.
 const EXIT_OK: i32 = 0;
@@ -69,7 +71,15 @@ pub(super) fn main(
     let Ok(inherited) = sys::open_fds() else {
         return EXIT_SETUP;
     };
-    let keep = [channel.as_fd().as_raw_fd()];
+    // The channel, and the prepared sandboxes' rulesets (opened by the
+    // caller, installed by each child).
+    let mut keep = vec![channel.as_fd().as_raw_fd()];
+    keep.extend(
+        config
+            .allowed
+            .values()
+            .filter_map(|a| a.sandbox.as_deref().and_then(PreparedSandbox::ruleset_fd)),
+    );
     let setup = Setup {
         parent: Some(parent),
         fds: Fds::Null {
@@ -199,7 +209,7 @@ impl Server {
                     );
                 }
                 let key = (function, user);
-                let Some(identity) = self.config.allowed.get(&key) else {
+                let Some(allowed) = self.config.allowed.get(&key) else {
                     let (function, user) = key;
                     return refuse(
                         &mut self.stats,
@@ -221,10 +231,13 @@ impl Server {
                 let max_result = usize::try_from(max_result)
                     .unwrap_or(usize::MAX)
                     .min(self.config.max_result);
-                let call = ForkAs::new(identity.clone())
+                let mut call = ForkAs::new(allowed.identity.clone())
                     .timeout(timeout)
                     .max_result(max_result)
                     .drop_options(self.config.drop.clone());
+                if let Some(sandbox) = &allowed.sandbox {
+                    call = call.prepared_sandbox(Arc::clone(sandbox));
+                }
                 self.stats.forks += 1;
                 match call.spawn(|| f(&args.0)) {
                     Ok(pending) => {
