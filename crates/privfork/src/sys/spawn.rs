@@ -206,9 +206,10 @@ unsafe fn clone_with_pidfd() -> io::Result<Cloned> {
         return Err(err);
     }
     // SAFETY: clone with only an exit signal and a null stack is fork
-    // without the C library's atfork handlers (the argument order of the
-    // remaining, zero, arguments does not matter); the caller upholds the
-    // contract for the child.
+    // without the C library's atfork handlers. Flags come first on every
+    // architecture but s390 (CLONE_BACKWARDS2, where clone3 always exists
+    // on kernels with pidfds); the other arguments are zero, so their
+    // order does not matter. The caller upholds the contract for the child.
     let rc = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0) };
     match rc {
         -1 => Err(io::Error::last_os_error()),
