@@ -1,5 +1,9 @@
 //! The `privfork` command, run as a user would.
 
+#[path = "../../privfork/tests/time_limit/mod.rs"]
+mod time_limit;
+use time_limit::time_limit;
+
 use std::process::Command;
 
 fn privfork(args: &[&str]) -> (i32, String, String) {
@@ -16,6 +20,7 @@ fn privfork(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn id_of_nobody() {
+    let _limit = time_limit!();
     let (code, out, _) = privfork(&["id", "nobody"]);
     assert_eq!(code, 0);
     assert!(out.starts_with("user=nobody uid=65534 "), "{out}");
@@ -23,6 +28,7 @@ fn id_of_nobody() {
 
 #[test]
 fn id_of_numeric_uid_without_entry() {
+    let _limit = time_limit!();
     let (code, out, _) = privfork(&["id", "4000000"]);
     assert_eq!(code, 0);
     assert_eq!(out.trim(), "user=- uid=4000000 gid=4000000 groups=4000000");
@@ -30,6 +36,7 @@ fn id_of_numeric_uid_without_entry() {
 
 #[test]
 fn id_with_group() {
+    let _limit = time_limit!();
     let (code, out, _) = privfork(&["id", "nobody", "--group", "4242"]);
     assert_eq!(code, 0);
     assert!(out.trim().ends_with("gid=4242 groups=4242"), "{out}");
@@ -37,6 +44,7 @@ fn id_with_group() {
 
 #[test]
 fn unknown_user_and_group_are_named() {
+    let _limit = time_limit!();
     let (code, _, err) = privfork(&["id", "no-such-user-pf"]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown user \"no-such-user-pf\""), "{err}");
@@ -47,6 +55,7 @@ fn unknown_user_and_group_are_named() {
 
 #[test]
 fn help_lists_the_commands() {
+    let _limit = time_limit!();
     let (code, out, _) = privfork(&["--help"]);
     assert_eq!(code, 0);
     assert!(out.contains("id"), "{out}");

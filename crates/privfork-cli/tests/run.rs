@@ -1,6 +1,10 @@
 //! `privfork run`, as a user runs it. These tests run as root (they drop
 //! to nobody) and fail loudly otherwise.
 
+#[path = "../../privfork/tests/time_limit/mod.rs"]
+mod time_limit;
+use time_limit::time_limit;
+
 use std::process::{Command, Output};
 
 fn privfork_run(args: &[&str]) -> Output {
@@ -53,12 +57,14 @@ impl Drop for Dir {
 
 #[test]
 fn dynamic_program_starts_as_nobody_under_stdio() {
+    let _limit = time_limit!();
     let o = privfork_run(&["-u", "nobody", "-p", "stdio", "--", "/bin/true"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
 
 #[test]
 fn runs_as_the_user() {
+    let _limit = time_limit!();
     let o = privfork_run(&[
         "-u",
         "nobody",
@@ -73,6 +79,7 @@ fn runs_as_the_user() {
 
 #[test]
 fn exit_status_and_signals_pass_through() {
+    let _limit = time_limit!();
     let o = privfork_run(&[
         "-u",
         "nobody",
@@ -99,6 +106,7 @@ fn exit_status_and_signals_pass_through() {
 
 #[test]
 fn the_program_cannot_exec_again() {
+    let _limit = time_limit!();
     let o = privfork_run(&[
         "-u",
         "nobody",
@@ -133,6 +141,7 @@ fn the_program_cannot_exec_again() {
 
 #[test]
 fn violation_modes() {
+    let _limit = time_limit!();
     let dir = Dir::new("modes");
     let target = format!("echo hi > {}/f", dir.path());
     // kill: SIGSYS.
@@ -181,6 +190,7 @@ fn violation_modes() {
 
 #[test]
 fn files_in_the_unveiled_directory_only() {
+    let _limit = time_limit!();
     let dir = Dir::new("files");
     let script = format!(
         "echo hello > {d}/f && cat {d}/f && mkdir {d}/sub && mv {d}/f {d}/sub/g && rm {d}/sub/g && rmdir {d}/sub",
@@ -223,6 +233,7 @@ fn files_in_the_unveiled_directory_only() {
 
 #[test]
 fn the_program_sees_its_sandbox() {
+    let _limit = time_limit!();
     let o = privfork_run(&[
         "-u",
         "nobody",
@@ -252,6 +263,7 @@ fn the_program_sees_its_sandbox() {
 
 #[test]
 fn bad_input_has_its_own_code_and_message() {
+    let _limit = time_limit!();
     for (args, want_code, want_text) in [
         (vec!["-p", "stdio bogus", "--", "/bin/true"], 121, "bogus"),
         (vec!["-p", "rpath", "--", "/bin/true"], 121, "stdio"),
@@ -281,6 +293,7 @@ fn bad_input_has_its_own_code_and_message() {
 
 #[test]
 fn fds_left_open_by_the_caller_do_not_reach_the_program() {
+    let _limit = time_limit!();
     // A root-only file open on fd 7 in privfork's caller: the program must
     // not be able to read it through the inherited fd.
     let dir = Dir::new("fds");
@@ -307,6 +320,7 @@ fn fds_left_open_by_the_caller_do_not_reach_the_program() {
 
 #[test]
 fn scripts_run_when_their_interpreter_is_unveiled() {
+    let _limit = time_limit!();
     let dir = Dir::new("script");
     let script = dir.0.join("s.sh");
     std::fs::write(&script, "#!/bin/sh\nexit 5\n").unwrap();

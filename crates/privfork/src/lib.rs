@@ -12,15 +12,20 @@
 //!   child privfork starts (fork-as, the fork server, `privfork run`).
 //! - [`ipc`]: framed, typed channels over unix socketpairs with fd passing
 //!   (blocking, and async with the `tokio` feature).
+//! - [`exe`]: the binary pinned at start, and children spawned from it by
+//!   exec with fds at fixed numbers and their role in argv.
+//! - [`inherit`]: adopting an fd that came through exec, by number, checked.
 //!
 //! All `unsafe` code lives in the private `sys` module; every other module is
 //! compiled under `#![deny(unsafe_code)]`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod exe;
 pub mod fork_as;
 pub mod fork_server;
 pub mod identity;
+pub mod inherit;
 pub mod ipc;
 pub mod privdrop;
 pub mod sandbox;

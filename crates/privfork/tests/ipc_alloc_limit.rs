@@ -69,6 +69,16 @@ fn header(len: u32) -> Vec<u8> {
 }
 
 fn main() {
+    // The time limit of this binary: a hang ends it with SIGALRM. No
+    // watchdog thread: this process must keep one thread, so that nothing
+    // else allocates while allocations are recorded.
+    let limit: u32 = std::env::var("PRIVFORK_TEST_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(60);
+    // SAFETY: alarm takes an integer and only arms a timer; SIGALRM's
+    // default action, which this binary does not change, ends the process.
+    unsafe { libc::alarm(limit) };
     let mut failed = 0;
     let mut passed = 0;
     let mut check = |name: &str, ok: bool, detail: String| {

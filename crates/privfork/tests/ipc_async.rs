@@ -1,6 +1,9 @@
 //! Async channels (feature `tokio`): round trips, fds, interop with the
 //! blocking end, hostile input, and a client shared by many tasks.
 
+mod time_limit;
+use time_limit::time_limit;
+
 mod ipc_common;
 
 use std::io::Write;
@@ -13,6 +16,7 @@ use privfork::ipc::{
 
 #[tokio::test]
 async fn async_round_trip_with_fds() {
+    let _limit = time_limit!();
     let (mut a, mut b) = AsyncChannel::<ToServer, ToClient>::pair(Limits::default()).unwrap();
     let file = std::fs::File::open("/dev/null").unwrap();
     let want = identity(&file);
@@ -36,6 +40,7 @@ async fn async_round_trip_with_fds() {
 
 #[tokio::test]
 async fn async_end_talks_to_a_blocking_end_with_large_messages() {
+    let _limit = time_limit!();
     let (x, y) = socketpair().unwrap();
     let mut async_end = AsyncChannel::<ToClient, ToServer>::from_fd(x, Limits::default()).unwrap();
     let blocking = std::thread::spawn(move || {
@@ -75,6 +80,7 @@ async fn async_end_talks_to_a_blocking_end_with_large_messages() {
 
 #[tokio::test]
 async fn async_unknown_type_closes_the_channel() {
+    let _limit = time_limit!();
     let (raw, ours) = socketpair().unwrap();
     let mut ch = AsyncChannel::<ToClient, ToServer>::from_fd(ours, Limits::default()).unwrap();
     let raw = UnixStream::from(raw);
@@ -95,6 +101,7 @@ async fn async_unknown_type_closes_the_channel() {
 
 #[tokio::test]
 async fn async_state_refuses_unexpected_kinds() {
+    let _limit = time_limit!();
     let (mut a, mut b) = AsyncChannel::<ToServer, ToClient>::pair(Limits::default()).unwrap();
     b.set_accepting("await-hello", &[ToServerKind::Hello]);
     a.send(&ToServer::Shutdown).await.unwrap();
@@ -114,6 +121,7 @@ async fn async_state_refuses_unexpected_kinds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_client_serves_concurrent_tasks() {
+    let _limit = time_limit!();
     let (client, server) = socketpair().unwrap();
     let server = std::thread::spawn(move || {
         // Reverse-order replies in batches of 8: replies arrive out of order.
@@ -159,6 +167,7 @@ async fn async_client_serves_concurrent_tasks() {
 
 #[tokio::test]
 async fn async_client_reports_a_closed_server() {
+    let _limit = time_limit!();
     let (mut client_end, server_end) =
         AsyncChannel::<ToServer, ToClient>::pair(Limits::default()).unwrap();
     client_end.accept_all();
@@ -187,6 +196,7 @@ async fn async_client_reports_a_closed_server() {
 
 #[tokio::test]
 async fn a_cancelled_call_does_not_break_the_client() {
+    let _limit = time_limit!();
     let (client, server) = socketpair().unwrap();
     let server = std::thread::spawn(move || {
         let mut ch = Channel::<ToClient, ToServer>::from_fd(server, Limits::default()).unwrap();

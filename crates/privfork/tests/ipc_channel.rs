@@ -1,6 +1,9 @@
 //! Blocking channels: round trips of every kind, fd passing, peer
 //! credentials, partial and non-blocking I/O, shared and per-call clients.
 
+mod time_limit;
+use time_limit::time_limit;
+
 mod ipc_common;
 
 use std::io::{Read, Seek, Write};
@@ -42,6 +45,7 @@ fn sample_to_client(kind: ToClientKind) -> ToClient {
 
 #[test]
 fn every_kind_round_trips_both_ways_with_its_fds() {
+    let _limit = time_limit!();
     let (mut client, mut server) = Channel::<ToServer, ToClient>::pair(Limits::default()).unwrap();
     for (i, kind) in ToServer::KINDS.iter().enumerate() {
         let msg = sample_to_server(*kind);
@@ -70,6 +74,7 @@ fn every_kind_round_trips_both_ways_with_its_fds() {
 
 #[test]
 fn fds_arrive_open_cloexec_and_refer_to_the_same_file() {
+    let _limit = time_limit!();
     let path = temp_path("same-file");
     let mut file = std::fs::OpenOptions::new()
         .create_new(true)
@@ -112,6 +117,7 @@ fn fds_arrive_open_cloexec_and_refer_to_the_same_file() {
 
 #[test]
 fn peer_credentials_name_this_process() {
+    let _limit = time_limit!();
     let (a, b) = Channel::<ToServer, ToClient>::pair(Limits::default()).unwrap();
     for c in [a.peer_cred().unwrap(), b.peer_cred().unwrap()] {
         assert_eq!(c.pid, std::process::id() as i32);
@@ -122,6 +128,7 @@ fn peer_credentials_name_this_process() {
 
 #[test]
 fn adopting_a_non_socket_is_refused() {
+    let _limit = time_limit!();
     let f: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
     let e = Channel::<ToServer, ToClient>::from_fd(f, Limits::default()).unwrap_err();
     assert!(e.to_string().contains("getsockopt"), "{e}");
@@ -138,6 +145,7 @@ fn adopting_a_non_socket_is_refused() {
 
 #[test]
 fn try_recv_returns_none_until_a_partial_frame_completes() {
+    let _limit = time_limit!();
     let (raw, ours) = socketpair().unwrap();
     let mut ch = Channel::<ToClient, ToServer>::from_fd(ours, Limits::default()).unwrap();
     assert!(ch.try_recv().unwrap().is_none());
@@ -169,6 +177,7 @@ fn encode(msg: &ToServer, request_id: u64) -> Vec<u8> {
 
 #[test]
 fn nonblocking_sender_queues_when_the_socket_is_full_and_flushes_later() {
+    let _limit = time_limit!();
     let (a, b) = socketpair().unwrap();
     let fl = rustix::fs::fcntl_getfl(&a).unwrap();
     rustix::fs::fcntl_setfl(&a, fl | rustix::fs::OFlags::NONBLOCK).unwrap();
@@ -250,6 +259,7 @@ fn serve_batches(mut server: Channel<ToClient, ToServer>, batch: usize) {
 
 #[test]
 fn eight_threads_share_one_client_and_get_their_own_replies() {
+    let _limit = time_limit!();
     let (client, server) = Channel::<ToServer, ToClient>::pair(Limits::default()).unwrap();
     let srv = thread::spawn(move || serve_batches(server, 8));
     let client = Client::new(client);
@@ -272,6 +282,7 @@ fn eight_threads_share_one_client_and_get_their_own_replies() {
 
 #[test]
 fn client_refuses_a_reply_to_no_request_and_closes() {
+    let _limit = time_limit!();
     let (client, mut server) = Channel::<ToServer, ToClient>::pair(Limits::default()).unwrap();
     let srv = thread::spawn(move || {
         let r = server.recv().unwrap();
@@ -295,6 +306,7 @@ fn client_refuses_a_reply_to_no_request_and_closes() {
 
 #[test]
 fn a_channel_per_call_is_opened_by_passing_a_socket_end() {
+    let _limit = time_limit!();
     let (mut control, mut server) = Channel::<ToServer, ToClient>::pair(Limits::default()).unwrap();
     let srv = thread::spawn(move || {
         // Each Connect carries one socket end; serve one call on it.
@@ -330,6 +342,7 @@ fn a_channel_per_call_is_opened_by_passing_a_socket_end() {
 
 #[test]
 fn split_halves_work_from_two_threads() {
+    let _limit = time_limit!();
     let (a, mut b) = Channel::<ToServer, ToClient>::pair(Limits::default()).unwrap();
     let (mut tx, mut rx): (_, Receiver<ToClient>) = a.split();
     let echo = thread::spawn(move || {
@@ -353,6 +366,7 @@ fn split_halves_work_from_two_threads() {
 
 #[test]
 fn sending_the_wrong_fds_or_too_much_is_refused_locally() {
+    let _limit = time_limit!();
     let limits = Limits {
         max_payload: 100,
         max_fds: 1,

@@ -2,6 +2,9 @@
 //! make it panic or hold more than the limit, and valid frames decode the
 //! same however the stream is split.
 
+mod time_limit;
+use time_limit::time_limit;
+
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 
@@ -59,6 +62,7 @@ proptest! {
         // Bias some headers into range so payload states are reached.
         patch_len in proptest::option::of(0u32..6000),
     ) {
+        let _limit = time_limit!();
         let mut bytes = bytes;
         if let Some(l) = patch_len && bytes.len() >= HEADER_LEN {
             bytes[4..8].copy_from_slice(&l.to_le_bytes());
@@ -89,6 +93,7 @@ proptest! {
         ),
         cuts in proptest::collection::vec(any::<usize>(), 0..30),
     ) {
+        let _limit = time_limit!();
         let mut stream = Vec::new();
         for (t, id, p) in &frames {
             stream.extend(encode(*t, *id, p, 0));
@@ -114,6 +119,7 @@ proptest! {
         ),
         glue_before in any::<bool>(),
     ) {
+        let _limit = time_limit!();
         // As an honest sender and the kernel deliver them: a frame with fds
         // is sent alone, and its fds come with the read holding its first
         // byte. Earlier frames without fds may share that read (the kernel

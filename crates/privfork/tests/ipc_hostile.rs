@@ -2,6 +2,9 @@
 //! channel (the peer sees end of stream, later calls fail), closes any fds
 //! that came with it, and leaves the process running.
 
+mod time_limit;
+use time_limit::time_limit;
+
 mod ipc_common;
 
 use std::io::{IoSlice, Write};
@@ -95,6 +98,7 @@ fn expect_err(ch: &mut Channel<ToClient, ToServer>) -> RecvError {
 
 #[test]
 fn short_header_then_close() {
+    let _limit = time_limit!();
     let (mut ch, peer) = victim(Limits::default());
     (&peer).write_all(&header(6, 1, 0)[..7]).unwrap();
     peer.shutdown(std::net::Shutdown::Write).unwrap();
@@ -109,6 +113,7 @@ fn short_header_then_close() {
 
 #[test]
 fn length_over_the_limit() {
+    let _limit = time_limit!();
     let limits = Limits {
         max_payload: 1000,
         max_fds: 4,
@@ -132,6 +137,7 @@ fn length_over_the_limit() {
 
 #[test]
 fn length_longer_than_the_payload_then_close() {
+    let _limit = time_limit!();
     let (mut ch, peer) = victim(Limits::default());
     let p = ping_payload(5);
     let mut b = header(6, p.len() as u32 + 10, 0);
@@ -148,6 +154,7 @@ fn length_longer_than_the_payload_then_close() {
 
 #[test]
 fn length_longer_than_the_message() {
+    let _limit = time_limit!();
     let (mut ch, peer) = victim(Limits::default());
     let mut p = ping_payload(5);
     p.extend([0, 0]);
@@ -170,6 +177,7 @@ fn length_longer_than_the_message() {
 
 #[test]
 fn length_shorter_than_the_message() {
+    let _limit = time_limit!();
     let (mut ch, peer) = victim(Limits::default());
     let p = ping_payload(u32::MAX);
     let mut b = header(6, 2, 0);
@@ -185,6 +193,7 @@ fn length_shorter_than_the_message() {
 
 #[test]
 fn fds_on_a_frame_that_declares_none() {
+    let _limit = time_limit!();
     let (mut ch, peer) = victim(Limits::default());
     let (tracer, w) = Tracer::new();
     let p = ping_payload(1);
@@ -209,6 +218,7 @@ fn fds_on_a_frame_that_declares_none() {
 
 #[test]
 fn fds_in_the_middle_of_a_payload() {
+    let _limit = time_limit!();
     let (mut ch, peer) = victim(Limits::default());
     let (tracer, w) = Tracer::new();
     let p = ping_payload(u32::MAX);
@@ -232,6 +242,7 @@ fn fds_in_the_middle_of_a_payload() {
 
 #[test]
 fn declared_fds_that_never_arrive() {
+    let _limit = time_limit!();
     let (mut ch, peer) = victim(Limits::default());
     let p = postcard::to_stdvec(&ToServer::PassFile { name: "x".into() }).unwrap();
     let mut b = header(3, p.len() as u32, 1);
@@ -254,6 +265,7 @@ fn declared_fds_that_never_arrive() {
 
 #[test]
 fn fds_on_a_kind_that_carries_none() {
+    let _limit = time_limit!();
     // Frame-level declaration matches, but Ping carries no fds.
     let (mut ch, peer) = victim(Limits::default());
     let (tracer, w) = Tracer::new();
@@ -279,6 +291,7 @@ fn fds_on_a_kind_that_carries_none() {
 
 #[test]
 fn one_fd_over_the_limit() {
+    let _limit = time_limit!();
     let limits = Limits {
         max_payload: 1000,
         max_fds: 2,
@@ -308,6 +321,7 @@ fn one_fd_over_the_limit() {
 
 #[test]
 fn far_too_many_fds_truncate_and_are_refused() {
+    let _limit = time_limit!();
     let limits = Limits {
         max_payload: 1000,
         max_fds: 2,
@@ -329,6 +343,7 @@ fn far_too_many_fds_truncate_and_are_refused() {
 
 #[test]
 fn unknown_type() {
+    let _limit = time_limit!();
     let (mut ch, peer) = victim(Limits::default());
     (&peer).write_all(&header(99, 0, 0)).unwrap();
     let e = expect_err(&mut ch);
@@ -339,6 +354,7 @@ fn unknown_type() {
 
 #[test]
 fn type_not_allowed_in_this_state() {
+    let _limit = time_limit!();
     let (mut ch, peer) = victim(Limits::default());
     ch.set_accepting("await-hello", &[ToServerKind::Hello]);
     let p = ping_payload(1);
@@ -366,6 +382,7 @@ fn type_not_allowed_in_this_state() {
 
 #[test]
 fn allowed_kinds_follow_the_state() {
+    let _limit = time_limit!();
     let (mut ch, peer) = victim(Limits::default());
     ch.set_accepting("await-hello", &[ToServerKind::Hello]);
     let send = |m: &ToServer| {
@@ -399,6 +416,7 @@ fn allowed_kinds_follow_the_state() {
 
 #[test]
 fn garbage_payload() {
+    let _limit = time_limit!();
     let (mut ch, peer) = victim(Limits::default());
     let mut b = header(2, 12, 0);
     b.extend([0xff; 12]);
@@ -413,6 +431,7 @@ fn garbage_payload() {
 
 #[test]
 fn header_and_payload_disagree_on_the_kind() {
+    let _limit = time_limit!();
     let (mut ch, peer) = victim(Limits::default());
     let p = ping_payload(1);
     let mut b = header(7, p.len() as u32, 0); // says Shutdown
@@ -434,6 +453,7 @@ fn header_and_payload_disagree_on_the_kind() {
 
 #[test]
 fn wrong_header_version() {
+    let _limit = time_limit!();
     let (mut ch, peer) = victim(Limits::default());
     let mut b = header(6, 0, 0);
     b[18] = 0xee;
@@ -448,6 +468,7 @@ fn wrong_header_version() {
 
 #[test]
 fn peer_closing_mid_frame() {
+    let _limit = time_limit!();
     let (mut ch, peer) = victim(Limits::default());
     let (tracer, w) = Tracer::new();
     let p = postcard::to_stdvec(&ToServer::PassFile {
@@ -474,6 +495,7 @@ fn peer_closing_mid_frame() {
 
 #[test]
 fn a_clean_close_between_frames_is_not_an_error() {
+    let _limit = time_limit!();
     let (mut ch, peer) = victim(Limits::default());
     let p = ping_payload(1);
     let mut b = header(6, p.len() as u32, 0);
@@ -486,6 +508,7 @@ fn a_clean_close_between_frames_is_not_an_error() {
 
 #[test]
 fn valid_frames_before_an_error_in_the_same_read_are_dropped_too() {
+    let _limit = time_limit!();
     // After a violation nothing from that peer is trusted: the good frame
     // that shared the read with the bad one is not delivered.
     let (mut ch, peer) = victim(Limits::default());
@@ -504,6 +527,7 @@ fn valid_frames_before_an_error_in_the_same_read_are_dropped_too() {
 
 #[test]
 fn the_process_keeps_serving_after_hostile_peers() {
+    let _limit = time_limit!();
     // Break a channel, then use a fresh one: the process is unaffected.
     let (mut ch, peer) = victim(Limits::default());
     (&peer).write_all(&header(1234, 0, 0)).unwrap();

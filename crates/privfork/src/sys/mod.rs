@@ -17,6 +17,9 @@
 //!   library's `setgroups`/`setresgid`/`setresuid`, which glibc applies to
 //!   every thread (the raw syscalls act on the calling thread only); the
 //!   raw calls are used only with a `ChildToken` ([`Threads::Only`]).
+//! - [`spawn::spawn`] may clone a multithreaded process because its child
+//!   runs only raw system calls on data prepared before the clone, then
+//!   execs or `_exit`s (see that module).
 //! - User and group database look-ups use the re-entrant `*_r` calls with
 //!   buffers owned by Rust, grown on `ERANGE`.
 #![allow(unsafe_code)]
@@ -24,6 +27,7 @@
 mod isolate;
 #[cfg(target_os = "openbsd")]
 pub(crate) mod openbsd;
+pub(crate) mod spawn;
 
 pub(crate) use isolate::{
     join_new_session_keyring, landlock_abi, landlock_restrict_self, reset_personality,

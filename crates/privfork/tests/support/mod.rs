@@ -6,19 +6,53 @@
 //! a fresh copy of the binary for every case (`--privfork-case NAME`), in
 //! which the case runs on the main and only thread. A case passes when its
 //! process exits 0; a panic (failed assertion) exits 101.
+//!
+//! Every case has a time limit: 60 s, or the number of seconds in
+//! `PRIVFORK_TEST_TIMEOUT_SECS`, or its own limit given to
+//! [`main_with_limits`] (which wins over both). Each case runs in a process
+//! group of its own; when the limit passes, the whole group is killed
+//! (root can kill the children a case started as other users), the case is
+//! reported as `FAILED (timed out after Ns)`, and the next case runs. A
+//! process that left the group (`setsid`, `setpgid`) escapes this; the
+//! runner then stops waiting for the output such a process still holds
+//! after a few seconds. When a case ends on its own, whatever it left
+//! behind in its group is killed too.
 #![allow(dead_code)]
 
-use std::process::{Command, Stdio};
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// A test case: its name and body.
 pub type Case = (&'static str, fn());
 
 const CASE_FLAG: &str = "--privfork-case";
 
+/// The environment variable that sets the default time limit, in seconds.
+pub const TIMEOUT_ENV: &str = "PRIVFORK_TEST_TIMEOUT_SECS";
+
+/// The default time limit of a case.
+pub const DEFAULT_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long the runner waits for a case's output to close once the case
+/// process is gone.
+const OUTPUT_GRACE: Duration = Duration::from_secs(5);
+
 /// Runs the cases named on the command line (all when none is), each in
 /// its own process, and exits with the result. `helpers` are bodies that
 /// cases start as separate processes; they are not tests themselves.
 pub fn main(cases: &[Case], helpers: &[Case]) -> ! {
+    main_with_limits(cases, helpers, &[])
+}
+
+/// [`main`], with a time limit of their own for some cases.
+pub fn main_with_limits(
+    cases: &[Case],
+    helpers: &[Case],
+    limits: &[(&'static str, Duration)],
+) -> ! {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(pos) = args.iter().position(|a| a == CASE_FLAG) {
         let name = args.get(pos + 1).expect("case name after --privfork-case");
@@ -34,6 +68,7 @@ pub fn main(cases: &[Case], helpers: &[Case]) -> ! {
     // any other word filters cases by substring, as libtest does.
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     let exe = std::env::current_exe().expect("current_exe");
+    let default_limit = default_limit();
     let selected: Vec<&Case> = cases
         .iter()
         .filter(|(n, _)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str())))
@@ -41,15 +76,20 @@ pub fn main(cases: &[Case], helpers: &[Case]) -> ! {
     println!("\nrunning {} tests (one process each)", selected.len());
     let mut failed = Vec::new();
     for (name, _) in &selected {
-        let out = Command::new(&exe)
-            .args([CASE_FLAG, name])
-            .stdin(Stdio::null())
-            .output()
-            .expect("start test case process");
-        if out.status.success() {
-            println!("test {name} ... ok");
-        } else {
-            println!("test {name} ... FAILED ({})", out.status);
+        let limit = limits
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(default_limit, |&(_, l)| l);
+        let out = run_case(&exe, name, limit);
+        match out.status {
+            Ok(status) if status.success() => println!("test {name} ... ok"),
+            Ok(status) => println!("test {name} ... FAILED ({status})"),
+            Err(limit) => println!(
+                "test {name} ... FAILED (timed out after {})",
+                show_duration(limit)
+            ),
+        }
+        if !matches!(out.status, Ok(s) if s.success()) {
             failed.push((name, out));
         }
     }
@@ -71,6 +111,106 @@ pub fn main(cases: &[Case], helpers: &[Case]) -> ! {
         cases.len() - selected.len()
     );
     std::process::exit(if failed.is_empty() { 0 } else { 1 });
+}
+
+/// The default limit: [`TIMEOUT_ENV`] if set, else [`DEFAULT_LIMIT`].
+///
+/// # Panics
+///
+/// If the variable is set but not a whole number of seconds.
+pub fn default_limit() -> Duration {
+    match std::env::var(TIMEOUT_ENV) {
+        Ok(v) => Duration::from_secs(
+            v.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{TIMEOUT_ENV}={v:?} is not a number of seconds")),
+        ),
+        Err(_) => DEFAULT_LIMIT,
+    }
+}
+
+fn show_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.3}s", d.as_secs_f64())
+    }
+}
+
+/// What a case process did: its exit status, or the limit it overran.
+struct Outcome {
+    status: Result<ExitStatus, Duration>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Reads `from` to its end on a thread of its own; the bytes come back on
+/// the channel.
+fn collect(mut from: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = from.read_to_end(&mut buf);
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
+/// Runs one case in a process group of its own, killed as a whole at
+/// `limit` or when the case ends.
+fn run_case(exe: &std::path::Path, name: &str, limit: Duration) -> Outcome {
+    let mut child = Command::new(exe)
+        .args([CASE_FLAG, name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("start test case process");
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a positive pid");
+    // Not waited for yet, so the pid cannot name another process.
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .expect("pidfd_open of the case process");
+    let stdout = collect(child.stdout.take().expect("piped stdout"));
+    let stderr = collect(child.stderr.take().expect("piped stderr"));
+
+    let deadline = Instant::now() + limit;
+    let ended = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break false;
+        }
+        let mut fds = [rustix::event::PollFd::new(
+            &pidfd,
+            rustix::event::PollFlags::IN,
+        )];
+        let ts = rustix::event::Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        match rustix::event::poll(&mut fds, Some(&ts)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => {}
+            Ok(_) => break true,
+            Err(e) => panic!("poll on the case's pidfd: {e}"),
+        }
+    };
+    // The case process is not reaped yet (a zombie at most), so its pid is
+    // still its group's id: the signal reaches that group and no other.
+    match rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+        Err(e) => panic!("killing the process group of case {name}: {e}"),
+    }
+    let status = child.wait().expect("wait for the case process");
+    let grace = |rx: mpsc::Receiver<Vec<u8>>| {
+        rx.recv_timeout(OUTPUT_GRACE).unwrap_or_else(|_| {
+            b"(output still held open by a process that left the case's group)".to_vec()
+        })
+    };
+    Outcome {
+        status: if ended { Ok(status) } else { Err(limit) },
+        stdout: grace(stdout),
+        stderr: grace(stderr),
+    }
 }
 
 /// Fails the test loudly unless it runs as root: these tests change users.

@@ -1,0 +1,239 @@
+//! Adopting fds that came through exec, by number, without `unsafe`.
+//!
+//! A child spawned with [`crate::exe::Spawn::fd`] finds its channel and
+//! listeners at fixed numbers. [`take_inherited_fd`] turns such a number
+//! into an [`OwnedFd`] after checking that it is open, that it is of the
+//! expected kind, and that it came through exec; it marks the fd
+//! close-on-exec, so it is not passed on by accident.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::os::fd::{AsFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
+
+use rustix::fs::FileType;
+use rustix::net::{AddressFamily, SocketType};
+
+use crate::sys::spawn::{Claimed, adopt, fd_flags};
+
+/// The kind of file an inherited fd must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FdKind {
+    /// Anything open.
+    Any,
+    /// A regular file.
+    File,
+    /// A directory.
+    Directory,
+    /// A pipe or FIFO (either end).
+    Pipe,
+    /// A connected (not listening) unix stream socket.
+    UnixStream,
+    /// A connected (not listening) unix seqpacket socket.
+    UnixSeqpacket,
+    /// A unix datagram socket.
+    UnixDatagram,
+    /// A listening unix stream socket.
+    UnixListener,
+    /// A listening TCP socket (IPv4 or IPv6).
+    TcpListener,
+    /// A connected TCP socket (IPv4 or IPv6).
+    TcpStream,
+    /// A UDP socket (IPv4 or IPv6).
+    UdpSocket,
+}
+
+/// Error of [`take_inherited_fd`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InheritError {
+    /// The number is not an open fd.
+    #[error("inherited fd {fd} is not open")]
+    NotOpen {
+        /// The number.
+        fd: RawFd,
+    },
+    /// 0, 1 and 2 belong to the standard streams of `std`.
+    #[error("fd {fd} is a standard stream; it is not taken as an inherited fd")]
+    Stdio {
+        /// The number.
+        fd: RawFd,
+    },
+    /// The fd has close-on-exec set: it did not come through exec (every
+    /// fd Rust code creates has the flag) or it has already been taken.
+    #[error("fd {fd} has close-on-exec set, so it did not come through exec or was already taken")]
+    NotInherited {
+        /// The number.
+        fd: RawFd,
+    },
+    /// The number was already taken in this process.
+    #[error("inherited fd {fd} was already taken in this process")]
+    AlreadyTaken {
+        /// The number.
+        fd: RawFd,
+    },
+    /// The fd is of another kind than expected; it is left as it was.
+    #[error("inherited fd {fd} is {found}, not {expected:?}")]
+    WrongKind {
+        /// The number.
+        fd: RawFd,
+        /// What was asked for.
+        expected: FdKind,
+        /// What it is.
+        found: String,
+    },
+    /// Inspecting the fd failed.
+    #[error("cannot inspect inherited fd {fd}: {source}")]
+    Inspect {
+        /// The number.
+        fd: RawFd,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Numbers taken so far. A number stays here after its `OwnedFd` is
+/// dropped: by then the number may name a new fd that someone else owns.
+static CLAIMED: Mutex<BTreeSet<RawFd>> = Mutex::new(BTreeSet::new());
+
+/// Takes ownership of fd number `n`, inherited through exec, after
+/// checking that it is open and of `kind`; sets close-on-exec on it.
+///
+/// Each number can be taken once per process. The call refuses a number
+/// that has close-on-exec set, which every fd created by Rust code (std,
+/// rustix, tokio) has, and which this call sets: so it cannot take an fd
+/// that such code already owns. It cannot tell an fd that C code or the
+/// program itself created without that flag: call it only for numbers
+/// the parent placed for this process (e.g. with
+/// [`crate::exe::Spawn::fd`]), early in `main`, before anything else may
+/// create fds without the flag.
+///
+/// # Errors
+///
+/// [`InheritError`]: not open, a standard stream (0–2), close-on-exec
+/// already set, already taken, of another kind (the fd is then left open
+/// and untaken), or `fstat`/`getsockopt` failed.
+///
+/// See fcntl(2) `F_GETFD`, fstat(2), getsockopt(2) `SO_DOMAIN`, `SO_TYPE`,
+/// `SO_ACCEPTCONN`.
+pub fn take_inherited_fd(n: RawFd, kind: FdKind) -> Result<OwnedFd, InheritError> {
+    if (0..=2).contains(&n) {
+        return Err(InheritError::Stdio { fd: n });
+    }
+    if n < 0 {
+        return Err(InheritError::NotOpen { fd: n });
+    }
+    // Held to the end, so two threads cannot both take `n`.
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
+    if claimed.contains(&n) {
+        return Err(InheritError::AlreadyTaken { fd: n });
+    }
+    let inspect = |source: io::Error| InheritError::Inspect { fd: n, source };
+    match fd_flags(n).map_err(inspect)? {
+        None => return Err(InheritError::NotOpen { fd: n }),
+        Some(flags) if flags & libc::FD_CLOEXEC != 0 => {
+            return Err(InheritError::NotInherited { fd: n });
+        }
+        Some(_) => {}
+    }
+    let fd = adopt(Claimed(n));
+    match describe(&fd) {
+        Ok(found) if matches(kind, &found) => {}
+        Ok(found) => {
+            // Not ours to close: hand the number back untouched.
+            let _ = fd.into_raw_fd();
+            return Err(InheritError::WrongKind {
+                fd: n,
+                expected: kind,
+                found: found.to_string(),
+            });
+        }
+        Err(e) => {
+            let _ = fd.into_raw_fd();
+            return Err(inspect(e));
+        }
+    }
+    if let Err(e) = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC) {
+        let _ = fd.into_raw_fd();
+        return Err(inspect(e.into()));
+    }
+    claimed.insert(n);
+    Ok(fd)
+}
+
+/// What an fd is, as far as [`FdKind`] cares.
+#[derive(Debug)]
+enum Found {
+    File(FileType),
+    Socket {
+        domain: AddressFamily,
+        kind: SocketType,
+        listening: bool,
+    },
+}
+
+impl std::fmt::Display for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Found::File(t) => write!(f, "a {t:?}"),
+            Found::Socket {
+                domain,
+                kind,
+                listening,
+            } => write!(
+                f,
+                "a{} socket ({domain:?}, {kind:?})",
+                if *listening { " listening" } else { "" }
+            ),
+        }
+    }
+}
+
+fn describe(fd: &OwnedFd) -> io::Result<Found> {
+    let st = rustix::fs::fstat(fd)?;
+    let ft = FileType::from_raw_mode(st.st_mode);
+    if ft != FileType::Socket {
+        return Ok(Found::File(ft));
+    }
+    let fd = fd.as_fd();
+    Ok(Found::Socket {
+        domain: rustix::net::sockopt::socket_domain(fd)?,
+        kind: rustix::net::sockopt::socket_type(fd)?,
+        listening: rustix::net::sockopt::socket_acceptconn(fd)?,
+    })
+}
+
+fn matches(want: FdKind, found: &Found) -> bool {
+    let inet = |d: &AddressFamily| *d == AddressFamily::INET || *d == AddressFamily::INET6;
+    match (want, found) {
+        (FdKind::Any, _) => true,
+        (FdKind::File, Found::File(t)) => *t == FileType::RegularFile,
+        (FdKind::Directory, Found::File(t)) => *t == FileType::Directory,
+        (FdKind::Pipe, Found::File(t)) => *t == FileType::Fifo,
+        (
+            want,
+            Found::Socket {
+                domain,
+                kind,
+                listening,
+            },
+        ) => match want {
+            FdKind::UnixStream => {
+                *domain == AddressFamily::UNIX && *kind == SocketType::STREAM && !listening
+            }
+            FdKind::UnixSeqpacket => {
+                *domain == AddressFamily::UNIX && *kind == SocketType::SEQPACKET && !listening
+            }
+            FdKind::UnixDatagram => *domain == AddressFamily::UNIX && *kind == SocketType::DGRAM,
+            FdKind::UnixListener => {
+                *domain == AddressFamily::UNIX && *kind == SocketType::STREAM && *listening
+            }
+            FdKind::TcpListener => inet(domain) && *kind == SocketType::STREAM && *listening,
+            FdKind::TcpStream => inet(domain) && *kind == SocketType::STREAM && !listening,
+            FdKind::UdpSocket => inet(domain) && *kind == SocketType::DGRAM,
+            _ => false,
+        },
+        _ => false,
+    }
+}
