@@ -8,6 +8,10 @@
 //!   and get its serialized result back over a pipe.
 //! - [`fork_server`]: fork-as for multithreaded programs, through a small
 //!   single-threaded server process started before any thread.
+//! - [`process`]: a child process handle on a pidfd (wait, kill, exit
+//!   status; never a reused pid).
+//! - [`event`]: the one poll loop every waiting part uses (fds, pidfds, a
+//!   signalfd, deadlines).
 //! - [`ipc`]: framed, typed channels over unix socketpairs with fd passing
 //!   (blocking, and async with the `tokio` feature).
 //!
@@ -16,11 +20,13 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod event;
 pub mod fork_as;
 pub mod fork_server;
 pub mod identity;
 pub mod ipc;
 pub mod privdrop;
+pub mod process;
 pub mod sandbox;
 mod sys;
 
