@@ -26,6 +26,7 @@ use super::{Sandbox, SandboxError, Unveil, Violation};
 use crate::identity::Identity;
 use crate::ipc::fdpass::{FdRecvBuffer, recv_with_fds, send_with_fds};
 use crate::privdrop::{DropOptions, drop_privileges};
+use crate::process::{Child, ProcessError};
 use crate::sys::{self, Forked};
 
 /// privfork's own exit codes (the program's own status passes through).
@@ -88,6 +89,14 @@ fn fail(code: i32, message: impl std::fmt::Display) -> RunError {
     RunError {
         code,
         message: message.to_string(),
+    }
+}
+
+/// A failure to watch or reap the child, with its cause.
+fn process_fail(e: ProcessError) -> RunError {
+    match std::error::Error::source(&e) {
+        Some(source) => fail(exit::SANDBOX, format!("{e}: {source}")),
+        None => fail(exit::SANDBOX, e),
     }
 }
 
@@ -291,7 +300,9 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
         Err(e) => return Err(fail(exit::SANDBOX, format!("fork: {e:?}"))),
     };
     drop(child_end);
-    let child_pid = child.as_raw_nonzero().get().unsigned_abs();
+    // Killed and reaped if anything below returns early.
+    let mut child = Child::after_fork(child).map_err(process_fail)?;
+    let child_pid = child.pid();
     // The child sends the listener once sandboxed; EOF if it failed first.
     let mut buf = [0u8; 1];
     let mut cmsg = FdRecvBuffer::new(1);
@@ -307,18 +318,8 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
             let _ = writeln!(std::io::stderr(), "privfork: supervising the program: {e}");
         }
     }
-    let status = loop {
-        match rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty()) {
-            Ok(Some((_, st))) => break st,
-            Ok(None) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(fail(exit::SANDBOX, format!("waitpid: {e}"))),
-        }
-    };
-    Ok(if let Some(sig) = status.terminating_signal() {
-        128 + sig
-    } else {
-        status.exit_status().unwrap_or(exit::SANDBOX)
-    })
+    let status = child.wait().map_err(process_fail)?;
+    Ok(status.shell_code())
 }
 
 /// The child: drop, sandbox, hand the listener over, exec. Returns the exit
