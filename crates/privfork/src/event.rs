@@ -320,15 +320,20 @@ impl Signals {
     ///
     /// # Errors
     ///
-    /// The error of `pthread_sigmask` or `signalfd` (`EINVAL` for a signal
-    /// that cannot be caught: SIGKILL, SIGSTOP). Nothing stays blocked on
+    /// `InvalidInput` for SIGKILL or SIGSTOP (which cannot be blocked: the
+    /// kernel would silently leave them out) or more than 64 signals; the
+    /// error of `pthread_sigmask` or `signalfd`. Nothing stays blocked on
     /// error.
     pub fn new(signals: &[rustix::process::Signal]) -> io::Result<Self> {
+        let invalid = |msg: &str| io::Error::new(io::ErrorKind::InvalidInput, msg.to_owned());
         let mut raw = [0i32; 64];
         let raw = raw
             .get_mut(..signals.len())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "more than 64 signals"))?;
+            .ok_or_else(|| invalid("more than 64 signals"))?;
         for (r, s) in raw.iter_mut().zip(signals) {
+            if matches!(s.as_raw(), libc::SIGKILL | libc::SIGSTOP) {
+                return Err(invalid("SIGKILL and SIGSTOP cannot be blocked or read"));
+            }
             *r = s.as_raw();
         }
         let mask = sys::block_signals(raw)?;
