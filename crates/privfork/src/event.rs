@@ -3,8 +3,9 @@
 //!
 //! Every part of privfork that waits goes through here: fork-as's parent
 //! (result pipe + child pidfd), the fork server (its channel + every
-//! child), the IPC client's timeouts, and the process family's main
-//! (channels, pidfds, [`Signals`]). It is `poll(2)`, which needs no kernel
+//! child), the IPC client's timeouts, `privfork run`'s supervisor, and the
+//! process family's main once it lands (channels, pidfds, [`Signals`]). It
+//! is `poll(2)`, which needs no kernel
 //! object of its own and no registration that outlives the call: a
 //! [`Poller`] is built on the stack for each wait, from the fds that matter
 //! at that moment, and asks nothing of the heap for up to `N` fds (fork-as's
@@ -207,8 +208,16 @@ impl<'fd, const N: usize> Poller<'fd, N> {
     ///
     /// # Errors
     ///
-    /// The error of `poll` (`ENOMEM`, or `EINVAL` for too many fds).
+    /// The error of `poll` (`ENOMEM`, or `EINVAL` for too many fds);
+    /// `InvalidInput` with no fd and no deadline (that wait would never
+    /// end).
     pub fn wait(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
+        if self.is_empty() && deadline.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a wait with no fd and no deadline would never end",
+            ));
+        }
         let fds = self.fds_mut();
         for fd in fds.iter_mut() {
             fd.clear_revents();
@@ -463,6 +472,10 @@ mod tests {
     #[test]
     fn empty_poller_sleeps_until_the_deadline() {
         let mut p = Poller::<1>::new();
+        assert_eq!(
+            p.wait(None).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
         let deadline = Instant::now() + Duration::from_millis(20);
         assert_eq!(p.wait(Some(deadline)).unwrap(), 0);
         assert!(Instant::now() >= deadline);
