@@ -67,13 +67,14 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags, Timespec, poll};
-use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, WaitIdStatus};
+use rustix::process::Pid;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::event::{Interest, Poller};
 use crate::identity::{Identity, ResolveError};
 use crate::privdrop::{DropOptions, PrivDropError, WireDropError};
+use crate::process::{Child, ExitStatus, ProcessError, signal_name};
 use crate::sandbox::{PreparedSandbox, Sandbox, SandboxError};
 use crate::setup::{Fds, Setup, SetupError};
 use crate::sys::{self, ChildToken, ForkError, Forked};
@@ -436,7 +437,7 @@ impl ForkAs {
         };
         drop(write_end);
         Ok(Pending {
-            child: Child::watch(pid)?,
+            child: Child::after_fork(pid).map_err(process_err)?,
             pipe: Some(read_end),
             reader: FrameReader::new(self.max_result as u64),
             outcome: None,
@@ -474,7 +475,7 @@ pub(crate) fn dev_null() -> io::Result<BorrowedFd<'static>> {
 
 /// A forked fork-as child whose result has not been collected yet.
 ///
-/// Dropping it kills and reaps the child.
+/// Dropping it kills and reaps the child (the drop of its [`Child`]).
 pub(crate) struct Pending {
     child: Child,
     /// The result pipe, while the frame is still being read.
@@ -494,7 +495,7 @@ pub(crate) struct Pending {
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pending")
-            .field("pid", &self.child.pid)
+            .field("pid", &self.child.pid())
             .field("reading", &self.pipe.is_some())
             .field("deadline", &self.deadline)
             .finish()
@@ -508,7 +509,7 @@ impl Pending {
     pub(crate) fn poll_fds(&self) -> [Option<BorrowedFd<'_>>; 2] {
         [
             self.pipe.as_ref().map(AsFd::as_fd),
-            (!self.child.reaped).then(|| self.child.pidfd.as_fd()),
+            (!self.child.is_reaped()).then(|| self.child.as_fd()),
         ]
     }
 
@@ -529,20 +530,20 @@ impl Pending {
             return None;
         }
         if self.status.is_none() {
-            match self.child.try_reap() {
+            match self.child.try_wait() {
                 Ok(Some(_)) if self.killed_at_deadline => self.status = Some(Ended::TimedOut),
-                Ok(Some(status)) => self.status = Some(status),
+                Ok(Some(status)) => self.status = Some(Ended::Status(status)),
                 Ok(None) => {
                     if !self.killed_at_deadline && Instant::now() >= self.deadline {
                         // Killed now, reaped when its pidfd says it is gone:
                         // never a blocking wait here (a child stuck in the
                         // kernel would hold up a fork server's whole loop).
-                        self.child.kill();
+                        let _ = self.child.kill();
                         self.killed_at_deadline = true;
                     }
                     return None;
                 }
-                Err(e) => return Some(Err(e)),
+                Err(e) => return Some(Err(process_err(e))),
             }
         }
         let outcome = self.outcome.take().unwrap_or(Err(ReadFail::Timeout));
@@ -559,13 +560,13 @@ impl Pending {
         let outcome = match self.reader.read_available(pipe) {
             Ok(Some(frame)) => Ok(frame),
             Err(fail) => Err(fail),
-            Ok(None) => match self.child.try_reap()? {
+            Ok(None) => match self.child.try_wait().map_err(process_err)? {
                 // The child has exited: read once more, since it may have
                 // written between our read and its exit; after that nothing
                 // more can come from it. Whatever else holds the write end
                 // (a grandchild) does not keep the call waiting.
                 Some(status) => {
-                    self.status = Some(status);
+                    self.status = Some(Ended::Status(status));
                     match self.reader.read_available(pipe) {
                         Ok(Some(frame)) => Ok(frame),
                         Ok(None) => Err(ReadFail::Eof(self.reader.received())),
@@ -581,31 +582,28 @@ impl Pending {
             outcome,
             Err(ReadFail::Timeout) | Err(ReadFail::TooLarge { .. })
         ) {
-            self.child.kill();
+            // Any error (it exited meanwhile) leaves the reaping to report.
+            let _ = self.child.kill();
         }
         self.outcome = Some(outcome);
         Ok(())
     }
 
     /// Blocks until [`Pending::advance`] may make progress: input on
-    /// [`Pending::poll_fds`] or the deadline.
+    /// [`Pending::poll_fds`] or the deadline. Two fds at most, held on the
+    /// stack: no heap page is written while the child lives.
     fn block(&self) -> Result<(), ForkAsError> {
-        let [a, b] = self.poll_fds();
-        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(2);
-        fds.extend(a.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)));
-        fds.extend(b.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)));
-        poll_many_until(&mut fds, self.deadline())
-            .map(drop)
-            .map_err(|e| spawn_err("poll", e))
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if !self.child.reaped {
-            self.child.kill();
-            let _ = self.child.reap_killed();
+        let mut poller = Poller::<2>::new();
+        for fd in self.poll_fds().into_iter().flatten() {
+            poller.add_fd(fd, Interest::READABLE, 0);
         }
+        poller
+            .wait(self.deadline())
+            .map(drop)
+            .map_err(|source| ForkAsError::Spawn {
+                what: "poll",
+                source,
+            })
     }
 }
 
@@ -616,131 +614,19 @@ fn spawn_err(what: &'static str, e: rustix::io::Errno) -> ForkAsError {
     }
 }
 
-/// A forked child, watched through its pidfd.
-struct Child {
-    pid: Pid,
-    pidfd: OwnedFd,
-    reaped: bool,
+/// A failure to watch, reap or signal the child, as a [`ForkAsError`].
+fn process_err(e: ProcessError) -> ForkAsError {
+    ForkAsError::Spawn {
+        what: e.what(),
+        source: e.into(),
+    }
 }
 
 /// How the child ended.
 enum Ended {
-    Exited(i32),
-    Signaled(i32, bool),
+    Status(ExitStatus),
     /// The deadline passed while waiting; it was killed and reaped.
     TimedOut,
-}
-
-impl Child {
-    fn watch(pid: Pid) -> Result<Self, ForkAsError> {
-        match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
-            Ok(pidfd) => Ok(Self {
-                pid,
-                pidfd,
-                reaped: false,
-            }),
-            Err(e) => {
-                // Without a pidfd we cannot wait under a deadline: end it now.
-                let _ = rustix::process::kill_process(pid, Signal::KILL);
-                let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
-                Err(spawn_err("pidfd_open", e))
-            }
-        }
-    }
-
-    fn kill(&self) {
-        // Through the pidfd: it cannot hit a reused pid. Any error leaves
-        // the reaping below to report.
-        let _ = rustix::process::pidfd_send_signal(&self.pidfd, Signal::KILL);
-    }
-
-    /// Reaps the child if it has exited.
-    fn try_reap(&mut self) -> Result<Option<Ended>, ForkAsError> {
-        match wait(&self.pidfd, WaitIdOptions::EXITED | WaitIdOptions::NOHANG) {
-            Ok(Some(st)) => {
-                self.reaped = true;
-                Ok(Some(ended(&st)))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => {
-                self.reaped = true; // there is nothing left to reap
-                Err(reap_err(self.pid, e))
-            }
-        }
-    }
-
-    /// Waits for a child that was sent SIGKILL: the kernel tears it down
-    /// promptly, whatever it was doing.
-    fn reap_killed(&mut self) -> Result<Ended, ForkAsError> {
-        let r = wait(&self.pidfd, WaitIdOptions::EXITED);
-        self.reaped = true;
-        match r {
-            Ok(Some(st)) => Ok(ended(&st)),
-            Ok(None) => Err(reap_err(self.pid, rustix::io::Errno::CHILD)),
-            Err(e) => Err(reap_err(self.pid, e)),
-        }
-    }
-}
-
-fn wait(pidfd: &OwnedFd, opts: WaitIdOptions) -> rustix::io::Result<Option<WaitIdStatus>> {
-    loop {
-        match rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), opts) {
-            Err(rustix::io::Errno::INTR) => continue,
-            r => return r,
-        }
-    }
-}
-
-fn reap_err(pid: Pid, e: rustix::io::Errno) -> ForkAsError {
-    let source = if e == rustix::io::Errno::CHILD {
-        io::Error::other(format!(
-            "child {} was reaped elsewhere (is SIGCHLD ignored?)",
-            pid.as_raw_nonzero()
-        ))
-    } else {
-        e.into()
-    };
-    ForkAsError::Spawn {
-        what: "waitid",
-        source,
-    }
-}
-
-fn ended(st: &WaitIdStatus) -> Ended {
-    if let Some(sig) = st.terminating_signal() {
-        Ended::Signaled(sig, st.dumped())
-    } else {
-        Ended::Exited(st.exit_status().unwrap_or(-1))
-    }
-}
-
-/// Polls `fds` until one is ready or `deadline` (if any) passes
-/// (`Ok(false)`).
-pub(crate) fn poll_many_until(
-    fds: &mut [PollFd<'_>],
-    deadline: Option<Instant>,
-) -> rustix::io::Result<bool> {
-    loop {
-        let ts = match deadline {
-            None => None,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(false);
-                }
-                Some(Timespec::try_from(left).unwrap_or(Timespec {
-                    tv_sec: i64::MAX,
-                    tv_nsec: 0,
-                }))
-            }
-        };
-        match poll(fds, ts.as_ref()) {
-            Ok(0) => continue, // re-check the clock: poll may round down
-            Ok(_) => return Ok(true),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Why no frame was read.
@@ -910,9 +796,14 @@ fn finish<T: DeserializeOwned>(
         Err(ReadFail::Eof(got)) => {
             return Err(match status {
                 Ended::TimedOut => ForkAsError::Timeout { timeout },
-                Ended::Signaled(sig, core) => signaled(sig, core),
-                Ended::Exited(code) if got == 0 => ForkAsError::NoResult { exit_code: code },
-                Ended::Exited(code) => ForkAsError::Protocol {
+                Ended::Status(ExitStatus::Signaled {
+                    signal,
+                    core_dumped,
+                }) => signaled(signal, core_dumped),
+                Ended::Status(ExitStatus::Exited(code)) if got == 0 => {
+                    ForkAsError::NoResult { exit_code: code }
+                }
+                Ended::Status(ExitStatus::Exited(code)) => ForkAsError::Protocol {
                     reason: format!("truncated frame: {got} bytes, then exit status {code}"),
                 },
             });
@@ -974,31 +865,6 @@ fn exit_hint(code: i32) -> &'static str {
         EXIT_ORPHANED => " (the child found its parent gone before running the function)",
         EXIT_SETUP_FAILED => " (the child's setup failed before it could report why)",
         _ => "",
-    }
-}
-
-/// The conventional name of a signal number.
-pub(crate) fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGSYS => "SIGSYS",
-        _ => "unknown signal",
     }
 }
 

@@ -10,6 +10,10 @@
 //!   single-threaded server process started before any thread.
 //! - [`setup`]: the one ordered, fail-closed routine that sets up every
 //!   child privfork starts (fork-as, the fork server, `privfork run`).
+//! - [`process`]: a child process handle on a pidfd (wait, kill, exit
+//!   status; never a reused pid).
+//! - [`event`]: the one poll loop every waiting part uses (fds, pidfds, a
+//!   signalfd, deadlines).
 //! - [`ipc`]: framed, typed channels over unix socketpairs with fd passing
 //!   (blocking, and async with the `tokio` feature).
 //! - [`exe`]: the binary pinned at start, and children spawned from it by
@@ -21,6 +25,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod event;
 pub mod exe;
 pub mod fork_as;
 pub mod fork_server;
@@ -28,6 +33,7 @@ pub mod identity;
 pub mod inherit;
 pub mod ipc;
 pub mod privdrop;
+pub mod process;
 pub mod sandbox;
 pub mod setup;
 mod sys;

@@ -46,11 +46,9 @@ mod server;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -58,6 +56,7 @@ use crate::fork_as::{DEFAULT_MAX_RESULT, DEFAULT_TIMEOUT, ForkAsError};
 use crate::identity::{Identity, ResolveError};
 use crate::ipc::{Bytes, CallError, Channel, Client, Limits};
 use crate::privdrop::DropOptions;
+use crate::process::Child;
 use crate::sandbox::{PreparedSandbox, Sandbox, SandboxError};
 use crate::sys::{self, ForkError, Forked};
 use protocol::{CallFailure, CallRequest, ChildOutcome, Reply, Request, ServerStats};
@@ -443,20 +442,14 @@ impl ForkServerBuilder {
             }
         };
         drop(server_end);
-        let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty());
+        // On failure the server is killed and reaped (by pid: still ours).
+        let child = Child::after_fork(pid);
         drop(saved);
-        let pidfd = match pidfd {
-            Ok(fd) => fd,
-            Err(e) => {
-                let _ = rustix::process::kill_process(pid, Signal::KILL);
-                let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
-                return Err(ForkServerError::Spawn {
-                    what: "pidfd_open",
-                    source: e.into(),
-                });
-            }
-        };
-        Ok((client_end, ServerProcess { pid, pidfd }))
+        let child = child.map_err(|e| ForkServerError::Spawn {
+            what: e.what(),
+            source: e.into(),
+        })?;
+        Ok((client_end, ServerProcess { child }))
     }
 }
 
@@ -465,41 +458,23 @@ impl ForkServerBuilder {
 #[derive(Debug)]
 #[doc(hidden)]
 pub struct ServerProcess {
-    pid: Pid,
-    pidfd: OwnedFd,
+    child: Child,
 }
 
 impl ServerProcess {
     /// The server's pid.
     pub fn pid(&self) -> u32 {
-        self.pid.as_raw_nonzero().get().unsigned_abs()
+        self.child.pid()
     }
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut fds = [rustix::event::PollFd::new(
-            &self.pidfd,
-            rustix::event::PollFlags::IN,
-        )];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let _ = rustix::process::pidfd_send_signal(&self.pidfd, Signal::KILL);
-                break;
-            }
-            let ts = rustix::event::Timespec::try_from(left).unwrap_or_default();
-            match rustix::event::poll(&mut fds, Some(&ts)) {
-                Ok(n) if n > 0 => break,
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(_) => {
-                    let _ = rustix::process::pidfd_send_signal(&self.pidfd, Signal::KILL);
-                    break;
-                }
-            }
+        if !matches!(self.child.wait_deadline(deadline), Ok(Some(_))) {
+            // Still running (or the wait failed): kill it and reap it.
+            let _ = self.child.kill_and_wait();
         }
-        let _ = rustix::process::waitid(WaitId::PidFd(self.pidfd.as_fd()), WaitIdOptions::EXITED);
     }
 }
 

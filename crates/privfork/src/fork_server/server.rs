@@ -2,14 +2,14 @@
 //! and its children.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::Pid;
 use rustix::thread::CapabilitySet;
 
 use super::ForkServerBuilder;
 use super::protocol::{CallFailure, CallRequest, ChildOutcome, Reply, Request, ServerStats};
+use crate::event::{Interest, Poller};
 use crate::fork_as::{ForkAs, ForkAsError, Pending, WireForkAsError};
 use crate::ipc::{Bytes, Channel};
 use crate::sandbox::PreparedSandbox;
@@ -255,18 +255,19 @@ impl Server {
         }
     }
 
-    fn wait(&self, channel: &Channel<Reply, Request>, flushed: bool) -> rustix::io::Result<()> {
+    fn wait(&self, channel: &Channel<Reply, Request>, flushed: bool) -> std::io::Result<()> {
         // New requests only once the replies are out (see run, step 3).
-        let events = if flushed {
-            PollFlags::IN
+        let interest = if flushed {
+            Interest::READABLE
         } else {
-            PollFlags::OUT
+            Interest::WRITABLE
         };
-        let mut fds = Vec::with_capacity(1 + self.in_flight.len());
-        fds.push(PollFd::new(channel, events));
+        // Tokens are not needed: every child is advanced after each wake.
+        let mut poller = Poller::<16>::new();
+        poller.add(channel, interest, 0);
         for f in &self.in_flight {
             for fd in f.pending.poll_fds().into_iter().flatten() {
-                fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+                poller.add_fd(fd, Interest::READABLE, 0);
             }
         }
         let next = self
@@ -274,14 +275,7 @@ impl Server {
             .iter()
             .filter_map(|f| f.pending.deadline())
             .min();
-        let timeout = next.map(|d| {
-            let left = d.saturating_duration_since(Instant::now());
-            Timespec::try_from(left).unwrap_or_default()
-        });
-        match poll(&mut fds, timeout.as_ref()) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
-            Err(e) => Err(e),
-        }
+        poller.wait(next).map(drop)
     }
 }
 

@@ -11,13 +11,13 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use rustix::event::{PollFd, PollFlags};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 use super::error::{OpenError, RecvError, SendError};
 use super::frame::Limits;
 use super::message::Message;
 use super::wire::{ReadCore, Received, Step, WriteCore};
+use crate::event::{Interest, wait_fd};
 
 /// Credentials of the process at the other end, from `SO_PEERCRED`: the
 /// peer as it was when the socket was created (`socketpair`) or connected.
@@ -79,15 +79,9 @@ pub(crate) fn check_unix_stream(fd: BorrowedFd<'_>) -> Result<(), OpenError> {
     Ok(())
 }
 
-fn wait(sock: BorrowedFd<'_>, flags: PollFlags) -> std::io::Result<()> {
-    let mut fds = [PollFd::new(&sock, flags)];
-    loop {
-        match rustix::event::poll(&mut fds, None) {
-            Ok(_) => return Ok(()),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+/// Blocks until `sock` is ready for `interest` (no deadline).
+fn wait(sock: BorrowedFd<'_>, interest: Interest) -> std::io::Result<()> {
+    wait_fd(sock, interest, None).map(drop)
 }
 
 /// The receiving half of a channel.
@@ -126,7 +120,7 @@ impl<Rx: Message> Receiver<Rx> {
             }
             if self.core.fill(sock, false)? == Step::WouldBlock {
                 // The fd is in non-blocking mode: wait for it.
-                wait(sock, PollFlags::IN)
+                wait(sock, Interest::READABLE)
                     .map_err(|source| self.core.fail(sock, RecvError::Io { source }))?;
             }
         }
@@ -228,7 +222,7 @@ impl<Tx: Message> Sender<Tx> {
         while !self.core.is_empty() {
             let sock = self.sock.as_fd();
             if self.core.flush_step(sock, false)? == Step::WouldBlock {
-                wait(sock, PollFlags::OUT).map_err(|source| SendError::Io { source })?;
+                wait(sock, Interest::WRITABLE).map_err(|source| SendError::Io { source })?;
             }
         }
         Ok(())

@@ -14,10 +14,9 @@
 //! [`Channel::send_with`] under the request's id.
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
@@ -25,6 +24,7 @@ use super::channel::{Channel, PeerCred, Receiver, Sender};
 use super::error::{CallError, RecvError, SendError};
 use super::message::Message;
 use super::wire::{Received, error_chain};
+use crate::event::{Interest, wait_fd};
 
 #[derive(Debug)]
 struct Shared<Rx: Message> {
@@ -168,12 +168,12 @@ impl<Tx: Message, Rx: Message> Client<Tx, Rx> {
                 let mut st = lock(&self.shared);
                 !std::mem::replace(&mut st.reader_busy, true)
             };
-            let flags = if reading {
-                PollFlags::IN | PollFlags::OUT
+            let interest = if reading {
+                Interest::BOTH
             } else {
-                PollFlags::OUT
+                Interest::WRITABLE
             };
-            let waited = wait_until(tx.as_fd(), flags, deadline);
+            let waited = wait_fd(tx.as_fd(), interest, deadline);
             if reading {
                 let drained = self.drain_replies();
                 let mut st = lock(&self.shared);
@@ -338,7 +338,7 @@ impl<Tx: Message, Rx: Message> Client<Tx, Rx> {
             if let Some(r) = rx.try_recv()? {
                 return Ok(Some(r));
             }
-            match wait_until(rx.as_fd(), PollFlags::IN, Some(deadline)) {
+            match wait_fd(rx.as_fd(), Interest::READABLE, Some(deadline)) {
                 Ok(true) => {}
                 Ok(false) => return Ok(None),
                 Err(source) => return Err(RecvError::Io { source }),
@@ -362,15 +362,4 @@ impl<Tx: Message, Rx: Message> From<Channel<Tx, Rx>> for Client<Tx, Rx> {
     fn from(c: Channel<Tx, Rx>) -> Self {
         Self::new(c)
     }
-}
-
-/// Polls `sock` for `flags` until `deadline` (if any); `Ok(false)` when it
-/// passed.
-fn wait_until(
-    sock: BorrowedFd<'_>,
-    flags: PollFlags,
-    deadline: Option<Instant>,
-) -> std::io::Result<bool> {
-    let mut fds = [PollFd::new(&sock, flags)];
-    Ok(crate::fork_as::poll_many_until(&mut fds, deadline)?)
 }

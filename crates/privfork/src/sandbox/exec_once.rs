@@ -19,9 +19,8 @@
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
-use rustix::event::{PollFd, PollFlags, poll};
-
 use super::promises::{promises_allowing, syscall_name};
+use crate::event::{Interest, Poller};
 use crate::sys;
 
 /// Runs the supervisor on `listener` for the process `child` (its pid):
@@ -36,14 +35,10 @@ use crate::sys;
 pub fn supervise(listener: OwnedFd, child: u32, mut log: Option<&mut dyn Write>) -> io::Result<()> {
     let mut exec_done = false;
     loop {
-        let mut fds = [PollFd::new(&listener, PollFlags::IN)];
-        match poll(&mut fds, None) {
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-        let revents = fds[0].revents();
-        if !revents.contains(PollFlags::IN) {
+        let mut poller = Poller::<1>::new();
+        poller.add(&listener, Interest::READABLE, 0);
+        poller.wait(None)?;
+        if !poller.readiness(0).is_some_and(|r| r.is_readable()) {
             // POLLHUP: no process uses the filter any more.
             return Ok(());
         }

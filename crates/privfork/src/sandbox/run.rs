@@ -26,6 +26,7 @@ use super::{PreparedSandbox, Sandbox, SandboxError, Unveil, Violation};
 use crate::identity::Identity;
 use crate::ipc::fdpass::{FdRecvBuffer, recv_with_fds, send_with_fds};
 use crate::privdrop::DropOptions;
+use crate::process::{Child, ProcessError};
 use crate::setup::{Fds, Setup, SetupError};
 use crate::sys::{self, Forked};
 
@@ -89,6 +90,14 @@ fn fail(code: i32, message: impl std::fmt::Display) -> RunError {
     RunError {
         code,
         message: message.to_string(),
+    }
+}
+
+/// A failure to watch or reap the child, with its cause.
+fn process_fail(e: ProcessError) -> RunError {
+    match std::error::Error::source(&e) {
+        Some(source) => fail(exit::SANDBOX, format!("{e}: {source}")),
+        None => fail(exit::SANDBOX, e),
     }
 }
 
@@ -299,7 +308,9 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
         Err(e) => return Err(fail(exit::SANDBOX, format!("fork: {e:?}"))),
     };
     drop(child_end);
-    let child_pid = child.as_raw_nonzero().get().unsigned_abs();
+    // Killed and reaped if anything below returns early.
+    let mut child = Child::after_fork(child).map_err(process_fail)?;
+    let child_pid = child.pid();
     // The child sends the listener once sandboxed; EOF if it failed first.
     let mut buf = [0u8; 1];
     let mut cmsg = FdRecvBuffer::new(1);
@@ -315,18 +326,8 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
             let _ = writeln!(std::io::stderr(), "privfork: supervising the program: {e}");
         }
     }
-    let status = loop {
-        match rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty()) {
-            Ok(Some((_, st))) => break st,
-            Ok(None) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(fail(exit::SANDBOX, format!("waitpid: {e}"))),
-        }
-    };
-    Ok(if let Some(sig) = status.terminating_signal() {
-        128 + sig
-    } else {
-        status.exit_status().unwrap_or(exit::SANDBOX)
-    })
+    let status = child.wait().map_err(process_fail)?;
+    Ok(status.shell_code())
 }
 
 /// The child: the child-setup routine (with the prepared sandbox), the

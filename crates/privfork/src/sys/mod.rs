@@ -314,19 +314,63 @@ impl Drop for SavedMask {
 ///
 /// See sigprocmask(2).
 pub(crate) fn block_sigchld() -> io::Result<SavedMask> {
-    // SAFETY: sigemptyset/sigaddset initialise the local set; the pointers
-    // are to live locals; pthread_sigmask only reads `set` and writes `old`.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
+    block_signals(&[libc::SIGCHLD])
+}
+
+/// A C `sigset_t` holding exactly `signals`.
+///
+/// # Errors
+///
+/// `EINVAL` for a number that is not a signal.
+fn sigset(signals: &[i32]) -> io::Result<libc::sigset_t> {
+    // SAFETY: an all-zero sigset_t is a valid value for sigemptyset to
+    // initialise.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer is to a live, writable local.
+    unsafe { libc::sigemptyset(&mut set) };
+    for &sig in signals {
+        // SAFETY: as above; sigaddset checks the number (EINVAL).
+        if unsafe { libc::sigaddset(&mut set, sig) } != 0 {
+            return Err(io::Error::last_os_error());
         }
-        Ok(SavedMask(old))
     }
+    Ok(set)
+}
+
+/// `pthread_sigmask(SIG_BLOCK, signals)`—Blocks `signals` on the calling
+/// thread and returns the previous mask, restored when it is dropped.
+///
+/// See sigprocmask(2), pthread_sigmask(3).
+pub(crate) fn block_signals(signals: &[i32]) -> io::Result<SavedMask> {
+    let set = sigset(signals)?;
+    // SAFETY: an all-zero sigset_t is a valid value for the kernel to
+    // overwrite.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals; pthread_sigmask only reads
+    // `set` and writes `old`.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(SavedMask(old))
+}
+
+/// `signalfd(-1, signals, SFD_CLOEXEC | SFD_NONBLOCK)`—A new fd that reads
+/// the pending `signals` of the calling thread (and of the process) as
+/// `signalfd_siginfo` records. The signals must be blocked to be read
+/// rather than delivered.
+///
+/// See signalfd(2).
+pub(crate) fn signalfd(signals: &[i32]) -> io::Result<std::os::fd::OwnedFd> {
+    let set = sigset(signals)?;
+    // SAFETY: fd -1 asks for a new fd; the mask pointer is to a live local
+    // the call only reads.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd, open and owned by nobody else.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// Restores a mask saved by [`block_sigchld`]. Pending SIGCHLDs are then

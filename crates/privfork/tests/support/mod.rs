@@ -276,8 +276,10 @@ impl Drop for TempDir {
     }
 }
 
-/// A process watched through a pidfd, opened before anything could end it
-/// (so a reused pid can never be mistaken for it).
+/// A process that is not our child (a grandchild, a fork server's child),
+/// watched through a pidfd opened before anything could end it (so a
+/// reused pid can never be mistaken for it). Our own children are watched
+/// with `privfork::process::Child`.
 pub struct Watched {
     pidfd: std::os::fd::OwnedFd,
     pid: u32,
@@ -297,15 +299,14 @@ impl Watched {
     /// Waits up to 30 s for the process to exit; fails the test if it
     /// does not.
     pub fn assert_gone(&self, what: &str) {
-        let mut fds = [rustix::event::PollFd::new(
-            &self.pidfd,
-            rustix::event::PollFlags::IN,
-        )];
-        let ts = rustix::event::Timespec {
-            tv_sec: 30,
-            tv_nsec: 0,
-        };
-        let n = rustix::event::poll(&mut fds, Some(&ts)).unwrap();
-        assert_eq!(n, 1, "{what} {} is still alive after 30 s", self.pid);
+        use std::os::fd::AsFd;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let gone = privfork::event::wait_fd(
+            self.pidfd.as_fd(),
+            privfork::event::Interest::READABLE,
+            Some(deadline),
+        )
+        .unwrap();
+        assert!(gone, "{what} {} is still alive after 30 s", self.pid);
     }
 }
