@@ -14,6 +14,8 @@
 //!   status; never a reused pid).
 //! - [`event`]: the one poll loop every waiting part uses (fds, pidfds, a
 //!   signalfd, deadlines).
+//! - [`listen`]: listening sockets bound from configuration or adopted from
+//!   systemd, handed to children at fixed fds by name.
 //! - [`ipc`]: framed, typed channels over unix socketpairs with fd passing
 //!   (blocking, and async with the `tokio` feature).
 //! - [`exe`]: the binary pinned at start, and children spawned from it by
@@ -32,6 +34,7 @@ pub mod fork_server;
 pub mod identity;
 pub mod inherit;
 pub mod ipc;
+pub mod listen;
 pub mod privdrop;
 pub mod process;
 pub mod sandbox;
