@@ -453,21 +453,28 @@ fn prepared_sandbox_holds_in_a_grandchild() {
 struct Victim(libc::pid_t);
 
 impl Victim {
+    /// Starts the victim and returns once it runs as nobody.
     fn start() -> Self {
+        let (ready_r, ready_w) = std::io::pipe().unwrap();
         // SAFETY: single-threaded test process; the child only drops to
-        // nobody and sleeps until killed.
+        // nobody, says so on the pipe, and sleeps until killed.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
-            // SAFETY: integer arguments; the child pauses until killed.
+            // SAFETY: integer arguments and a one-byte write from a live
+            // local; the child pauses until killed.
             unsafe {
                 libc::setresgid(NOBODY, NOBODY, NOBODY);
                 libc::setresuid(NOBODY, NOBODY, NOBODY);
+                libc::write(ready_w.as_raw_fd(), b"r".as_ptr().cast(), 1);
                 loop {
                     libc::pause();
                 }
             }
         }
+        drop(ready_w);
+        let mut byte = [0u8; 1];
+        std::io::Read::read_exact(&mut &ready_r, &mut byte).expect("the victim starts");
         Self(pid)
     }
 }

@@ -380,7 +380,22 @@ impl Setup<'_> {
                 };
             }
             SetupStep::BoundingSet => {
-                report.capabilities = caps::empty_bounding_set(self.keep_caps).map_err(fail)?;
+                // With no_new_privs set later in this routine and no
+                // capability kept, the bounding set cannot matter: an
+                // execve under no_new_privs grants nothing (setuid bits
+                // and file capabilities are ignored), and the permitted
+                // set will be empty. Emptying it would cost a credential
+                // commit per capability in every fork-as child. A process
+                // that keeps a capability, runs without no_new_privs, or is
+                // about to execute a program (whose /proc status shows the
+                // set) gets it emptied.
+                let about_to_exec = matches!(self.fds, Fds::CloseOnExec);
+                report.capabilities =
+                    if self.no_new_privs && self.keep_caps.is_empty() && !about_to_exec {
+                        Level::Full
+                    } else {
+                        caps::empty_bounding_set(self.keep_caps).map_err(fail)?
+                    };
             }
             SetupStep::PrivDrop => {
                 if let Some((identity, opts)) = self.identity {
