@@ -385,13 +385,15 @@ impl Setup<'_> {
                 // execve under no_new_privs grants nothing (setuid bits
                 // and file capabilities are ignored), and the permitted
                 // set will be empty. Emptying it would cost a credential
-                // commit per capability in every fork-as child. A process
-                // that keeps a capability, runs without no_new_privs, or is
-                // about to execute a program (whose /proc status shows the
-                // set) gets it emptied.
-                let about_to_exec = matches!(self.fds, Fds::CloseOnExec);
+                // commit per capability in every fork-as child (its fds
+                // are pointed at /dev/null: it runs this image's code).
+                // Every other process — one that keeps a capability, runs
+                // without no_new_privs, sandboxes itself, or is about to
+                // execute a program (whose /proc status shows the set) —
+                // gets it emptied.
+                let forked_function = matches!(self.fds, Fds::Null { .. });
                 report.capabilities =
-                    if self.no_new_privs && self.keep_caps.is_empty() && !about_to_exec {
+                    if forked_function && self.no_new_privs && self.keep_caps.is_empty() {
                         Level::Full
                     } else {
                         caps::empty_bounding_set(self.keep_caps).map_err(fail)?
