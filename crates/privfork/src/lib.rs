@@ -16,6 +16,9 @@
 //!   signalfd, deadlines).
 //! - [`listen`]: listening sockets bound from configuration or adopted from
 //!   systemd, handed to children at fixed fds by name.
+//! - [`family`]: the process family: a privileged main supervising
+//!   members started by exec, each under its own user and sandbox, from a
+//!   table of roles.
 //! - [`ipc`]: framed, typed channels over unix socketpairs with fd passing
 //!   (blocking, and async with the `tokio` feature).
 //! - [`exe`]: the binary pinned at start, and children spawned from it by
@@ -29,6 +32,7 @@
 
 pub mod event;
 pub mod exe;
+pub mod family;
 pub mod fork_as;
 pub mod fork_server;
 pub mod identity;

@@ -46,9 +46,11 @@ mod server;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustix::thread::CapabilitySet;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -168,6 +170,58 @@ pub enum ForkServerError {
     UnexpectedReply(&'static str),
 }
 
+/// A registered function's name with its argument and result types, so
+/// that registering a function of other types, or calling it with the
+/// wrong argument or expecting the wrong result, does not compile:
+///
+/// ```no_run
+/// use privfork::fork_server::{ForkServer, Function};
+///
+/// const WORD_COUNT: Function<String, usize> = Function::new("word_count");
+/// fn word_count(text: String) -> usize { text.split_whitespace().count() }
+///
+/// let server = ForkServer::builder()
+///     .register_fn(WORD_COUNT, word_count)
+///     .allow(WORD_COUNT.name(), "nobody")?
+///     .spawn()?;
+/// let n = server.invoke(WORD_COUNT, "nobody", &"a b".to_string())?;
+/// assert_eq!(n, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Function<A, R> {
+    name: &'static str,
+    types: std::marker::PhantomData<fn(A) -> R>,
+}
+
+impl<A, R> Function<A, R> {
+    /// The function registered as `name`.
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            types: std::marker::PhantomData,
+        }
+    }
+
+    /// Its name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl<A, R> Clone for Function<A, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<A, R> Copy for Function<A, R> {}
+
+impl<A, R> fmt::Debug for Function<A, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Function({:?})", self.name)
+    }
+}
+
 /// One allowed (function, user) pair: who the child runs as, and the
 /// sandbox it installs, if any.
 #[derive(Debug, Clone)]
@@ -242,6 +296,20 @@ impl ForkServerBuilder {
             "fork server: function {name:?} registered twice"
         );
         self
+    }
+
+    /// Registers `f` under `function`'s name, with `function`'s types.
+    ///
+    /// # Panics
+    ///
+    /// As [`ForkServerBuilder::register`].
+    pub fn register_fn<A, R, F>(self, function: Function<A, R>, f: F) -> Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        F: Fn(A) -> R + 'static,
+    {
+        self.register(function.name, f)
     }
 
     /// Allows callers to run `function` as `user` (a name or numeric uid,
@@ -378,7 +446,7 @@ impl ForkServerBuilder {
         let (channel, process) = self.spawn_raw()?;
         Ok(ForkServer {
             client: Some(Client::new(channel)),
-            process,
+            process: Some(process),
             timeout,
             max_result,
             max_args,
@@ -453,6 +521,31 @@ impl ForkServerBuilder {
     }
 }
 
+impl ForkServerBuilder {
+    /// The capabilities a fork server keeps (a family role that is the fork
+    /// server has `user: None` and these `keep_caps`): SETUID and SETGID
+    /// to drop its children, KILL to signal them once they run as other
+    /// users (their deadline, and their parent-death signal, which the
+    /// kernel sends with the dying parent's permissions).
+    pub const CAPS: CapabilitySet = CapabilitySet::SETUID
+        .union(CapabilitySet::SETGID)
+        .union(CapabilitySet::KILL);
+
+    /// Serves on `channel` in the calling process until the channel closes,
+    /// and returns the exit code: the fork server as a role of the process
+    /// family, whose member is already set up (its own user, [`Self::CAPS`]
+    /// and nothing more, its sandbox). Its callers reach it with
+    /// [`ForkServer::connect`] on the other end.
+    ///
+    /// The process must have one thread.
+    pub fn serve(self, channel: OwnedFd) -> i32 {
+        match Channel::<Reply, Request>::from_fd(channel, self.limits()) {
+            Ok(channel) => server::serve(channel, self),
+            Err(_) => server::EXIT_SETUP,
+        }
+    }
+}
+
 /// The fork server's process, reaped when dropped (after its channel is
 /// closed, it exits by itself; it is killed if it has not within 5 s).
 #[derive(Debug)]
@@ -486,7 +579,8 @@ impl Drop for ServerProcess {
 #[derive(Debug)]
 pub struct ForkServer {
     client: Option<Client<Request, Reply>>,
-    process: ServerProcess,
+    /// The server process, when this handle spawned it.
+    process: Option<ServerProcess>,
     timeout: Duration,
     max_result: usize,
     max_args: usize,
@@ -498,9 +592,61 @@ impl ForkServer {
         ForkServerBuilder::default()
     }
 
-    /// The server's pid.
+    /// A handle on a fork server that serves on the other end of
+    /// `channel` ([`ForkServerBuilder::serve`], e.g. a member of the
+    /// process family), with the default limits.
+    ///
+    /// # Errors
+    ///
+    /// [`ForkServerError::Spawn`] if `channel` is not a usable socket.
+    pub fn connect(channel: OwnedFd) -> Result<Self, ForkServerError> {
+        let limits = ForkServerBuilder::default().limits();
+        let channel = Channel::<Request, Reply>::from_fd(channel, limits).map_err(|e| {
+            ForkServerError::Spawn {
+                what: "adopting the channel",
+                source: io::Error::other(e.to_string()),
+            }
+        })?;
+        Ok(Self {
+            client: Some(Client::new(channel)),
+            process: None,
+            timeout: DEFAULT_TIMEOUT,
+            max_result: DEFAULT_MAX_RESULT,
+            max_args: DEFAULT_MAX_ARGS,
+        })
+    }
+
+    /// The server's pid (for a connected handle, the peer's, from
+    /// `SO_PEERCRED`; 0 if that cannot be read).
     pub fn pid(&self) -> u32 {
-        self.process.pid()
+        match &self.process {
+            Some(p) => p.pid(),
+            None => self
+                .client
+                .as_ref()
+                .and_then(|c| c.peer_cred().ok())
+                .map_or(0, |c| u32::try_from(c.pid).unwrap_or(0)),
+        }
+    }
+
+    /// Runs the function `f` names as `user` with `args`: a call whose
+    /// argument and result types are checked at compile time (see
+    /// [`Function`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`ForkServer::call`].
+    pub fn invoke<A, R>(
+        &self,
+        f: Function<A, R>,
+        user: &str,
+        args: &A,
+    ) -> Result<R, ForkServerError>
+    where
+        A: Serialize,
+        R: DeserializeOwned,
+    {
+        self.call(f.name, user, args)
     }
 
     /// Runs `function` as `user` with `args`, with the server's deadline

@@ -5,7 +5,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use rustix::process::Pid;
-use rustix::thread::CapabilitySet;
 
 use super::ForkServerBuilder;
 use super::protocol::{CallFailure, CallRequest, ChildOutcome, Reply, Request, ServerStats};
@@ -19,7 +18,7 @@ use std::sync::Arc;
 
 /// Exit codes of the server process.
 const EXIT_OK: i32 = 0;
-const EXIT_SETUP: i32 = 125;
+pub(super) const EXIT_SETUP: i32 = 125;
 const EXIT_ORPHANED: i32 = 126;
 
 /// Longest function or user name a request may carry (bytes).
@@ -55,7 +54,7 @@ struct InFlight {
 pub(super) fn main(
     token: &ChildToken,
     parent: Pid,
-    mut channel: Channel<Reply, Request>,
+    channel: Channel<Reply, Request>,
     devnull: BorrowedFd<'static>,
     config: ForkServerBuilder,
 ) -> i32 {
@@ -92,12 +91,18 @@ pub(super) fn main(
         no_new_privs: true,
         ..Setup::default()
     }
-    .keep_caps(CapabilitySet::SETUID | CapabilitySet::SETGID | CapabilitySet::KILL);
+    .keep_caps(super::ForkServerBuilder::CAPS);
     match setup.run(Some(token)) {
         Ok(_) => {}
         Err(SetupError::ParentGone) => return EXIT_ORPHANED,
         Err(_) => return EXIT_SETUP,
     }
+    serve(channel, config)
+}
+
+/// Serves on `channel` until it closes, in a process already set up (by
+/// [`main`], or as a family member); returns the exit code.
+pub(super) fn serve(mut channel: Channel<Reply, Request>, config: ForkServerBuilder) -> i32 {
     // SIGCHLD stays blocked for the server's life (ForkAs::spawn needs it
     // blocked until each child is reaped).
     if sys::block_sigchld().is_err() {

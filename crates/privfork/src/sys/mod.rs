@@ -166,6 +166,25 @@ pub(crate) fn fork() -> Result<Forked, ForkError> {
     }
 }
 
+/// A [`ChildToken`] for a process that has just been started by exec (a
+/// member of the process family at the top of its `main`): `Some` if the
+/// process has exactly one thread now.
+///
+/// The token's invariant is that the process has one thread and no other
+/// can appear while the token is used: only this thread could start one,
+/// and the code holding the token (the child-setup routine) does not. A
+/// process fresh from exec that has not started a thread yet has the same
+/// property as a child forked from a single-threaded process.
+///
+/// # Errors
+///
+/// `/proc` cannot be read.
+pub(crate) fn sole_thread() -> io::Result<Option<ChildToken>> {
+    Ok((thread_count()? == 1).then_some(ChildToken {
+        _not_send: PhantomData,
+    }))
+}
+
 /// `_exit(code)`—Ends the process at once: no destructors, no atexit
 /// handlers, no stdio flush.
 ///

@@ -1,0 +1,233 @@
+//! A member of the family, from exec to its role's function.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use super::protocol::{self, ToChild, ToMain};
+use super::{CHANNEL_FD, FIRST_LISTENER_FD, Role};
+use crate::identity::Identity;
+use crate::inherit::{FdKind, take_inherited_fd};
+use crate::ipc::{Channel, SendError};
+use crate::listen::Listeners;
+use crate::privdrop::DropOptions;
+use crate::sandbox::Report;
+use crate::setup::{Fds, Setup};
+
+/// Exit code of a member whose setup failed (its stderr says why).
+pub(crate) const EXIT_SETUP: i32 = 125;
+
+/// What a member's function gets: its channel to main, its listeners, its
+/// peer channels, and what its sandbox enforced.
+#[derive(Debug)]
+pub struct RoleContext {
+    role: &'static str,
+    instance: u32,
+    channel: Channel<ToMain, ToChild>,
+    listeners: Listeners,
+    peers: Vec<(String, OwnedFd)>,
+    report: Report,
+}
+
+impl RoleContext {
+    /// The role's name.
+    pub fn role(&self) -> &'static str {
+        self.role
+    }
+
+    /// Which instance of the role this is (from 0).
+    pub fn instance(&self) -> u32 {
+        self.instance
+    }
+
+    /// The listeners the role receives, by name.
+    pub fn listeners(&self) -> &Listeners {
+        &self.listeners
+    }
+
+    /// Takes the listeners (to move them into a server).
+    pub fn take_listeners(&mut self) -> Listeners {
+        std::mem::take(&mut self.listeners)
+    }
+
+    /// Takes the channel to peer role `name` (a connected unix stream
+    /// socket), if the role has one.
+    pub fn take_peer(&mut self, name: &str) -> Option<OwnedFd> {
+        let i = self.peers.iter().position(|(n, _)| n == name)?;
+        Some(self.peers.swap_remove(i).1)
+    }
+
+    /// The names of the peer channels not taken yet.
+    pub fn peers(&self) -> impl Iterator<Item = &str> {
+        self.peers.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// What the role's sandbox enforced, layer by layer.
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// Tells main the member is set up and serving. Main counts the role
+    /// as started only then (and restarts a member that never says it).
+    ///
+    /// # Errors
+    ///
+    /// The channel to main is gone.
+    pub fn ready(&mut self) -> Result<(), SendError> {
+        self.channel.send(&ToMain::Ready)
+    }
+
+    /// The channel to main, readable when main has something to say: poll
+    /// it beside the role's own work.
+    pub fn main_fd(&self) -> BorrowedFd<'_> {
+        self.channel.as_fd()
+    }
+
+    /// Reads what main said, without blocking: `Some(deadline)` once main
+    /// asks the member to stop (finish in-flight work within the deadline,
+    /// then call [`RoleContext::stopped`] and return); also `Some` (zero)
+    /// when main is gone.
+    pub fn poll_stop(&mut self) -> Option<Duration> {
+        loop {
+            match self.channel.try_recv() {
+                Ok(Some(m)) => match m.msg {
+                    ToChild::Stop(deadline_ms) => {
+                        return Some(Duration::from_millis(deadline_ms));
+                    }
+                    ToChild::App(_) => continue,
+                },
+                Ok(None) => return None,
+                Err(_) => return Some(Duration::ZERO),
+            }
+        }
+    }
+
+    /// Tells main the member has finished its work and exits now.
+    pub fn stopped(&mut self) {
+        let _ = self.channel.send(&ToMain::Stopped);
+    }
+
+    /// The channel to main, for application messages.
+    pub fn channel(&mut self) -> &mut Channel<ToMain, ToChild> {
+        &mut self.channel
+    }
+}
+
+/// The member's arguments after `--privfork-role NAME`.
+struct Args {
+    role: String,
+    instance: u32,
+    parent: rustix::process::Pid,
+    listeners: Vec<String>,
+    peers: Vec<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| -> Result<&str, String> {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+            .ok_or_else(|| format!("missing {flag}"))
+    };
+    let list = |v: &str| -> Vec<String> {
+        if v == "-" {
+            Vec::new()
+        } else {
+            v.split(':').map(str::to_owned).collect()
+        }
+    };
+    let parent: i32 = value("--privfork-parent")?
+        .parse()
+        .map_err(|_| "bad --privfork-parent".to_owned())?;
+    Ok(Args {
+        role: value(crate::exe::ROLE_FLAG)?.to_owned(),
+        instance: value("--privfork-instance")?
+            .parse()
+            .map_err(|_| "bad --privfork-instance".to_owned())?,
+        parent: rustix::process::Pid::from_raw(parent).ok_or("bad --privfork-parent")?,
+        listeners: list(value("--privfork-listeners")?),
+        peers: list(value("--privfork-peers")?),
+    })
+}
+
+/// The member's `main`: set up, run the role, exit with its code.
+pub(super) fn main(roles: &'static [Role]) -> ! {
+    let code = match setup(roles) {
+        Ok((role, cx)) => (role.run)(cx),
+        Err(e) => {
+            eprintln!("privfork member setup failed: {e}");
+            EXIT_SETUP
+        }
+    };
+    std::process::exit(code)
+}
+
+fn setup(roles: &'static [Role]) -> Result<(&'static Role, RoleContext), String> {
+    // Proof of one thread, for the routine's per-thread calls.
+    let token = crate::sys::sole_thread()
+        .map_err(|e| format!("counting threads: {e}"))?
+        .ok_or("a member must set up before any thread starts")?;
+    let args = parse_args()?;
+    let role = roles
+        .iter()
+        .find(|r| r.name == args.role)
+        .ok_or_else(|| format!("no role named {:?}", args.role))?;
+    // What main placed at fixed fds.
+    let channel = take_inherited_fd(CHANNEL_FD, FdKind::UnixStream)
+        .map_err(|e| format!("the channel to main: {e}"))?;
+    let channel = Channel::<ToMain, ToChild>::from_fd(channel, protocol::LIMITS)
+        .map_err(|e| format!("the channel to main: {e}"))?;
+    let listeners =
+        Listeners::adopt(FIRST_LISTENER_FD, &args.listeners).map_err(|e| e.to_string())?;
+    let mut peers = Vec::new();
+    let first_peer = FIRST_LISTENER_FD + args.listeners.len() as i32;
+    for (i, name) in args.peers.iter().enumerate() {
+        let fd = take_inherited_fd(first_peer + i as i32, FdKind::UnixStream)
+            .map_err(|e| format!("the channel to peer {name:?}: {e}"))?;
+        peers.push((name.clone(), fd));
+    }
+    // The sandbox, prepared while still root (its paths opened now).
+    let sandbox = (role.sandbox)()
+        .and_then(|s| s.prepare())
+        .map_err(|e| format!("role {:?}: sandbox: {e}", role.name))?;
+    let identity = match role.user {
+        Some(u) => Some(Identity::user(u).map_err(|e| format!("role {:?}: {e}", role.name))?),
+        None => None,
+    };
+    let drop_opts = DropOptions::new();
+    let applied = Setup {
+        parent: Some(args.parent),
+        fds: Fds::CloseOnExec,
+        isolate: true,
+        identity: identity.as_ref().map(|id| (id, &drop_opts)),
+        keep_caps: role.keep_caps,
+        no_new_privs: true,
+        sandbox: Some(&sandbox),
+        ..Setup::default()
+    }
+    .run(Some(&token))
+    .map_err(|e| {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        format!("role {:?}: {msg}", role.name)
+    })?;
+    let _ = rustix::thread::set_name(
+        &std::ffi::CString::new(role.name.chars().take(15).collect::<String>()).unwrap_or_default(),
+    );
+    Ok((
+        role,
+        RoleContext {
+            role: role.name,
+            instance: args.instance,
+            channel,
+            listeners,
+            peers,
+            report: applied.report,
+        },
+    ))
+}

@@ -1,0 +1,593 @@
+//! Main: starts every member, supervises, stops the family.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+
+use super::protocol::{self, ChildState, ToChild, ToMain};
+use super::relay::{Sink, Source};
+use super::{CHANNEL_FD, FIRST_LISTENER_FD, Restart, Role};
+use crate::event::{Interest, Poller, Signals};
+use crate::exe::{Exe, Spawn};
+use crate::ipc::{Channel, RecvError};
+use crate::listen::{ListenSpec, Listeners};
+use crate::process::{Child, ExitStatus};
+
+/// A member that ran at least this long before dying is not crash-looping:
+/// its backoff starts over.
+const STABLE_UPTIME: Duration = Duration::from_secs(10);
+/// Consecutive quick deaths after which a crash loop is reported.
+const CRASH_LOOP: u32 = 3;
+
+/// One process slot: a role's instance, running or waiting to start.
+struct Member {
+    role: &'static Role,
+    instance: u32,
+    run: Option<Running>,
+    next_start: Option<Instant>,
+    backoff: Duration,
+    quick_deaths: u32,
+    restarts: u64,
+    /// Stopped on purpose (a peer restarted): start again at once.
+    restart_now: bool,
+}
+
+struct Running {
+    child: Child,
+    channel: Channel<ToChild, ToMain>,
+    stderr: Source,
+    state: ChildState,
+    started: Instant,
+    ready_by: Option<Instant>,
+}
+
+impl Member {
+    fn tag(&self, pid: u32) -> String {
+        format!("[{}:{} {pid}]", self.role.name, self.instance)
+    }
+}
+
+/// A socketpair end waiting for a member to start: `(member, peer role)`.
+struct PendingEnd {
+    member: usize,
+    peer: &'static str,
+    fd: OwnedFd,
+}
+
+struct Main<'a> {
+    exe: &'static Exe,
+    listeners: &'a Listeners,
+    members: Vec<Member>,
+    pending_ends: Vec<PendingEnd>,
+    log: Sink,
+    stopping: Option<Instant>,
+    stop_timeout: Duration,
+    killed_at_deadline: bool,
+    ready_notified: bool,
+    stderr: std::io::Stderr,
+}
+
+/// Runs main until the family stops; the exit code.
+pub(super) fn run(
+    roles: &'static [Role],
+    specs: &[ListenSpec],
+    stop_timeout: Duration,
+) -> Result<i32, String> {
+    let exe = Exe::current().map_err(|e| e.to_string())?;
+    let listeners = match Listeners::from_systemd().map_err(|e| e.to_string())? {
+        Some(l) => l,
+        None => Listeners::bind(specs).map_err(|e| e.to_string())?,
+    };
+    for r in roles {
+        for name in r.listeners {
+            if listeners.get(name).is_none() {
+                return Err(format!(
+                    "role {:?} needs listener {name:?}, which is not configured (have: {:?})",
+                    r.name,
+                    listeners.names()
+                ));
+            }
+        }
+    }
+    let signals = Signals::new(&[Signal::CHILD, Signal::TERM, Signal::INT, Signal::HUP])
+        .map_err(|e| format!("signalfd: {e}"))?;
+    let _ = rustix::thread::set_name(c"privfork-main");
+    let mut main = Main {
+        exe,
+        listeners: &listeners,
+        members: roles
+            .iter()
+            .flat_map(|r| (0..r.instances).map(move |i| (r, i)))
+            .map(|(role, instance)| Member {
+                role,
+                instance,
+                run: None,
+                next_start: Some(Instant::now()),
+                backoff: Duration::ZERO,
+                quick_deaths: 0,
+                restarts: 0,
+                restart_now: false,
+            })
+            .collect(),
+        pending_ends: Vec::new(),
+        log: Sink::default(),
+        stopping: None,
+        stop_timeout,
+        killed_at_deadline: false,
+        ready_notified: false,
+        stderr: std::io::stderr(),
+    };
+    let code = main.run(&signals);
+    main.log.flush_blocking();
+    Ok(code)
+}
+
+const TOKEN_SIGNALS: usize = 0;
+const TOKEN_STDERR_OUT: usize = 1;
+/// Member `i`'s fds: pidfd, channel, stderr.
+fn token(i: usize, which: usize) -> usize {
+    2 + 3 * i + which
+}
+
+impl Main<'_> {
+    fn run(&mut self, signals: &Signals) -> i32 {
+        loop {
+            self.start_due();
+            if let Some(code) = self.check_stopped() {
+                return code;
+            }
+            let ready = match self.wait(signals) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.log.log(&format!("poll: {e}; stopping"));
+                    self.kill_all();
+                    return 1;
+                }
+            };
+            for (tok, readiness) in ready {
+                match tok {
+                    TOKEN_SIGNALS => self.on_signals(signals),
+                    TOKEN_STDERR_OUT => self.log.write_some(),
+                    t => {
+                        let (i, which) = ((t - 2) / 3, (t - 2) % 3);
+                        match which {
+                            0 => self.on_exit(i),
+                            1 => self.on_channel(i),
+                            _ => {
+                                let _ = readiness;
+                                if let Some(r) = &mut self.members[i].run {
+                                    r.stderr.read(&mut self.log);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            self.check_deadlines();
+        }
+    }
+
+    /// Polls everything main watches until something is ready or the next
+    /// deadline; returns the ready tokens.
+    fn wait(&self, signals: &Signals) -> std::io::Result<Vec<(usize, crate::event::Readiness)>> {
+        let mut p: Poller<'_, 16> = Poller::new();
+        p.add(signals, Interest::READABLE, TOKEN_SIGNALS);
+        if self.log.pending() {
+            p.add(&self.stderr, Interest::WRITABLE, TOKEN_STDERR_OUT);
+        }
+        let mut deadline: Option<Instant> = self.stopping;
+        let mut earliest = |d: Option<Instant>| {
+            if let Some(d) = d {
+                deadline = Some(deadline.map_or(d, |x| x.min(d)));
+            }
+        };
+        for (i, m) in self.members.iter().enumerate() {
+            earliest(m.next_start);
+            if let Some(r) = &m.run {
+                p.add(&r.child, Interest::READABLE, token(i, 0));
+                p.add(&r.channel, Interest::READABLE, token(i, 1));
+                if let Some(fd) = r.stderr.fd() {
+                    p.add_fd(fd, Interest::READABLE, token(i, 2));
+                }
+                earliest(r.ready_by);
+            }
+        }
+        if p.wait(deadline)? == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(p.ready().collect())
+    }
+
+    fn on_signals(&mut self, signals: &Signals) {
+        while let Ok(Some(info)) = signals.read() {
+            match Signal::from_named_raw(info.signal) {
+                Some(Signal::TERM) | Some(Signal::INT) => {
+                    self.log
+                        .log(&format!("{}: stopping the family", info.name()));
+                    self.begin_stop();
+                }
+                Some(Signal::HUP) => {
+                    self.log
+                        .log("SIGHUP: a smooth restart is not implemented yet; ignored");
+                }
+                _ => {} // SIGCHLD: the pidfds say who
+            }
+        }
+    }
+
+    fn begin_stop(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        self.stopping = Some(Instant::now() + self.stop_timeout);
+        let deadline_ms = u64::try_from(self.stop_timeout.as_millis()).unwrap_or(u64::MAX);
+        for m in &mut self.members {
+            m.next_start = None;
+            if let Some(r) = &mut m.run {
+                stop_member(r, deadline_ms);
+            }
+        }
+    }
+
+    /// Starts every member whose time has come.
+    fn start_due(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        for i in 0..self.members.len() {
+            let due = self.members[i].next_start.is_some_and(|t| t <= now);
+            if due && self.members[i].run.is_none() {
+                self.members[i].next_start = None;
+                if let Err(e) = self.start(i) {
+                    let m = &mut self.members[i];
+                    self.log
+                        .log(&format!("cannot start {}:{}: {e}", m.role.name, m.instance));
+                    schedule_restart(m, &mut self.log, now, Duration::ZERO);
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, i: usize) -> Result<(), String> {
+        let role = self.members[i].role;
+        let instance = self.members[i].instance;
+        let (chan_main, chan_child) = crate::ipc::socketpair().map_err(|e| e.to_string())?;
+        let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| format!("pipe: {e}"))?;
+        let devnull = crate::fork_as::dev_null().map_err(|e| format!("/dev/null: {e}"))?;
+        // Peer channels: a fresh pair per link; the other end waits for
+        // the peer's start (or goes to it now if it is the one starting
+        // later in this same pass).
+        let mut peer_ends: Vec<(&'static str, OwnedFd)> = Vec::new();
+        for peer in role.peers {
+            let (mine, theirs) = crate::ipc::socketpair().map_err(|e| e.to_string())?;
+            peer_ends.push((peer, mine));
+            let target = self
+                .members
+                .iter()
+                .position(|m| m.role.name == *peer && m.instance == 0)
+                .expect("Family::new checked the peers");
+            self.pending_ends
+                .retain(|e| !(e.member == target && e.peer == role.name));
+            self.pending_ends.push(PendingEnd {
+                member: target,
+                peer: role.name,
+                fd: theirs,
+            });
+        }
+        // Ends other members left for this one.
+        let mut k = 0;
+        while k < self.pending_ends.len() {
+            if self.pending_ends[k].member == i {
+                let e = self.pending_ends.swap_remove(k);
+                peer_ends.push((e.peer, e.fd));
+            } else {
+                k += 1;
+            }
+        }
+        let listeners: Vec<_> = role
+            .listeners
+            .iter()
+            .map(|n| self.listeners.get(n).expect("checked at start"))
+            .collect();
+        let names = |v: &mut dyn Iterator<Item = &str>| {
+            let s: Vec<&str> = v.collect();
+            if s.is_empty() {
+                "-".to_owned()
+            } else {
+                s.join(":")
+            }
+        };
+        let listener_names = names(&mut listeners.iter().map(|l| l.name()));
+        let peer_names = names(&mut peer_ends.iter().map(|(n, _)| *n));
+        let parent = std::process::id().to_string();
+        let instance_text = instance.to_string();
+        let mut spawn = Spawn::new(self.exe);
+        spawn
+            .arg0(format!("{}: {}", program_name(), role.name))
+            .role(role.name)
+            .args([
+                "--privfork-instance",
+                &instance_text,
+                "--privfork-parent",
+                &parent,
+                "--privfork-listeners",
+                &listener_names,
+                "--privfork-peers",
+                &peer_names,
+            ])
+            .env_clear()
+            .fd(0, devnull)
+            .fd(1, err_w.as_fd())
+            .fd(2, err_w.as_fd())
+            .fd(CHANNEL_FD, chan_child.as_fd());
+        let mut fd = FIRST_LISTENER_FD;
+        for l in &listeners {
+            spawn.fd(fd, l.as_fd());
+            fd += 1;
+        }
+        for (_, end) in &peer_ends {
+            spawn.fd(fd, end.as_fd());
+            fd += 1;
+        }
+        let spawned = spawn.spawn().map_err(|e| e.to_string())?;
+        drop(err_w);
+        drop(chan_child);
+        let child = Child::from_pidfd(spawned.pidfd).map_err(|e| e.to_string())?;
+        let mut channel = Channel::<ToChild, ToMain>::from_fd(chan_main, protocol::LIMITS)
+            .map_err(|e| e.to_string())?;
+        channel.set_accepting(
+            protocol::state_name(ChildState::Starting),
+            protocol::accepted(ChildState::Starting, role.app_messages),
+        );
+        let m = &mut self.members[i];
+        let tag = m.tag(child.pid());
+        self.log.log(&format!("{tag} started"));
+        m.run = Some(Running {
+            stderr: Source::new(err_r, tag).map_err(|e| e.to_string())?,
+            child,
+            channel,
+            state: ChildState::Starting,
+            started: Instant::now(),
+            ready_by: Some(Instant::now() + role.ready_timeout),
+        });
+        Ok(())
+    }
+
+    fn on_exit(&mut self, i: usize) {
+        let Some(r) = &mut self.members[i].run else {
+            return;
+        };
+        let status = match r.child.try_wait() {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                self.log.log(&format!("waiting for a member: {e}"));
+                return;
+            }
+        };
+        let mut r = self.members[i].run.take().expect("just matched");
+        // What it wrote last.
+        r.stderr.read(&mut self.log);
+        let m = &mut self.members[i];
+        let tag = m.tag(r.child.pid());
+        let uptime = r.started.elapsed();
+        self.log.log(&format!("{tag} {}", describe(status)));
+        if self.stopping.is_some() {
+            return;
+        }
+        if m.restart_now {
+            m.restart_now = false;
+            m.next_start = Some(Instant::now());
+            return;
+        }
+        match m.role.restart {
+            Restart::Never => {
+                self.log.log(&format!(
+                    "{tag} is not restarted (restart: never); stopping the family"
+                ));
+                self.begin_stop();
+            }
+            Restart::Always { .. } => {
+                schedule_restart(m, &mut self.log, Instant::now(), uptime);
+                // Its peers hold ends of channels that died with it: stop
+                // them too, and start them again with it.
+                let (name, peers) = (m.role.name, m.role.peers);
+                for other in &mut self.members {
+                    let linked =
+                        other.role.peers.contains(&name) || peers.contains(&other.role.name);
+                    if linked && let Some(run) = &mut other.run {
+                        other.restart_now = true;
+                        stop_member(run, 5_000);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_channel(&mut self, i: usize) {
+        let (role, instance) = (self.members[i].role, self.members[i].instance);
+        loop {
+            let Some(r) = &mut self.members[i].run else {
+                return;
+            };
+            let tag = format!("[{}:{} {}]", role.name, instance, r.child.pid());
+            match r.channel.try_recv() {
+                Ok(Some(msg)) => {
+                    match msg.msg {
+                        ToMain::Ready => {
+                            r.state = ChildState::Running;
+                            r.ready_by = None;
+                            self.log.log(&format!("{tag} ready"));
+                        }
+                        ToMain::Stopped => r.state = ChildState::Stopped,
+                        ToMain::App(bytes) => {
+                            self.log.log(&format!(
+                                "{tag} sent an application message of {} bytes (no handler)",
+                                bytes.0.len()
+                            ));
+                        }
+                    }
+                    r.channel.set_accepting(
+                        protocol::state_name(r.state),
+                        protocol::accepted(r.state, role.app_messages),
+                    );
+                    if r.state == ChildState::Running {
+                        self.members[i].quick_deaths = 0;
+                        self.notify_ready_if_all();
+                    }
+                }
+                Ok(None) => return,
+                Err(RecvError::Closed { .. }) => return, // it is exiting: the pidfd will say
+                Err(e) => {
+                    // A message it may not send: the channel is closed;
+                    // the member is killed and (per its row) restarted.
+                    self.log
+                        .log(&format!("{tag} broke the protocol ({e}); killing it"));
+                    let _ = r.child.kill();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn notify_ready_if_all(&mut self) {
+        if self.ready_notified {
+            return;
+        }
+        let all = self.members.iter().all(|m| {
+            m.run
+                .as_ref()
+                .is_some_and(|r| r.state == ChildState::Running)
+        });
+        if all {
+            self.ready_notified = true;
+            self.log.log("every role is ready");
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        }
+    }
+
+    fn check_deadlines(&mut self) {
+        let now = Instant::now();
+        for m in &mut self.members {
+            if let Some(r) = &mut m.run
+                && r.ready_by.is_some_and(|t| t <= now)
+            {
+                r.ready_by = None;
+                self.log.log(&format!(
+                    "[{}:{} {}] not ready within {:?}; killing it",
+                    m.role.name,
+                    m.instance,
+                    r.child.pid(),
+                    m.role.ready_timeout
+                ));
+                let _ = r.child.kill();
+            }
+        }
+        if let Some(deadline) = self.stopping
+            && now >= deadline
+            && !self.killed_at_deadline
+        {
+            self.killed_at_deadline = true;
+            for m in &mut self.members {
+                if let Some(r) = &mut m.run {
+                    self.log.log(&format!(
+                        "[{}:{} {}] still running at the stop deadline; killing it",
+                        m.role.name,
+                        m.instance,
+                        r.child.pid()
+                    ));
+                    let _ = r.child.kill();
+                }
+            }
+        }
+    }
+
+    /// Once stopping and every member is gone: the exit code.
+    fn check_stopped(&mut self) -> Option<i32> {
+        self.stopping?;
+        if self.members.iter().any(|m| m.run.is_some()) {
+            return None;
+        }
+        self.log.log(if self.killed_at_deadline {
+            "stopped (some members were killed at the deadline)"
+        } else {
+            "stopped"
+        });
+        Some(i32::from(self.killed_at_deadline))
+    }
+
+    fn kill_all(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut r) = m.run.take() {
+                let _ = r.child.kill_and_wait();
+            }
+        }
+    }
+}
+
+fn stop_member(r: &mut Running, deadline_ms: u64) {
+    if matches!(r.state, ChildState::Stopping | ChildState::Stopped) {
+        return;
+    }
+    // A member that cannot be told (its channel is full or gone) is
+    // killed; one that is told has the deadline to finish.
+    if r.channel.send(&ToChild::Stop(deadline_ms)).is_err() {
+        let _ = r.child.kill();
+    }
+    r.state = ChildState::Stopping;
+    r.ready_by = None;
+}
+
+/// Schedules the next start of `m`, which died after `uptime`.
+fn schedule_restart(m: &mut Member, log: &mut Sink, now: Instant, uptime: Duration) {
+    let Restart::Always { initial, max } = m.role.restart else {
+        return;
+    };
+    if uptime >= STABLE_UPTIME {
+        m.backoff = initial;
+        m.quick_deaths = 0;
+    } else {
+        m.backoff = if m.backoff.is_zero() {
+            initial
+        } else {
+            (m.backoff * 2).min(max)
+        };
+        m.quick_deaths += 1;
+    }
+    m.restarts += 1;
+    m.next_start = Some(now + m.backoff);
+    log.log(&format!(
+        "restarting {}:{} in {:?} (restart {})",
+        m.role.name, m.instance, m.backoff, m.restarts
+    ));
+    if m.quick_deaths >= CRASH_LOOP {
+        let status = format!(
+            "{}:{} is crash-looping: {} quick deaths in a row, next start in {:?}",
+            m.role.name, m.instance, m.quick_deaths, m.backoff
+        );
+        log.log(&status);
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    status.to_string()
+}
+
+/// The program's name for process titles.
+fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .map(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "privfork".to_owned())
+}
