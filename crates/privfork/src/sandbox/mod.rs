@@ -49,6 +49,7 @@ pub mod promises;
 pub mod run;
 pub mod seccomp;
 mod syscall_names;
+pub(crate) mod table;
 
 use std::fmt;
 use std::os::fd::OwnedFd;

@@ -104,6 +104,7 @@ pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<Soft> {
         v.push(Soft {
             nr: libc::SYS_ioctl,
             arg: Some((1, libc::TCGETS as u32)),
+            other: false,
             errno: libc::ENOTTY,
         });
     }
@@ -112,9 +113,20 @@ pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<Soft> {
         v.push(Soft {
             nr: libc::SYS_socket,
             arg: Some((0, libc::AF_UNIX as u32)),
+            other: false,
             errno: libc::EACCES,
         });
     }
+    // glibc's pthread_getattr_np (Rust's std calls it for every new
+    // thread) asks for the thread's CPUs by its tid, and takes ENOSYS as
+    // "no such functionality". Only pid 0 (itself) is allowed: another pid
+    // would tell whether that process exists.
+    v.push(Soft {
+        nr: libc::SYS_sched_getaffinity,
+        arg: Some((0, 0)),
+        other: true,
+        errno: libc::ENOSYS,
+    });
     // Extended attributes (ls -l asks for ACLs and security labels):
     // "not supported", under any promises — Landlock does not govern them,
     // so none is allowed.
@@ -152,11 +164,13 @@ pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<Soft> {
 }
 
 /// A soft refusal: syscall `nr` (with its `int` argument `arg.0` equal to
-/// `arg.1`, if given) fails with `errno`.
+/// `arg.1`, if given — or, with `other`, anything but `arg.1`) fails with
+/// `errno`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Soft {
     pub(crate) nr: i64,
     pub(crate) arg: Option<(u8, u32)>,
+    pub(crate) other: bool,
     pub(crate) errno: i32,
 }
 
@@ -165,6 +179,7 @@ impl Soft {
         Self {
             nr,
             arg: None,
+            other: false,
             errno,
         }
     }
@@ -172,7 +187,8 @@ impl Soft {
 
 /// The filter answering [`soft_refusals`] with their errors (the allowlist
 /// lets those calls through to it). Each entry is a block:
-/// `ld nr; jeq NR ? next : skip; [ld arg1; jeq V ? next : skip;] ret ERRNO`,
+/// `ld nr; jeq NR ? next : skip; [ld arg1; jeq V ? next : skip;] ret ERRNO`
+/// (`jeq V ? skip : next` for an `other` refusal),
 /// and the program ends with `ret ALLOW`.
 pub(crate) fn soft_filter(refusals: &[Soft]) -> BpfProgram {
     let mut prog = Vec::new();
@@ -186,7 +202,11 @@ pub(crate) fn soft_filter(refusals: &[Soft]) -> BpfProgram {
                 prog.push(jump(JMP_JEQ_K, s.nr as u32, 0, 3));
                 // Low 32 bits of the argument (an int: the kernel uses those).
                 prog.push(stmt(LD_W_ABS, OFFSET_ARGS + 8 * u32::from(index)));
-                prog.push(jump(JMP_JEQ_K, v, 0, 1));
+                prog.push(if s.other {
+                    jump(JMP_JEQ_K, v, 1, 0)
+                } else {
+                    jump(JMP_JEQ_K, v, 0, 1)
+                });
             }
         }
         prog.push(stmt(RET_K, RET_ERRNO | s.errno as u32));
@@ -215,7 +235,7 @@ pub(crate) fn allowlist(
             None => {
                 rules.insert(soft.nr, None);
             }
-            Some((index, v)) => promises::allow_arg(&mut rules, soft.nr, index, v),
+            Some((index, v)) => promises::allow_arg(&mut rules, soft.nr, index, v, soft.other),
         }
     }
     let rules = rules
