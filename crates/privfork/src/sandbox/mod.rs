@@ -49,6 +49,7 @@ pub mod promises;
 pub mod run;
 pub mod seccomp;
 mod syscall_names;
+pub(crate) mod table;
 
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -176,6 +177,23 @@ pub enum SandboxError {
     },
 }
 
+/// Which layers a sandbox installs. Users always get both (the default);
+/// one layer alone exists for tests that prove each layer's boundary on its
+/// own (a test in which one layer hides the other tests neither). Not a
+/// way to weaken a sandbox silently: the missing layer is reported
+/// [`Level::None`], so [`Policy::Require`] refuses it.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Layers {
+    /// seccomp and Landlock.
+    #[default]
+    Both,
+    /// The seccomp filters only: no Landlock ruleset is enforced.
+    SeccompOnly,
+    /// The Landlock ruleset only: no seccomp filter is installed.
+    LandlockOnly,
+}
+
 /// A sandbox to apply to the calling process: promises, unveiled paths,
 /// allowed TCP ports.
 #[derive(Debug, Clone, Default)]
@@ -187,6 +205,7 @@ pub struct Sandbox {
     violation: Option<Violation>,
     policy: Policy,
     loader: bool,
+    layers: Layers,
 }
 
 impl Sandbox {
@@ -244,6 +263,14 @@ impl Sandbox {
     /// Sets whether less than full enforcement is an error.
     pub fn policy(mut self, p: Policy) -> Self {
         self.policy = p;
+        self
+    }
+
+    /// Installs only one layer — for tests of that layer alone (see
+    /// [`Layers`]); the report names the other [`Level::None`].
+    #[doc(hidden)]
+    pub fn layers(mut self, layers: Layers) -> Self {
+        self.layers = layers;
         self
     }
 
@@ -370,6 +397,7 @@ impl Sandbox {
             listener: listener_for(to_supervisor, log && exec_once),
             exec_once,
             policy: self.policy,
+            layers: self.layers,
         })
     }
 }
@@ -413,6 +441,7 @@ pub struct PreparedSandbox {
     listener: Listener,
     exec_once: bool,
     policy: Policy,
+    layers: Layers,
 }
 
 impl PreparedSandbox {
@@ -466,6 +495,9 @@ impl PreparedSandbox {
     /// have one) with the prepared ruleset, which stays open, so the same
     /// prepared sandbox serves every child.
     pub(crate) fn install_landlock(&self) -> Result<Level, SandboxError> {
+        if self.layers == Layers::SeccompOnly {
+            return Ok(Level::None);
+        }
         landlock::enforce(&self.landlock).map_err(|source| SandboxError::Step {
             step: "landlock_restrict_self",
             source,
@@ -482,6 +514,9 @@ impl PreparedSandbox {
     /// The seccomp stage: the filters, then the allowlist — with a listener
     /// for the supervisor if this is an exec-once sandbox that needs one.
     pub(crate) fn install_seccomp(&self) -> Result<Option<OwnedFd>, SandboxError> {
+        if self.layers == Layers::LandlockOnly {
+            return Ok(None);
+        }
         let seccomp_err = |e: seccompiler::Error| SandboxError::Step {
             step: "seccomp(SECCOMP_SET_MODE_FILTER)",
             source: std::io::Error::other(e.to_string()),
@@ -509,6 +544,16 @@ impl PreparedSandbox {
             seccomp::install(std::slice::from_ref(&self.allowlist)).map_err(seccomp_err)?;
         }
         Ok(listener)
+    }
+
+    /// What the seccomp stage enforces: full, or none for a sandbox of
+    /// Landlock alone (tests only: see [`Layers`]).
+    pub(crate) fn seccomp_level(&self) -> Level {
+        if self.layers == Layers::LandlockOnly {
+            Level::None
+        } else {
+            Level::Full
+        }
     }
 
     /// Under [`Policy::Require`], anything short of full is an error.

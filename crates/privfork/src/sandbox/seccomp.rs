@@ -104,6 +104,7 @@ pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<Soft> {
         v.push(Soft {
             nr: libc::SYS_ioctl,
             arg: Some((1, libc::TCGETS as u32)),
+            other: false,
             errno: libc::ENOTTY,
         });
     }
@@ -112,9 +113,20 @@ pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<Soft> {
         v.push(Soft {
             nr: libc::SYS_socket,
             arg: Some((0, libc::AF_UNIX as u32)),
+            other: false,
             errno: libc::EACCES,
         });
     }
+    // glibc's pthread_getattr_np (Rust's std calls it for every new
+    // thread) asks for the thread's CPUs by its tid, and takes ENOSYS as
+    // "no such functionality". Only pid 0 (itself) is allowed: another pid
+    // would tell whether that process exists.
+    v.push(Soft {
+        nr: libc::SYS_sched_getaffinity,
+        arg: Some((0, 0)),
+        other: true,
+        errno: libc::ENOSYS,
+    });
     // Extended attributes (ls -l asks for ACLs and security labels):
     // "not supported", under any promises — Landlock does not govern them,
     // so none is allowed.
@@ -152,11 +164,13 @@ pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<Soft> {
 }
 
 /// A soft refusal: syscall `nr` (with its `int` argument `arg.0` equal to
-/// `arg.1`, if given) fails with `errno`.
+/// `arg.1`, if given — or, with `other`, anything but `arg.1`) fails with
+/// `errno`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Soft {
     pub(crate) nr: i64,
     pub(crate) arg: Option<(u8, u32)>,
+    pub(crate) other: bool,
     pub(crate) errno: i32,
 }
 
@@ -165,6 +179,7 @@ impl Soft {
         Self {
             nr,
             arg: None,
+            other: false,
             errno,
         }
     }
@@ -172,7 +187,8 @@ impl Soft {
 
 /// The filter answering [`soft_refusals`] with their errors (the allowlist
 /// lets those calls through to it). Each entry is a block:
-/// `ld nr; jeq NR ? next : skip; [ld arg1; jeq V ? next : skip;] ret ERRNO`,
+/// `ld nr; jeq NR ? next : skip; [ld arg1; jeq V ? next : skip;] ret ERRNO`
+/// (`jeq V ? skip : next` for an `other` refusal),
 /// and the program ends with `ret ALLOW`.
 pub(crate) fn soft_filter(refusals: &[Soft]) -> BpfProgram {
     let mut prog = Vec::new();
@@ -186,7 +202,11 @@ pub(crate) fn soft_filter(refusals: &[Soft]) -> BpfProgram {
                 prog.push(jump(JMP_JEQ_K, s.nr as u32, 0, 3));
                 // Low 32 bits of the argument (an int: the kernel uses those).
                 prog.push(stmt(LD_W_ABS, OFFSET_ARGS + 8 * u32::from(index)));
-                prog.push(jump(JMP_JEQ_K, v, 0, 1));
+                prog.push(if s.other {
+                    jump(JMP_JEQ_K, v, 1, 0)
+                } else {
+                    jump(JMP_JEQ_K, v, 0, 1)
+                });
             }
         }
         prog.push(stmt(RET_K, RET_ERRNO | s.errno as u32));
@@ -215,7 +235,7 @@ pub(crate) fn allowlist(
             None => {
                 rules.insert(soft.nr, None);
             }
-            Some((index, v)) => promises::allow_arg(&mut rules, soft.nr, index, v),
+            Some((index, v)) => promises::allow_arg(&mut rules, soft.nr, index, v, soft.other),
         }
     }
     let rules = rules
@@ -282,4 +302,186 @@ pub(crate) fn install(filters: &[BpfProgram]) -> Result<(), seccompiler::Error> 
         seccompiler::apply_filter_all_threads(f)?;
     }
     Ok(())
+}
+
+/// A classic-BPF interpreter for the opcodes seccompiler and this module
+/// emit, run on a synthetic `seccomp_data` — for tests that check what a
+/// compiled filter answers without installing it.
+#[cfg(test)]
+pub(crate) fn evaluate(prog: &[sock_filter], nr: i64, args: [u64; 6]) -> u32 {
+    let mut data = [0u32; 16];
+    data[0] = nr as u32;
+    data[1] = AUDIT_ARCH_X86_64;
+    for (i, a) in args.iter().enumerate() {
+        data[4 + 2 * i] = *a as u32;
+        data[5 + 2 * i] = (*a >> 32) as u32;
+    }
+    let (mut acc, mut pc) = (0u32, 0usize);
+    loop {
+        let ins = &prog[pc];
+        pc += 1;
+        let jump_if = |cond: bool| usize::from(if cond { ins.jt } else { ins.jf });
+        match ins.code {
+            LD_W_ABS => acc = data[ins.k as usize / 4],
+            0x05 => pc += ins.k as usize,
+            JMP_JEQ_K => pc += jump_if(acc == ins.k),
+            0x25 => pc += jump_if(acc > ins.k),
+            0x35 => pc += jump_if(acc >= ins.k),
+            JMP_JSET_K => pc += jump_if(acc & ins.k != 0),
+            0x54 => acc &= ins.k,
+            RET_K => return ins.k,
+            other => panic!("opcode {other:#x} not interpreted"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::promises::{ALL, Promises};
+
+    /// Whether the table's rows for `promises` allow the call (the
+    /// allowlist compiled from the table alone, without soft refusals).
+    fn table_allows(promises: &str, nr: i64, args: [u64; 6]) -> bool {
+        let p = Promises::parse(promises).unwrap();
+        let prog = allowlist(&p, Violation::Errno, false, &|_| {}).unwrap();
+        let soft: Vec<_> = soft_refusals(&p, false)
+            .into_iter()
+            .filter(|s| s.nr == nr)
+            .collect();
+        // A call a soft refusal answers is let through by the allowlist
+        // for the soft filter: judge those by the table's rules alone.
+        if !soft.is_empty() {
+            let rules = crate::sandbox::promises::rules(&p)
+                .into_iter()
+                .map(|(nr, r)| (nr, r.unwrap_or_default()))
+                .collect();
+            let f = SeccompFilter::new(
+                rules,
+                SeccompAction::Errno(1),
+                SeccompAction::Allow,
+                TargetArch::x86_64,
+            )
+            .unwrap();
+            let prog = BpfProgram::try_from(f).unwrap();
+            return evaluate(&prog, nr, args) == RET_ALLOW;
+        }
+        evaluate(&prog, nr, args) == RET_ALLOW
+    }
+
+    const ADDR: u64 = 0x1000;
+
+    /// (what, syscall, arguments, promises that allow it besides stdio;
+    /// "stdio": stdio alone does).
+    #[rustfmt::skip]
+    fn cases() -> Vec<(&'static str, i64, [u64; 6], &'static [&'static str])> {
+        use libc::*;
+        let i = |v: i32| v as u32 as u64;
+        let neg = |v: i32| v as i64 as u64;
+        vec![
+            ("socket tcp", SYS_socket, [i(AF_INET), i(SOCK_STREAM), 0, 0, 0, 0], &["inet"]),
+            ("socket tcp6 cloexec", SYS_socket, [i(AF_INET6), i(SOCK_STREAM | SOCK_CLOEXEC), i(IPPROTO_TCP), 0, 0, 0], &["inet"]),
+            ("socket mptcp", SYS_socket, [i(AF_INET), i(SOCK_STREAM), 262, 0, 0, 0], &[]),
+            ("socket sctp", SYS_socket, [i(AF_INET), i(SOCK_STREAM), i(IPPROTO_SCTP), 0, 0, 0], &[]),
+            ("socket udp", SYS_socket, [i(AF_INET6), i(SOCK_DGRAM), i(IPPROTO_UDP), 0, 0, 0], &["inet", "dns"]),
+            ("socket udplite", SYS_socket, [i(AF_INET), i(SOCK_DGRAM), i(IPPROTO_UDPLITE), 0, 0, 0], &[]),
+            ("socket raw", SYS_socket, [i(AF_INET), i(SOCK_RAW), i(IPPROTO_ICMP), 0, 0, 0], &[]),
+            ("socket unix", SYS_socket, [i(AF_UNIX), i(SOCK_DGRAM), 0, 0, 0, 0], &["unix"]),
+            ("socket netlink", SYS_socket, [i(AF_NETLINK), i(SOCK_RAW), 0, 0, 0, 0], &[]),
+            ("socket packet", SYS_socket, [i(AF_PACKET), i(SOCK_RAW), 0, 0, 0, 0], &[]),
+            ("socketpair stream", SYS_socketpair, [i(AF_UNIX), i(SOCK_STREAM | SOCK_CLOEXEC), 0, ADDR, 0, 0], &["stdio"]),
+            ("socketpair seqpacket", SYS_socketpair, [i(AF_UNIX), i(SOCK_SEQPACKET), 0, ADDR, 0, 0], &["stdio"]),
+            ("socketpair dgram", SYS_socketpair, [i(AF_UNIX), i(SOCK_DGRAM), 0, ADDR, 0, 0], &[]),
+            ("sendto connected", SYS_sendto, [3, ADDR, 1, 0, 0, 0], &["stdio"]),
+            ("sendto address", SYS_sendto, [3, ADDR, 1, 0, ADDR, 16], &["inet", "unix", "dns"]),
+            ("sendto fastopen", SYS_sendto, [3, ADDR, 1, i(MSG_FASTOPEN), ADDR, 16], &[]),
+            ("sendmsg", SYS_sendmsg, [3, ADDR, i(MSG_NOSIGNAL), 0, 0, 0], &["stdio"]),
+            ("sendmsg fastopen", SYS_sendmsg, [3, ADDR, i(MSG_FASTOPEN), 0, 0, 0], &[]),
+            ("sendmmsg fastopen", SYS_sendmmsg, [3, ADDR, 1, i(MSG_FASTOPEN), 0, 0], &[]),
+            ("setsockopt nodelay", SYS_setsockopt, [3, i(IPPROTO_TCP), i(TCP_NODELAY), ADDR, 4, 0], &["inet", "unix"]),
+            ("setsockopt fastopen connect", SYS_setsockopt, [3, i(IPPROTO_TCP), 30, ADDR, 4, 0], &[]),
+            ("bind", SYS_bind, [3, ADDR, 16, 0, 0, 0], &["inet", "unix"]),
+            ("connect", SYS_connect, [3, ADDR, 16, 0, 0, 0], &["inet", "unix", "dns"]),
+            ("listen", SYS_listen, [3, 1, 0, 0, 0, 0], &["inet", "unix"]),
+            ("getpgid self", SYS_getpgid, [0; 6], &["stdio"]),
+            ("getpgid other", SYS_getpgid, [1, 0, 0, 0, 0, 0], &[]),
+            ("getsid other", SYS_getsid, [1, 0, 0, 0, 0, 0], &[]),
+            ("getpriority self", SYS_getpriority, [i(PRIO_PROCESS as i32), 0, 0, 0, 0, 0], &["stdio"]),
+            ("getpriority other", SYS_getpriority, [i(PRIO_PROCESS as i32), 1, 0, 0, 0, 0], &[]),
+            ("getpriority user", SYS_getpriority, [i(PRIO_USER as i32), 0, 0, 0, 0, 0], &[]),
+            ("prlimit64 read self", SYS_prlimit64, [0, i(RLIMIT_CPU as i32), 0, ADDR, 0, 0], &["stdio"]),
+            ("prlimit64 set self", SYS_prlimit64, [0, i(RLIMIT_CPU as i32), ADDR, 0, 0, 0], &["id"]),
+            ("prlimit64 read other", SYS_prlimit64, [1, i(RLIMIT_CPU as i32), 0, ADDR, 0, 0], &[]),
+            ("prlimit64 set other", SYS_prlimit64, [1, i(RLIMIT_CPU as i32), ADDR, 0, 0, 0], &[]),
+            ("setpriority self", SYS_setpriority, [i(PRIO_PROCESS as i32), 0, 5, 0, 0, 0], &["proc", "id"]),
+            ("setpriority other", SYS_setpriority, [i(PRIO_PROCESS as i32), 1, 5, 0, 0, 0], &[]),
+            ("sched_setaffinity self", SYS_sched_setaffinity, [0, 8, ADDR, 0, 0, 0], &["proc"]),
+            ("sched_setaffinity other", SYS_sched_setaffinity, [1, 8, ADDR, 0, 0, 0], &[]),
+            ("sched_getaffinity other", SYS_sched_getaffinity, [1, 8, ADDR, 0, 0, 0], &[]),
+            ("sched_getparam other", SYS_sched_getparam, [1, ADDR, 0, 0, 0, 0], &[]),
+            ("get_robust_list other", SYS_get_robust_list, [1, ADDR, ADDR, 0, 0, 0], &[]),
+            ("kill one pid", SYS_kill, [1, 0, 0, 0, 0, 0], &["stdio"]),
+            ("kill group", SYS_kill, [0, 0, 0, 0, 0, 0], &["proc"]),
+            ("kill every process", SYS_kill, [neg(-1), 0, 0, 0, 0, 0], &["proc"]),
+            ("tgkill group", SYS_tgkill, [neg(-5), 5, 0, 0, 0, 0], &["proc"]),
+            ("rt_sigqueueinfo group", SYS_rt_sigqueueinfo, [0, 10, ADDR, 0, 0, 0], &[]),
+            ("pidfd_open", SYS_pidfd_open, [1, 0, 0, 0, 0, 0], &["proc"]),
+            ("ioctl TIOCSTI", SYS_ioctl, [0, TIOCSTI, ADDR, 0, 0, 0], &[]),
+            ("ioctl TIOCGWINSZ", SYS_ioctl, [0, TIOCGWINSZ, ADDR, 0, 0, 0], &["tty"]),
+            ("personality", SYS_personality, [0; 6], &[]),
+            ("process_vm_readv", SYS_process_vm_readv, [1, ADDR, 1, ADDR, 1, 0], &[]),
+            ("kcmp", SYS_kcmp, [1, 1, 0, 0, 0, 0], &[]),
+            ("ioprio_set", SYS_ioprio_set, [1, 0, 0, 0, 0, 0], &[]),
+            ("clone thread", SYS_clone, [(CLONE_THREAD | CLONE_VM | CLONE_SIGHAND) as u64, 0, 0, 0, 0, 0], &["stdio"]),
+            ("clone process", SYS_clone, [SIGCHLD as u64, 0, 0, 0, 0, 0], &["proc"]),
+            ("clone newuser", SYS_clone, [(CLONE_NEWUSER | SIGCHLD) as u64, 0, 0, 0, 0, 0], &[]),
+            ("mmap exec", SYS_mmap, [0, 4096, i(PROT_READ | PROT_EXEC), i(MAP_PRIVATE | MAP_ANONYMOUS), neg(-1), 0], &["prot_exec"]),
+        ]
+    }
+
+    /// Every case under stdio alone, each promise with stdio, and every
+    /// promise together: allowed exactly where the case says.
+    #[test]
+    fn the_table_allows_each_call_exactly_where_it_says() {
+        let mut wrong = Vec::new();
+        for (what, nr, args, by) in cases() {
+            let mut sets: Vec<(String, bool)> = vec![("stdio".into(), by.contains(&"stdio"))];
+            for (_, name) in ALL {
+                sets.push((
+                    format!("stdio {name}"),
+                    by.contains(&"stdio") || by.contains(name),
+                ));
+            }
+            let every: Vec<&str> = ALL.iter().map(|(_, n)| *n).collect();
+            sets.push((every.join(" "), !by.is_empty()));
+            for (promises, expected) in sets {
+                if table_allows(&promises, nr, args) != expected {
+                    wrong.push(format!(
+                        "{what} under {promises:?}: expected allowed={expected}"
+                    ));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    #[test]
+    fn the_installed_filters_answer_sched_getaffinity_of_another_pid_enosys() {
+        let p = Promises::parse("stdio").unwrap();
+        let soft = soft_filter(&soft_refusals(&p, false));
+        let args = |pid| [pid, 8, ADDR, 0, 0, 0];
+        let nr = libc::SYS_sched_getaffinity;
+        assert_eq!(evaluate(&soft, nr, args(0)), RET_ALLOW);
+        assert_eq!(
+            evaluate(&soft, nr, args(7)),
+            RET_ERRNO | libc::ENOSYS as u32
+        );
+        let allow = allowlist(&p, Violation::Kill, false, &|_| {}).unwrap();
+        assert_eq!(evaluate(&allow, nr, args(0)), RET_ALLOW);
+        assert_eq!(
+            evaluate(&allow, nr, args(7)),
+            RET_ALLOW,
+            "left to the soft filter"
+        );
+    }
 }

@@ -438,7 +438,7 @@ impl Setup<'_> {
             SetupStep::Seccomp => {
                 if let Some(sb) = self.sandbox {
                     applied.listener = sb.install_seccomp()?;
-                    report.seccomp = Level::Full;
+                    report.seccomp = sb.seccomp_level();
                 }
             }
             // Isolation stages of a process that isolates nothing.
