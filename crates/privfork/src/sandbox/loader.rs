@@ -74,6 +74,15 @@ pub struct Resolution {
     /// The first object (program, interpreter, library) that makes the
     /// stack executable, if any.
     pub exec_stack: Option<PathBuf>,
+    /// The program's own `DT_RPATH`/`DT_RUNPATH`/`DT_NEEDED` use
+    /// `$ORIGIN`, which the loader expands by `readlink("/proc/self/exe")`
+    /// (a library's `$ORIGIN` comes from its path, without a system call).
+    pub program_uses_origin: bool,
+}
+
+/// Whether `s` names `$ORIGIN` (or `${ORIGIN}`).
+fn uses_origin(s: &[u8]) -> bool {
+    s.windows(7).any(|w| w == b"$ORIGIN") || s.windows(9).any(|w| w == b"${ORIGIN}")
 }
 
 /// Why the loader's files could not be found.
@@ -407,6 +416,12 @@ pub fn resolve(program: &Path) -> Result<Resolution, ResolveError> {
         return Ok(res); // statically linked
     };
     res.dynamic = true;
+    res.program_uses_origin = main
+        .rpath
+        .iter()
+        .chain(&main.runpath)
+        .chain(&main.needed)
+        .any(|s| uses_origin(s));
     let interp = path_of(&interp);
     let fi = super::run::open_regular(&interp).ok_or_else(|| ResolveError::Interpreter {
         path: interp.clone(),
