@@ -198,7 +198,8 @@ fn files_in_the_unveiled_directory_only() {
     );
     let unveil = format!("rwc:{}", dir.path());
     // The shell runs cat, mkdir, mv...: it needs proc and exec, and the
-    // programs it runs need unveiling for execution.
+    // programs it runs need unveiling for execution (each file: privfork
+    // then unveils their libraries too).
     let o = privfork_run(&[
         "-u",
         "nobody",
@@ -207,7 +208,15 @@ fn files_in_the_unveiled_directory_only() {
         "-v",
         &unveil,
         "-v",
-        "rx:/usr/bin",
+        "rx:/usr/bin/cat",
+        "-v",
+        "rx:/usr/bin/mkdir",
+        "-v",
+        "rx:/usr/bin/mv",
+        "-v",
+        "rx:/usr/bin/rm",
+        "-v",
+        "rx:/usr/bin/rmdir",
         "--",
         "/bin/sh",
         "-c",

@@ -41,8 +41,11 @@
 //! still short of full after installing (capabilities without CAP_SETPCAP)
 //! is an error then too, and the process should exit.
 
+pub mod elf;
 pub mod exec_once;
 pub mod landlock;
+pub mod ldcache;
+pub mod loader;
 #[cfg(target_os = "openbsd")]
 pub mod openbsd;
 pub mod promises;

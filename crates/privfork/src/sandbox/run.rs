@@ -8,8 +8,9 @@
 //! (or 128 + the signal that killed it).
 //!
 //! Dynamically linked programs start because the sandbox of `run` also
-//! (a) unveils the library directories and `/etc/ld.so.cache` for reading
-//! and executing, and the program itself, and (b) allows read-only opens and
+//! (a) unveils the program, its interpreter, exactly the libraries the
+//! loader will open (found as glibc finds them, see [`super::loader`]) and
+//! `/etc/ld.so.cache`, and (b) allows read-only opens and
 //! executable mappings of files (see [`super::Sandbox::for_exec_loader`]):
 //! the dynamic loader needs both before the program's `main`, and on Linux
 //! no sandbox can be tightened after exec by the program's own loader.
@@ -32,6 +33,13 @@ use crate::sys::{self, Forked};
 
 /// privfork's own exit codes (the program's own status passes through).
 pub mod exit {
+    /// The program (or a program the caller unveiled for execution)
+    /// wants an executable stack and `prot_exec` is not promised.
+    pub const EXEC_STACK: i32 = 119;
+    /// A library the program needs cannot be found where the dynamic
+    /// loader looks (or the program, its interpreter or a library cannot
+    /// be parsed as x86_64 ELF).
+    pub const MISSING_LIBRARY: i32 = 120;
     /// A promise name is unknown.
     pub const BAD_PROMISE: i32 = 121;
     /// An unveil spec is malformed or its path does not exist.
@@ -101,9 +109,6 @@ fn process_fail(e: ProcessError) -> RunError {
     }
 }
 
-/// Directories the dynamic loader reads libraries from.
-const LIBRARY_DIRS: &[&str] = &["/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/libexec"];
-
 /// Finds `program` as execvp would (PATH, unless it contains a '/').
 fn resolve(program: &Path) -> Result<PathBuf, RunError> {
     if program.as_os_str().as_bytes().contains(&b'/') {
@@ -131,7 +136,7 @@ fn resolve(program: &Path) -> Result<PathBuf, RunError> {
 
 /// Opens `path` for reading only if it is a regular file, without
 /// blocking (a FIFO) or acquiring a terminal: privfork is still root here.
-fn open_regular(path: &Path) -> Option<std::fs::File> {
+pub(super) fn open_regular(path: &Path) -> Option<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -141,72 +146,72 @@ fn open_regular(path: &Path) -> Option<std::fs::File> {
     f.metadata().ok()?.is_file().then_some(f)
 }
 
-/// Whether `program` starts with `#!` (a script). Its interpreter is not
+/// The interpreter a script names on its `#!` line (the first word; the
+/// kernel reads at most 256 bytes), if `program` is a script. It is not
 /// unveiled automatically: the script, not the caller, names it. The
 /// caller unveils it (`-v rx:/bin/sh`).
-fn is_script(program: &Path) -> bool {
+fn script_interpreter(program: &Path) -> Option<PathBuf> {
     use std::io::Read;
-    let mut head = [0u8; 2];
-    open_regular(program)
-        .and_then(|mut f| f.read_exact(&mut head).ok())
-        .is_some()
-        && head == *b"#!"
+    let mut head = Vec::with_capacity(256);
+    open_regular(program)?
+        .take(256)
+        .read_to_end(&mut head)
+        .ok()?;
+    let line = head.strip_prefix(b"#!")?;
+    let line = line.split(|&c| c == b'\n').next()?;
+    let word = line
+        .split(|&c| c == b' ' || c == b'\t')
+        .find(|w| !w.is_empty())?;
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(word)))
 }
 
-/// Whether `program` is a dynamically linked ELF file (has PT_INTERP).
-/// Reads only the ELF header and the program headers (bounded), so a huge
-/// or hostile file costs nothing much; anything unparsable counts as
-/// dynamic (the loader rules then apply, as for any ordinary program).
-fn is_dynamic(program: &Path) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    let parse = || -> Option<bool> {
-        let mut f = open_regular(program)?;
-        let mut head = [0u8; 64];
-        f.read_exact(&mut head).ok()?;
-        // ELF64 little-endian only (x86_64).
-        if &head[..6] != b"\x7fELF\x02\x01" {
-            return None;
-        }
-        let phoff = u64::from_le_bytes(head[0x20..0x28].try_into().ok()?);
-        let phentsize = usize::from(u16::from_le_bytes([head[0x36], head[0x37]]));
-        let phnum = usize::from(u16::from_le_bytes([head[0x38], head[0x39]]));
-        let len = phentsize.checked_mul(phnum).filter(|&l| l <= 64 << 10)?;
-        if phentsize < 4 {
-            return None;
-        }
-        let mut table = vec![0u8; len];
-        f.seek(SeekFrom::Start(phoff)).ok()?;
-        f.read_exact(&mut table).ok()?;
-        Some(
-            table
-                .chunks_exact(phentsize)
-                .any(|ph| ph[..4] == 3u32.to_le_bytes()), // PT_INTERP
-        )
+/// A resolution failure, with its exit code.
+fn resolve_fail(e: super::loader::ResolveError) -> RunError {
+    use super::loader::ResolveError;
+    let code = match e {
+        ResolveError::Missing { .. } | ResolveError::TooMany { .. } => exit::MISSING_LIBRARY,
+        _ => exit::CANNOT_EXEC,
     };
-    parse().unwrap_or(true)
+    fail(code, e)
+}
+
+/// Read (and, for the program and interpreters, execute) permissions.
+fn perms(exec: bool) -> super::Perms {
+    super::Perms {
+        read: true,
+        exec,
+        ..Default::default()
+    }
 }
 
 /// Builds the sandbox for `opts` (before any fork, so bad input is
 /// reported by the privfork process itself).
+///
+/// Unveils the caller's paths, and exactly what the dynamic loader opens
+/// (see [`super::loader`]): the program and its interpreter for reading
+/// and execution (the kernel opens both at exec), each library it needs
+/// for reading only (the loader `mmap`s them with `PROT_EXEC`, which
+/// Landlock does not govern), and `/etc/ld.so.cache`. The same for every
+/// regular file the caller unveiled for execution, and for a script's
+/// interpreter if the caller unveiled it for execution: a program the
+/// caller lets run needs its libraries too. Nothing a script names is
+/// unveiled on its say-so.
 fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
+    use super::loader;
     let mut sb = Sandbox::new()
         .promises(&opts.promises)
         .map_err(|e| fail(exit::BAD_PROMISE, e))?
         .violation(opts.violation);
-    // Only a dynamically linked program (or a script, whose interpreter
-    // usually is) needs the loader's read-only opens and executable file
-    // mappings.
-    if is_script(program) || is_dynamic(program) {
-        sb = sb.for_exec_loader();
-    }
     if !sb.promise_set().contains(super::Promise::Stdio) {
         return Err(fail(
             exit::BAD_PROMISE,
             "the promises must include stdio (a program cannot even exit without it)",
         ));
     }
+    let prot_exec = sb.promise_set().contains(super::Promise::ProtExec);
     // Each spec parsed once; a missing path is reported here, by name,
     // before any fork.
+    let mut unveils = Vec::new();
     for spec in &opts.unveil {
         let u = Unveil::parse(spec).map_err(|e| fail(exit::BAD_UNVEIL, e))?;
         if !u.optional && !u.path.exists() {
@@ -218,28 +223,94 @@ fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
                 ),
             ));
         }
-        sb = sb.unveil_path(u);
+        unveils.push(u);
     }
-    for dir in LIBRARY_DIRS {
-        sb = sb
-            .unveil(&format!("rx?:{dir}"))
-            .map_err(|e| fail(exit::SANDBOX, e))?;
-    }
-    sb = sb
-        .unveil("r?:/etc/ld.so.cache")
-        .map_err(|e| fail(exit::SANDBOX, e))?;
     let program = program
         .canonicalize()
         .map_err(|e| fail(exit::NOT_FOUND, format!("{}: {e}", program.display())))?;
-    sb = sb.unveil_path(Unveil {
-        path: program,
-        perms: super::Perms {
-            read: true,
-            exec: true,
-            ..Default::default()
-        },
-        optional: false,
-    });
+    let loaded = loader::resolve(&program).map_err(resolve_fail)?;
+    let interpreter = script_interpreter(&program);
+    // Only a dynamically linked program (or a script, whose interpreter
+    // usually is) needs the loader's read-only opens and executable file
+    // mappings.
+    if interpreter.is_some() || loaded.dynamic {
+        sb = sb.for_exec_loader();
+    }
+    // What the caller allowed to be executed, by canonical path.
+    let exec_unveiled: Vec<PathBuf> = unveils
+        .iter()
+        .filter(|u| u.perms.exec)
+        .filter_map(|u| u.path.canonicalize().ok())
+        .collect();
+    let mut programs = vec![(program.clone(), loaded)];
+    let mut extra: Vec<PathBuf> = exec_unveiled
+        .iter()
+        .filter(|p| p.is_file())
+        .cloned()
+        .collect();
+    if let Some(i) = interpreter.and_then(|i| i.canonicalize().ok())
+        && exec_unveiled.iter().any(|u| i.starts_with(u))
+    {
+        extra.push(i);
+    }
+    for p in extra {
+        if !programs.iter().any(|(q, _)| *q == p) {
+            let r = loader::resolve(&p).map_err(resolve_fail)?;
+            programs.push((p, r));
+        }
+    }
+    let mut files = std::collections::BTreeMap::new();
+    files.insert(program.clone(), true);
+    for (path, r) in &programs {
+        if let Some(obj) = &r.exec_stack
+            && !prot_exec
+        {
+            return Err(fail(
+                exit::EXEC_STACK,
+                format!(
+                    "{}: {} wants an executable stack (PT_GNU_STACK with PF_X, or none): \
+                     promise prot_exec to run it",
+                    path.display(),
+                    obj.display()
+                ),
+            ));
+        }
+        // The loader asks readlink for the program's $ORIGIN; without
+        // rpath that is refused and the loader drops the directory.
+        if r.program_uses_origin && !sb.promise_set().contains(super::Promise::Rpath) {
+            return Err(fail(
+                exit::BAD_PROMISE,
+                format!(
+                    "{}: its RPATH/RUNPATH uses $ORIGIN, which the loader finds with \
+                     readlink(/proc/self/exe): promise rpath to run it",
+                    path.display()
+                ),
+            ));
+        }
+        if let Some(i) = &r.interpreter {
+            files.insert(i.clone(), true);
+        }
+        for lib in &r.libraries {
+            files.entry(lib.clone()).or_insert(false);
+        }
+    }
+    for u in unveils {
+        sb = sb.unveil_path(u);
+    }
+    if programs.iter().any(|(_, r)| r.dynamic) {
+        sb = sb.unveil_path(Unveil {
+            path: loader::LD_SO_CACHE.into(),
+            perms: perms(false),
+            optional: true,
+        });
+    }
+    for (path, exec) in files {
+        sb = sb.unveil_path(Unveil {
+            path,
+            perms: perms(exec),
+            optional: false,
+        });
+    }
     for &p in &opts.bind {
         sb = sb.bind(p);
     }
@@ -431,24 +502,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dynamic_and_static_programs_are_told_apart() {
-        assert!(is_dynamic(Path::new("/bin/true")));
-        // Debian's ldconfig is statically linked.
-        assert!(!is_dynamic(Path::new("/usr/sbin/ldconfig")));
-        // Not ELF, or missing: treated as dynamic (the ordinary case).
-        assert!(is_dynamic(Path::new("/etc/hostname")));
-        assert!(is_dynamic(Path::new("/no/such/file")));
-    }
-
-    #[test]
     fn scripts_and_fifos_are_recognised_safely() {
         let dir = std::env::temp_dir().join(format!("privfork-script-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let s = dir.join("s");
         std::fs::write(&s, "#!/bin/sh -e\necho\n").unwrap();
-        assert!(is_script(&s));
+        assert!(script_interpreter(&s).is_some());
+        assert_eq!(script_interpreter(&s), Some(PathBuf::from("/bin/sh")));
+        std::fs::write(&s, "#! \t/usr/bin/env python3\n").unwrap();
+        assert_eq!(script_interpreter(&s), Some(PathBuf::from("/usr/bin/env")));
         std::fs::write(&s, "echo\n").unwrap();
-        assert!(!is_script(&s));
+        assert!(script_interpreter(&s).is_none());
         // A FIFO is neither opened for long nor read: no hang.
         let fifo = dir.join("fifo");
         rustix::fs::mknodat(
@@ -459,8 +523,10 @@ mod tests {
             0,
         )
         .unwrap();
-        assert!(!is_script(&fifo));
-        assert!(is_dynamic(&fifo)); // unparsable: the ordinary case
+
+        assert!(script_interpreter(&fifo).is_none());
+        // Nor parsed as ELF: nothing to load.
+        assert!(!super::super::loader::resolve(&fifo).unwrap().dynamic);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
