@@ -71,6 +71,13 @@ use rustix::process::Pid;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod exec;
+mod functions;
+
+pub use exec::{CHANNEL_FD, EXEC_ROLE, MAX_REQUEST, exec_entry};
+pub(crate) use functions::ChildOutcome;
+pub use functions::Functions;
+
 use crate::event::{Interest, Poller};
 use crate::identity::{Identity, ResolveError};
 use crate::privdrop::{DropOptions, PrivDropError, WireDropError};
@@ -98,6 +105,8 @@ mod tag {
     pub(super) const SETUP_FAILED: u8 = 3;
     pub(super) const ENCODE_FAILED: u8 = 4;
     pub(super) const TOO_LARGE: u8 = 5;
+    /// Exec mode: the child refused the request before running anything.
+    pub(super) const REFUSED: u8 = 6;
 }
 const HEADER_LEN: usize = 9;
 
@@ -193,6 +202,29 @@ pub enum ForkAsError {
     #[error("fork_as: protocol error from the child: {reason}")]
     Protocol {
         /// What was wrong.
+        reason: String,
+    },
+    /// Exec mode: the binary has no function registered under this name.
+    #[error("fork_as exec mode: no function named {name:?} is registered in the binary")]
+    UnknownFunction {
+        /// The name asked for.
+        name: String,
+    },
+    /// Exec mode: the function could not decode its argument.
+    #[error("fork_as exec mode: the function could not decode its argument: {message}")]
+    BadArguments {
+        /// postcard's message.
+        message: String,
+    },
+    /// Exec mode: the pinned binary could not be started.
+    #[error("fork_as exec mode: starting the pinned binary failed")]
+    Exec(#[from] crate::exe::SpawnError),
+    /// Exec mode: the call cannot be made as asked (a sandbox set on the
+    /// call, arguments that cannot be encoded), or the child refused the
+    /// request before running anything.
+    #[error("fork_as exec mode: {reason}")]
+    ExecMode {
+        /// Why.
         reason: String,
     },
 }
@@ -350,13 +382,7 @@ impl ForkAs {
             what: "pthread_sigmask",
             source,
         })?;
-        let mut pending = self.spawn(f)?;
-        loop {
-            if let Some(result) = pending.advance() {
-                return result;
-            }
-            pending.block()?;
-        }
+        self.spawn(f)?.wait()
     }
 
     /// Forks the child that runs `f` and returns without waiting for it;
@@ -371,24 +397,9 @@ impl ForkAs {
         T: Serialize,
         F: FnOnce() -> T,
     {
-        let now = Instant::now();
-        // A deadline past the clock's range means "no deadline" in practice.
-        let deadline = now
-            .checked_add(self.timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
+        let deadline = deadline_after(self.timeout);
         let parent = rustix::process::getpid();
-        if sys::children_autoreaped().map_err(|source| ForkAsError::Spawn {
-            what: "sigaction(SIGCHLD)",
-            source,
-        })? {
-            return Err(ForkAsError::Spawn {
-                what: "checking SIGCHLD",
-                source: io::Error::other(
-                    "SIGCHLD is ignored (or SA_NOCLDWAIT is set), so the kernel would reap \
-                     the child before its status can be read; restore the default disposition",
-                ),
-            });
-        }
+        refuse_autoreap()?;
         let devnull = dev_null().map_err(|source| ForkAsError::Spawn {
             what: "open(/dev/null)",
             source,
@@ -436,18 +447,40 @@ impl ForkAs {
             }
         };
         drop(write_end);
-        Ok(Pending {
-            child: Child::after_fork(pid).map_err(process_err)?,
-            pipe: Some(read_end),
-            reader: FrameReader::new(self.max_result as u64),
-            outcome: None,
-            status: None,
-            killed_at_deadline: false,
+        let child = Child::after_fork(pid).map_err(process_err)?;
+        Ok(Pending::new(
+            child,
+            read_end,
             deadline,
-            timeout: self.timeout,
-            max_result: self.max_result as u64,
-        })
+            self.timeout,
+            self.max_result,
+        ))
     }
+}
+
+/// When a call of `timeout` started now times out.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    // A deadline past the clock's range means "no deadline" in practice.
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+/// Refuses to start a child the kernel would reap by itself.
+fn refuse_autoreap() -> Result<(), ForkAsError> {
+    if sys::children_autoreaped().map_err(|source| ForkAsError::Spawn {
+        what: "sigaction(SIGCHLD)",
+        source,
+    })? {
+        return Err(ForkAsError::Spawn {
+            what: "checking SIGCHLD",
+            source: io::Error::other(
+                "SIGCHLD is ignored (or SA_NOCLDWAIT is set), so the kernel would reap \
+                 the child before its status can be read; restore the default disposition",
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// `fd` itself if it is above 2, else a CLOEXEC duplicate at 3 or above.
@@ -503,6 +536,37 @@ impl std::fmt::Debug for Pending {
 }
 
 impl Pending {
+    /// Watches `child`, whose result frame arrives on `pipe` (non-blocking).
+    fn new(
+        child: Child,
+        pipe: OwnedFd,
+        deadline: Instant,
+        timeout: Duration,
+        max_result: usize,
+    ) -> Self {
+        Self {
+            child,
+            pipe: Some(pipe),
+            reader: FrameReader::new(max_result as u64),
+            outcome: None,
+            status: None,
+            killed_at_deadline: false,
+            deadline,
+            timeout,
+            max_result: max_result as u64,
+        }
+    }
+
+    /// Blocks until the call is over; the child is reaped.
+    fn wait<T: DeserializeOwned>(mut self) -> Result<T, ForkAsError> {
+        loop {
+            if let Some(result) = self.advance() {
+                return result;
+            }
+            self.block()?;
+        }
+    }
+
     /// The fds to poll for input before calling [`Pending::advance`] again:
     /// the result pipe while reading, and the child's pidfd (readable once
     /// it has exited).
@@ -837,6 +901,10 @@ fn finish<T: DeserializeOwned>(
             }),
             Err(_) => Err(protocol("bad size report")),
         },
+        tag::REFUSED => match postcard::from_bytes::<exec::Refusal>(&payload) {
+            Ok(refusal) => Err(refusal.into()),
+            Err(_) => Err(protocol("undecodable refusal")),
+        },
         other => Err(protocol(&format!("unknown frame tag {other}"))),
     }
 }
@@ -1092,6 +1160,10 @@ impl From<&ForkAsError> for WireForkAsError {
             ForkAsError::Decode(e) => Self::Codec(e.to_string()),
             ForkAsError::Protocol { reason } => Self::Protocol(reason.clone()),
             ForkAsError::Resolve(e) => Self::Other(e.to_string()),
+            e @ (ForkAsError::UnknownFunction { .. }
+            | ForkAsError::BadArguments { .. }
+            | ForkAsError::Exec(_)
+            | ForkAsError::ExecMode { .. }) => Self::Other(e.to_string()),
         }
     }
 }
