@@ -26,36 +26,8 @@
 //! checked against the caller's pid), and only then decodes the argument
 //! and runs the function.
 //!
-//! # Why the child may trust its request
-//!
-//! Anyone who can execute the binary can start it with [`EXEC_ROLE`] and
-//! hand it any request. That gains nothing: the child starts with exactly
-//! the privileges of whoever started it, because it refuses to run in a
-//! secure-execution image (`AT_SECURE`: a setuid or setgid bit, file
-//! capabilities) — so the drop to the uid of the request succeeds only if
-//! the invoker could change to that uid itself (root, or CAP_SETUID), and a
-//! non-root invoker can at most run a registered function as itself. The
-//! caller of [`ForkAs::run_exec`] is the process the child serves, and
-//! already holds every privilege the child has. The ids arrive numeric,
-//! resolved by the caller: the child reads no user database, and names no
-//! user the caller did not. Root as a target is refused unless the caller
-//! allowed it ([`DropOptions::allow_root`](crate::DropOptions)), as the
-//! drop always does. Only registered functions run — a name, never a code
-//! address.
-//!
-//! # The sandbox
-//!
-//! A prepared sandbox (a Landlock ruleset fd and seccomp programs) lives in
-//! the caller's memory and fds, which the exec leaves behind. Rather than
-//! pass a ruleset fd and filter bytes through exec, the sandbox belongs to
-//! the function: [`Functions::register_sandboxed`]. The child finds it in
-//! its own image — the binary, not the request, says how a function is
-//! sandboxed — and prepares it as root before the drop (paths opened,
-//! ruleset built, filters compiled), then installs it as the routine's last
-//! stages. That costs the child a preparation per call, on top of the exec;
-//! in return nothing the caller sends can widen or drop a function's
-//! sandbox. [`ForkAs::sandbox`] does not apply to [`ForkAs::run_exec`],
-//! which refuses a call that has one rather than run unsandboxed.
+//! Why the child may trust its request, and how a sandbox crosses the
+//! exec: see the parent module's docs, "Exec mode".
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};

@@ -1,5 +1,6 @@
-//! Fork-as: run a function as another user in a freshly forked child and get
-//! its serialized result back over a pipe.
+//! Fork-as: run a function as another user in a freshly forked child (or,
+//! in exec mode, a fresh image of the pinned binary) and get its serialized
+//! result back over a pipe.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -18,28 +19,17 @@
 //! safe to read in a child), refuses if the process has more than one thread,
 //! blocks SIGCHLD (so that no SIGCHLD handler of the program can reap the
 //! child first), creates a CLOEXEC pipe, forks, and opens a pidfd for the
-//! child. The child:
-//!
-//! 1. clears its signal mask; moves its end of the pipe above stderr;
-//! 2. points every other fd it inherited at `/dev/null` — stdin, stdout and
-//!    stderr too, unless [`Stdio::Inherit`] — rather than closing them, so
-//!    that `File`s the function captured stay sound to use and drop (they
-//!    read nothing and write nowhere) and no number they own is reused;
-//! 3. clears the environment (unless told otherwise);
-//! 4. makes itself not dumpable and sets `no_new_privs` (unless told
-//!    otherwise);
-//! 5. drops privileges ([`crate::privdrop`], verified; not dumpable again
-//!    right after the uid change, which resets it) — a failure is reported
-//!    to the parent and ends the child;
-//! 6. sets a parent-death signal (SIGKILL) and exits if the parent is
-//!    already gone — after the drop, because the kernel clears the death
-//!    signal when the effective uid changes;
-//! 7. runs the function, catching a panic, encodes the result with postcard
-//!    and writes one frame: a tag byte, a little-endian `u64` length, the
-//!    payload; then `_exit(0)` — no destructor of the parent's image runs.
-//!
-//! Signal dispositions are inherited as fork leaves them: handlers the
-//! program installed stay installed in the child.
+//! child. The child moves its end of the pipe above stderr and runs the one
+//! child-setup routine ([`crate::setup`]): signal mask and handlers, fds,
+//! environment, session, keyring, shared mappings, personality, limits, not
+//! dumpable, bounding set, the verified privilege drop ([`crate::privdrop`];
+//! a failure is reported to the parent and ends the child), the
+//! parent-death signal (SIGKILL, armed after the drop, which would clear it;
+//! the child exits if the parent is already gone), capabilities,
+//! `no_new_privs`, and the sandbox if any. Then it runs the function,
+//! catching a panic, encodes the result with postcard and writes one frame:
+//! a tag byte, a little-endian `u64` length, the payload; then `_exit(0)` —
+//! no destructor of the parent's image runs.
 //!
 //! The parent reads the frame under the deadline, checks the length against
 //! the limit before allocating (and grows the buffer only as bytes arrive),
@@ -52,6 +42,54 @@
 //! Everything the child sends is treated as hostile: after the drop it runs
 //! as another user and may have been taken over.
 //!
+//! # What the child inherits
+//!
+//! **All of the caller's memory, readable.** The child is a copy-on-write
+//! copy of the caller: every secret the caller holds at the moment of the
+//! call — keys, passwords, session tokens, other users' data, in the heap,
+//! on the stack, in statics — is in the child's memory, and the function
+//! (or whoever takes it over: it runs as another user and may parse
+//! hostile input) can read it. The copy is private: what the child writes
+//! never reaches the caller. Not dumpable, the child cannot be read by
+//! other processes of the target user (no ptrace, no core, `/proc/<pid>/mem`
+//! owned by root).
+//!
+//! What it does **not** get:
+//!
+//! - **fds**: each of the caller's fds reaches `/dev/null` (`dup3` over it,
+//!   so `File`s the function captured stay sound to use and drop), and so
+//!   do stdin, stdout and stderr unless [`Stdio::Inherit`]; only the
+//!   result pipe is real;
+//! - **environment**: empty, unless [`ForkAs::env`] says otherwise;
+//! - **signal handlers**: reset to the default action, the mask emptied
+//!   (ignored signals stay ignored, as Rust programs expect for SIGPIPE);
+//! - **controlling terminal and session**: a new session (`setsid`), so no
+//!   `/dev/tty` and no `TIOCSTI` into the caller's terminal;
+//! - **session keyring**: a fresh anonymous one;
+//! - **shared mappings**: every `MAP_SHARED` mapping is removed (it would
+//!   write the caller's files or memory);
+//! - **personality**: reset to `PER_LINUX`;
+//! - **privileges**: the target user's ids and groups only, no capability
+//!   (bounding set emptied), `no_new_privs` (unless turned off);
+//! - **threads**: only the calling thread exists in the child.
+//!
+//! # Which to use
+//!
+//! | | cost | the child's memory | from a multithreaded process |
+//! |---|---|---|---|
+//! | [`ForkAs::run`] | a fork, ~0.3–0.6 ms (more with a large heap) | a copy of the caller's: every secret it holds | refused |
+//! | a [fork server](crate::fork_server) spawned first thing in `main` | a fork of the small server, plus a round trip | a copy of the server's, which holds nothing of the program's later state | yes: that is its purpose |
+//! | exec mode, [`ForkAs::run_exec`] | a fork and an exec of the pinned binary, ~2 ms, ~4× `run` | a fresh image: nothing of the caller | yes |
+//!
+//! Use [`ForkAs::run`] when the caller holds nothing the function must not
+//! see, or the function is trusted with it. A caller that holds secrets
+//! starts a fork server before it reads them (and before any thread), or,
+//! when it cannot start one early, uses exec mode: functions registered by
+//! name ([`Functions`]), served by [`exec_entry`] on the first line of
+//! `main` (see "Exec mode" below for why the child may trust its request,
+//! and how a sandbox crosses the exec). `cargo bench -p privfork --bench
+//! fork_as` measures both.
+//!
 //! # Threads
 //!
 //! Forking a multithreaded process is unsafe: another thread may hold a lock
@@ -59,7 +97,59 @@
 //! has only the forking thread. `run` refuses with
 //! [`ForkAsError::MultiThreaded`]. A multithreaded program asks a fork
 //! server instead: a single-threaded helper process started before any
-//! threads, which forks on its behalf (see DESIGN.md, "Fork-as").
+//! threads, which forks on its behalf (see DESIGN.md, "Fork-as"); or it uses
+//! exec mode, whose child runs nothing of the caller's between the clone and
+//! the exec.
+//!
+//! # Exec mode
+//!
+//! [`ForkAs::run_exec`] runs a function registered by name in a
+//! [`Functions`] registry — a closure cannot cross exec — in a fresh image
+//! of the pinned binary ([`crate::exe::Exe`]), spawned with
+//! [`crate::exe::Spawn`]: [`EXEC_ROLE`] in argv, an empty environment, a
+//! unix socket at fd [`CHANNEL_FD`], stdio on `/dev/null` (unless
+//! [`Stdio::Inherit`]), no other fd. The request (function name, encoded
+//! argument, the caller's pid, the numeric uid, gid and groups, the drop
+//! and `no_new_privs` options, the environment, the result limit) goes down
+//! the socket, and the same result frame as a forked child's comes back,
+//! read under the same deadline while the child's pidfd is watched: every
+//! [`ForkAsError`] means what it means for [`ForkAs::run`]. The program
+//! calls [`exec_entry`] first thing in `main`; in the exec-mode child it
+//! checks that the image is not setuid and has one thread, reads the
+//! request, runs the same setup routine as a forked child (with the
+//! parent-death check against the caller's pid), and only then the
+//! function.
+//!
+//! ## Why the child may trust its request
+//!
+//! Anyone who can execute the binary can start it with [`EXEC_ROLE`] and
+//! hand it any request. That gains nothing: the child starts with exactly
+//! the privileges of whoever started it, because it refuses to run in a
+//! secure-execution image (`AT_SECURE`: a setuid or setgid bit, file
+//! capabilities) — so the drop to the uid of the request succeeds only if
+//! the invoker could change to that uid itself (root, or CAP_SETUID), and a
+//! non-root invoker can at most run a registered function as itself. The
+//! caller of [`ForkAs::run_exec`] is the process the child serves, and
+//! already holds every privilege the child has. The ids arrive numeric,
+//! resolved by the caller: the child reads no user database, and names no
+//! user the caller did not. Root as a target is refused unless the caller
+//! allowed it ([`DropOptions::allow_root`](crate::DropOptions)), as the
+//! drop always does. Only registered functions run — a name, never a code
+//! address.
+//!
+//! ## The sandbox in exec mode
+//!
+//! A prepared sandbox (a Landlock ruleset fd and seccomp programs) lives in
+//! the caller's memory and fds, which the exec leaves behind. Rather than
+//! pass a ruleset fd and filter bytes through exec, the sandbox belongs to
+//! the function: [`Functions::register_sandboxed`]. The child finds it in
+//! its own image — the binary, not the request, says how a function is
+//! sandboxed — and prepares it as root before the drop (paths opened,
+//! ruleset built, filters compiled), then installs it as the routine's last
+//! stages. That costs the child a preparation per call, on top of the exec;
+//! in return nothing the caller sends can widen or drop a function's
+//! sandbox. [`ForkAs::sandbox`] does not apply to [`ForkAs::run_exec`],
+//! which refuses a call that has one rather than run unsandboxed.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
