@@ -100,6 +100,7 @@ fn main() {
                 "started_without_a_channel_it_runs_nothing",
                 started_without_a_channel_it_runs_nothing,
             ),
+            ("setuid_copy_refuses_to_serve", setuid_copy_refuses_to_serve),
         ],
         &[("orphan_helper", orphan_helper)],
     )
@@ -581,5 +582,41 @@ fn started_without_a_channel_it_runs_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(125), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no channel"), "{err}");
+}
+
+fn setuid_copy_refuses_to_serve() {
+    require_root();
+    // A copy of this binary made setuid root, started by nobody with the
+    // exec role: it must refuse before it reads anything (AT_SECURE), or
+    // any local user could run registered functions as any uid. The same
+    // copy without the bit gets as far as looking for its channel.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = support::TempDir::new("setuid");
+    let copy = dir.path().join("exe");
+    std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+    let run_as_nobody = |mode: u32| -> (Option<i32>, String) {
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(mode)).unwrap();
+        let copy = copy.clone();
+        nobody()
+            // no_new_privs would keep the setuid bit from taking effect.
+            .no_new_privs(false)
+            .run(move || {
+                let out = std::process::Command::new(&copy)
+                    .args(["--privfork-role", EXEC_ROLE])
+                    .output()
+                    .unwrap();
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            })
+            .unwrap()
+    };
+    let (code, err) = run_as_nobody(0o4755);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(err.contains("AT_SECURE"), "{err}");
+    let (code, err) = run_as_nobody(0o755);
+    assert_eq!(code, Some(125), "{err}");
     assert!(err.contains("no channel"), "{err}");
 }
