@@ -121,6 +121,13 @@ impl ForkAs {
     /// `exe` must run [`exec_entry`] first thing in its `main`, with the
     /// function registered; usually it is [`Exe::current`].
     ///
+    /// The child's parent-death signal follows the calling thread (see
+    /// prctl(2), `PR_SET_PDEATHSIG`); this call blocks that thread until the
+    /// child is reaped, so it cannot end first. A multithreaded caller's
+    /// SIGCHLD is blocked on this thread only: a SIGCHLD handler on another
+    /// thread that reaps any child makes the call fail (reaped elsewhere),
+    /// never wait on a stranger (the child is watched through its pidfd).
+    ///
     /// # Errors
     ///
     /// Every [`ForkAsError`] of [`ForkAs::run`] (but `MultiThreaded`), and
