@@ -1,11 +1,13 @@
-//! Fork-as round trip against a bare fork + pipe + waitpid baseline, with a
-//! small heap and with 512 MiB of touched heap (fork copies page tables, so
-//! its cost grows with the mapped memory).
+//! Fork-as round trip against a bare fork + pipe + waitpid baseline, and
+//! fork-as in exec mode (the child a fresh image of this binary) against
+//! plain fork-as, with a small heap and with 512 MiB of touched heap (fork
+//! copies page tables, so its cost grows with the mapped memory).
 //!
 //! Run as root: `cargo bench -p privfork --bench fork_as`
 //! (`-- --quick` for a short run). Prints median, p99 and calls/s per case
-//! and the ratio fork-as / baseline at each heap size. The two cases
-//! alternate call by call so that machine noise hits both alike.
+//! and the ratios fork-as / baseline and exec mode / fork-as at each heap
+//! size. The cases alternate call by call so that machine noise hits all
+//! alike.
 //!
 //! This is a plain `harness = false` binary rather than criterion because
 //! fork-as refuses to run in a multithreaded process and the process must
@@ -16,6 +18,8 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use privfork::ForkAs;
+use privfork::exe::Exe;
+use privfork::fork_as::{Functions, exec_entry};
 
 /// fork, child writes a u64 to a pipe and `_exit`s, parent reads and reaps.
 fn bare_fork_pipe_wait() -> u64 {
@@ -60,18 +64,20 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
     }
 }
 
-fn measure(label: &str, samples: usize) -> (Stats, Stats) {
+fn measure(label: &str, samples: usize, exe: &Exe) {
     let call = ForkAs::user("nobody")
         .expect("user nobody")
         .timeout(Duration::from_secs(10));
-    // Warm up both paths (page cache, lazy init, the user database).
+    let exec = || -> u64 { call.run_exec(exe, "answer", &()).unwrap() };
+    // Warm up every path (page cache, lazy init, the user database).
     for _ in 0..20 {
         black_box(bare_fork_pipe_wait());
         black_box(call.run(|| 42u64).unwrap());
+        assert_eq!(exec(), 42);
     }
-    let (mut base, mut fa) = (Vec::new(), Vec::new());
+    let (mut base, mut fa, mut ex) = (Vec::new(), Vec::new(), Vec::new());
     // Alternate call by call, so that noise from the shared machine falls
-    // on both cases alike.
+    // on every case alike.
     for _ in 0..samples {
         let t = Instant::now();
         black_box(bare_fork_pipe_wait());
@@ -79,8 +85,11 @@ fn measure(label: &str, samples: usize) -> (Stats, Stats) {
         let t = Instant::now();
         black_box(call.run(|| black_box(42u64)).unwrap());
         fa.push(t.elapsed());
+        let t = Instant::now();
+        black_box(exec());
+        ex.push(t.elapsed());
     }
-    let (b, f) = (stats(base), stats(fa));
+    let (b, f, e) = (stats(base), stats(fa), stats(ex));
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!("{label}");
     println!(
@@ -101,10 +110,23 @@ fn measure(label: &str, samples: usize) -> (Stats, Stats) {
         us(f.p99) / us(b.p99),
         samples
     );
-    (b, f)
+    println!(
+        "  exec mode nobody -> u64: median {:8.1} µs  p99 {:8.1} µs  {:8.0} calls/s",
+        us(e.median),
+        us(e.p99),
+        e.per_sec
+    );
+    println!(
+        "  ratio exec / fork-as   : median {:.3}×  p99 {:.3}×",
+        us(e.median) / us(f.median),
+        us(e.p99) / us(f.p99),
+    );
 }
 
 fn main() {
+    // First: a spawned exec-mode child serves its call here and exits.
+    exec_entry(&Functions::new().register("answer", |(): ()| 42u64));
+    let exe = Exe::current().expect("pin /proc/self/exe");
     let args: Vec<String> = std::env::args().collect();
     // cargo bench passes --bench; cargo test --benches runs us with no
     // flag: then do one quick smoke round so the bench stays compiled and
@@ -126,7 +148,7 @@ fn main() {
         "fork-as benchmark ({})",
         if quick { "quick" } else { "full" }
     );
-    measure("heap: small (process as started)", small_samples);
+    measure("heap: small (process as started)", small_samples, exe);
 
     // 512 MiB, every page touched so it is really mapped.
     let mut heap = vec![0u8; 512 << 20];
@@ -134,6 +156,6 @@ fn main() {
         heap[i] = (i / 4096) as u8;
     }
     black_box(&heap);
-    measure("heap: 512 MiB touched", big_samples);
+    measure("heap: 512 MiB touched", big_samples, exe);
     black_box(&heap);
 }

@@ -36,6 +36,10 @@ fn main() {
             ),
             ("busy_server_answers_busy", busy_server_answers_busy),
             ("sandbox_per_allowed_function", sandbox_per_allowed_function),
+            (
+                "registered_sandbox_applies_unless_the_pair_gives_one",
+                registered_sandbox_applies_unless_the_pair_gives_one,
+            ),
             ("children_die_with_the_server", children_die_with_the_server),
             (
                 "drop_stops_and_reaps_the_server",
@@ -514,6 +518,48 @@ fn sandbox_per_allowed_function() {
         .unwrap_err();
     assert!(matches!(err, ForkServerError::Sandbox { .. }), "{err:?}");
     assert!(err.to_string().contains("read_status"), "{err}");
+}
+
+fn registered_sandbox_applies_unless_the_pair_gives_one() {
+    require_root();
+    // A registry shared with exec mode: the function's own sandbox holds
+    // for a plain allow(); allow_sandboxed gives the pair another.
+    let sandbox = |promises: &str| {
+        privfork::sandbox::Sandbox::new()
+            .promises(promises)
+            .unwrap()
+            .unveil("r:/proc")
+            .unwrap()
+    };
+    let functions = privfork::fork_as::Functions::new().register_sandboxed(
+        "seccomp",
+        sandbox("stdio rpath"),
+        |(): ()| status_field("Seccomp"),
+    );
+    let server = ForkServer::builder()
+        .functions(functions)
+        .allow("seccomp", "nobody")
+        .unwrap()
+        // Without rpath the status cannot be read: the function panics.
+        .allow_sandboxed(
+            "seccomp",
+            "4000778",
+            &privfork::sandbox::Sandbox::new()
+                .promises("stdio error")
+                .unwrap(),
+        )
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let mode: String = server.call("seccomp", "nobody", &()).unwrap();
+    assert_eq!(mode, "2", "the registered sandbox is installed");
+    let err = server
+        .call::<_, String>("seccomp", "4000778", &())
+        .unwrap_err();
+    assert!(
+        matches!(&err, ForkServerError::ForkAs(ForkAsError::Panicked { .. })),
+        "the pair's own sandbox replaces the registered one: {err:?}"
+    );
 }
 
 fn builder_errors_name_the_input() {

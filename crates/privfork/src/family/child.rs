@@ -164,10 +164,15 @@ pub(super) fn main(roles: &'static [Role]) -> ! {
 }
 
 fn setup(roles: &'static [Role]) -> Result<(&'static Role, RoleContext), String> {
+    // An image started setuid, setgid or with file capabilities would have
+    // privileges its invoker lacks: anyone may exec the binary with a role
+    // in argv, so only an invoker who already has the privileges gets
+    // them.
+    if crate::sys::secure_exec() {
+        return Err("refusing to run a role in a setuid/setgid or file-capability image".into());
+    }
     // Proof of one thread, for the routine's per-thread calls.
-    let token = crate::sys::sole_thread()
-        .map_err(|e| format!("counting threads: {e}"))?
-        .ok_or("a member must set up before any thread starts")?;
+    let token = crate::sys::exec_image_token().map_err(|e| e.to_string())?;
     let args = parse_args()?;
     let role = roles
         .iter()

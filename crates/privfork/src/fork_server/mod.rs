@@ -54,18 +54,14 @@ use rustix::thread::CapabilitySet;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::fork_as::{DEFAULT_MAX_RESULT, DEFAULT_TIMEOUT, ForkAsError};
+use crate::fork_as::{DEFAULT_MAX_RESULT, DEFAULT_TIMEOUT, ForkAsError, Functions};
 use crate::identity::{Identity, ResolveError};
 use crate::ipc::{Bytes, CallError, Channel, Client, Limits};
 use crate::privdrop::DropOptions;
 use crate::process::Child;
 use crate::sandbox::{PreparedSandbox, Sandbox, SandboxError};
 use crate::sys::{self, ForkError, Forked};
-use protocol::{CallFailure, CallRequest, ChildOutcome, Reply, Request, ServerStats};
-
-/// A registered function with its types erased: postcard bytes in, a
-/// [`ChildOutcome`] out. It only ever runs in a fork-as child.
-type ErasedFn = Box<dyn Fn(&[u8]) -> ChildOutcome>;
+use protocol::{CallFailure, CallRequest, Reply, Request, ServerStats};
 
 /// Default cap on the size of a call's encoded arguments.
 pub const DEFAULT_MAX_ARGS: usize = 1 << 20;
@@ -232,7 +228,7 @@ pub(crate) struct Allowed {
 
 /// Builds a fork server: the functions it may run, for whom, and its limits.
 pub struct ForkServerBuilder {
-    functions: BTreeMap<String, ErasedFn>,
+    functions: Functions,
     allowed: BTreeMap<(String, String), Allowed>,
     drop: DropOptions,
     max_timeout: Duration,
@@ -244,7 +240,7 @@ pub struct ForkServerBuilder {
 impl fmt::Debug for ForkServerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ForkServerBuilder")
-            .field("functions", &self.functions.keys().collect::<Vec<_>>())
+            .field("functions", &self.functions)
             .field("allowed", &self.allowed)
             .field("max_timeout", &self.max_timeout)
             .field("max_result", &self.max_result)
@@ -257,7 +253,7 @@ impl fmt::Debug for ForkServerBuilder {
 impl Default for ForkServerBuilder {
     fn default() -> Self {
         Self {
-            functions: BTreeMap::new(),
+            functions: Functions::new(),
             allowed: BTreeMap::new(),
             drop: DropOptions::default(),
             max_timeout: DEFAULT_TIMEOUT,
@@ -282,19 +278,20 @@ impl ForkServerBuilder {
         R: Serialize,
         F: Fn(A) -> R + 'static,
     {
-        let erased: ErasedFn =
-            Box::new(move |bytes: &[u8]| match postcard::from_bytes::<A>(bytes) {
-                Err(e) => ChildOutcome::BadArguments(e.to_string()),
-                Ok(args) => match postcard::to_allocvec(&f(args)) {
-                    Ok(out) => ChildOutcome::Ok(Bytes(out)),
-                    Err(e) => ChildOutcome::EncodeFailed(e.to_string()),
-                },
-            });
-        let old = self.functions.insert(name.to_owned(), erased);
-        assert!(
-            old.is_none(),
-            "fork server: function {name:?} registered twice"
-        );
+        self.functions = std::mem::take(&mut self.functions).register(name, f);
+        self
+    }
+
+    /// Registers every function of `functions` (e.g. the registry the
+    /// program also hands to [`crate::fork_as::exec_entry`]). A function
+    /// registered with a sandbox runs under it for every
+    /// [`allow`](Self::allow) that gives none of its own.
+    ///
+    /// # Panics
+    ///
+    /// If a name is already registered (a programming error).
+    pub fn functions(mut self, functions: Functions) -> Self {
+        self.functions.extend(functions);
         self
     }
 
@@ -319,7 +316,9 @@ impl ForkServerBuilder {
     /// # Errors
     ///
     /// [`ForkServerError::UnknownFunction`] if `function` is not registered
-    /// (register first), [`ForkServerError::Resolve`] if `user` is unknown.
+    /// (register first), [`ForkServerError::Resolve`] if `user` is unknown,
+    /// [`ForkServerError::Sandbox`] if the function was registered with a
+    /// sandbox ([`Functions::register_sandboxed`]) that cannot be prepared.
     pub fn allow(self, function: &str, user: &str) -> Result<Self, ForkServerError> {
         let identity = Identity::user(user).map_err(|source| ForkServerError::Resolve {
             function: function.to_owned(),
@@ -381,11 +380,22 @@ impl ForkServerBuilder {
         identity: Identity,
         sandbox: Option<Arc<PreparedSandbox>>,
     ) -> Result<Self, ForkServerError> {
-        if !self.functions.contains_key(function) {
+        let Some(entry) = self.functions.get(function) else {
             return Err(ForkServerError::UnknownFunction {
                 name: function.to_owned(),
             });
-        }
+        };
+        // The function's own sandbox, unless this pair gives one.
+        let sandbox = match (sandbox, &entry.sandbox) {
+            (Some(s), _) => Some(s),
+            (None, Some(own)) => Some(Arc::new(own.prepare().map_err(|source| {
+                ForkServerError::Sandbox {
+                    function: function.to_owned(),
+                    source,
+                }
+            })?)),
+            (None, None) => None,
+        };
         self.allowed.insert(
             (function.to_owned(), user.to_owned()),
             Allowed { identity, sandbox },

@@ -80,12 +80,3 @@ pub struct ServerStats {
     /// Children running now.
     pub running: u32,
 }
-
-/// What a fork server child sends back: the encoded result, or why the
-/// function could not be called.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum ChildOutcome {
-    Ok(Bytes),
-    BadArguments(String),
-    EncodeFailed(String),
-}

@@ -7,9 +7,9 @@ use std::time::Duration;
 use rustix::process::Pid;
 
 use super::ForkServerBuilder;
-use super::protocol::{CallFailure, CallRequest, ChildOutcome, Reply, Request, ServerStats};
+use super::protocol::{CallFailure, CallRequest, Reply, Request, ServerStats};
 use crate::event::{Interest, Poller};
-use crate::fork_as::{ForkAs, ForkAsError, Pending, WireForkAsError};
+use crate::fork_as::{ChildOutcome, ForkAs, ForkAsError, Pending, WireForkAsError};
 use crate::ipc::{Bytes, Channel};
 use crate::sandbox::PreparedSandbox;
 use crate::setup::{Fds, Setup, SetupError};
@@ -231,6 +231,7 @@ impl Server {
                     .config
                     .functions
                     .get(&key.0)
+                    .map(|entry| &entry.f)
                     .expect("allow() only accepts registered functions");
                 let timeout = Duration::from_millis(timeout_ms).min(self.config.max_timeout);
                 let max_result = usize::try_from(max_result)

@@ -42,7 +42,9 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use rustix::process::{Gid, Pid, Uid};
 
 /// Proof that the code holding it runs in a child created by [`fork`] from a
-/// single-threaded process, before any thread was started in the child.
+/// single-threaded process, before any thread was started in the child — or
+/// in a freshly exec'ed image found single-threaded by
+/// [`exec_image_token`].
 ///
 /// It is neither `Send` nor `Sync` and cannot be built outside this module.
 #[derive(Debug)]
@@ -166,23 +168,49 @@ pub(crate) fn fork() -> Result<Forked, ForkError> {
     }
 }
 
-/// A [`ChildToken`] for a process that has just been started by exec (a
-/// member of the process family at the top of its `main`): `Some` if the
-/// process has exactly one thread now.
+/// A [`ChildToken`] for the image of a process that was just started by
+/// exec (fork-as in exec mode, a member of the process family: the pinned
+/// binary, run with its role in argv), after checking that the process has
+/// exactly one thread.
 ///
-/// The token's invariant is that the process has one thread and no other
-/// can appear while the token is used: only this thread could start one,
-/// and the code holding the token (the child-setup routine) does not. A
-/// process fresh from exec that has not started a thread yet has the same
-/// property as a child forked from a single-threaded process.
+/// # Safety invariant
+///
+/// The token's users (clearing `environ`, pointing fds at /dev/null, raw
+/// per-thread set*id calls, the signal mask) rely on one thing: no other
+/// thread exists while they run. After exec the kernel leaves one thread;
+/// Rust's runtime starts none before `main`; and only the calling thread
+/// could start another. So if the count is 1 here, it stays 1 for as long
+/// as the caller — the exec entry, which runs the child-setup routine
+/// before the registered function and starts no thread itself — holds the
+/// non-`Send` token. Called after the program started a thread (the exec
+/// entry not first in `main`), it refuses.
 ///
 /// # Errors
 ///
-/// `/proc` cannot be read.
-pub(crate) fn sole_thread() -> io::Result<Option<ChildToken>> {
-    Ok((thread_count()? == 1).then_some(ChildToken {
+/// The threads could not be counted, or there is more than one.
+pub(crate) fn exec_image_token() -> io::Result<ChildToken> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "the exec-mode child has {threads} threads at its entry; call \
+             privfork::fork_as::exec_entry first thing in main, before any thread starts"
+        )));
+    }
+    Ok(ChildToken {
         _not_send: PhantomData,
-    }))
+    })
+}
+
+/// `getauxval(AT_SECURE)`—Whether this image was started in secure-execution
+/// mode: a setuid or setgid binary, file capabilities, or an LSM asking for
+/// it. Such a process has privileges its invoker lacks.
+///
+/// See getauxval(3).
+pub(crate) fn secure_exec() -> bool {
+    // SAFETY: getauxval takes an integer and reads the auxiliary vector the
+    // kernel left for this image; it returns 0 for an absent entry and
+    // touches no memory of ours.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
 /// `_exit(code)`—Ends the process at once: no destructors, no atexit

@@ -1,5 +1,6 @@
-//! Fork-as: run a function as another user in a freshly forked child and get
-//! its serialized result back over a pipe.
+//! Fork-as: run a function as another user in a freshly forked child (or,
+//! in exec mode, a fresh image of the pinned binary) and get its serialized
+//! result back over a pipe.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -18,28 +19,17 @@
 //! safe to read in a child), refuses if the process has more than one thread,
 //! blocks SIGCHLD (so that no SIGCHLD handler of the program can reap the
 //! child first), creates a CLOEXEC pipe, forks, and opens a pidfd for the
-//! child. The child:
-//!
-//! 1. clears its signal mask; moves its end of the pipe above stderr;
-//! 2. points every other fd it inherited at `/dev/null` — stdin, stdout and
-//!    stderr too, unless [`Stdio::Inherit`] — rather than closing them, so
-//!    that `File`s the function captured stay sound to use and drop (they
-//!    read nothing and write nowhere) and no number they own is reused;
-//! 3. clears the environment (unless told otherwise);
-//! 4. makes itself not dumpable and sets `no_new_privs` (unless told
-//!    otherwise);
-//! 5. drops privileges ([`crate::privdrop`], verified; not dumpable again
-//!    right after the uid change, which resets it) — a failure is reported
-//!    to the parent and ends the child;
-//! 6. sets a parent-death signal (SIGKILL) and exits if the parent is
-//!    already gone — after the drop, because the kernel clears the death
-//!    signal when the effective uid changes;
-//! 7. runs the function, catching a panic, encodes the result with postcard
-//!    and writes one frame: a tag byte, a little-endian `u64` length, the
-//!    payload; then `_exit(0)` — no destructor of the parent's image runs.
-//!
-//! Signal dispositions are inherited as fork leaves them: handlers the
-//! program installed stay installed in the child.
+//! child. The child moves its end of the pipe above stderr and runs the one
+//! child-setup routine ([`crate::setup`]): signal mask and handlers, fds,
+//! environment, session, keyring, shared mappings, personality, limits, not
+//! dumpable, bounding set, the verified privilege drop ([`crate::privdrop`];
+//! a failure is reported to the parent and ends the child), the
+//! parent-death signal (SIGKILL, armed after the drop, which would clear it;
+//! the child exits if the parent is already gone), capabilities,
+//! `no_new_privs`, and the sandbox if any. Then it runs the function,
+//! catching a panic, encodes the result with postcard and writes one frame:
+//! a tag byte, a little-endian `u64` length, the payload; then `_exit(0)` —
+//! no destructor of the parent's image runs.
 //!
 //! The parent reads the frame under the deadline, checks the length against
 //! the limit before allocating (and grows the buffer only as bytes arrive),
@@ -52,6 +42,54 @@
 //! Everything the child sends is treated as hostile: after the drop it runs
 //! as another user and may have been taken over.
 //!
+//! # What the child inherits
+//!
+//! **All of the caller's memory, readable.** The child is a copy-on-write
+//! copy of the caller: every secret the caller holds at the moment of the
+//! call — keys, passwords, session tokens, other users' data, in the heap,
+//! on the stack, in statics — is in the child's memory, and the function
+//! (or whoever takes it over: it runs as another user and may parse
+//! hostile input) can read it. The copy is private: what the child writes
+//! never reaches the caller. Not dumpable, the child cannot be read by
+//! other processes of the target user (no ptrace, no core, `/proc/<pid>/mem`
+//! owned by root).
+//!
+//! What it does **not** get:
+//!
+//! - **fds**: each of the caller's fds reaches `/dev/null` (`dup3` over it,
+//!   so `File`s the function captured stay sound to use and drop), and so
+//!   do stdin, stdout and stderr unless [`Stdio::Inherit`]; only the
+//!   result pipe is real;
+//! - **environment**: empty, unless [`ForkAs::env`] says otherwise;
+//! - **signal handlers**: reset to the default action, the mask emptied
+//!   (ignored signals stay ignored, as Rust programs expect for SIGPIPE);
+//! - **controlling terminal and session**: a new session (`setsid`), so no
+//!   `/dev/tty` and no `TIOCSTI` into the caller's terminal;
+//! - **session keyring**: a fresh anonymous one;
+//! - **shared mappings**: every `MAP_SHARED` mapping is removed (it would
+//!   write the caller's files or memory);
+//! - **personality**: reset to `PER_LINUX`;
+//! - **privileges**: the target user's ids and groups only, no capability
+//!   (bounding set emptied), `no_new_privs` (unless turned off);
+//! - **threads**: only the calling thread exists in the child.
+//!
+//! # Which to use
+//!
+//! | | cost | the child's memory | from a multithreaded process |
+//! |---|---|---|---|
+//! | [`ForkAs::run`] | a fork, ~0.3–0.6 ms (more with a large heap) | a copy of the caller's: every secret it holds | refused |
+//! | a [fork server](crate::fork_server) spawned first thing in `main` | a fork of the small server, plus a round trip | a copy of the server's, which holds nothing of the program's later state | yes: that is its purpose |
+//! | exec mode, [`ForkAs::run_exec`] | a fork and an exec of the pinned binary, ~2 ms, ~4× `run` | a fresh image: nothing of the caller | yes |
+//!
+//! Use [`ForkAs::run`] when the caller holds nothing the function must not
+//! see, or the function is trusted with it. A caller that holds secrets
+//! starts a fork server before it reads them (and before any thread), or,
+//! when it cannot start one early, uses exec mode: functions registered by
+//! name ([`Functions`]), served by [`exec_entry`] on the first line of
+//! `main` (see "Exec mode" below for why the child may trust its request,
+//! and how a sandbox crosses the exec). `cargo bench -p privfork --bench
+//! fork_as` measures both.
+//!
 //! # Threads
 //!
 //! Forking a multithreaded process is unsafe: another thread may hold a lock
@@ -59,7 +97,59 @@
 //! has only the forking thread. `run` refuses with
 //! [`ForkAsError::MultiThreaded`]. A multithreaded program asks a fork
 //! server instead: a single-threaded helper process started before any
-//! threads, which forks on its behalf (see DESIGN.md, "Fork-as").
+//! threads, which forks on its behalf (see DESIGN.md, "Fork-as"); or it uses
+//! exec mode, whose child runs nothing of the caller's between the clone and
+//! the exec.
+//!
+//! # Exec mode
+//!
+//! [`ForkAs::run_exec`] runs a function registered by name in a
+//! [`Functions`] registry — a closure cannot cross exec — in a fresh image
+//! of the pinned binary ([`crate::exe::Exe`]), spawned with
+//! [`crate::exe::Spawn`]: [`EXEC_ROLE`] in argv, an empty environment, a
+//! unix socket at fd [`CHANNEL_FD`], stdio on `/dev/null` (unless
+//! [`Stdio::Inherit`]), no other fd. The request (function name, encoded
+//! argument, the caller's pid, the numeric uid, gid and groups, the drop
+//! and `no_new_privs` options, the environment, the result limit) goes down
+//! the socket, and the same result frame as a forked child's comes back,
+//! read under the same deadline while the child's pidfd is watched: every
+//! [`ForkAsError`] means what it means for [`ForkAs::run`]. The program
+//! calls [`exec_entry`] first thing in `main`; in the exec-mode child it
+//! checks that the image is not setuid and has one thread, reads the
+//! request, runs the same setup routine as a forked child (with the
+//! parent-death check against the caller's pid), and only then the
+//! function.
+//!
+//! ## Why the child may trust its request
+//!
+//! Anyone who can execute the binary can start it with [`EXEC_ROLE`] and
+//! hand it any request. That gains nothing: the child starts with exactly
+//! the privileges of whoever started it, because it refuses to run in a
+//! secure-execution image (`AT_SECURE`: a setuid or setgid bit, file
+//! capabilities) — so the drop to the uid of the request succeeds only if
+//! the invoker could change to that uid itself (root, or CAP_SETUID), and a
+//! non-root invoker can at most run a registered function as itself. The
+//! caller of [`ForkAs::run_exec`] is the process the child serves, and
+//! already holds every privilege the child has. The ids arrive numeric,
+//! resolved by the caller: the child reads no user database, and names no
+//! user the caller did not. Root as a target is refused unless the caller
+//! allowed it ([`DropOptions::allow_root`](crate::DropOptions)), as the
+//! drop always does. Only registered functions run — a name, never a code
+//! address.
+//!
+//! ## The sandbox in exec mode
+//!
+//! A prepared sandbox (a Landlock ruleset fd and seccomp programs) lives in
+//! the caller's memory and fds, which the exec leaves behind. Rather than
+//! pass a ruleset fd and filter bytes through exec, the sandbox belongs to
+//! the function: [`Functions::register_sandboxed`]. The child finds it in
+//! its own image — the binary, not the request, says how a function is
+//! sandboxed — and prepares it as root before the drop (paths opened,
+//! ruleset built, filters compiled), then installs it as the routine's last
+//! stages. That costs the child a preparation per call, on top of the exec;
+//! in return nothing the caller sends can widen or drop a function's
+//! sandbox. [`ForkAs::sandbox`] does not apply to [`ForkAs::run_exec`],
+//! which refuses a call that has one rather than run unsandboxed.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -70,6 +160,13 @@ use std::time::{Duration, Instant};
 use rustix::process::Pid;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+mod exec;
+mod functions;
+
+pub use exec::{CHANNEL_FD, EXEC_ROLE, MAX_REQUEST, exec_entry};
+pub(crate) use functions::ChildOutcome;
+pub use functions::Functions;
 
 use crate::event::{Interest, Poller};
 use crate::identity::{Identity, ResolveError};
@@ -98,6 +195,8 @@ mod tag {
     pub(super) const SETUP_FAILED: u8 = 3;
     pub(super) const ENCODE_FAILED: u8 = 4;
     pub(super) const TOO_LARGE: u8 = 5;
+    /// Exec mode: the child refused the request before running anything.
+    pub(super) const REFUSED: u8 = 6;
 }
 const HEADER_LEN: usize = 9;
 
@@ -193,6 +292,29 @@ pub enum ForkAsError {
     #[error("fork_as: protocol error from the child: {reason}")]
     Protocol {
         /// What was wrong.
+        reason: String,
+    },
+    /// Exec mode: the binary has no function registered under this name.
+    #[error("fork_as exec mode: no function named {name:?} is registered in the binary")]
+    UnknownFunction {
+        /// The name asked for.
+        name: String,
+    },
+    /// Exec mode: the function could not decode its argument.
+    #[error("fork_as exec mode: the function could not decode its argument: {message}")]
+    BadArguments {
+        /// postcard's message.
+        message: String,
+    },
+    /// Exec mode: the pinned binary could not be started.
+    #[error("fork_as exec mode: starting the pinned binary failed")]
+    Exec(#[from] crate::exe::SpawnError),
+    /// Exec mode: the call cannot be made as asked (a sandbox set on the
+    /// call, arguments that cannot be encoded), or the child refused the
+    /// request before running anything.
+    #[error("fork_as exec mode: {reason}")]
+    ExecMode {
+        /// Why.
         reason: String,
     },
 }
@@ -350,13 +472,7 @@ impl ForkAs {
             what: "pthread_sigmask",
             source,
         })?;
-        let mut pending = self.spawn(f)?;
-        loop {
-            if let Some(result) = pending.advance() {
-                return result;
-            }
-            pending.block()?;
-        }
+        self.spawn(f)?.wait()
     }
 
     /// Forks the child that runs `f` and returns without waiting for it;
@@ -371,24 +487,9 @@ impl ForkAs {
         T: Serialize,
         F: FnOnce() -> T,
     {
-        let now = Instant::now();
-        // A deadline past the clock's range means "no deadline" in practice.
-        let deadline = now
-            .checked_add(self.timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
+        let deadline = deadline_after(self.timeout);
         let parent = rustix::process::getpid();
-        if sys::children_autoreaped().map_err(|source| ForkAsError::Spawn {
-            what: "sigaction(SIGCHLD)",
-            source,
-        })? {
-            return Err(ForkAsError::Spawn {
-                what: "checking SIGCHLD",
-                source: io::Error::other(
-                    "SIGCHLD is ignored (or SA_NOCLDWAIT is set), so the kernel would reap \
-                     the child before its status can be read; restore the default disposition",
-                ),
-            });
-        }
+        refuse_autoreap()?;
         let devnull = dev_null().map_err(|source| ForkAsError::Spawn {
             what: "open(/dev/null)",
             source,
@@ -436,18 +537,40 @@ impl ForkAs {
             }
         };
         drop(write_end);
-        Ok(Pending {
-            child: Child::after_fork(pid).map_err(process_err)?,
-            pipe: Some(read_end),
-            reader: FrameReader::new(self.max_result as u64),
-            outcome: None,
-            status: None,
-            killed_at_deadline: false,
+        let child = Child::after_fork(pid).map_err(process_err)?;
+        Ok(Pending::new(
+            child,
+            read_end,
             deadline,
-            timeout: self.timeout,
-            max_result: self.max_result as u64,
-        })
+            self.timeout,
+            self.max_result,
+        ))
     }
+}
+
+/// When a call of `timeout` started now times out.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    // A deadline past the clock's range means "no deadline" in practice.
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+/// Refuses to start a child the kernel would reap by itself.
+fn refuse_autoreap() -> Result<(), ForkAsError> {
+    if sys::children_autoreaped().map_err(|source| ForkAsError::Spawn {
+        what: "sigaction(SIGCHLD)",
+        source,
+    })? {
+        return Err(ForkAsError::Spawn {
+            what: "checking SIGCHLD",
+            source: io::Error::other(
+                "SIGCHLD is ignored (or SA_NOCLDWAIT is set), so the kernel would reap \
+                 the child before its status can be read; restore the default disposition",
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// `fd` itself if it is above 2, else a CLOEXEC duplicate at 3 or above.
@@ -503,6 +626,37 @@ impl std::fmt::Debug for Pending {
 }
 
 impl Pending {
+    /// Watches `child`, whose result frame arrives on `pipe` (non-blocking).
+    fn new(
+        child: Child,
+        pipe: OwnedFd,
+        deadline: Instant,
+        timeout: Duration,
+        max_result: usize,
+    ) -> Self {
+        Self {
+            child,
+            pipe: Some(pipe),
+            reader: FrameReader::new(max_result as u64),
+            outcome: None,
+            status: None,
+            killed_at_deadline: false,
+            deadline,
+            timeout,
+            max_result: max_result as u64,
+        }
+    }
+
+    /// Blocks until the call is over; the child is reaped.
+    fn wait<T: DeserializeOwned>(mut self) -> Result<T, ForkAsError> {
+        loop {
+            if let Some(result) = self.advance() {
+                return result;
+            }
+            self.block()?;
+        }
+    }
+
     /// The fds to poll for input before calling [`Pending::advance`] again:
     /// the result pipe while reading, and the child's pidfd (readable once
     /// it has exited).
@@ -837,6 +991,10 @@ fn finish<T: DeserializeOwned>(
             }),
             Err(_) => Err(protocol("bad size report")),
         },
+        tag::REFUSED => match postcard::from_bytes::<exec::Refusal>(&payload) {
+            Ok(refusal) => Err(refusal.into()),
+            Err(_) => Err(protocol("undecodable refusal")),
+        },
         other => Err(protocol(&format!("unknown frame tag {other}"))),
     }
 }
@@ -1092,6 +1250,10 @@ impl From<&ForkAsError> for WireForkAsError {
             ForkAsError::Decode(e) => Self::Codec(e.to_string()),
             ForkAsError::Protocol { reason } => Self::Protocol(reason.clone()),
             ForkAsError::Resolve(e) => Self::Other(e.to_string()),
+            e @ (ForkAsError::UnknownFunction { .. }
+            | ForkAsError::BadArguments { .. }
+            | ForkAsError::Exec(_)
+            | ForkAsError::ExecMode { .. }) => Self::Other(e.to_string()),
         }
     }
 }
