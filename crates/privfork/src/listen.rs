@@ -517,6 +517,12 @@ impl Listeners {
         self.list.iter().find(|l| l.name == name)
     }
 
+    /// Takes the listener named `name` out (to own its socket).
+    pub fn take(&mut self, name: &str) -> Option<Listener> {
+        let i = self.list.iter().position(|l| l.name == name)?;
+        Some(self.list.remove(i))
+    }
+
     /// The listeners, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Listener> {
         self.list.iter()

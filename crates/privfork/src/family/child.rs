@@ -193,9 +193,14 @@ fn setup(roles: &'static [Role]) -> Result<(&'static Role, RoleContext), String>
         peers.push((name.clone(), fd));
     }
     // The sandbox, prepared while still root (its paths opened now).
-    let sandbox = (role.sandbox)()
-        .and_then(|s| s.prepare())
-        .map_err(|e| format!("role {:?}: sandbox: {e}", role.name))?;
+    let sandbox = match role.sandbox {
+        Some(build) => Some(
+            build()
+                .and_then(|s| s.prepare())
+                .map_err(|e| format!("role {:?}: sandbox: {e}", role.name))?,
+        ),
+        None => None,
+    };
     let identity = match role.user {
         Some(u) => Some(Identity::user(u).map_err(|e| format!("role {:?}: {e}", role.name))?),
         None => None,
@@ -208,7 +213,7 @@ fn setup(roles: &'static [Role]) -> Result<(&'static Role, RoleContext), String>
         identity: identity.as_ref().map(|id| (id, &drop_opts)),
         keep_caps: role.keep_caps,
         no_new_privs: true,
-        sandbox: Some(&sandbox),
+        sandbox: sandbox.as_ref(),
         ..Setup::default()
     }
     .run(Some(&token))

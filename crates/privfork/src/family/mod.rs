@@ -20,7 +20,7 @@
 //! }
 //!
 //! static ROLES: &[Role] = &[Role {
-//!     sandbox: || Sandbox::new().promises("stdio"),
+//!     sandbox: Some(|| Sandbox::new().promises("stdio")),
 //!     listeners: &["http"],
 //!     ..Role::new("worker", worker)
 //! }];
@@ -117,8 +117,11 @@ pub struct Role {
     /// Capabilities it keeps (a role with a `user` keeps none).
     pub keep_caps: CapabilitySet,
     /// Its sandbox, built in the member (paths opened as root before the
-    /// drop).
-    pub sandbox: fn() -> Result<Sandbox, SandboxError>,
+    /// drop). `None` only for a role whose job needs what no promise
+    /// allows — the fork server, which sets up and sandboxes each of its
+    /// children instead (their setup needs `keyctl`, `setsid`, `setuid`…);
+    /// such a role still gets every other stage of the setup routine.
+    pub sandbox: Option<fn() -> Result<Sandbox, SandboxError>>,
     /// Names of the listeners it receives.
     pub listeners: &'static [&'static str],
     /// Roles it gets a channel to (an `AF_UNIX` stream socketpair, one end
@@ -148,7 +151,7 @@ impl Role {
             name,
             user: Some("nobody"),
             keep_caps: CapabilitySet::empty(),
-            sandbox: default_sandbox,
+            sandbox: Some(default_sandbox),
             listeners: &[],
             peers: &[],
             app_messages: false,

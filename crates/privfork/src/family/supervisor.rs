@@ -36,6 +36,8 @@ struct Member {
 struct Running {
     child: Child,
     channel: Channel<ToChild, ToMain>,
+    /// The member closed its end (it is exiting): not polled any more.
+    channel_closed: bool,
     stderr: Source,
     state: ChildState,
     started: Instant,
@@ -186,7 +188,9 @@ impl Main<'_> {
             earliest(m.next_start);
             if let Some(r) = &m.run {
                 p.add(&r.child, Interest::READABLE, token(i, 0));
-                p.add(&r.channel, Interest::READABLE, token(i, 1));
+                if !r.channel_closed {
+                    p.add(&r.channel, Interest::READABLE, token(i, 1));
+                }
                 if let Some(fd) = r.stderr.fd() {
                     p.add_fd(fd, Interest::READABLE, token(i, 2));
                 }
@@ -226,7 +230,7 @@ impl Main<'_> {
         for m in &mut self.members {
             m.next_start = None;
             if let Some(r) = &mut m.run {
-                stop_member(r, deadline_ms);
+                stop_member(r, m.role.app_messages, deadline_ms);
             }
         }
     }
@@ -350,6 +354,7 @@ impl Main<'_> {
             stderr: Source::new(err_r, tag).map_err(|e| e.to_string())?,
             child,
             channel,
+            channel_closed: false,
             state: ChildState::Starting,
             started: Instant::now(),
             ready_by: Some(Instant::now() + role.ready_timeout),
@@ -401,7 +406,7 @@ impl Main<'_> {
                         other.role.peers.contains(&name) || peers.contains(&other.role.name);
                     if linked && let Some(run) = &mut other.run {
                         other.restart_now = true;
-                        stop_member(run, 5_000);
+                        stop_member(run, other.role.app_messages, 5_000);
                     }
                 }
             }
@@ -441,12 +446,18 @@ impl Main<'_> {
                     }
                 }
                 Ok(None) => return,
-                Err(RecvError::Closed { .. }) => return, // it is exiting: the pidfd will say
+                // It closed its end between messages: it is exiting, and
+                // its pidfd will say how.
+                Err(RecvError::PeerClosed | RecvError::Closed { .. }) => {
+                    r.channel_closed = true;
+                    return;
+                }
                 Err(e) => {
                     // A message it may not send: the channel is closed;
                     // the member is killed and (per its row) restarted.
                     self.log
                         .log(&format!("{tag} broke the protocol ({e}); killing it"));
+                    r.channel_closed = true;
                     let _ = r.child.kill();
                     return;
                 }
@@ -529,10 +540,15 @@ impl Main<'_> {
     }
 }
 
-fn stop_member(r: &mut Running, deadline_ms: u64) {
+fn stop_member(r: &mut Running, app: bool, deadline_ms: u64) {
     if matches!(r.state, ChildState::Stopping | ChildState::Stopped) {
         return;
     }
+    // From now on it may say `Stopped` (once).
+    r.channel.set_accepting(
+        protocol::state_name(ChildState::Stopping),
+        protocol::accepted(ChildState::Stopping, app),
+    );
     // A member that cannot be told (its channel is full or gone) is
     // killed; one that is told has the deadline to finish.
     if r.channel.send(&ToChild::Stop(deadline_ms)).is_err() {

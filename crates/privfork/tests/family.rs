@@ -1,0 +1,568 @@
+//! The process family, end to end. The test binary is itself a family
+//! program: its `main` dispatches members first; the `family_main` helper
+//! runs main for the scenario named in `PF_SCENARIO`; each case starts that
+//! helper as a process, talks to it over 127.0.0.1 and reads its log.
+//! Runs as root (main starts members as nobody).
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use privfork::event::{Interest, Poller};
+use privfork::family::protocol::ToMain;
+use privfork::family::{Family, Restart, Role, RoleContext};
+use privfork::ipc::Bytes;
+use privfork::sandbox::Sandbox;
+use support::require_root;
+
+const CASE: &str = "--privfork-case";
+
+fn worker_sandbox() -> Result<Sandbox, privfork::sandbox::SandboxError> {
+    Sandbox::new().promises("stdio inet")
+}
+
+const WORKER: Role = Role {
+    listeners: &["http"],
+    sandbox: Some(worker_sandbox),
+    ..Role::new("worker", worker)
+};
+const CRASHER: Role = Role {
+    restart: Restart::Always {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(2),
+    },
+    ..Role::new("crasher", crasher)
+};
+const ROGUE: Role = Role::new("rogue", rogue);
+const SPINNER: Role = Role::new("spinner", spinner);
+
+/// Every role, for members to find theirs in.
+static ALL: &[Role] = &[WORKER, CRASHER, ROGUE, SPINNER];
+static BASIC: &[Role] = &[WORKER];
+static CRASHY: &[Role] = &[WORKER, CRASHER];
+static ROGUISH: &[Role] = &[WORKER, ROGUE];
+static SPINNING: &[Role] = &[WORKER, SPINNER];
+
+fn main() {
+    Family::new(ALL).dispatch();
+    support::main(
+        &[
+            (
+                "members_run_as_their_user_sandboxed",
+                members_run_as_their_user_sandboxed,
+            ),
+            ("killed_worker_is_restarted", killed_worker_is_restarted),
+            ("crash_loop_backs_off", crash_loop_backs_off),
+            (
+                "sigterm_lets_in_flight_requests_finish",
+                sigterm_lets_in_flight_requests_finish,
+            ),
+            ("members_die_with_main", members_die_with_main),
+            ("socket_activation", socket_activation),
+            (
+                "disallowed_message_restarts_the_member",
+                disallowed_message_restarts_the_member,
+            ),
+        ],
+        &[("family_main", family_main)],
+    )
+}
+
+// ---- the members ---------------------------------------------------------
+
+/// Serves HTTP/1.1 on `http` until told to stop: `GET /` answers with
+/// who it is; `GET /slow` takes 1.5 s. On stop it accepts nothing more,
+/// waits for the requests in flight, and says it stopped.
+fn worker(mut cx: RoleContext) -> i32 {
+    let listener = cx
+        .take_listeners()
+        .take("http")
+        .expect("the http listener")
+        .into_fd();
+    let listener = TcpListener::from(listener);
+    cx.ready().unwrap();
+    let mut in_flight: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    loop {
+        let mut p: Poller<'_, 2> = Poller::new();
+        p.add(&listener, Interest::READABLE, 0);
+        p.add_fd(cx.main_fd(), Interest::READABLE, 1);
+        p.wait(None).unwrap();
+        let ready: Vec<usize> = p.ready().map(|(t, _)| t).collect();
+        if ready.contains(&1)
+            && let Some(deadline) = cx.poll_stop()
+        {
+            let end = Instant::now() + deadline;
+            for h in in_flight {
+                while !h.is_finished() && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            cx.stopped();
+            return 0;
+        }
+        if ready.contains(&0)
+            && let Ok((conn, _)) = listener.accept()
+        {
+            in_flight.retain(|h| !h.is_finished());
+            in_flight.push(std::thread::spawn(move || serve(conn)));
+        }
+    }
+}
+
+fn serve(mut conn: TcpStream) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    if line.starts_with("GET /slow") {
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let body = format!(
+        "worker uid={} pid={}\n",
+        rustix::process::getuid().as_raw(),
+        std::process::id()
+    );
+    let _ = write!(
+        conn,
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// Dies at once, before it is ready.
+fn crasher(_: RoleContext) -> i32 {
+    3
+}
+
+/// Says ready, then sends a kind its row does not allow.
+fn rogue(mut cx: RoleContext) -> i32 {
+    cx.ready().unwrap();
+    let _ = cx.channel().send(&ToMain::App(Bytes(vec![1, 2, 3])));
+    std::thread::sleep(Duration::from_secs(60));
+    0
+}
+
+/// Says ready, then spins without ever reading its channel: only the
+/// parent-death signal can end it when main dies.
+fn spinner(mut cx: RoleContext) -> i32 {
+    cx.ready().unwrap();
+    let mut x: u64 = 0;
+    loop {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+}
+
+/// Helper: main, for `PF_SCENARIO`, listening on `PF_LISTEN`.
+fn family_main() {
+    let roles = match std::env::var("PF_SCENARIO").as_deref() {
+        Ok("crashy") => CRASHY,
+        Ok("roguish") => ROGUISH,
+        Ok("spinning") => SPINNING,
+        _ => BASIC,
+    };
+    let mut family = Family::new(roles).stop_timeout(Duration::from_secs(5));
+    if let Ok(spec) = std::env::var("PF_LISTEN") {
+        family = family.listen(vec![spec.parse().unwrap()]);
+    }
+    std::process::exit(family.run_main());
+}
+
+// ---- the harness ---------------------------------------------------------
+
+/// A running family main, its log collected as it comes.
+struct Main {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    addr: String,
+}
+
+impl Main {
+    fn start(scenario: &str) -> Self {
+        // A free port: bound, noted, released (loopback only).
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([CASE, "family_main"])
+            .env("PF_SCENARIO", scenario)
+            .env("PF_LISTEN", format!("{addr},name=http"));
+        Self::spawn(cmd, addr)
+    }
+
+    fn spawn(mut cmd: Command, addr: String) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut l = sink.lock().unwrap();
+                if l.len() < 1 << 20 {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        Self { child, log, addr }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log holds `count` lines containing every one of
+    /// `words`; fails the test after `secs`.
+    fn wait_log(&self, words: &[&str], count: usize, secs: u64) -> Vec<String> {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let found: Vec<String> = self
+                .log()
+                .lines()
+                .filter(|l| words.iter().all(|w| l.contains(w)))
+                .map(str::to_owned)
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            assert!(
+                Instant::now() < end,
+                "no {count} log lines with {words:?} within {secs} s; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The pids of main's children, with the role in their title.
+    fn members(&self) -> Vec<(u32, String)> {
+        let pid = self.pid();
+        let kids =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        kids.split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .map(|p: u32| {
+                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                let title = String::from_utf8_lossy(cmd.split(|&b| b == 0).next().unwrap_or(&[]))
+                    .into_owned();
+                (p, title)
+            })
+            .collect()
+    }
+
+    fn member(&self, role: &str) -> u32 {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some((p, _)) = self
+                .members()
+                .into_iter()
+                .find(|(_, t)| t.ends_with(&format!(": {role}")))
+            {
+                return p;
+            }
+            assert!(
+                Instant::now() < end,
+                "no {role} member; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: rustix::process::Signal) {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(self.pid() as i32).unwrap(),
+            sig,
+        )
+        .unwrap();
+    }
+
+    /// Waits for main to exit; its status code.
+    fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            assert!(
+                Instant::now() < end,
+                "main still running; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Main {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// GET / until it answers 200 (the worker may be restarting).
+fn get_ok(addr: &str, secs: u64) -> String {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(addr) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = write!(s, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            if s.read_to_string(&mut out).is_ok() && out.starts_with("HTTP/1.1 200") {
+                return out;
+            }
+        }
+        assert!(Instant::now() < end, "no 200 within {secs} s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn status_field(pid: u32, name: &str) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name} for {pid}"))
+        .trim()
+        .to_owned()
+}
+
+fn pidfd(pid: u32) -> OwnedFd {
+    rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .unwrap()
+}
+
+/// Whether the process behind `fd` exits within `secs`.
+fn exits_within(fd: &OwnedFd, secs: f64) -> bool {
+    privfork::event::wait_fd(
+        fd.as_fd(),
+        Interest::READABLE,
+        Some(Instant::now() + Duration::from_secs_f64(secs)),
+    )
+    .unwrap()
+}
+
+// ---- the cases -------------------------------------------------------------
+
+fn members_run_as_their_user_sandboxed() {
+    require_root();
+    let main = Main::start("basic");
+    main.wait_log(&["every role is ready"], 1, 20);
+    let body = get_ok(&main.addr, 10);
+    assert!(body.contains("worker uid=65534"), "{body}");
+    let w = main.member("worker");
+    assert_eq!(status_field(w, "Uid"), "65534\t65534\t65534\t65534");
+    assert_eq!(status_field(w, "Groups"), "65534");
+    assert_eq!(status_field(w, "Seccomp"), "2");
+    assert_eq!(status_field(w, "NoNewPrivs"), "1");
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(status_field(w, set), "0000000000000000", "{set}");
+    }
+    // Exactly: /dev/null on 0, the log pipe on 1 and 2, the channel to
+    // main on 3, the listener on 4 — nothing else of main's.
+    let mut fds: Vec<(i32, String)> = std::fs::read_dir(format!("/proc/{w}/fd"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let n: i32 = e.file_name().to_str().unwrap().parse().unwrap();
+            let target = std::fs::read_link(e.path()).unwrap();
+            (n, target.to_string_lossy().into_owned())
+        })
+        .collect();
+    fds.sort();
+    let numbers: Vec<i32> = fds.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, [0, 1, 2, 3, 4], "{fds:?}");
+    assert_eq!(fds[0].1, "/dev/null");
+    assert!(
+        fds[1].1.starts_with("pipe:") && fds[1].1 == fds[2].1,
+        "{fds:?}"
+    );
+    assert!(
+        fds[3].1.starts_with("socket:") && fds[4].1.starts_with("socket:"),
+        "{fds:?}"
+    );
+    // The title names the role; main runs as root.
+    let title = String::from_utf8(std::fs::read(format!("/proc/{w}/cmdline")).unwrap()).unwrap();
+    let argv0 = title.split('\0').next().unwrap();
+    assert!(
+        argv0.starts_with("family-") && argv0.ends_with(": worker"),
+        "{title:?}"
+    );
+    assert_eq!(status_field(main.pid(), "Uid"), "0\t0\t0\t0");
+}
+
+fn killed_worker_is_restarted() {
+    require_root();
+    let main = Main::start("basic");
+    main.wait_log(&["every role is ready"], 1, 20);
+    let first = main.member("worker");
+    let fd = pidfd(first);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(first as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    assert!(exits_within(&fd, 5.0));
+    main.wait_log(&["restarting worker:0"], 1, 10);
+    main.wait_log(&["[worker:0", "started"], 2, 10);
+    let body = get_ok(&main.addr, 10);
+    let second = main.member("worker");
+    assert_ne!(first, second);
+    assert!(body.contains(&format!("pid={second}")), "{body}");
+    assert!(
+        main.log()
+            .contains(&format!("[worker:0 {first}] killed by signal 9 (SIGKILL)"))
+    );
+}
+
+fn crash_loop_backs_off() {
+    require_root();
+    let main = Main::start("crashy");
+    // 100 ms, 200 ms, 400 ms, 800 ms: the delay doubles while it keeps
+    // dying young, and the loop is reported.
+    let lines = main.wait_log(&["restarting crasher:0 in"], 4, 20);
+    let delays: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split(" in ").nth(1).unwrap().split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        &delays[..4],
+        ["100ms", "200ms", "400ms", "800ms"],
+        "{lines:?}"
+    );
+    main.wait_log(&["crasher:0 is crash-looping"], 1, 10);
+    // Main and the worker are fine meanwhile.
+    assert!(get_ok(&main.addr, 10).contains("worker uid="));
+    assert!(main.log().contains("exited with status 3"));
+}
+
+fn sigterm_lets_in_flight_requests_finish() {
+    require_root();
+    let mut main = Main::start("basic");
+    main.wait_log(&["every role is ready"], 1, 20);
+    get_ok(&main.addr, 10);
+    let addr = main.addr.clone();
+    let slow = std::thread::spawn(move || get(&addr, "/slow"));
+    // The request is in the worker when main is told to stop.
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    main.signal(rustix::process::Signal::TERM);
+    let answer = slow.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("worker uid=65534"), "{answer}");
+    assert_eq!(main.wait_exit(10), Some(0), "log:\n{}", main.log());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        start.elapsed()
+    );
+    let log = main.log();
+    assert!(log.contains("SIGTERM: stopping the family"), "{log}");
+    assert!(log.contains("exited with status 0"), "{log}");
+    assert!(log.contains("privfork family: stopped\n"), "{log}");
+    // Nothing accepts any more.
+    assert!(TcpStream::connect(&main.addr).is_err());
+}
+
+fn members_die_with_main() {
+    require_root();
+    let main = Main::start("spinning");
+    main.wait_log(&["every role is ready"], 1, 20);
+    let members = main.members();
+    assert_eq!(members.len(), 2, "{members:?}");
+    let fds: Vec<(u32, OwnedFd)> = members.iter().map(|(p, _)| (*p, pidfd(*p))).collect();
+    main.signal(rustix::process::Signal::KILL);
+    for (p, fd) in &fds {
+        // The spinner never reads its channel: its death signal ends it.
+        assert!(exits_within(fd, 1.0), "member {p} outlived main by 1 s");
+    }
+}
+
+fn socket_activation() {
+    require_root();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let fd = OwnedFd::from(listener);
+    let raw = fd.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args([
+        "-c",
+        &format!("LISTEN_PID=$$ exec \"$0\" {CASE} family_main"),
+        std::env::current_exe().unwrap().to_str().unwrap(),
+    ])
+    .env("PF_SCENARIO", "basic")
+    .env("LISTEN_FDS", "1")
+    .env("LISTEN_FDNAMES", "http")
+    .env_remove("PF_LISTEN");
+    // SAFETY: between fork and exec only dup2/fcntl, async-signal-safe, on
+    // an fd the parent keeps open; fd 3 ends up without close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let main = Main::spawn(cmd, addr);
+    main.wait_log(&["every role is ready"], 1, 20);
+    let body = get_ok(&main.addr, 10);
+    assert!(body.contains("worker uid=65534"), "{body}");
+    drop(fd);
+}
+
+fn disallowed_message_restarts_the_member() {
+    require_root();
+    let main = Main::start("roguish");
+    // Its row allows no application message: the channel is closed, the
+    // member killed and started again; main and the worker carry on.
+    main.wait_log(&["[rogue:0", "broke the protocol"], 2, 20);
+    let lines = main.wait_log(&["[rogue:0", "started"], 2, 10);
+    assert_ne!(lines[0], lines[1]);
+    assert!(get_ok(&main.addr, 10).contains("worker uid=65534"));
+    assert!(
+        rustix::process::test_kill_process(
+            rustix::process::Pid::from_raw(main.pid() as i32).unwrap()
+        )
+        .is_ok()
+    );
+}
