@@ -446,9 +446,10 @@ impl Main<'_> {
                     }
                 }
                 Ok(None) => return,
-                // It closed its end between messages: it is exiting, and
-                // its pidfd will say how.
-                Err(RecvError::PeerClosed | RecvError::Closed { .. }) => {
+                // It closed its end (between messages, or with unread
+                // data: a reset): it is exiting, and its pidfd will say
+                // how.
+                Err(RecvError::PeerClosed | RecvError::Closed { .. } | RecvError::Io { .. }) => {
                     r.channel_closed = true;
                     return;
                 }
