@@ -43,7 +43,8 @@ enum Command {
     /// missing path, 123 unknown user or group, 124 privilege drop failed,
     /// 125 sandbox failed, 126 program not executable, 127 not found.
     Run {
-        /// Run as this user (name or uid).
+        /// Run as this user (name or uid). Required when privfork runs as
+        /// root (the program never runs as root): e.g. -u nobody.
         #[arg(short, long)]
         user: Option<String>,
         /// Run with this group (name or gid) as the only group.

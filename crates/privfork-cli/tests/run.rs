@@ -281,6 +281,11 @@ fn bad_input_has_its_own_code_and_message() {
         (vec!["--", "/no/such/prog-pf"], 127, "/no/such/prog-pf"),
         (vec!["--", "no-such-prog-pf"], 127, "no-such-prog-pf"),
     ] {
+        // As root, -u is required (checked on its own below).
+        let mut args = args;
+        if args[0] != "-u" {
+            args.splice(0..0, ["-u", "nobody"]);
+        }
         let o = privfork_run(&args);
         assert_eq!(code(&o), want_code, "{args:?}: {}", stderr(&o));
         let e = stderr(&o);
@@ -341,4 +346,25 @@ fn scripts_run_when_their_interpreter_is_unveiled() {
         path,
     ]);
     assert_eq!(code(&o), 5, "{}", stderr(&o));
+}
+
+#[test]
+fn root_must_name_the_user() {
+    let _limit = time_limit!();
+    // Without -u, root's program would run as uid 0.
+    for args in [
+        vec!["-p", "stdio", "--", "/bin/true"],
+        vec!["-g", "nogroup", "-p", "stdio", "--", "/bin/true"],
+    ] {
+        let o = privfork_run(&args);
+        assert_eq!(code(&o), 123, "{args:?}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(e.lines().count() == 1 && e.contains("-u nobody"), "{e}");
+    }
+    // Nor as root by name or number.
+    for user in ["root", "0"] {
+        let o = privfork_run(&["-u", user, "-p", "stdio", "--", "/bin/true"]);
+        assert_eq!(code(&o), 123, "-u {user}: {}", stderr(&o));
+        assert!(stderr(&o).contains("-u nobody"), "{}", stderr(&o));
+    }
 }

@@ -261,6 +261,16 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     let Some(program) = opts.command.first() else {
         return Err(fail(exit::NOT_FOUND, "no command given"));
     };
+    // Without -u, root's program would run as uid 0: capabilities dropped,
+    // but still the owner of every root file (chmod, for one, is outside
+    // Landlock's reach) and of every root process (prlimit64, kill under
+    // `proc`). Root names the user; nobody is the usual choice.
+    if opts.user.is_none() && rustix::process::geteuid().is_root() {
+        return Err(fail(
+            exit::BAD_USER,
+            "running as root: say which user the program runs as, e.g. -u nobody",
+        ));
+    }
     let program = resolve(Path::new(program))?;
     let identity = match (&opts.user, &opts.group) {
         (None, None) => None,
@@ -273,6 +283,14 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
             Some(Identity::user_group(&me, g).map_err(|e| fail(exit::BAD_USER, e))?)
         }
     };
+    if let (Some(id), Some(user)) = (&identity, &opts.user)
+        && id.uid() == 0
+    {
+        return Err(fail(
+            exit::BAD_USER,
+            format!("refusing to run the program as root ({user} is uid 0); use e.g. -u nobody"),
+        ));
+    }
     // Prepared here, in privfork itself: a bad unveil or a kernel that
     // cannot enforce is reported before any fork.
     let sb = sandbox(opts, &program)?
