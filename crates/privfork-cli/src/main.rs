@@ -66,6 +66,12 @@ enum Command {
         /// What a refused system call does.
         #[arg(long, value_enum, default_value = "kill")]
         mode: Mode,
+        /// Give the program privfork's own stdin, stdout and stderr, a
+        /// terminal included (for interactive programs). By default its
+        /// stdout and stderr are pipes that privfork relays, and its stdin
+        /// is /dev/null when privfork's is a terminal.
+        #[arg(long, visible_alias = "tty")]
+        inherit_stdio: bool,
         /// The program and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<std::ffi::OsString>,
@@ -92,6 +98,7 @@ fn main() -> ExitCode {
             bind,
             connect,
             mode,
+            inherit_stdio,
             command,
         } => {
             let opts = privfork::sandbox::run::RunOptions {
@@ -105,6 +112,11 @@ fn main() -> ExitCode {
                     Mode::Kill => privfork::sandbox::Violation::Kill,
                     Mode::Errno => privfork::sandbox::Violation::Errno,
                     Mode::Log => privfork::sandbox::Violation::Log,
+                },
+                stdio: if inherit_stdio {
+                    privfork::sandbox::run::StdioMode::Inherit
+                } else {
+                    privfork::sandbox::run::StdioMode::Relay
                 },
                 command,
             };

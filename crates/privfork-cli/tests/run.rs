@@ -368,3 +368,389 @@ fn root_must_name_the_user() {
         assert!(stderr(&o).contains("-u nobody"), "{}", stderr(&o));
     }
 }
+
+/// Waits (up to 20 s) until `path` holds a pid, and returns it.
+fn pid_in(path: &std::path::Path) -> i32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pid in {}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Whether the process behind `pidfd` has exited (its pidfd polls
+/// readable), without waiting.
+fn exited(pidfd: &std::os::fd::OwnedFd) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut fds, Some(&zero)).unwrap() == 1
+}
+
+/// The processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(marker) {
+                found.push(format!("{pid}: {cmd}"));
+            }
+        }
+    }
+    found
+}
+
+/// Promises and unveils for a shell that starts other programs and writes
+/// in `dir`.
+fn shell_args(dir: &Dir) -> Vec<String> {
+    [
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath wpath cpath proc exec",
+        "-v",
+        "rx:/usr/bin",
+        "-v",
+        "rw:/dev/null",
+        "-v",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        format!("rwc:{}", dir.path()),
+        "--".into(),
+        "/bin/sh".into(),
+        "-c".into(),
+    ])
+    .collect()
+}
+
+#[test]
+fn nothing_the_program_started_outlives_it() {
+    let _limit = time_limit!();
+    let dir = Dir::new("reap");
+    let d = dir.path();
+    // A grandchild in a session of its own, and a double-forked daemon;
+    // the program waits until both are up and the test has their pidfds.
+    let script = format!(
+        "setsid /bin/sh -c 'echo $$ > {d}/p1.t && mv {d}/p1.t {d}/p1; exec sleep 1000' & \
+         (sleep 1000 & echo $! > {d}/p2.t && mv {d}/p2.t {d}/p2) & \
+         while [ ! -e {d}/go ]; do sleep 0.01; done; echo main done"
+    );
+    let mut args = shell_args(&dir);
+    args.push(script);
+    let child = Command::new(env!("CARGO_BIN_EXE_privfork"))
+        .arg("run")
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pidfds: Vec<_> = ["p1", "p2"]
+        .iter()
+        .map(|f| {
+            let pid = pid_in(&dir.0.join(f));
+            let fd = rustix::process::pidfd_open(
+                rustix::process::Pid::from_raw(pid).unwrap(),
+                rustix::process::PidfdFlags::empty(),
+            )
+            .unwrap();
+            // Still running, and in a session other than privfork's.
+            assert!(!exited(&fd), "{f} ended early");
+            (pid, fd)
+        })
+        .collect();
+    std::fs::write(dir.0.join("go"), "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "main done\n");
+    for (pid, fd) in &pidfds {
+        assert!(exited(fd), "pid {pid} outlived privfork run");
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+}
+
+#[test]
+fn descendants_die_even_when_the_program_exits_at_once() {
+    let _limit = time_limit!();
+    let dir = Dir::new("reap-now");
+    let marker = format!("1000.{}", std::process::id());
+    let script = format!(
+        "setsid sleep {marker} & (sleep {marker} &) ; (sleep {marker} & exec sleep {marker}) & exit 0"
+    );
+    for _ in 0..5 {
+        let mut args = shell_args(&dir);
+        args.push(script.clone());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = privfork_run(&args);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let left = processes_with(&marker);
+        assert!(left.is_empty(), "still running: {left:?}");
+    }
+    // What a user types: the sleep dies with the shell.
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath proc exec",
+        "-v",
+        "rx:/usr/bin",
+        "-v",
+        "rw:/dev/null",
+        "--",
+        "/bin/sh",
+        "-c",
+        &format!("sleep {marker} & echo started"),
+    ]);
+    assert_eq!(stdout(&o), "started\n", "{}", stderr(&o));
+    assert!(processes_with(&marker).is_empty());
+}
+
+#[test]
+fn log_mode_returns_when_the_program_exits() {
+    let _limit = time_limit!();
+    let start = std::time::Instant::now();
+    // The daemon left behind keeps the filter (and its listener) alive.
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath proc exec",
+        "-v",
+        "rx:/usr/bin",
+        "--mode",
+        "log",
+        "--",
+        "/bin/sh",
+        "-c",
+        "(sleep 1000 &) ; exit 4",
+    ]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "log mode waited for the daemon"
+    );
+}
+
+/// A pty pair: the master (non-blocking) and the slave.
+fn pty() -> (std::os::fd::OwnedFd, std::fs::File) {
+    use rustix::pty::OpenptFlags;
+    let master =
+        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+            .unwrap();
+    rustix::pty::grantpt(&master).unwrap();
+    rustix::pty::unlockpt(&master).unwrap();
+    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    rustix::fs::fcntl_setfl(&master, rustix::fs::OFlags::NONBLOCK).unwrap();
+    (master, slave)
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Everything the pty's master has to read now.
+fn drain(master: &std::os::fd::OwnedFd) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = rustix::io::read(master, &mut buf) {
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).replace("\r\n", "\n")
+}
+
+#[test]
+fn the_callers_terminal_is_not_the_programs() {
+    let _limit = time_limit!();
+    let (master, slave) = pty();
+    let run = |extra: &[&str]| {
+        let st = Command::new(env!("CARGO_BIN_EXE_privfork"))
+            .args(["run", "-u", "nobody", "-p", "stdio rpath tty"])
+            .args(extra)
+            .args([
+                "--",
+                "/usr/bin/readlink",
+                "/proc/self/fd/0",
+                "/proc/self/fd/1",
+                "/proc/self/fd/2",
+            ])
+            .stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave.try_clone().unwrap())
+            .status()
+            .unwrap();
+        assert!(st.success(), "{st:?}: {}", drain(&master));
+        drain(&master)
+    };
+    let tty = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+    let tty = tty.to_str().unwrap();
+    // privfork's stdio is all the terminal; the program's none of it.
+    let out = run(&[]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0], "/dev/null", "{out}");
+    assert!(
+        lines[1].starts_with("pipe:") && lines[2].starts_with("pipe:"),
+        "{out}"
+    );
+    assert!(!out.contains(tty), "{out}");
+    // Unless asked for.
+    let out = run(&["--inherit-stdio"]);
+    assert_eq!(out, format!("{tty}\n{tty}\n{tty}\n"));
+}
+
+#[test]
+fn output_is_relayed_intact() {
+    let _limit = time_limit!();
+    let dir = Dir::new("relay");
+    // 3 MB holding every byte value, in an order that is not periodic.
+    let mut blob = Vec::with_capacity(3 << 20);
+    let mut x: u32 = 1;
+    while blob.len() < 3 << 20 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        blob.extend_from_slice(&x.to_le_bytes());
+    }
+    let file = dir.0.join("blob");
+    std::fs::write(&file, &blob).unwrap();
+    let f = file.to_str().unwrap();
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath proc exec",
+        "-v",
+        "rx:/usr/bin",
+        "-v",
+        &format!("r:{f}"),
+        "--",
+        "/bin/sh",
+        "-c",
+        &format!("cat {f}; cat {f} >&2; echo tail; exit 3"),
+    ]);
+    assert_eq!(code(&o), 3, "{}", String::from_utf8_lossy(&o.stderr[..200]));
+    let mut want = blob.clone();
+    want.extend_from_slice(b"tail\n");
+    assert!(
+        o.stdout == want,
+        "stdout differs ({} bytes)",
+        o.stdout.len()
+    );
+    assert!(
+        o.stderr == blob,
+        "stderr differs ({} bytes)",
+        o.stderr.len()
+    );
+    // Bytes arrive as written, NULs and all, without a newline added.
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio",
+        "--",
+        "/usr/bin/printf",
+        "a\\000b\\001",
+    ]);
+    assert_eq!(o.stdout, b"a\0b\x01");
+}
+
+#[test]
+fn stdio_flags_and_appending_logs_survive_the_program() {
+    let _limit = time_limit!();
+    let dir = Dir::new("flags");
+    // stdin: a pipe privfork shares with the program, which makes it
+    // non-blocking; stdout: a log opened for appending, which the program
+    // tries to truncate and make non-appending.
+    let log = dir.0.join("log");
+    std::fs::write(&log, "kept\n").unwrap();
+    let out = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    let keep_r = rustix::io::dup(&r).unwrap();
+    let code_py = "import os, fcntl\n\
+                   os.set_blocking(0, False)\n\
+                   print('nonblocking' if not os.get_blocking(0) else 'blocking', flush=True)\n\
+                   fcntl.fcntl(1, fcntl.F_SETFL, 0)\n\
+                   try:\n    os.ftruncate(1, 0)\nexcept OSError as e:\n    print('truncate:', e.strerror, flush=True)\n";
+    let o = Command::new(env!("CARGO_BIN_EXE_privfork"))
+        .args([
+            "run",
+            "-u",
+            "nobody",
+            "-p",
+            "stdio rpath",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            code_py,
+        ])
+        .stdin(std::process::Stdio::from(r))
+        .stdout(out)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    drop(w);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let flags = rustix::fs::fcntl_getfl(&keep_r).unwrap();
+    assert!(
+        !flags.contains(rustix::fs::OFlags::NONBLOCK),
+        "stdin left non-blocking"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.starts_with("kept\nnonblocking\ntruncate:"), "{text}");
+    // The same with privfork's own stdio handed over: restored as well.
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    let keep_r = rustix::io::dup(&r).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_privfork"))
+        .args([
+            "run",
+            "-u",
+            "nobody",
+            "-p",
+            "stdio rpath",
+            "--inherit-stdio",
+            "--",
+        ])
+        .args([
+            "/usr/bin/python3",
+            "-c",
+            "import os; os.set_blocking(0, False); os.set_blocking(1, False)",
+        ])
+        .stdin(std::process::Stdio::from(r))
+        .output()
+        .unwrap();
+    drop(w);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        !rustix::fs::fcntl_getfl(&keep_r)
+            .unwrap()
+            .contains(rustix::fs::OFlags::NONBLOCK)
+    );
+}

@@ -46,6 +46,8 @@ pub mod landlock;
 #[cfg(target_os = "openbsd")]
 pub mod openbsd;
 pub mod promises;
+mod reap;
+mod relay;
 pub mod run;
 pub mod seccomp;
 mod syscall_names;
