@@ -5,7 +5,7 @@
 //!   [ARGS...]` runs CMD as USER under pledge-style promises and unveiled
 //!   paths; CMD cannot execute anything further unless `exec` is promised.
 //!   Exit status: CMD's own, or 128 + the signal that killed it; privfork's
-//!   own failures use 121–127 (see `privfork run --help`).
+//!   own failures use 120–127 (see `privfork run --help`).
 //! - `privfork id USER [--group GROUP]` prints the identity a privilege drop
 //!   or fork-as to USER would take: uid, primary gid and supplementary
 //!   groups, resolved exactly as the library resolves them.
@@ -39,7 +39,8 @@ enum Command {
     /// Run a program as a user under promises and unveiled paths.
     ///
     /// Exit status: the program's own, or 128 + the signal that killed it.
-    /// privfork's own failures: 121 bad promise, 122 bad unveil spec or
+    /// privfork's own failures: 120 a sandbox layer this kernel cannot
+    /// enforce (see --best-effort), 121 bad promise, 122 bad unveil spec or
     /// missing path, 123 unknown user or group, 124 privilege drop failed,
     /// 125 sandbox failed, 126 program not executable, 127 not found.
     Run {
@@ -72,6 +73,11 @@ enum Command {
         /// is /dev/null when privfork's is a terminal.
         #[arg(long, visible_alias = "tty")]
         inherit_stdio: bool,
+        /// Run even if this kernel cannot enforce every layer (Landlock,
+        /// seccomp, ...), with a warning naming what is missing. Without
+        /// it, such a kernel is refused (exit status 120).
+        #[arg(long)]
+        best_effort: bool,
         /// The program and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<std::ffi::OsString>,
@@ -99,6 +105,7 @@ fn main() -> ExitCode {
             connect,
             mode,
             inherit_stdio,
+            best_effort,
             command,
         } => {
             let opts = privfork::sandbox::run::RunOptions {
@@ -113,6 +120,7 @@ fn main() -> ExitCode {
                     Mode::Errno => privfork::sandbox::Violation::Errno,
                     Mode::Log => privfork::sandbox::Violation::Log,
                 },
+                best_effort,
                 stdio: if inherit_stdio {
                     privfork::sandbox::run::StdioMode::Inherit
                 } else {

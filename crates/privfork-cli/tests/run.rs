@@ -754,3 +754,78 @@ fn stdio_flags_and_appending_logs_survive_the_program() {
             .contains(rustix::fs::OFlags::NONBLOCK)
     );
 }
+
+/// `privfork run ARGS` on a simulated kernel without Landlock: the test
+/// installs, in the forked child before it executes privfork, a seccomp
+/// filter answering ENOSYS to landlock_create_ruleset, landlock_add_rule
+/// and landlock_restrict_self (x86_64: 444, 445, 446). Nothing in privfork
+/// knows about the simulation.
+fn privfork_run_without_landlock(args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let rules = [444i64, 445, 446].map(|nr| (nr, Vec::new())).into();
+    let filter = seccompiler::SeccompFilter::new(
+        rules,
+        seccompiler::SeccompAction::Allow,
+        seccompiler::SeccompAction::Errno(libc::ENOSYS as u32),
+        seccompiler::TargetArch::x86_64,
+    )
+    .unwrap();
+    let prog: seccompiler::BpfProgram = filter.try_into().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_privfork"));
+    cmd.arg("run").args(args);
+    // SAFETY: the closure runs in the forked child of a multithreaded
+    // process; it only makes the prctl and seccomp system calls of
+    // `apply_filter` on a program compiled beforehand (no allocation, no
+    // lock), and builds an error value only when they fail.
+    unsafe {
+        cmd.pre_exec(move || {
+            seccompiler::apply_filter(&prog).map_err(|e| std::io::Error::other(e.to_string()))
+        });
+    }
+    cmd.output().expect("run privfork")
+}
+
+#[test]
+fn a_kernel_without_landlock_is_refused_unless_best_effort() {
+    let _limit = time_limit!();
+    let dir = Dir::new("nolandlock");
+    let marker = dir.0.join("ran");
+    let script = format!("echo ran > {}", marker.display());
+    let args = [
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath wpath cpath",
+        "-v",
+        &format!("rwc:{}", dir.path()),
+        "--",
+        "/bin/sh",
+        "-c",
+        &script,
+    ];
+    // The simulation works: Landlock is gone for privfork.
+    let o = privfork_run_without_landlock(&args);
+    assert_eq!(code(&o), 120, "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.lines().count() == 1 && e.contains("cannot enforce") && e.contains("--best-effort"),
+        "{e}"
+    );
+    assert!(!marker.exists(), "the program ran unconfined");
+    // --best-effort runs it, and says what is missing.
+    let mut best = vec!["--best-effort"];
+    best.extend_from_slice(&args);
+    let o = privfork_run_without_landlock(&best);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: landlock enforced None"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(marker.exists());
+    // The control: the same command on the real kernel, without the flag.
+    std::fs::remove_file(&marker).unwrap();
+    let o = privfork_run(&args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+}

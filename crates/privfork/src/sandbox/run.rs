@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 
 use super::exec_once;
 pub use super::relay::StdioMode;
-use super::{PreparedSandbox, Sandbox, SandboxError, Unveil, Violation, reap, relay};
+use super::{
+    Policy, PreparedSandbox, Sandbox, SandboxError, Unveil, UnveilError, Violation, reap, relay,
+};
 use crate::event::{Interest, Poller, Readiness, Signals};
 use crate::identity::Identity;
 use crate::ipc::fdpass::{FdRecvBuffer, recv_with_fds, send_with_fds};
@@ -34,6 +36,9 @@ use crate::sys::{self, Forked};
 
 /// privfork's own exit codes (the program's own status passes through).
 pub mod exit {
+    /// A layer of the sandbox cannot be enforced on this kernel (and
+    /// `--best-effort` was not given).
+    pub const UNENFORCEABLE: i32 = 120;
     /// A promise name is unknown.
     pub const BAD_PROMISE: i32 = 121;
     /// An unveil spec is malformed or its path does not exist.
@@ -67,6 +72,9 @@ pub struct RunOptions {
     pub connect: Vec<u16>,
     /// What a violation does.
     pub violation: Violation,
+    /// Run even if a layer cannot be fully enforced (with a warning);
+    /// otherwise that is refused before anything starts.
+    pub best_effort: bool,
     /// The program's stdin, stdout and stderr.
     pub stdio: StdioMode,
     /// The program and its arguments.
@@ -95,6 +103,17 @@ fn fail(code: i32, message: impl std::fmt::Display) -> RunError {
         code,
         message: message.to_string(),
     }
+}
+
+/// A kernel that cannot enforce a layer, without `--best-effort`.
+fn unenforceable(e: &dyn std::fmt::Display) -> RunError {
+    fail(
+        exit::UNENFORCEABLE,
+        format!(
+            "this kernel cannot enforce the whole sandbox ({e}); refusing to run the program \
+             with less (--best-effort runs it with what the kernel enforces, and says what is missing)"
+        ),
+    )
 }
 
 /// A failure to watch or reap the child, with its cause.
@@ -196,7 +215,14 @@ fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
     let mut sb = Sandbox::new()
         .promises(&opts.promises)
         .map_err(|e| fail(exit::BAD_PROMISE, e))?
-        .violation(opts.violation);
+        .violation(opts.violation)
+        // Fail closed: a kernel without a layer is refused by `prepare`,
+        // before anything is restricted or started.
+        .policy(if opts.best_effort {
+            Policy::BestEffort
+        } else {
+            Policy::Require
+        });
     // Only a dynamically linked program (or a script, whose interpreter
     // usually is) needs the loader's read-only opens and executable file
     // mappings.
@@ -300,7 +326,11 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     let sb = sandbox(opts, &program)?
         .prepare_exec_once()
         .map_err(|e| match e {
+            SandboxError::Unveil(UnveilError::Landlock(_)) if !opts.best_effort => {
+                unenforceable(&e)
+            }
             SandboxError::Unveil(_) => fail(exit::BAD_UNVEIL, e),
+            SandboxError::Step { .. } if !opts.best_effort => unenforceable(&e),
             e => fail(exit::SANDBOX, e),
         })?;
     let log = opts.violation == Violation::Log;
@@ -499,6 +529,9 @@ fn child(
             return say(exit::PRIVDROP, &msg);
         }
         Err(SetupError::Sandbox(e @ SandboxError::Unveil(_))) => return say(exit::BAD_UNVEIL, &e),
+        Err(SetupError::Sandbox(e @ SandboxError::NotFullyEnforced { .. })) => {
+            return say(exit::UNENFORCEABLE, &unenforceable(&e));
+        }
         Err(e) => return say(exit::SANDBOX, &e),
     };
     let report = applied.report;
