@@ -829,3 +829,40 @@ fn a_kernel_without_landlock_is_refused_unless_best_effort() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stderr(&o), "");
 }
+
+#[test]
+fn an_interrupt_reaches_the_program_and_ends_its_tree() {
+    let _limit = time_limit!();
+    let marker = format!("1000.{}1", std::process::id());
+    let child = Command::new(env!("CARGO_BIN_EXE_privfork"))
+        .args(["run", "-u", "nobody", "-p", "stdio rpath proc exec"])
+        .args([
+            "-v",
+            "rx:/usr/bin",
+            "-v",
+            "rw:/dev/null",
+            "--",
+            "/bin/sh",
+            "-c",
+        ])
+        .arg(format!("sleep {marker} & sleep {marker}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while processes_with(&marker).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sleeps never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let o = child.wait_with_output().unwrap();
+    // The shell's foreground sleep took the SIGINT, as from a terminal;
+    // the background one (SIGINT ignored) went with the tree.
+    assert_eq!(code(&o), 128 + libc::SIGINT, "{}", stderr(&o));
+    assert!(processes_with(&marker).is_empty());
+}

@@ -4,8 +4,10 @@
 //! The privfork process forks a child, which drops privileges, applies the
 //! sandbox and executes the program; privfork stays behind as the
 //! supervisor that lets exactly that one exec through (see
-//! [`super::exec_once`]), then waits and exits with the program's status
-//! (or 128 + the signal that killed it).
+//! [`super::exec_once`]), relays the program's stdout and stderr (see
+//! [`super::relay`]), and, once the program exits, kills and reaps
+//! everything it started (see [`super::reap`]); then it exits with the
+//! program's status (or 128 + the signal that killed it).
 //!
 //! Dynamically linked programs start because the sandbox of `run` also
 //! (a) unveils the library directories and `/etc/ld.so.cache` for reading
@@ -33,6 +35,7 @@ use crate::privdrop::DropOptions;
 use crate::process::{Child, ExitStatus, ProcessError, Signal};
 use crate::setup::{Fds, Setup, SetupError};
 use crate::sys::{self, Forked};
+use rustix::process::Pid;
 
 /// privfork's own exit codes (the program's own status passes through).
 pub mod exit {
@@ -448,15 +451,25 @@ fn watch(
                             reap::reap_orphans(child.pid());
                             continue;
                         }
-                        // Passed on to the program; the same signal a
-                        // second time kills it.
-                        let sig = if forwarded.contains(&info.signal) {
-                            Signal::KILL
-                        } else {
-                            forwarded.push(info.signal);
-                            Signal::from_named_raw(info.signal).unwrap_or(Signal::KILL)
-                        };
-                        let _ = child.signal(sig);
+                        // Passed on to the program's process group, as a
+                        // terminal would (the program leads it: setsid);
+                        // the same signal a second time kills the program.
+                        if forwarded.contains(&info.signal) {
+                            let _ = child.kill();
+                            continue;
+                        }
+                        forwarded.push(info.signal);
+                        let sig = Signal::from_named_raw(info.signal).unwrap_or(Signal::KILL);
+                        // The program is not reaped yet: its pid, and so
+                        // its group's id, cannot have been reused.
+                        match i32::try_from(child.pid()).ok().and_then(Pid::from_raw) {
+                            Some(group) => {
+                                let _ = rustix::process::kill_process_group(group, sig);
+                            }
+                            None => {
+                                let _ = child.signal(sig);
+                            }
+                        }
                     }
                 }
                 _ => {}
