@@ -5,7 +5,7 @@
 //!   [ARGS...]` runs CMD as USER under pledge-style promises and unveiled
 //!   paths; CMD cannot execute anything further unless `exec` is promised.
 //!   Exit status: CMD's own, or 128 + the signal that killed it; privfork's
-//!   own failures use 121–127 (see `privfork run --help`).
+//!   own failures use 118–127 (see `privfork run --help`).
 //! - `privfork id USER [--group GROUP]` prints the identity a privilege drop
 //!   or fork-as to USER would take: uid, primary gid and supplementary
 //!   groups, resolved exactly as the library resolves them.
@@ -39,11 +39,15 @@ enum Command {
     /// Run a program as a user under promises and unveiled paths.
     ///
     /// Exit status: the program's own, or 128 + the signal that killed it.
-    /// privfork's own failures: 121 bad promise, 122 bad unveil spec or
+    /// privfork's own failures: 118 a sandbox layer this kernel cannot
+    /// enforce (see --best-effort), 119 an executable stack without
+    /// prot_exec, 120 a needed library not found, 121 bad promise, 122 bad
+    /// unveil spec or
     /// missing path, 123 unknown user or group, 124 privilege drop failed,
     /// 125 sandbox failed, 126 program not executable, 127 not found.
     Run {
-        /// Run as this user (name or uid).
+        /// Run as this user (name or uid). Required when privfork runs as
+        /// root (the program never runs as root): e.g. -u nobody.
         #[arg(short, long)]
         user: Option<String>,
         /// Run with this group (name or gid) as the only group.
@@ -65,6 +69,17 @@ enum Command {
         /// What a refused system call does.
         #[arg(long, value_enum, default_value = "kill")]
         mode: Mode,
+        /// Give the program privfork's own stdin, stdout and stderr, a
+        /// terminal included (for interactive programs). By default its
+        /// stdout and stderr are pipes that privfork relays, and its stdin
+        /// is /dev/null when privfork's is a terminal.
+        #[arg(long, visible_alias = "tty")]
+        inherit_stdio: bool,
+        /// Run even if this kernel cannot enforce every layer (Landlock,
+        /// seccomp, ...), with a warning naming what is missing. Without
+        /// it, such a kernel is refused (exit status 118).
+        #[arg(long)]
+        best_effort: bool,
         /// The program and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<std::ffi::OsString>,
@@ -91,6 +106,8 @@ fn main() -> ExitCode {
             bind,
             connect,
             mode,
+            inherit_stdio,
+            best_effort,
             command,
         } => {
             let opts = privfork::sandbox::run::RunOptions {
@@ -104,6 +121,12 @@ fn main() -> ExitCode {
                     Mode::Kill => privfork::sandbox::Violation::Kill,
                     Mode::Errno => privfork::sandbox::Violation::Errno,
                     Mode::Log => privfork::sandbox::Violation::Log,
+                },
+                best_effort,
+                stdio: if inherit_stdio {
+                    privfork::sandbox::run::StdioMode::Inherit
+                } else {
+                    privfork::sandbox::run::StdioMode::Relay
                 },
                 command,
             };

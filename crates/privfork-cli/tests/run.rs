@@ -290,6 +290,11 @@ fn bad_input_has_its_own_code_and_message() {
         (vec!["--", "/no/such/prog-pf"], 127, "/no/such/prog-pf"),
         (vec!["--", "no-such-prog-pf"], 127, "no-such-prog-pf"),
     ] {
+        // As root, -u is required (checked on its own below).
+        let mut args = args;
+        if args[0] != "-u" {
+            args.splice(0..0, ["-u", "nobody"]);
+        }
         let o = privfork_run(&args);
         assert_eq!(code(&o), want_code, "{args:?}: {}", stderr(&o));
         let e = stderr(&o);
@@ -350,4 +355,532 @@ fn scripts_run_when_their_interpreter_is_unveiled() {
         path,
     ]);
     assert_eq!(code(&o), 5, "{}", stderr(&o));
+}
+
+#[test]
+fn root_must_name_the_user() {
+    let _limit = time_limit!();
+    // Without -u, root's program would run as uid 0.
+    for args in [
+        vec!["-p", "stdio", "--", "/bin/true"],
+        vec!["-g", "nogroup", "-p", "stdio", "--", "/bin/true"],
+    ] {
+        let o = privfork_run(&args);
+        assert_eq!(code(&o), 123, "{args:?}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(e.lines().count() == 1 && e.contains("-u nobody"), "{e}");
+    }
+    // Nor as root by name or number.
+    for user in ["root", "0"] {
+        let o = privfork_run(&["-u", user, "-p", "stdio", "--", "/bin/true"]);
+        assert_eq!(code(&o), 123, "-u {user}: {}", stderr(&o));
+        assert!(stderr(&o).contains("-u nobody"), "{}", stderr(&o));
+    }
+}
+
+/// Waits (up to 20 s) until `path` holds a pid, and returns it.
+fn pid_in(path: &std::path::Path) -> i32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pid in {}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Whether the process behind `pidfd` has exited (its pidfd polls
+/// readable), without waiting.
+fn exited(pidfd: &std::os::fd::OwnedFd) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut fds, Some(&zero)).unwrap() == 1
+}
+
+/// The processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(marker) {
+                found.push(format!("{pid}: {cmd}"));
+            }
+        }
+    }
+    found
+}
+
+/// Promises and unveils for a shell that starts other programs and writes
+/// in `dir`.
+fn shell_args(dir: &Dir) -> Vec<String> {
+    [
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath wpath cpath proc exec",
+        "-v",
+        "rx:/usr/bin",
+        // The programs the shell starts from /usr/bin: their libraries
+        // (privfork resolves only those of files unveiled one by one).
+        "-v",
+        "r:/usr/lib",
+        "-v",
+        "rw:/dev/null",
+        "-v",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        format!("rwc:{}", dir.path()),
+        "--".into(),
+        "/bin/sh".into(),
+        "-c".into(),
+    ])
+    .collect()
+}
+
+#[test]
+fn nothing_the_program_started_outlives_it() {
+    let _limit = time_limit!();
+    let dir = Dir::new("reap");
+    let d = dir.path();
+    // A grandchild in a session of its own, and a double-forked daemon;
+    // the program waits until both are up and the test has their pidfds.
+    let script = format!(
+        "setsid /bin/sh -c 'echo $$ > {d}/p1.t && mv {d}/p1.t {d}/p1; exec sleep 1000' & \
+         (sleep 1000 & echo $! > {d}/p2.t && mv {d}/p2.t {d}/p2) & \
+         while [ ! -e {d}/go ]; do sleep 0.01; done; echo main done"
+    );
+    let mut args = shell_args(&dir);
+    args.push(script);
+    let child = Command::new(env!("CARGO_BIN_EXE_privfork"))
+        .arg("run")
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pidfds: Vec<_> = ["p1", "p2"]
+        .iter()
+        .map(|f| {
+            let pid = pid_in(&dir.0.join(f));
+            let fd = rustix::process::pidfd_open(
+                rustix::process::Pid::from_raw(pid).unwrap(),
+                rustix::process::PidfdFlags::empty(),
+            )
+            .unwrap();
+            // Still running, and in a session other than privfork's.
+            assert!(!exited(&fd), "{f} ended early");
+            (pid, fd)
+        })
+        .collect();
+    std::fs::write(dir.0.join("go"), "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "main done\n");
+    for (pid, fd) in &pidfds {
+        assert!(exited(fd), "pid {pid} outlived privfork run");
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+}
+
+#[test]
+fn descendants_die_even_when_the_program_exits_at_once() {
+    let _limit = time_limit!();
+    let dir = Dir::new("reap-now");
+    let marker = format!("1000.{}", std::process::id());
+    let script = format!(
+        "setsid sleep {marker} & (sleep {marker} &) ; (sleep {marker} & exec sleep {marker}) & exit 0"
+    );
+    for _ in 0..5 {
+        let mut args = shell_args(&dir);
+        args.push(script.clone());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = privfork_run(&args);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let left = processes_with(&marker);
+        assert!(left.is_empty(), "still running: {left:?}");
+    }
+    // What a user types: the sleep dies with the shell.
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath proc exec",
+        "-v",
+        "rx:/usr/bin",
+        "-v",
+        "rw:/dev/null",
+        "--",
+        "/bin/sh",
+        "-c",
+        &format!("sleep {marker} & echo started"),
+    ]);
+    assert_eq!(stdout(&o), "started\n", "{}", stderr(&o));
+    assert!(processes_with(&marker).is_empty());
+}
+
+#[test]
+fn log_mode_returns_when_the_program_exits() {
+    let _limit = time_limit!();
+    let start = std::time::Instant::now();
+    // The daemon left behind keeps the filter (and its listener) alive.
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath proc exec",
+        "-v",
+        "rx:/usr/bin",
+        "--mode",
+        "log",
+        "--",
+        "/bin/sh",
+        "-c",
+        "(sleep 1000 &) ; exit 4",
+    ]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "log mode waited for the daemon"
+    );
+}
+
+/// A pty pair: the master (non-blocking) and the slave.
+fn pty() -> (std::os::fd::OwnedFd, std::fs::File) {
+    use rustix::pty::OpenptFlags;
+    let master =
+        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+            .unwrap();
+    rustix::pty::grantpt(&master).unwrap();
+    rustix::pty::unlockpt(&master).unwrap();
+    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    rustix::fs::fcntl_setfl(&master, rustix::fs::OFlags::NONBLOCK).unwrap();
+    (master, slave)
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Everything the pty's master has to read now.
+fn drain(master: &std::os::fd::OwnedFd) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = rustix::io::read(master, &mut buf) {
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).replace("\r\n", "\n")
+}
+
+#[test]
+fn the_callers_terminal_is_not_the_programs() {
+    let _limit = time_limit!();
+    let (master, slave) = pty();
+    let run = |extra: &[&str]| {
+        let st = Command::new(env!("CARGO_BIN_EXE_privfork"))
+            .args(["run", "-u", "nobody", "-p", "stdio rpath tty"])
+            .args(extra)
+            .args([
+                "--",
+                "/usr/bin/readlink",
+                "/proc/self/fd/0",
+                "/proc/self/fd/1",
+                "/proc/self/fd/2",
+            ])
+            .stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave.try_clone().unwrap())
+            .status()
+            .unwrap();
+        assert!(st.success(), "{st:?}: {}", drain(&master));
+        drain(&master)
+    };
+    let tty = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+    let tty = tty.to_str().unwrap();
+    // privfork's stdio is all the terminal; the program's none of it.
+    let out = run(&[]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0], "/dev/null", "{out}");
+    assert!(
+        lines[1].starts_with("pipe:") && lines[2].starts_with("pipe:"),
+        "{out}"
+    );
+    assert!(!out.contains(tty), "{out}");
+    // Unless asked for.
+    let out = run(&["--inherit-stdio"]);
+    assert_eq!(out, format!("{tty}\n{tty}\n{tty}\n"));
+}
+
+#[test]
+fn output_is_relayed_intact() {
+    let _limit = time_limit!();
+    let dir = Dir::new("relay");
+    // 3 MB holding every byte value, in an order that is not periodic.
+    let mut blob = Vec::with_capacity(3 << 20);
+    let mut x: u32 = 1;
+    while blob.len() < 3 << 20 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        blob.extend_from_slice(&x.to_le_bytes());
+    }
+    let file = dir.0.join("blob");
+    std::fs::write(&file, &blob).unwrap();
+    let f = file.to_str().unwrap();
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath proc exec",
+        "-v",
+        "rx:/usr/bin",
+        "-v",
+        &format!("r:{f}"),
+        "--",
+        "/bin/sh",
+        "-c",
+        &format!("cat {f}; cat {f} >&2; echo tail; exit 3"),
+    ]);
+    assert_eq!(code(&o), 3, "{}", String::from_utf8_lossy(&o.stderr[..200]));
+    let mut want = blob.clone();
+    want.extend_from_slice(b"tail\n");
+    assert!(
+        o.stdout == want,
+        "stdout differs ({} bytes)",
+        o.stdout.len()
+    );
+    assert!(
+        o.stderr == blob,
+        "stderr differs ({} bytes)",
+        o.stderr.len()
+    );
+    // Bytes arrive as written, NULs and all, without a newline added.
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio",
+        "--",
+        "/usr/bin/printf",
+        "a\\000b\\001",
+    ]);
+    assert_eq!(o.stdout, b"a\0b\x01");
+}
+
+#[test]
+fn stdio_flags_and_appending_logs_survive_the_program() {
+    let _limit = time_limit!();
+    let dir = Dir::new("flags");
+    // stdin: a pipe privfork shares with the program, which makes it
+    // non-blocking; stdout: a log opened for appending, which the program
+    // tries to truncate and make non-appending.
+    let log = dir.0.join("log");
+    std::fs::write(&log, "kept\n").unwrap();
+    let out = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    let keep_r = rustix::io::dup(&r).unwrap();
+    let code_py = "import os, fcntl\n\
+                   os.set_blocking(0, False)\n\
+                   print('nonblocking' if not os.get_blocking(0) else 'blocking', flush=True)\n\
+                   fcntl.fcntl(1, fcntl.F_SETFL, 0)\n\
+                   try:\n    os.ftruncate(1, 0)\nexcept OSError as e:\n    print('truncate:', e.strerror, flush=True)\n";
+    let o = Command::new(env!("CARGO_BIN_EXE_privfork"))
+        .args([
+            "run",
+            "-u",
+            "nobody",
+            "-p",
+            "stdio rpath",
+            // Python's standard library (its libraries are resolved).
+            "-v",
+            "r:/usr/lib/python3.11",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            code_py,
+        ])
+        .stdin(std::process::Stdio::from(r))
+        .stdout(out)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    drop(w);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let flags = rustix::fs::fcntl_getfl(&keep_r).unwrap();
+    assert!(
+        !flags.contains(rustix::fs::OFlags::NONBLOCK),
+        "stdin left non-blocking"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.starts_with("kept\nnonblocking\ntruncate:"), "{text}");
+    // The same with privfork's own stdio handed over: restored as well.
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    let keep_r = rustix::io::dup(&r).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_privfork"))
+        .args([
+            "run",
+            "-u",
+            "nobody",
+            "-p",
+            "stdio rpath",
+            "-v",
+            "r:/usr/lib/python3.11",
+            "--inherit-stdio",
+            "--",
+        ])
+        .args([
+            "/usr/bin/python3",
+            "-c",
+            "import os; os.set_blocking(0, False); os.set_blocking(1, False)",
+        ])
+        .stdin(std::process::Stdio::from(r))
+        .output()
+        .unwrap();
+    drop(w);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        !rustix::fs::fcntl_getfl(&keep_r)
+            .unwrap()
+            .contains(rustix::fs::OFlags::NONBLOCK)
+    );
+}
+
+/// `privfork run ARGS` on a simulated kernel without Landlock: the test
+/// installs, in the forked child before it executes privfork, a seccomp
+/// filter answering ENOSYS to landlock_create_ruleset, landlock_add_rule
+/// and landlock_restrict_self (x86_64: 444, 445, 446). Nothing in privfork
+/// knows about the simulation.
+fn privfork_run_without_landlock(args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let rules = [444i64, 445, 446].map(|nr| (nr, Vec::new())).into();
+    let filter = seccompiler::SeccompFilter::new(
+        rules,
+        seccompiler::SeccompAction::Allow,
+        seccompiler::SeccompAction::Errno(libc::ENOSYS as u32),
+        seccompiler::TargetArch::x86_64,
+    )
+    .unwrap();
+    let prog: seccompiler::BpfProgram = filter.try_into().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_privfork"));
+    cmd.arg("run").args(args);
+    // SAFETY: the closure runs in the forked child of a multithreaded
+    // process; it only makes the prctl and seccomp system calls of
+    // `apply_filter` on a program compiled beforehand (no allocation, no
+    // lock), and builds an error value only when they fail.
+    unsafe {
+        cmd.pre_exec(move || {
+            seccompiler::apply_filter(&prog).map_err(|e| std::io::Error::other(e.to_string()))
+        });
+    }
+    cmd.output().expect("run privfork")
+}
+
+#[test]
+fn a_kernel_without_landlock_is_refused_unless_best_effort() {
+    let _limit = time_limit!();
+    let dir = Dir::new("nolandlock");
+    let marker = dir.0.join("ran");
+    let script = format!("echo ran > {}", marker.display());
+    let args = [
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath wpath cpath",
+        "-v",
+        &format!("rwc:{}", dir.path()),
+        "--",
+        "/bin/sh",
+        "-c",
+        &script,
+    ];
+    // The simulation works: Landlock is gone for privfork.
+    let o = privfork_run_without_landlock(&args);
+    assert_eq!(code(&o), 118, "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.lines().count() == 1 && e.contains("cannot enforce") && e.contains("--best-effort"),
+        "{e}"
+    );
+    assert!(!marker.exists(), "the program ran unconfined");
+    // --best-effort runs it, and says what is missing.
+    let mut best = vec!["--best-effort"];
+    best.extend_from_slice(&args);
+    let o = privfork_run_without_landlock(&best);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: landlock enforced None"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(marker.exists());
+    // The control: the same command on the real kernel, without the flag.
+    std::fs::remove_file(&marker).unwrap();
+    let o = privfork_run(&args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+}
+
+#[test]
+fn an_interrupt_reaches_the_program_and_ends_its_tree() {
+    let _limit = time_limit!();
+    let marker = format!("1000.{}1", std::process::id());
+    let child = Command::new(env!("CARGO_BIN_EXE_privfork"))
+        .args(["run", "-u", "nobody", "-p", "stdio rpath proc exec"])
+        .args([
+            "-v",
+            "rx:/usr/bin",
+            "-v",
+            "rw:/dev/null",
+            "--",
+            "/bin/sh",
+            "-c",
+        ])
+        .arg(format!("sleep {marker} & sleep {marker}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while processes_with(&marker).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sleeps never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let o = child.wait_with_output().unwrap();
+    // The shell's foreground sleep took the SIGINT, as from a terminal;
+    // the background one (SIGINT ignored) went with the tree.
+    assert_eq!(code(&o), 128 + libc::SIGINT, "{}", stderr(&o));
+    assert!(processes_with(&marker).is_empty());
 }

@@ -44,6 +44,10 @@ fn main() {
                 report_is_full_on_this_kernel,
             ),
             (
+                "require_fails_before_restricting_anything",
+                require_fails_before_restricting_anything,
+            ),
+            (
                 "each_promise_allows_its_calls_and_no_more",
                 each_promise_allows_its_calls_and_no_more,
             ),
@@ -553,6 +557,66 @@ fn report_is_full_on_this_kernel() {
         .apply()
         .unwrap();
     assert_eq!(report.overall(), Level::Full, "{report}");
+}
+
+/// On a kernel without Landlock (simulated: a filter answering ENOSYS to
+/// landlock_create_ruleset, landlock_add_rule and landlock_restrict_self,
+/// x86_64 444-446), `Policy::Require` fails in `prepare`, before any
+/// layer is installed: no filter of privfork's, capabilities and bounding
+/// set, dumpable flag and core limit all as they were. (The simulation's
+/// own `apply_filter` sets no_new_privs, so that one cannot be checked.)
+fn require_fails_before_restricting_anything() {
+    require_root();
+    let rules = [444i64, 445, 446].map(|nr| (nr, Vec::new())).into();
+    let no_landlock: seccompiler::BpfProgram = seccompiler::SeccompFilter::new(
+        rules,
+        seccompiler::SeccompAction::Allow,
+        seccompiler::SeccompAction::Errno(libc::ENOSYS as u32),
+        seccompiler::TargetArch::x86_64,
+    )
+    .unwrap()
+    .try_into()
+    .unwrap();
+    seccompiler::apply_filter(&no_landlock).unwrap();
+    let state = || {
+        (
+            support::status_field("Seccomp_filters"),
+            support::status_field("CapEff"),
+            support::status_field("CapBnd"),
+            rustix::process::dumpable_behavior().unwrap(),
+            rustix::process::getrlimit(rustix::process::Resource::Core),
+        )
+    };
+    let before = state();
+    assert_eq!(before.0, "1", "only the simulation's filter");
+    let err = Sandbox::new()
+        .promises("stdio rpath")
+        .unwrap()
+        .unveil("r:/etc")
+        .unwrap()
+        .policy(Policy::Require)
+        .apply()
+        .unwrap_err();
+    assert!(matches!(err, SandboxError::Unveil(_)), "{err}");
+    assert!(err.to_string().contains("landlock"), "{err}");
+    let after = state();
+    assert_eq!(
+        format!("{before:?}"),
+        format!("{after:?}"),
+        "something was restricted"
+    );
+    // Still unrestricted: a call no promise given allows works.
+    let dir = TempDir::new("require-before");
+    std::fs::write(dir.path().join("f"), "x").unwrap();
+    // The control: best effort goes ahead without Landlock, and says so.
+    let report = Sandbox::new()
+        .promises("stdio")
+        .unwrap()
+        .policy(Policy::BestEffort)
+        .apply()
+        .unwrap();
+    assert_eq!(report.landlock, Level::None, "{report}");
+    assert_eq!(report.seccomp, Level::Full, "{report}");
 }
 
 /// Runs one operation the way a sandboxed program would; returns 0 or the

@@ -17,7 +17,7 @@
 //! fails it with `EPERM`.
 
 use std::io::{self, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::promises::{promises_allowing, syscall_name};
 use crate::event::{Interest, Poller};
@@ -26,14 +26,16 @@ use crate::sys;
 /// Runs the supervisor on `listener` for the process `child` (its pid):
 /// lets its first `execve` through; then, without `log`, closes the
 /// listener and returns; with `log`, reports and refuses every later
-/// notification until the child and its descendants are gone.
+/// notification until no process uses the filter any more.
+///
+/// `privfork run` does not use this loop but [`Supervisor`] in its own
+/// event loop, so that it returns once the program's processes are gone.
 ///
 /// # Errors
 ///
-/// A failed `poll` or `ioctl` on the listener (`ENOENT` for a notification
-/// whose caller died meanwhile is not an error).
+/// As [`Supervisor::on_readable`].
 pub fn supervise(listener: OwnedFd, child: u32, mut log: Option<&mut dyn Write>) -> io::Result<()> {
-    let mut exec_done = false;
+    let mut sup = Supervisor::new(child, log.is_some());
     loop {
         let mut poller = Poller::<1>::new();
         poller.add(&listener, Interest::READABLE, 0);
@@ -42,25 +44,60 @@ pub fn supervise(listener: OwnedFd, child: u32, mut log: Option<&mut dyn Write>)
             // POLLHUP: no process uses the filter any more.
             return Ok(());
         }
-        let n = match sys::notif_recv(listener.as_fd()) {
+        if !sup.on_readable(listener.as_fd(), log.as_deref_mut())? {
+            return Ok(());
+        }
+    }
+}
+
+/// The supervisor's state: whether the one exec has been let through.
+#[derive(Debug)]
+pub struct Supervisor {
+    child: u32,
+    log: bool,
+    exec_done: bool,
+}
+
+impl Supervisor {
+    /// A supervisor for the process `child` (its pid), in log mode or not.
+    pub fn new(child: u32, log: bool) -> Self {
+        Self {
+            child,
+            log,
+            exec_done: false,
+        }
+    }
+
+    /// Handles one notification, once `listener` polls readable: the
+    /// child's first `execve` goes through; in log mode, any other call is
+    /// reported to `out` and refused with `EPERM`. Returns whether the
+    /// listener is still needed: not once the exec is through outside log
+    /// mode (closing it makes every later exec fail with `ENOSYS`).
+    ///
+    /// # Errors
+    ///
+    /// A failed `ioctl` on the listener (`ENOENT` for a notification
+    /// whose caller died meanwhile is not an error).
+    pub fn on_readable(
+        &mut self,
+        listener: BorrowedFd<'_>,
+        out: Option<&mut (dyn Write + '_)>,
+    ) -> io::Result<bool> {
+        let n = match sys::notif_recv(listener) {
             Ok(n) => n,
             // The caller died between poll and recv.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(true),
             Err(e) => return Err(e),
         };
         let nr = i64::from(n.nr);
         let is_exec = nr == libc::SYS_execve || nr == libc::SYS_execveat;
-        if is_exec && !exec_done && n.pid == child {
-            answer(&listener, n.id, true)?;
-            exec_done = true;
-            if log.is_none() {
-                // Closing the listener: every later exec fails with ENOSYS.
-                return Ok(());
-            }
-            continue;
+        if is_exec && !self.exec_done && n.pid == self.child {
+            answer(listener, n.id, true)?;
+            self.exec_done = true;
+            return Ok(self.log);
         }
-        if let Some(out) = log.as_deref_mut() {
+        if let Some(out) = out {
             let name = syscall_name(nr).unwrap_or("?");
             let allowing: Vec<&str> = promises_allowing(nr).iter().map(|p| p.name()).collect();
             let hint = match (is_exec, allowing.is_empty()) {
@@ -74,12 +111,13 @@ pub fn supervise(listener: OwnedFd, child: u32, mut log: Option<&mut dyn Write>)
                 n.pid
             );
         }
-        answer(&listener, n.id, false)?;
+        answer(listener, n.id, false)?;
+        Ok(true)
     }
 }
 
-fn answer(listener: &OwnedFd, id: u64, continue_call: bool) -> io::Result<()> {
-    match sys::notif_send(listener.as_fd(), id, continue_call, libc::EPERM) {
+fn answer(listener: BorrowedFd<'_>, id: u64, continue_call: bool) -> io::Result<()> {
+    match sys::notif_send(listener, id, continue_call, libc::EPERM) {
         // The caller died meanwhile: nothing to answer.
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         r => r,

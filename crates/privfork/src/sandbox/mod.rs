@@ -49,6 +49,8 @@ pub mod loader;
 #[cfg(target_os = "openbsd")]
 pub mod openbsd;
 pub mod promises;
+mod reap;
+mod relay;
 pub mod run;
 pub mod seccomp;
 mod syscall_names;
@@ -90,7 +92,10 @@ pub enum Policy {
 pub struct Report {
     /// `RLIMIT_CORE` set to 0.
     pub rlimits: Level,
-    /// Not dumpable.
+    /// Not dumpable. Always [`Level::Partial`] for a process about to
+    /// execute a program ([`Sandbox::apply_exec_once`]): the kernel makes it
+    /// dumpable again at the exec of a readable program, so
+    /// [`Policy::Require`] does not count it there.
     pub not_dumpable: Level,
     /// Capabilities dropped (partial: the bounding set could not be
     /// emptied without CAP_SETPCAP).
@@ -559,9 +564,15 @@ impl PreparedSandbox {
         }
     }
 
-    /// Under [`Policy::Require`], anything short of full is an error.
+    /// Under [`Policy::Require`], anything short of full is an error —
+    /// but for not dumpable in an exec-once sandbox, which no kernel keeps
+    /// across the exec (see [`Report::not_dumpable`]).
     pub(crate) fn check_policy(&self, report: &Report) -> Result<(), SandboxError> {
-        if self.policy == Policy::Require && report.overall() != Level::Full {
+        let mut counted = report.clone();
+        if self.exec_once {
+            counted.not_dumpable = Level::Full;
+        }
+        if self.policy == Policy::Require && counted.overall() != Level::Full {
             return Err(SandboxError::NotFullyEnforced {
                 report: report.clone(),
             });

@@ -4,8 +4,10 @@
 //! The privfork process forks a child, which drops privileges, applies the
 //! sandbox and executes the program; privfork stays behind as the
 //! supervisor that lets exactly that one exec through (see
-//! [`super::exec_once`]), then waits and exits with the program's status
-//! (or 128 + the signal that killed it).
+//! [`super::exec_once`]), relays the program's stdout and stderr (see
+//! [`super::relay`]), and, once the program exits, kills and reaps
+//! everything it started (see [`super::reap`]); then it exits with the
+//! program's status (or 128 + the signal that killed it).
 //!
 //! Dynamically linked programs start because the sandbox of `run` also
 //! (a) unveils the program, its interpreter, exactly the libraries the
@@ -23,16 +25,24 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use super::exec_once;
-use super::{PreparedSandbox, Sandbox, SandboxError, Unveil, Violation};
+pub use super::relay::StdioMode;
+use super::{
+    Policy, PreparedSandbox, Sandbox, SandboxError, Unveil, UnveilError, Violation, reap, relay,
+};
+use crate::event::{Interest, Poller, Readiness, Signals};
 use crate::identity::Identity;
 use crate::ipc::fdpass::{FdRecvBuffer, recv_with_fds, send_with_fds};
 use crate::privdrop::DropOptions;
-use crate::process::{Child, ProcessError};
+use crate::process::{Child, ExitStatus, ProcessError, Signal};
 use crate::setup::{Fds, Setup, SetupError};
 use crate::sys::{self, Forked};
+use rustix::process::Pid;
 
 /// privfork's own exit codes (the program's own status passes through).
 pub mod exit {
+    /// A layer of the sandbox cannot be enforced on this kernel (and
+    /// `--best-effort` was not given).
+    pub const UNENFORCEABLE: i32 = 118;
     /// The program (or a program the caller unveiled for execution)
     /// wants an executable stack and `prot_exec` is not promised.
     pub const EXEC_STACK: i32 = 119;
@@ -73,6 +83,11 @@ pub struct RunOptions {
     pub connect: Vec<u16>,
     /// What a violation does.
     pub violation: Violation,
+    /// Run even if a layer cannot be fully enforced (with a warning);
+    /// otherwise that is refused before anything starts.
+    pub best_effort: bool,
+    /// The program's stdin, stdout and stderr.
+    pub stdio: StdioMode,
     /// The program and its arguments.
     pub command: Vec<OsString>,
 }
@@ -99,6 +114,17 @@ fn fail(code: i32, message: impl std::fmt::Display) -> RunError {
         code,
         message: message.to_string(),
     }
+}
+
+/// A kernel that cannot enforce a layer, without `--best-effort`.
+fn unenforceable(e: &dyn std::fmt::Display) -> RunError {
+    fail(
+        exit::UNENFORCEABLE,
+        format!(
+            "this kernel cannot enforce the whole sandbox ({e}); refusing to run the program \
+             with less (--best-effort runs it with what the kernel enforces, and says what is missing)"
+        ),
+    )
 }
 
 /// A failure to watch or reap the child, with its cause.
@@ -201,7 +227,14 @@ fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
     let mut sb = Sandbox::new()
         .promises(&opts.promises)
         .map_err(|e| fail(exit::BAD_PROMISE, e))?
-        .violation(opts.violation);
+        .violation(opts.violation)
+        // Fail closed: a kernel without a layer is refused by `prepare`,
+        // before anything is restricted or started.
+        .policy(if opts.best_effort {
+            Policy::BestEffort
+        } else {
+            Policy::Require
+        });
     if !sb.promise_set().contains(super::Promise::Stdio) {
         return Err(fail(
             exit::BAD_PROMISE,
@@ -332,6 +365,16 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     let Some(program) = opts.command.first() else {
         return Err(fail(exit::NOT_FOUND, "no command given"));
     };
+    // Without -u, root's program would run as uid 0: capabilities dropped,
+    // but still the owner of every root file (chmod, for one, is outside
+    // Landlock's reach) and of every root process (prlimit64, kill under
+    // `proc`). Root names the user; nobody is the usual choice.
+    if opts.user.is_none() && rustix::process::geteuid().is_root() {
+        return Err(fail(
+            exit::BAD_USER,
+            "running as root: say which user the program runs as, e.g. -u nobody",
+        ));
+    }
     let program = resolve(Path::new(program))?;
     let identity = match (&opts.user, &opts.group) {
         (None, None) => None,
@@ -344,44 +387,69 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
             Some(Identity::user_group(&me, g).map_err(|e| fail(exit::BAD_USER, e))?)
         }
     };
+    if let (Some(id), Some(user)) = (&identity, &opts.user)
+        && id.uid() == 0
+    {
+        return Err(fail(
+            exit::BAD_USER,
+            format!("refusing to run the program as root ({user} is uid 0); use e.g. -u nobody"),
+        ));
+    }
     // Prepared here, in privfork itself: a bad unveil or a kernel that
     // cannot enforce is reported before any fork.
     let sb = sandbox(opts, &program)?
         .prepare_exec_once()
         .map_err(|e| match e {
+            SandboxError::Unveil(UnveilError::Landlock(_)) if !opts.best_effort => {
+                unenforceable(&e)
+            }
             SandboxError::Unveil(_) => fail(exit::BAD_UNVEIL, e),
+            SandboxError::Step { .. } if !opts.best_effort => unenforceable(&e),
             e => fail(exit::SANDBOX, e),
         })?;
     let log = opts.violation == Violation::Log;
+    let sys_fail =
+        |what: &str, e: &dyn std::fmt::Display| fail(exit::SANDBOX, format!("{what}: {e}"));
+    let (child_stdio, mut relay) =
+        relay::plan(opts.stdio).map_err(|e| sys_fail("setting up the program's stdio", &e))?;
+    // Events, not handlers: SIGCHLD (orphans to reap) and the signals that
+    // would end privfork (forwarded to the program). Blocked before the
+    // fork, so nothing reaps the child behind its handle's back; the
+    // child's setup empties its mask again.
+    let signals = Signals::new(&[Signal::CHILD, Signal::INT, Signal::TERM, Signal::HUP])
+        .map_err(|e| sys_fail("signalfd", &e))?;
+    // Orphaned descendants come back to privfork, to be killed at the end.
+    reap::become_subreaper().map_err(|e| sys_fail("prctl(PR_SET_CHILD_SUBREAPER)", &e))?;
     let (parent_end, child_end) = rustix::net::socketpair(
         rustix::net::AddressFamily::UNIX,
         rustix::net::SocketType::STREAM,
         rustix::net::SocketFlags::CLOEXEC,
         None,
     )
-    .map_err(|e| fail(exit::SANDBOX, format!("socketpair: {e}")))?;
+    .map_err(|e| sys_fail("socketpair", &e))?;
     let parent = rustix::process::getpid();
     let child = match sys::fork() {
         Ok(Forked::Parent(pid)) => pid,
         Ok(Forked::Child(token)) => {
             drop(parent_end);
-            let code = child(
-                &token,
-                parent,
-                identity.as_ref(),
-                &sb,
-                child_end,
-                &program,
+            let launch = Launch {
+                identity: identity.as_ref(),
+                sb: &sb,
+                stdio: &child_stdio,
+                program: &program,
                 opts,
-            );
+            };
+            let code = child(&token, parent, &launch, child_end);
             sys::exit_immediately(code)
         }
         Err(e) => return Err(fail(exit::SANDBOX, format!("fork: {e:?}"))),
     };
     drop(child_end);
+    // privfork's copies of the program's pipe ends: only the program's
+    // processes hold them now.
+    drop(child_stdio);
     // Killed and reaped if anything below returns early.
     let mut child = Child::after_fork(child).map_err(process_fail)?;
-    let child_pid = child.pid();
     // The child sends the listener once sandboxed; EOF if it failed first.
     let mut buf = [0u8; 1];
     let mut cmsg = FdRecvBuffer::new(1);
@@ -390,15 +458,107 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
         _ => None,
     };
     drop(parent_end);
-    if let Some(listener) = listener {
-        let mut stderr = std::io::stderr();
-        let out: Option<&mut dyn Write> = if log { Some(&mut stderr) } else { None };
-        if let Err(e) = exec_once::supervise(listener, child_pid, out) {
-            let _ = writeln!(std::io::stderr(), "privfork: supervising the program: {e}");
+    let watched = watch(&mut child, listener, &signals, &mut relay, log);
+    if watched.is_err() {
+        let _ = child.kill_and_wait();
+    }
+    // The program is gone: so is everything it started.
+    let reaped = reap::kill_descendants();
+    relay.finish();
+    reaped.map_err(|e| sys_fail("killing the program's remaining processes", &e))?;
+    Ok(watched?.shell_code())
+}
+
+/// privfork's event loop while the program runs: the seccomp listener (the
+/// one exec; every refused call in log mode), the program's pidfd, signals
+/// and the relayed output. Returns the program's status once it has
+/// exited (the rest of its processes may still run).
+fn watch(
+    child: &mut Child,
+    mut listener: Option<OwnedFd>,
+    signals: &Signals,
+    relay: &mut relay::Relay,
+    log: bool,
+) -> Result<ExitStatus, RunError> {
+    const LISTENER: usize = 0;
+    const CHILD: usize = 1;
+    const SIGNALS: usize = 2;
+    const RELAY: usize = 10;
+    let loop_fail =
+        |e: std::io::Error| fail(exit::SANDBOX, format!("supervising the program: {e}"));
+    let mut supervisor = exec_once::Supervisor::new(child.pid(), log);
+    let mut forwarded = Vec::new();
+    loop {
+        let ready: Vec<(usize, Readiness)> = {
+            let mut poller = Poller::<8>::new();
+            if let Some(l) = &listener {
+                poller.add(l, Interest::READABLE, LISTENER);
+            }
+            poller.add(&*child, Interest::READABLE, CHILD);
+            poller.add(signals, Interest::READABLE, SIGNALS);
+            relay.register(&mut poller, RELAY);
+            poller.wait(None).map_err(loop_fail)?;
+            poller.ready().collect()
+        };
+        relay.on_ready(&ready, RELAY);
+        for &(token, readiness) in &ready {
+            match token {
+                LISTENER => {
+                    let Some(l) = &listener else { continue };
+                    // Not readable (hung up): no process uses the filter.
+                    let keep = readiness.is_readable() && {
+                        let mut stderr = std::io::stderr();
+                        let out: Option<&mut dyn Write> =
+                            if log { Some(&mut stderr) } else { None };
+                        supervisor.on_readable(l.as_fd(), out).map_err(loop_fail)?
+                    };
+                    if !keep {
+                        listener = None;
+                    }
+                }
+                SIGNALS => {
+                    while let Some(info) = signals.read().map_err(loop_fail)? {
+                        if info.signal == libc::SIGCHLD {
+                            reap::reap_orphans(child.pid());
+                            continue;
+                        }
+                        // Passed on to the program's process group, as a
+                        // terminal would (the program leads it: setsid);
+                        // the same signal a second time kills the program.
+                        if forwarded.contains(&info.signal) {
+                            let _ = child.kill();
+                            continue;
+                        }
+                        forwarded.push(info.signal);
+                        let sig = Signal::from_named_raw(info.signal).unwrap_or(Signal::KILL);
+                        // The program is not reaped yet: its pid, and so
+                        // its group's id, cannot have been reused.
+                        match i32::try_from(child.pid()).ok().and_then(Pid::from_raw) {
+                            Some(group) => {
+                                let _ = rustix::process::kill_process_group(group, sig);
+                            }
+                            None => {
+                                let _ = child.signal(sig);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(status) = child.try_wait().map_err(process_fail)? {
+            return Ok(status);
         }
     }
-    let status = child.wait().map_err(process_fail)?;
-    Ok(status.shell_code())
+}
+
+/// What the child sets up and executes.
+struct Launch<'a> {
+    identity: Option<&'a Identity>,
+    sb: &'a PreparedSandbox,
+    stdio: &'a relay::ChildStdio,
+    program: &'a Path,
+    opts: &'a RunOptions,
 }
 
 /// The child: the child-setup routine (with the prepared sandbox), the
@@ -414,12 +574,16 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
 fn child(
     token: &sys::ChildToken,
     parent: rustix::process::Pid,
-    identity: Option<&Identity>,
-    sb: &PreparedSandbox,
+    launch: &Launch<'_>,
     sock: OwnedFd,
-    program: &Path,
-    opts: &RunOptions,
 ) -> i32 {
+    let Launch {
+        identity,
+        sb,
+        stdio,
+        program,
+        opts,
+    } = *launch;
     let say = |code: i32, msg: &dyn std::fmt::Display| {
         let _ = writeln!(std::io::stderr(), "privfork: {msg}");
         code
@@ -430,6 +594,8 @@ fn child(
     let rlimits = [(rustix::process::Resource::Memlock, 8 << 20)];
     let setup = Setup {
         parent: Some(parent),
+        // The pipes of the relay (or /dev/null) at 0-2.
+        stdio: stdio.borrowed(),
         // No fd the caller left open reaches the program (Landlock does
         // not govern fds opened before it): all above stderr close at exec.
         fds: Fds::CloseOnExec,
@@ -447,6 +613,9 @@ fn child(
             return say(exit::PRIVDROP, &msg);
         }
         Err(SetupError::Sandbox(e @ SandboxError::Unveil(_))) => return say(exit::BAD_UNVEIL, &e),
+        Err(SetupError::Sandbox(e @ SandboxError::NotFullyEnforced { .. })) => {
+            return say(exit::UNENFORCEABLE, &unenforceable(&e));
+        }
         Err(e) => return say(exit::SANDBOX, &e),
     };
     let report = applied.report;

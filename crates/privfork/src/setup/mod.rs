@@ -9,7 +9,7 @@
 //! | stage | what | why here |
 //! |---|---|---|
 //! | [`SetupStep::SignalMask`] | empty signal mask, the parent's handlers reset to default | the parent's code must not run on a signal |
-//! | [`SetupStep::NullFds`] | every inherited fd but the kept ones reaches `/dev/null` (or closes at exec) | nothing of the parent stays reachable |
+//! | [`SetupStep::NullFds`] | the given fds placed at 0–2 (`privfork run`'s pipes), then every inherited fd but the kept ones reaches `/dev/null` (or closes at exec) | nothing of the parent stays reachable |
 //! | [`SetupStep::Environment`] | environment emptied or set | no secret of the caller's environment leaks |
 //! | [`SetupStep::Session`] | `setsid`: a new session, no controlling terminal | no way back to the caller's terminal (`/dev/tty`, `TIOCSTI`) |
 //! | [`SetupStep::Keyring`] | a fresh anonymous session keyring | keys of the caller's session are no longer possessed |
@@ -47,7 +47,7 @@ mod isolate;
 mod limits;
 
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 
 use rustix::process::Pid;
 use rustix::thread::CapabilitySet;
@@ -230,6 +230,9 @@ pub(crate) struct Setup<'a> {
     /// The parent's pid, saved before the fork; `None`: no parent to die
     /// with (a process sandboxing itself).
     pub(crate) parent: Option<Pid>,
+    /// Fds placed at 0, 1 and 2 (`dup2`) before the others are handled
+    /// (`None`: that one stays as inherited).
+    pub(crate) stdio: [Option<BorrowedFd<'a>>; 3],
     pub(crate) fds: Fds<'a>,
     /// `None`: unchanged.
     pub(crate) env: Option<&'a Environment>,
@@ -250,6 +253,7 @@ impl Default for Setup<'_> {
     fn default() -> Self {
         Self {
             parent: None,
+            stdio: [None; 3],
             fds: Fds::Keep,
             env: None,
             isolate: false,
@@ -316,6 +320,54 @@ impl Setup<'_> {
         Ok(applied)
     }
 
+    /// `dup2`s the given fds onto 0, 1 and 2 (which lose close-on-exec).
+    fn place_stdio(&self) -> io::Result<()> {
+        let [stdin, stdout, stderr] = self.stdio;
+        if let Some(fd) = stdin {
+            rustix::stdio::dup2_stdin(fd)?;
+        }
+        if let Some(fd) = stdout {
+            rustix::stdio::dup2_stdout(fd)?;
+        }
+        if let Some(fd) = stderr {
+            rustix::stdio::dup2_stderr(fd)?;
+        }
+        Ok(())
+    }
+
+    /// The fds the process inherited: kept, pointed at `/dev/null`, or
+    /// closed at exec (see [`Fds`]).
+    fn null_fds(&self, child: Option<&ChildToken>) -> Result<(), SetupError> {
+        let step = SetupStep::NullFds;
+        let fail = |source: io::Error| SetupError::Step { step, source };
+        let token = || child.ok_or(SetupError::NeedsChild { step });
+        match self.fds {
+            Fds::Keep => {}
+            Fds::Null {
+                inherited,
+                devnull,
+                keep,
+                stdio,
+            } => {
+                // The prepared sandbox's ruleset stays too, for the
+                // Landlock stage (on the stack: no allocation here).
+                let mut all = [-1; 8];
+                let n = keep.len();
+                if n >= all.len() {
+                    return Err(fail(io::Error::other("more than 7 fds to keep")));
+                }
+                all[..n].copy_from_slice(keep);
+                all[n] = self
+                    .sandbox
+                    .and_then(PreparedSandbox::ruleset_fd)
+                    .unwrap_or(-1);
+                sys::null_fds(token()?, inherited, devnull, &all[..=n], stdio).map_err(fail)?;
+            }
+            Fds::CloseOnExec => sys::cloexec_above_stderr(token()?).map_err(fail)?,
+        }
+        Ok(())
+    }
+
     fn stage(
         &self,
         step: SetupStep,
@@ -327,30 +379,10 @@ impl Setup<'_> {
         let report = &mut applied.report;
         match step {
             SetupStep::SignalMask if self.isolate => isolate::signals(token()?).map_err(fail)?,
-            SetupStep::NullFds => match self.fds {
-                Fds::Keep => {}
-                Fds::Null {
-                    inherited,
-                    devnull,
-                    keep,
-                    stdio,
-                } => {
-                    // The prepared sandbox's ruleset stays too, for the
-                    // Landlock stage (on the stack: no allocation here).
-                    let mut all = [-1; 8];
-                    let n = keep.len();
-                    if n >= all.len() {
-                        return Err(fail(io::Error::other("more than 7 fds to keep")));
-                    }
-                    all[..n].copy_from_slice(keep);
-                    all[n] = self
-                        .sandbox
-                        .and_then(PreparedSandbox::ruleset_fd)
-                        .unwrap_or(-1);
-                    sys::null_fds(token()?, inherited, devnull, &all[..=n], stdio).map_err(fail)?;
-                }
-                Fds::CloseOnExec => sys::cloexec_above_stderr(token()?).map_err(fail)?,
-            },
+            SetupStep::NullFds => {
+                self.place_stdio().map_err(fail)?;
+                self.null_fds(child)?;
+            }
             SetupStep::Environment => {
                 if let Some(env) = self.env {
                     isolate::environment(token()?, env);
