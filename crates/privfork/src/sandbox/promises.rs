@@ -44,6 +44,10 @@ pub enum Promise {
     Unix,
     /// UDP sockets for name resolution.
     Dns,
+    /// Serving connections accepted on listeners the process was handed:
+    /// `accept`, and the socket options of an accepted connection — no
+    /// `socket`, `connect`, `bind` or `listen` (not an OpenBSD promise).
+    Accept,
     /// Creating processes, signals to others, process groups.
     Proc,
     /// Executing programs.
@@ -75,6 +79,7 @@ pub const ALL: &[(Promise, &str)] = &[
     (Promise::Inet, "inet"),
     (Promise::Unix, "unix"),
     (Promise::Dns, "dns"),
+    (Promise::Accept, "accept"),
     (Promise::Proc, "proc"),
     (Promise::Exec, "exec"),
     (Promise::Id, "id"),
