@@ -321,12 +321,15 @@ pub(crate) fn add(r: &mut Rules, p: Promise) {
 /// Read-only opens are allowed (Landlock limits which files), and `mmap`
 /// with `PROT_EXEC` of a file (never of anonymous memory, never writable,
 /// never through `mprotect`): a private writable+executable mapping of any
-/// readable file would be as good as executable anonymous memory.
+/// readable file would be as good as executable anonymous memory. And
+/// `readlink`, with which the loader finds the program's `$ORIGIN` in
+/// `/proc/self/exe` (of any path: the path is behind a pointer).
 pub(crate) fn add_loader(r: &mut Rules) {
     for row in [
         &table::READ_ONLY_OPENAT,
         &table::READ_ONLY_OPEN,
         &table::LOADER_MMAP,
+        &table::LOADER_READLINK,
     ] {
         add_row(r, row);
     }

@@ -148,7 +148,9 @@ pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<Soft> {
         }
     }
     if !promises.contains(Rpath) {
-        // The dynamic loader checks /etc/ld.so.preload with access().
+        // The dynamic loader checks /etc/ld.so.preload with access(). With
+        // the loader rules, readlink is allowed (the loader's $ORIGIN), so
+        // it is not answered here: this filter's error would win.
         for nr in [
             libc::SYS_getcwd,
             libc::SYS_readlink,
@@ -157,6 +159,9 @@ pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<Soft> {
             libc::SYS_faccessat,
             libc::SYS_faccessat2,
         ] {
+            if loader && super::table::LOADER_READLINK.calls.contains(&nr) {
+                continue;
+            }
             v.push(Soft::any(nr, libc::EACCES));
         }
     }
@@ -476,6 +481,26 @@ mod tests {
             }
         }
         assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    /// Under stdio alone, readlink is a soft refusal (EACCES); with the
+    /// loader rules it is allowed, by the allowlist and the soft filter
+    /// both (the loader's $ORIGIN).
+    #[test]
+    fn the_loader_rules_allow_readlink() {
+        let p = Promises::parse("stdio").unwrap();
+        for nr in [libc::SYS_readlink, libc::SYS_readlinkat] {
+            let args = [ADDR, ADDR, 64, 0, 0, 0];
+            let soft = soft_filter(&soft_refusals(&p, false));
+            assert_eq!(evaluate(&soft, nr, args), RET_ERRNO | libc::EACCES as u32);
+            let soft = soft_filter(&soft_refusals(&p, true));
+            assert_eq!(evaluate(&soft, nr, args), RET_ALLOW);
+            let allow = allowlist(&p, Violation::Kill, true, &|r| {
+                crate::sandbox::promises::add_loader(r)
+            })
+            .unwrap();
+            assert_eq!(evaluate(&allow, nr, args), RET_ALLOW);
+        }
     }
 
     #[test]

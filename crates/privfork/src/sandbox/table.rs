@@ -880,6 +880,21 @@ pub(crate) const LOADER_MMAP: Row = Row {
     why: "the dynamic loader of privfork run",
 };
 
+/// The dynamic loader's `readlink("/proc/self/exe")`, with which it finds
+/// the program's `$ORIGIN` (glibc 2.36 calls `readlink`; `readlinkat`, the
+/// same capability, for C libraries that use it), for `privfork run` of a
+/// dynamically linked program; in no promise. The path is behind a
+/// pointer, so this is readlink of any path — a metadata leak like
+/// `stat`'s, which `stdio` already allows; Landlock does not govern
+/// readlink either.
+pub(crate) const LOADER_READLINK: Row = Row {
+    promise: Rpath,
+    calls: &[SYS_readlink, SYS_readlinkat],
+    args: &[],
+    openbsd: "",
+    why: "the dynamic loader of privfork run finds $ORIGIN",
+};
+
 /// Access mode and flags a read-only open may not carry (`O_TMPFILE`
 /// without its `O_DIRECTORY` bit, which plain directory opens carry).
 pub(crate) const O_READ_MASK: i32 = O_ACCMODE | O_CREAT | O_TRUNC | (O_TMPFILE & !O_DIRECTORY);
