@@ -24,7 +24,7 @@ use support::require_root;
 const CASE: &str = "--privfork-case";
 
 fn worker_sandbox() -> Result<Sandbox, privfork::sandbox::SandboxError> {
-    Sandbox::new().promises("stdio inet")
+    Sandbox::new().promises("stdio accept")
 }
 
 const WORKER: Role = Role {

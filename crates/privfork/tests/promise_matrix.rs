@@ -8,7 +8,11 @@
 //! promise table; the Landlock verdict is the ruleset's (the unveiled
 //! directory, no TCP port allowed, the scopes) whatever the promises.
 //! Files are world-readable ones the test creates, inside and outside the
-//! unveiled directory. Network operations use 127.0.0.1 only.
+//! unveiled directory. Network operations use 127.0.0.1 only. Operations
+//! on sockets handed to a worker (made before the sandbox: a listener with
+//! a client waiting, an unconnected TCP and an unconnected UDP socket) run
+//! in a plain forked child as nobody instead, since fork-as hands its child
+//! no fd.
 
 mod support;
 
@@ -24,12 +28,40 @@ use support::{TempDir, require_root};
 const NOBODY: u32 = 65534;
 
 /// What the operations work on.
-#[derive(Clone)]
 struct World {
     inside: PathBuf,
     outside: PathBuf,
     victim: libc::pid_t,
+    /// A TCP listener on 127.0.0.1, made before any sandbox: the one a
+    /// worker is handed.
+    listener: std::net::TcpListener,
     port: u16,
+    /// Sockets handed to the child, fresh for each run.
+    handed: Handed,
+}
+
+/// Sockets made before the sandbox, as a worker may be handed them: the
+/// refusals of `connect` and `bind` on them are the promises', not a
+/// missing `socket()`. Made anew for each run (a connect in one run would
+/// leave the next one a connected socket).
+struct Handed {
+    /// An unconnected, unbound TCP socket.
+    tcp: OwnedFd,
+    /// An unconnected, unbound UDP socket.
+    udp: OwnedFd,
+    /// A client connected to the listener, waiting in its backlog to be
+    /// accepted.
+    _client: std::net::TcpStream,
+}
+
+impl Handed {
+    fn new(port: u16) -> Self {
+        Self {
+            tcp: socket(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap(),
+            udp: socket(libc::AF_INET, libc::SOCK_DGRAM, 0).unwrap(),
+            _client: std::net::TcpStream::connect(("127.0.0.1", port)).unwrap(),
+        }
+    }
 }
 
 /// An operation: its name, promises it needs besides stdio (to get as far
@@ -106,6 +138,75 @@ fn tcp_connect(w: &World, fastopen: bool) -> i32 {
             libc::c_long::from(libc::connect(s.as_raw_fd(), ptr, SIN_LEN))
         }
     })
+}
+
+fn connect_to(s: &OwnedFd, port: u16) -> i32 {
+    let addr = loopback(port);
+    // SAFETY: `addr` is a live sockaddr_in of SIN_LEN bytes.
+    rc(libc::c_long::from(unsafe {
+        libc::connect(s.as_raw_fd(), (&raw const addr).cast(), SIN_LEN)
+    }))
+}
+
+fn bind_to_any_port(s: &OwnedFd) -> i32 {
+    let addr = loopback(0);
+    // SAFETY: `addr` is a live sockaddr_in of SIN_LEN bytes.
+    rc(libc::c_long::from(unsafe {
+        libc::bind(s.as_raw_fd(), (&raw const addr).cast(), SIN_LEN)
+    }))
+}
+
+/// Accepts the waiting client on the handed listener (as std and tokio
+/// do: `accept4` with SOCK_CLOEXEC, and SOCK_NONBLOCK) and answers it.
+fn accept_and_answer(w: &World) -> i32 {
+    let flags = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+    // SAFETY: NULL address and length: the peer's address is not wanted.
+    let fd = unsafe {
+        libc::accept4(
+            w.listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            flags,
+        )
+    };
+    if fd < 0 {
+        return errno();
+    }
+    // SAFETY: a fresh fd from accept4(2).
+    let conn = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: one byte of a static.
+    rc(unsafe { libc::write(conn.as_raw_fd(), b"x".as_ptr().cast(), 1) } as libc::c_long)
+}
+
+/// `sendmsg` with a destination (`msg_name`) on the handed unconnected UDP
+/// socket.
+fn sendmsg_to(s: &OwnedFd, port: u16) -> i32 {
+    let mut addr = loopback(port);
+    let mut iov = libc::iovec {
+        iov_base: b"x".as_ptr().cast_mut().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: all-zero is a valid msghdr.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&raw mut addr).cast();
+    msg.msg_namelen = SIN_LEN;
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: `msg` points at live locals; the kernel only reads them.
+    rc(unsafe { libc::sendmsg(s.as_raw_fd(), &msg, 0) } as libc::c_long)
+}
+
+fn setsockopt_int(s: &OwnedFd, level: i32, name: i32, value: i32) -> i32 {
+    // SAFETY: `value` is a live c_int of the length given.
+    rc(libc::c_long::from(unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    }))
 }
 
 fn socketpair(kind: i32) -> Result<[OwnedFd; 2], i32> {
@@ -263,11 +364,54 @@ const OPS: &[Op] = &[
          run: |_| sys(libc::SYS_personality, [0xffff_ffff, 0, 0, 0]) },
 ];
 
+/// Operations on sockets handed to the child (see `Handed`), run by
+/// [`run_handed`]: under `accept` a worker can accept and answer on its
+/// listener and set an accepted connection's options, but not connect
+/// (TCP or UDP), bind, listen or address a datagram with `sendto`.
+#[rustfmt::skip]
+const HANDED_OPS: &[Op] = &[
+    Op { name: "accept_on_handed_listener", needs: "", by: &["inet", "unix", "accept"], landlock_refuses: false,
+         run: accept_and_answer },
+    Op { name: "connect_handed_tcp", needs: "", by: &["inet", "unix", "dns"], landlock_refuses: true,
+         run: |w| connect_to(&w.handed.tcp, w.port) },
+    Op { name: "connect_handed_udp", needs: "", by: &["inet", "unix", "dns"], landlock_refuses: false,
+         run: |w| connect_to(&w.handed.udp, w.port) },
+    Op { name: "bind_handed_tcp", needs: "", by: &["inet", "unix"], landlock_refuses: true,
+         run: |w| bind_to_any_port(&w.handed.tcp) },
+    Op { name: "bind_handed_udp", needs: "", by: &["inet", "unix"], landlock_refuses: false,
+         run: |w| bind_to_any_port(&w.handed.udp) },
+    Op { name: "listen_handed_tcp", needs: "", by: &["inet", "unix"], landlock_refuses: false,
+         // SAFETY: integer arguments.
+         run: |w| rc(libc::c_long::from(unsafe { libc::listen(w.handed.tcp.as_raw_fd(), 1) })) },
+    Op { name: "sendto_handed_udp", needs: "", by: &["inet", "unix", "dns"], landlock_refuses: false,
+         run: |w| {
+             let addr = loopback(w.port);
+             // SAFETY: a live sockaddr_in and one byte of a static.
+             rc(unsafe { libc::sendto(w.handed.udp.as_raw_fd(), b"x".as_ptr().cast(), 1, 0,
+                 (&raw const addr).cast(), SIN_LEN) } as libc::c_long)
+         } },
+    // The documented gap of stdio (docs/sandbox.md, differences):
+    // msg_name is behind a pointer, so an unconnected datagram socket the
+    // process was handed can still address through sendmsg.
+    Op { name: "sendmsg_handed_udp_with_address", needs: "", by: &["stdio"], landlock_refuses: false,
+         run: |w| sendmsg_to(&w.handed.udp, w.port) },
+    Op { name: "setsockopt_nodelay", needs: "", by: &["inet", "unix", "accept"], landlock_refuses: false,
+         run: |w| setsockopt_int(&w.handed.tcp, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1) },
+    Op { name: "setsockopt_reuseport", needs: "", by: &["inet", "unix"], landlock_refuses: false,
+         run: |w| setsockopt_int(&w.handed.tcp, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1) },
+];
+
 fn main() {
     let cases: Vec<support::Case> = OPS
         .iter()
         .enumerate()
         .map(|(i, op)| (op.name, CASES[i]))
+        .chain(
+            HANDED_OPS
+                .iter()
+                .enumerate()
+                .map(|(i, op)| (op.name, HANDED_CASES[i])),
+        )
         .chain([(
             "tiocsti_refused_under_every_promise",
             tiocsti_refused_under_every_promise as fn(),
@@ -281,6 +425,18 @@ macro_rules! cases {
 }
 const CASES: [fn(); 31] =
     cases!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30);
+const HANDED_CASES: [fn(); 10] = [
+    || check_with(&HANDED_OPS[0], run_handed),
+    || check_with(&HANDED_OPS[1], run_handed),
+    || check_with(&HANDED_OPS[2], run_handed),
+    || check_with(&HANDED_OPS[3], run_handed),
+    || check_with(&HANDED_OPS[4], run_handed),
+    || check_with(&HANDED_OPS[5], run_handed),
+    || check_with(&HANDED_OPS[6], run_handed),
+    || check_with(&HANDED_OPS[7], run_handed),
+    || check_with(&HANDED_OPS[8], run_handed),
+    || check_with(&HANDED_OPS[9], run_handed),
+];
 
 /// A process as nobody outside any sandbox: the target of the operations
 /// on other pids. Killed and reaped on drop.
@@ -342,7 +498,12 @@ enum Verdict {
     Killed(i32),
 }
 
-fn run_as_nobody(sandbox: Option<&Sandbox>, op: &Op, w: &World) -> Verdict {
+/// How an operation is run as nobody, under the sandbox if one is given.
+type Runner = fn(Option<&Sandbox>, &Op, &mut World) -> Verdict;
+
+/// Runs an operation in a fork-as child as nobody.
+fn run_as_nobody(sandbox: Option<&Sandbox>, op: &Op, w: &mut World) -> Verdict {
+    let w: &World = w;
     // Fresh files for each run: create/mkfifo must not find last run's.
     for d in [&w.inside, &w.outside] {
         for f in ["new", "fifo"] {
@@ -366,25 +527,80 @@ fn run_as_nobody(sandbox: Option<&Sandbox>, op: &Op, w: &World) -> Verdict {
     }
 }
 
+/// As [`run_as_nobody`], for operations on sockets handed to the child: a
+/// plain fork, which keeps the caller's fds (fork-as points every one of
+/// them at `/dev/null`), drops to nobody and applies the sandbox itself,
+/// as a worker handed its listener does. The operation's errno is the
+/// exit code; 200 and above are failures of the harness.
+fn run_handed(sandbox: Option<&Sandbox>, op: &Op, w: &mut World) -> Verdict {
+    w.handed = Handed::new(w.port);
+    let w: &World = w;
+    let prepared = sandbox.map(|s| s.prepare().unwrap());
+    // SAFETY: single-threaded case process; the child ends in _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let code = std::panic::catch_unwind(|| {
+            // SAFETY: integer arguments (no supplementary group list).
+            let dropped = unsafe {
+                libc::setgroups(0, std::ptr::null()) == 0
+                    && libc::setresgid(NOBODY, NOBODY, NOBODY) == 0
+                    && libc::setresuid(NOBODY, NOBODY, NOBODY) == 0
+            };
+            if !dropped {
+                return 200;
+            }
+            if let Some(p) = &prepared
+                && p.apply_to_self().is_err()
+            {
+                return 201;
+            }
+            (op.run)(w)
+        })
+        .unwrap_or(202);
+        // SAFETY: ends the child without unwinding into the runner.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: `status` is a live local; `pid` is our unreaped child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    if libc::WIFSIGNALED(status) {
+        return Verdict::Killed(libc::WTERMSIG(status));
+    }
+    match libc::WEXITSTATUS(status) {
+        0 => Verdict::Allowed,
+        c @ 200.. => panic!("{}: harness failure {c}", op.name),
+        e => Verdict::Errno(e),
+    }
+}
+
 fn check(op: &Op) {
+    check_with(op, run_as_nobody);
+}
+
+fn check_with(op: &Op, run: Runner) {
     require_root();
     let inside = world_dir("matrix-in");
     let outside = world_dir("matrix-out");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let victim = Victim::start();
-    let w = World {
+    let port = listener.local_addr().unwrap().port();
+    let mut w = World {
         inside: inside.path().to_owned(),
         outside: outside.path().to_owned(),
         victim: victim.0,
-        port: listener.local_addr().unwrap().port(),
+        listener,
+        port,
+        handed: Handed::new(port),
     };
     // The positive control: unsandboxed, the operation works.
     assert_eq!(
-        run_as_nobody(None, op, &w),
+        run(None, op, &mut w),
         Verdict::Allowed,
         "control: {} fails without a sandbox",
         op.name
     );
+    let unveil = format!("rwc:{}", w.inside.display());
     let mut wrong = Vec::new();
     let mut sets = vec![("stdio".to_owned(), op.by.contains(&"stdio"))];
     for (_, name) in ALL {
@@ -397,11 +613,11 @@ fn check(op: &Op) {
             Sandbox::new()
                 .promises(&promises)
                 .unwrap()
-                .unveil(&format!("rwc:{}", w.inside.display()))
+                .unveil(&unveil)
                 .unwrap()
                 .layers(layers)
         };
-        let seccomp = run_as_nobody(Some(&sandbox(Layers::SeccompOnly)), op, &w);
+        let seccomp = run(Some(&sandbox(Layers::SeccompOnly)), op, &mut w);
         if (seccomp == Verdict::Allowed) != seccomp_allows {
             wrong.push(format!("seccomp alone, {promises:?}: {seccomp:?}"));
         }
@@ -426,16 +642,15 @@ fn check(op: &Op) {
         let sb = Sandbox::new()
             .promises(&promises)
             .unwrap()
-            .unveil(&format!("rwc:{}", w.inside.display()))
+            .unveil(&unveil)
             .unwrap()
             .layers(Layers::LandlockOnly);
-        let landlock = run_as_nobody(Some(&sb), op, &w);
+        let landlock = run(Some(&sb), op, &mut w);
         if (landlock != Verdict::Allowed) != op.landlock_refuses {
             wrong.push(format!("Landlock alone, {promises:?}: {landlock:?}"));
         }
     }
     assert!(wrong.is_empty(), "{}: {wrong:#?}", op.name);
-    drop(listener);
 }
 
 /// TIOCSTI (pushing input into a terminal) stays refused under every

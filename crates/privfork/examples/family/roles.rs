@@ -36,7 +36,7 @@ fn worker_sandbox() -> Result<Sandbox, SandboxError> {
 }
 
 /// The worker's promises.
-pub const WORKER_PROMISES: &str = "stdio inet";
+pub const WORKER_PROMISES: &str = "stdio accept";
 
 pub static ROLES: &[Role] = &[
     Role {

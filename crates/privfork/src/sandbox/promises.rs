@@ -44,6 +44,10 @@ pub enum Promise {
     Unix,
     /// UDP sockets for name resolution.
     Dns,
+    /// Serving connections accepted on listeners the process was handed:
+    /// `accept`, and the socket options of an accepted connection — no
+    /// `socket`, `connect`, `bind` or `listen` (not an OpenBSD promise).
+    Accept,
     /// Creating processes, signals to others, process groups.
     Proc,
     /// Executing programs.
@@ -75,6 +79,7 @@ pub const ALL: &[(Promise, &str)] = &[
     (Promise::Inet, "inet"),
     (Promise::Unix, "unix"),
     (Promise::Dns, "dns"),
+    (Promise::Accept, "accept"),
     (Promise::Proc, "proc"),
     (Promise::Exec, "exec"),
     (Promise::Id, "id"),
@@ -316,12 +321,15 @@ pub(crate) fn add(r: &mut Rules, p: Promise) {
 /// Read-only opens are allowed (Landlock limits which files), and `mmap`
 /// with `PROT_EXEC` of a file (never of anonymous memory, never writable,
 /// never through `mprotect`): a private writable+executable mapping of any
-/// readable file would be as good as executable anonymous memory.
+/// readable file would be as good as executable anonymous memory. And
+/// `readlink`, with which the loader finds the program's `$ORIGIN` in
+/// `/proc/self/exe` (of any path: the path is behind a pointer).
 pub(crate) fn add_loader(r: &mut Rules) {
     for row in [
         &table::READ_ONLY_OPENAT,
         &table::READ_ONLY_OPEN,
         &table::LOADER_MMAP,
+        &table::LOADER_READLINK,
     ] {
         add_row(r, row);
     }

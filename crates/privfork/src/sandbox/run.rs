@@ -308,18 +308,6 @@ fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
                 ),
             ));
         }
-        // The loader asks readlink for the program's $ORIGIN; without
-        // rpath that is refused and the loader drops the directory.
-        if r.program_uses_origin && !sb.promise_set().contains(super::Promise::Rpath) {
-            return Err(fail(
-                exit::BAD_PROMISE,
-                format!(
-                    "{}: its RPATH/RUNPATH uses $ORIGIN, which the loader finds with \
-                     readlink(/proc/self/exe): promise rpath to run it",
-                    path.display()
-                ),
-            ));
-        }
         if let Some(i) = &r.interpreter {
             files.insert(i.clone(), true);
         }

@@ -148,7 +148,9 @@ pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<Soft> {
         }
     }
     if !promises.contains(Rpath) {
-        // The dynamic loader checks /etc/ld.so.preload with access().
+        // The dynamic loader checks /etc/ld.so.preload with access(). With
+        // the loader rules, readlink is allowed (the loader's $ORIGIN), so
+        // it is not answered here: this filter's error would win.
         for nr in [
             libc::SYS_getcwd,
             libc::SYS_readlink,
@@ -157,6 +159,9 @@ pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<Soft> {
             libc::SYS_faccessat,
             libc::SYS_faccessat2,
         ] {
+            if loader && super::table::LOADER_READLINK.calls.contains(&nr) {
+                continue;
+            }
             v.push(Soft::any(nr, libc::EACCES));
         }
     }
@@ -398,7 +403,20 @@ mod tests {
             ("sendmsg", SYS_sendmsg, [3, ADDR, i(MSG_NOSIGNAL), 0, 0, 0], &["stdio"]),
             ("sendmsg fastopen", SYS_sendmsg, [3, ADDR, i(MSG_FASTOPEN), 0, 0, 0], &[]),
             ("sendmmsg fastopen", SYS_sendmmsg, [3, ADDR, 1, i(MSG_FASTOPEN), 0, 0], &[]),
-            ("setsockopt nodelay", SYS_setsockopt, [3, i(IPPROTO_TCP), i(TCP_NODELAY), ADDR, 4, 0], &["inet", "unix"]),
+            ("setsockopt nodelay", SYS_setsockopt, [3, i(IPPROTO_TCP), i(TCP_NODELAY), ADDR, 4, 0], &["inet", "unix", "accept"]),
+            ("setsockopt keepidle", SYS_setsockopt, [3, i(IPPROTO_TCP), i(TCP_KEEPIDLE), ADDR, 4, 0], &["inet", "unix", "accept"]),
+            ("setsockopt keepalive", SYS_setsockopt, [3, i(SOL_SOCKET), i(SO_KEEPALIVE), ADDR, 4, 0], &["inet", "unix", "accept"]),
+            ("setsockopt rcvtimeo", SYS_setsockopt, [3, i(SOL_SOCKET), i(SO_RCVTIMEO), ADDR, 16, 0], &["inet", "unix", "accept"]),
+            ("setsockopt bindtodevice", SYS_setsockopt, [3, i(SOL_SOCKET), i(SO_BINDTODEVICE), ADDR, 4, 0], &["inet", "unix"]),
+            ("setsockopt reuseport", SYS_setsockopt, [3, i(SOL_SOCKET), i(SO_REUSEPORT), ADDR, 4, 0], &["inet", "unix"]),
+            ("setsockopt tcp_ulp", SYS_setsockopt, [3, i(IPPROTO_TCP), i(TCP_ULP), ADDR, 4, 0], &["inet", "unix"]),
+            ("setsockopt nodelay at ip level", SYS_setsockopt, [3, i(IPPROTO_IP), i(TCP_NODELAY), ADDR, 4, 0], &["inet", "unix"]),
+            ("accept", SYS_accept, [3, ADDR, ADDR, 0, 0, 0], &["inet", "unix", "accept"]),
+            ("accept4 no flags", SYS_accept4, [3, 0, 0, 0, 0, 0], &["inet", "unix", "accept"]),
+            ("accept4 cloexec", SYS_accept4, [3, ADDR, ADDR, i(SOCK_CLOEXEC), 0, 0], &["inet", "unix", "accept"]),
+            ("accept4 cloexec nonblock", SYS_accept4, [3, ADDR, ADDR, i(SOCK_CLOEXEC | SOCK_NONBLOCK), 0, 0], &["inet", "unix", "accept"]),
+            ("accept4 other flag", SYS_accept4, [3, ADDR, ADDR, i(SOCK_CLOEXEC | 1), 0, 0], &["inet", "unix"]),
+            ("accept4 flags high half", SYS_accept4, [3, ADDR, ADDR, 1 << 32 | i(SOCK_CLOEXEC), 0, 0], &["inet", "unix", "accept"]),
             ("setsockopt fastopen connect", SYS_setsockopt, [3, i(IPPROTO_TCP), 30, ADDR, 4, 0], &[]),
             ("bind", SYS_bind, [3, ADDR, 16, 0, 0, 0], &["inet", "unix"]),
             ("connect", SYS_connect, [3, ADDR, 16, 0, 0, 0], &["inet", "unix", "dns"]),
@@ -463,6 +481,26 @@ mod tests {
             }
         }
         assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    /// Under stdio alone, readlink is a soft refusal (EACCES); with the
+    /// loader rules it is allowed, by the allowlist and the soft filter
+    /// both (the loader's $ORIGIN).
+    #[test]
+    fn the_loader_rules_allow_readlink() {
+        let p = Promises::parse("stdio").unwrap();
+        for nr in [libc::SYS_readlink, libc::SYS_readlinkat] {
+            let args = [ADDR, ADDR, 64, 0, 0, 0];
+            let soft = soft_filter(&soft_refusals(&p, false));
+            assert_eq!(evaluate(&soft, nr, args), RET_ERRNO | libc::EACCES as u32);
+            let soft = soft_filter(&soft_refusals(&p, true));
+            assert_eq!(evaluate(&soft, nr, args), RET_ALLOW);
+            let allow = allowlist(&p, Violation::Kill, true, &|r| {
+                crate::sandbox::promises::add_loader(r)
+            })
+            .unwrap();
+            assert_eq!(evaluate(&allow, nr, args), RET_ALLOW);
+        }
     }
 
     #[test]

@@ -103,6 +103,17 @@ const INET_FAMILIES: &[Val] = &[v!(AF_INET), v!(AF_INET6)];
 const TYPE_MASK: Val = v!(SOCK_TYPE_MASK);
 
 const STDIO: &str = "basic I/O, memory, time, signals to self";
+const NO_OPENBSD_ACCEPT: &str = "none: OpenBSD has no accept-only promise (it would need inet)";
+/// The flags `accept4` may carry under `accept`.
+const ACCEPT4_FLAGS: &[Val] = &[
+    Val { v: 0, name: "0" },
+    v!(SOCK_CLOEXEC),
+    v!(SOCK_NONBLOCK),
+    Val {
+        v: (SOCK_CLOEXEC | SOCK_NONBLOCK) as i64,
+        name: "SOCK_CLOEXEC|SOCK_NONBLOCK",
+    },
+];
 const SOCKETS: &str = "sockets of the family";
 
 /// The table. Rows of one promise stay together, in pledge's order.
@@ -661,6 +672,59 @@ pub(crate) static TABLE: &[Row] = &[
         openbsd: "name resolution",
         why: "queries to an address, no MSG_FASTOPEN",
     },
+    // ---- accept (not an OpenBSD promise)
+    Row {
+        promise: Accept,
+        calls: &[SYS_accept],
+        args: &[],
+        openbsd: NO_OPENBSD_ACCEPT,
+        why: "connections on a listener the process was handed (the address argument is only written); creating, binding, connecting or listening on a socket is in no row of accept",
+    },
+    Row {
+        promise: Accept,
+        calls: &[SYS_accept4],
+        args: &[Arg::In(3, ACCEPT4_FLAGS)],
+        openbsd: NO_OPENBSD_ACCEPT,
+        why: "as accept, with the flags std (SOCK_CLOEXEC) and mio/tokio (both) pass; none other",
+    },
+    Row {
+        promise: Accept,
+        calls: &[SYS_setsockopt],
+        args: &[
+            Arg::In(1, &[v!(SOL_SOCKET)]),
+            Arg::In(
+                2,
+                &[
+                    v!(SO_KEEPALIVE),
+                    v!(SO_LINGER),
+                    v!(SO_RCVTIMEO),
+                    v!(SO_SNDTIMEO),
+                    v!(SO_RCVBUF),
+                    v!(SO_SNDBUF),
+                ],
+            ),
+        ],
+        openbsd: NO_OPENBSD_ACCEPT,
+        why: "what std, tokio and socket2 set on an accepted connection (keep-alive, linger, timeouts, buffers); not SO_BINDTODEVICE, SO_ATTACH_FILTER, SO_REUSEPORT and the rest",
+    },
+    Row {
+        promise: Accept,
+        calls: &[SYS_setsockopt],
+        args: &[
+            Arg::In(1, &[v!(IPPROTO_TCP)]),
+            Arg::In(
+                2,
+                &[
+                    v!(TCP_NODELAY),
+                    v!(TCP_KEEPIDLE),
+                    v!(TCP_KEEPINTVL),
+                    v!(TCP_KEEPCNT),
+                ],
+            ),
+        ],
+        openbsd: NO_OPENBSD_ACCEPT,
+        why: "Nagle (axum sets TCP_NODELAY) and keep-alive timing; not TCP_FASTOPEN_CONNECT, TCP_ULP or TCP_REPAIR",
+    },
     // ---- proc
     Row {
         promise: Proc,
@@ -814,6 +878,21 @@ pub(crate) const LOADER_MMAP: Row = Row {
     ],
     openbsd: "",
     why: "the dynamic loader of privfork run",
+};
+
+/// The dynamic loader's `readlink("/proc/self/exe")`, with which it finds
+/// the program's `$ORIGIN` (glibc 2.36 calls `readlink`; `readlinkat`, the
+/// same capability, for C libraries that use it), for `privfork run` of a
+/// dynamically linked program; in no promise. The path is behind a
+/// pointer, so this is readlink of any path — a metadata leak like
+/// `stat`'s, which `stdio` already allows; Landlock does not govern
+/// readlink either.
+pub(crate) const LOADER_READLINK: Row = Row {
+    promise: Rpath,
+    calls: &[SYS_readlink, SYS_readlinkat],
+    args: &[],
+    openbsd: "",
+    why: "the dynamic loader of privfork run finds $ORIGIN",
 };
 
 /// Access mode and flags a read-only open may not carry (`O_TMPFILE`
