@@ -884,3 +884,86 @@ fn an_interrupt_reaches_the_program_and_ends_its_tree() {
     assert_eq!(code(&o), 128 + libc::SIGINT, "{}", stderr(&o));
     assert!(processes_with(&marker).is_empty());
 }
+
+/// fattr and chown act on fds only, never set setuid/setgid bits, and
+/// never reach a file outside the unveiled paths (Landlock does not govern
+/// chmod, chown or utimes; the filter allows only their fd forms).
+#[test]
+fn fattr_and_chown_stay_inside_the_unveiled_paths() {
+    let _limit = time_limit!();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let inside = Dir::new("fattr-in");
+    let outside = Dir::new("fattr-out");
+    // Both files belong to nobody: only the sandbox keeps the program
+    // from changing the one outside.
+    let mine = inside.0.join("mine");
+    let theirs = outside.0.join("theirs");
+    for f in [&mine, &theirs] {
+        std::fs::write(f, "x").unwrap();
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::chown(f, Some(65534), Some(65534)).unwrap();
+    }
+    let script = format!(
+        r#"import os
+def t(name, f):
+    try:
+        f(); print(name, "ok")
+    except OSError as e:
+        print(name, e.errno)
+fd = os.open("{mine}", os.O_RDWR)
+t("fchmod", lambda: os.fchmod(fd, 0o600))
+t("fchmod-suid", lambda: os.fchmod(fd, 0o4755))
+t("fchmod-sgid", lambda: os.fchmod(fd, 0o2755))
+t("chmod-in", lambda: os.chmod("{mine}", 0o640))
+t("chmod-out", lambda: os.chmod("{theirs}", 0o4777))
+t("fchown", lambda: os.fchown(fd, -1, 65534))
+t("chown-out", lambda: os.chown("{theirs}", -1, 65534))
+t("lchown-out", lambda: os.lchown("{theirs}", -1, 65534))
+t("futimens", lambda: os.utime(fd, (1, 1)))
+t("utime-out", lambda: os.utime("{theirs}", (1, 1)))
+"#,
+        mine = mine.display(),
+        theirs = theirs.display()
+    );
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath wpath fattr chown",
+        "-v",
+        &format!("rw:{}", inside.path()),
+        "-v",
+        "r:/usr/lib/python3.11",
+        "--mode",
+        "errno",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    let eperm = libc::EPERM.to_string();
+    for (op, want) in [
+        ("fchmod", "ok"),
+        ("fchmod-suid", eperm.as_str()),
+        ("fchmod-sgid", eperm.as_str()),
+        ("chmod-in", eperm.as_str()),
+        ("chmod-out", eperm.as_str()),
+        ("fchown", "ok"),
+        ("chown-out", eperm.as_str()),
+        ("lchown-out", eperm.as_str()),
+        ("futimens", "ok"),
+        ("utime-out", eperm.as_str()),
+    ] {
+        assert!(
+            out.lines().any(|l| l == format!("{op} {want}")),
+            "{op}: want {want}\n{out}"
+        );
+    }
+    let meta = std::fs::metadata(&mine).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o600, "only the plain fchmod took");
+    let meta = std::fs::metadata(&theirs).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o644, "the file outside changed mode");
+    assert_ne!(meta.mtime(), 1, "the file outside changed times");
+}

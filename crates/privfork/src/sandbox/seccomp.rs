@@ -117,6 +117,45 @@ pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<Soft> {
             errno: libc::EACCES,
         });
     }
+    // The path forms of chmod, chown and utimes: a path the filter cannot
+    // read, outside Landlock's reach. Under the promise that names them,
+    // "not permitted" (the fd forms are in the table); without it they are
+    // violations like any other call.
+    let path_forms: &[(super::promises::Promise, &[i64])] = &[
+        (
+            super::promises::Promise::Fattr,
+            &[
+                libc::SYS_chmod,
+                libc::SYS_fchmodat,
+                libc::SYS_fchmodat2,
+                libc::SYS_utime,
+                libc::SYS_utimes,
+                libc::SYS_futimesat,
+            ],
+        ),
+        (
+            super::promises::Promise::Chown,
+            &[libc::SYS_chown, libc::SYS_lchown, libc::SYS_fchownat],
+        ),
+    ];
+    for (promise, calls) in path_forms {
+        if promises.contains(*promise) {
+            for &nr in *calls {
+                v.push(Soft::any(nr, libc::EPERM));
+            }
+        }
+    }
+    if promises.contains(super::promises::Promise::Fattr) {
+        // utimensat with a path (its low half not NULL; a pointer whose low
+        // half is 0 is left to the allowlist, which compares all 64 bits
+        // and refuses it as a violation).
+        v.push(Soft {
+            nr: libc::SYS_utimensat,
+            arg: Some((1, 0)),
+            other: true,
+            errno: libc::EPERM,
+        });
+    }
     // glibc's pthread_getattr_np (Rust's std calls it for every new
     // thread) asks for the thread's CPUs by its tid, and takes ENOSYS as
     // "no such functionality". Only pid 0 (itself) is allowed: another pid

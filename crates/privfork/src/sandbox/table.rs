@@ -76,6 +76,9 @@ pub(crate) struct Row {
     pub(crate) why: &'static str,
 }
 
+/// The setuid and setgid mode bits.
+pub(crate) const S_ISUID_SGID: u32 = S_ISUID | S_ISGID;
+
 /// `SOCK_TYPE_MASK` of linux/net.h: the type without NONBLOCK/CLOEXEC.
 pub(crate) const SOCK_TYPE_MASK: i32 = 0xf;
 /// linux/tcp.h.
@@ -510,29 +513,31 @@ pub(crate) static TABLE: &[Row] = &[
         why: "FIFOs and device nodes (devices need CAP_MKNOD, dropped)",
     },
     // ---- fattr
+    // Landlock does not govern chmod, chown or utimes, and a path is behind
+    // a pointer the filter cannot read: only the fd forms are allowed, on
+    // fds that came from opens Landlock checked (an O_PATH fd gets EBADF).
+    // The path forms get EPERM (soft refusals in seccomp.rs).
     Row {
         promise: Fattr,
-        calls: &[
-            SYS_chmod,
-            SYS_fchmod,
-            SYS_fchmodat,
-            SYS_fchmodat2,
-            SYS_utimes,
-            SYS_utimensat,
-            SYS_futimesat,
-            SYS_utime,
-        ],
-        args: &[],
+        calls: &[SYS_fchmod],
+        args: &[Arg::Clear(1, v!(S_ISUID_SGID))],
         openbsd: "file attributes",
-        why: "Landlock does not govern these (see differences)",
+        why: "on an open file only, never setuid or setgid bits",
+    },
+    Row {
+        promise: Fattr,
+        calls: &[SYS_utimensat],
+        args: &[Arg::Null(1)],
+        openbsd: "file attributes",
+        why: "futimens: times of an open file only (NULL path)",
     },
     // ---- chown
     Row {
         promise: Chown,
-        calls: &[SYS_chown, SYS_fchown, SYS_fchownat, SYS_lchown],
+        calls: &[SYS_fchown],
         args: &[],
         openbsd: "file owners",
-        why: "Landlock does not govern these (see differences)",
+        why: "an open file only (to a group of its own without CAP_CHOWN)",
     },
     // ---- flock
     Row {
