@@ -204,7 +204,9 @@ impl<'fd, const N: usize> Poller<'fd, N> {
     /// `poll(2)`—Waits until a watched fd is ready or `deadline` (if any)
     /// passes, and returns how many are ready: 0 only when the deadline has
     /// passed. `EINTR` is retried, and a timeout that poll rounded short is
-    /// waited out, against the same deadline.
+    /// waited out, against the same deadline. A deadline already past still
+    /// looks once, without waiting: a loop whose deadline has gone by must
+    /// not stop seeing its fds.
     ///
     /// # Errors
     ///
@@ -222,12 +224,13 @@ impl<'fd, const N: usize> Poller<'fd, N> {
         for fd in fds.iter_mut() {
             fd.clear_revents();
         }
+        let mut looked = false;
         loop {
             let timeout = match deadline {
                 None => None,
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
+                    if left.is_zero() && looked {
                         return Ok(0);
                     }
                     Some(Timespec::try_from(left).unwrap_or(Timespec {
@@ -236,6 +239,10 @@ impl<'fd, const N: usize> Poller<'fd, N> {
                     }))
                 }
             };
+            looked = true;
+            if fds.is_empty() && timeout.is_some_and(|t| t.tv_sec == 0 && t.tv_nsec == 0) {
+                return Ok(0);
+            }
             match rustix::event::poll(fds, timeout.as_ref()) {
                 Ok(0) => {} // re-check the clock: poll may round down
                 Ok(n) => return Ok(n),
@@ -417,12 +424,23 @@ mod tests {
     }
 
     #[test]
-    fn a_past_deadline_does_not_wait_or_poll() {
+    fn a_past_deadline_looks_once_without_waiting() {
+        // A ready fd is still reported: a loop whose deadline has gone by
+        // (a supervisor past its stop deadline) keeps seeing its fds.
         let (r, w) = pipe();
         rustix::io::write(&w, b"x").unwrap();
         let mut p = Poller::<2>::new();
         p.add(&r, Interest::READABLE, 1);
-        assert_eq!(p.wait(Some(Instant::now())).unwrap(), 0);
+        let past = Instant::now() - Duration::from_secs(1);
+        assert_eq!(p.wait(Some(past)).unwrap(), 1);
+        assert_eq!(p.ready().map(|(t, _)| t).collect::<Vec<_>>(), [1]);
+        // Nothing ready: 0 at once, without waiting.
+        let (r2, _w2) = pipe();
+        let mut p = Poller::<2>::new();
+        p.add(&r2, Interest::READABLE, 2);
+        let start = Instant::now();
+        assert_eq!(p.wait(Some(past)).unwrap(), 0);
+        assert!(start.elapsed() < Duration::from_millis(500));
     }
 
     #[test]

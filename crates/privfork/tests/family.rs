@@ -41,13 +41,15 @@ const CRASHER: Role = Role {
 };
 const ROGUE: Role = Role::new("rogue", rogue);
 const SPINNER: Role = Role::new("spinner", spinner);
+const FLOODER: Role = Role::new("flooder", flooder);
 
 /// Every role, for members to find theirs in.
-static ALL: &[Role] = &[WORKER, CRASHER, ROGUE, SPINNER];
+static ALL: &[Role] = &[WORKER, CRASHER, ROGUE, SPINNER, FLOODER];
 static BASIC: &[Role] = &[WORKER];
 static CRASHY: &[Role] = &[WORKER, CRASHER];
 static ROGUISH: &[Role] = &[WORKER, ROGUE];
 static SPINNING: &[Role] = &[WORKER, SPINNER];
+static FLOODING: &[Role] = &[WORKER, FLOODER];
 
 fn main() {
     Family::new(ALL).dispatch();
@@ -68,6 +70,11 @@ fn main() {
             (
                 "disallowed_message_restarts_the_member",
                 disallowed_message_restarts_the_member,
+            ),
+            ("sd_notify_ready_and_stopping", sd_notify_ready_and_stopping),
+            (
+                "flooding_member_and_stalled_stderr_do_not_block_main",
+                flooding_member_and_stalled_stderr_do_not_block_main,
             ),
         ],
         &[("family_main", family_main)],
@@ -159,12 +166,26 @@ fn spinner(mut cx: RoleContext) -> i32 {
     }
 }
 
+/// Says ready, then writes to stderr as fast as it can: endless lines,
+/// some far over the line limit, with escape sequences.
+fn flooder(mut cx: RoleContext) -> i32 {
+    cx.ready().unwrap();
+    let long = vec![b'x'; 100_000];
+    let mut err = std::io::stderr().lock();
+    loop {
+        let _ = err.write_all(b"\x1b[2Jflood line\n");
+        let _ = err.write_all(&long);
+        let _ = err.write_all(b"\n");
+    }
+}
+
 /// Helper: main, for `PF_SCENARIO`, listening on `PF_LISTEN`.
 fn family_main() {
     let roles = match std::env::var("PF_SCENARIO").as_deref() {
         Ok("crashy") => CRASHY,
         Ok("roguish") => ROGUISH,
         Ok("spinning") => SPINNING,
+        Ok("flooding") => FLOODING,
         _ => BASIC,
     };
     let mut family = Family::new(roles).stop_timeout(Duration::from_secs(5));
@@ -185,6 +206,10 @@ struct Main {
 
 impl Main {
     fn start(scenario: &str) -> Self {
+        Self::start_with(scenario, |_| {})
+    }
+
+    fn start_with(scenario: &str, adjust: impl FnOnce(&mut Command)) -> Self {
         // A free port: bound, noted, released (loopback only).
         let addr = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -195,6 +220,7 @@ impl Main {
         cmd.args([CASE, "family_main"])
             .env("PF_SCENARIO", scenario)
             .env("PF_LISTEN", format!("{addr},name=http"));
+        adjust(&mut cmd);
         Self::spawn(cmd, addr)
     }
 
@@ -208,6 +234,11 @@ impl Main {
         let log = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&log);
         let stderr = child.stderr.take().unwrap();
+        if std::env::var_os("PF_TEST_NO_LOG_READER").is_some() {
+            // A main whose stderr nobody reads (the pipe fills up).
+            std::mem::forget(stderr);
+            return Self { child, log, addr };
+        }
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -564,5 +595,71 @@ fn disallowed_message_restarts_the_member() {
             rustix::process::Pid::from_raw(main.pid() as i32).unwrap()
         )
         .is_ok()
+    );
+}
+
+fn sd_notify_ready_and_stopping() {
+    require_root();
+    let dir = support::TempDir::new("notify");
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut main = Main::start_with("basic", |cmd| {
+        cmd.env("NOTIFY_SOCKET", &path);
+    });
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(first.contains("READY=1"), "{first:?}");
+    // Ready only once every role said so: the worker answers by now.
+    assert!(get_ok(&main.addr, 5).contains("worker uid=65534"));
+    main.signal(rustix::process::Signal::TERM);
+    let n = sock.recv(&mut buf).unwrap();
+    let second = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(second.contains("STOPPING=1"), "{second:?}");
+    assert_eq!(main.wait_exit(10), Some(0));
+}
+
+fn flooding_member_and_stalled_stderr_do_not_block_main() {
+    require_root();
+    // Main's stderr is a pipe nobody reads (it fills within the first
+    // moments), and a member floods its own stderr: main keeps serving,
+    // supervising and stopping.
+    // SAFETY: the case process is single-threaded; the variable is read
+    // by Main::spawn in this thread.
+    unsafe { std::env::set_var("PF_TEST_NO_LOG_READER", "1") };
+    let mut main = Main::start("flooding");
+    std::thread::sleep(Duration::from_secs(2));
+    let body = get_ok(&main.addr, 10);
+    let first = body.split("pid=").nth(1).unwrap().trim().to_owned();
+    let w: u32 = first.parse().unwrap();
+    let fd = pidfd(w);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(w as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    assert!(exits_within(&fd, 5.0));
+    // Restarted despite the flood and the full stderr.
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = get_ok(&main.addr, 10);
+        if !body.contains(&format!("pid={first}")) {
+            break;
+        }
+        assert!(Instant::now() < end, "the worker was not restarted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let start = Instant::now();
+    main.signal(rustix::process::Signal::TERM);
+    // The flooder never reads its channel: killed at the 5 s stop
+    // deadline; main then exits (1: a member had to be killed), its last
+    // log lines given up after a second.
+    assert_eq!(main.wait_exit(15), Some(1));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
     );
 }

@@ -167,12 +167,18 @@ impl Sink {
         }
     }
 
-    /// Writes everything (blocking), for the end of main.
-    pub(crate) fn flush_blocking(&mut self) {
-        use std::io::Write;
-        let (a, b) = self.queue.as_slices();
-        let mut err = std::io::stderr().lock();
-        let _ = err.write_all(a).and_then(|()| err.write_all(b));
+    /// Writes what is queued, for the end of main — for at most `limit`:
+    /// a stderr nobody reads must not keep main from exiting.
+    pub(crate) fn flush_for(&mut self, limit: std::time::Duration) {
+        let end = std::time::Instant::now() + limit;
+        let stderr = std::io::stderr();
+        while self.pending() {
+            match crate::event::wait_fd(stderr.as_fd(), crate::event::Interest::WRITABLE, Some(end))
+            {
+                Ok(true) => self.write_some(),
+                _ => break,
+            }
+        }
         self.queue.clear();
     }
 }

@@ -121,7 +121,7 @@ pub(super) fn run(
         stderr: std::io::stderr(),
     };
     let code = main.run(&signals);
-    main.log.flush_blocking();
+    main.log.flush_for(Duration::from_secs(1));
     Ok(code)
 }
 
@@ -178,7 +178,8 @@ impl Main<'_> {
         if self.log.pending() {
             p.add(&self.stderr, Interest::WRITABLE, TOKEN_STDERR_OUT);
         }
-        let mut deadline: Option<Instant> = self.stopping;
+        // The stop deadline, until it has been acted on (members killed).
+        let mut deadline: Option<Instant> = self.stopping.filter(|_| !self.killed_at_deadline);
         let mut earliest = |d: Option<Instant>| {
             if let Some(d) = d {
                 deadline = Some(deadline.map_or(d, |x| x.min(d)));
