@@ -19,6 +19,8 @@
 //! - [`family`]: the process family: a privileged main supervising
 //!   members started by exec, each under its own user and sandbox, from a
 //!   table of roles.
+//! - [`trusted_path`]: whether someone less privileged could swap what a
+//!   path names between a check and its use.
 //! - [`ipc`]: framed, typed channels over unix socketpairs with fd passing
 //!   (blocking, and async with the `tokio` feature).
 //! - [`exe`]: the binary pinned at start, and children spawned from it by
@@ -44,6 +46,7 @@ pub mod process;
 pub mod sandbox;
 pub mod setup;
 mod sys;
+pub mod trusted_path;
 
 pub use fork_as::{ForkAs, ForkAsError, fork_as};
 pub use fork_server::{ForkServer, ForkServerError};

@@ -1,0 +1,199 @@
+//! Whether a path can be changed under a privileged process by someone
+//! less privileged.
+//!
+//! A root process that checks a file by name and uses it by name later
+//! (unveils a library, executes a program, binds a socket and sets its
+//! mode) is open to a swap in between — a symlink renamed over the file,
+//! or a directory on the way flipped to a symlink — by anyone who can
+//! write a directory on that path. [`check`] refuses such paths: every
+//! directory from `/` down to the path's own directory must be owned by
+//! root or by one of the trusted uids and writable by nobody else, unless
+//! it is sticky (like `/tmp`): then only its owner and each entry's owner
+//! can rename or remove entries, and the next component's owner is checked
+//! in turn. The same rule OpenSSH applies to its key files.
+//!
+//! The path is checked as given, component by component, without
+//! following symlinks in the directories checked (a symlink on the way is
+//! followed and its target checked the same way, so `/lib` → `usr/lib`
+//! works).
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Why a path is not trusted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UntrustedPath {
+    /// A directory on the way can be written by someone else.
+    #[error(
+        "{path}: {dir} is writable by uid {owner} or by others (mode {mode:o}), so a file \
+         there could be swapped between the check and its use; move it to a directory only \
+         root can write"
+    )]
+    Writable {
+        /// The path checked.
+        path: PathBuf,
+        /// The directory.
+        dir: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Its mode.
+        mode: u32,
+    },
+    /// The path or a directory on it cannot be examined.
+    #[error("{path}: cannot check {dir}: {source}")]
+    Stat {
+        /// The path checked.
+        path: PathBuf,
+        /// What could not be examined.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Symlinks nest too deep.
+    #[error("{path}: too many symbolic links")]
+    Loop {
+        /// The path checked.
+        path: PathBuf,
+    },
+}
+
+/// Checks that no one but root or `trusted` uids can change what `path`
+/// names (see the module docs). `path` must be absolute.
+///
+/// # Errors
+///
+/// [`UntrustedPath`] naming the first directory that others can write.
+pub fn check(path: &Path, trusted: &[u32]) -> Result<(), UntrustedPath> {
+    let mut budget = 40; // symlinks followed
+    check_inner(path, path, trusted, &mut budget)
+}
+
+fn check_inner(
+    original: &Path,
+    path: &Path,
+    trusted: &[u32],
+    budget: &mut u32,
+) -> Result<(), UntrustedPath> {
+    let ok_owner = |uid: u32| uid == 0 || trusted.contains(&uid);
+    let stat = |p: &Path| {
+        std::fs::symlink_metadata(p).map_err(|source| UntrustedPath::Stat {
+            path: original.to_path_buf(),
+            dir: p.to_path_buf(),
+            source,
+        })
+    };
+    let mut cur = PathBuf::from("/");
+    let mut comps = path.components().peekable();
+    let mut parent_sticky_owner: Option<u32> = None;
+    while let Some(c) = comps.next() {
+        match c {
+            Component::RootDir => {
+                cur = PathBuf::from("/");
+            }
+            Component::CurDir => continue,
+            Component::ParentDir => {
+                cur.pop();
+            }
+            Component::Normal(name) => {
+                let next = cur.join(name);
+                let meta = stat(&next)?;
+                // In a sticky directory, an entry owned by someone else
+                // could be swapped by its owner.
+                if parent_sticky_owner.is_some() && !ok_owner(meta.uid()) {
+                    return Err(UntrustedPath::Writable {
+                        path: original.to_path_buf(),
+                        dir: next,
+                        owner: meta.uid(),
+                        mode: meta.mode() & 0o7777,
+                    });
+                }
+                if meta.file_type().is_symlink() {
+                    *budget = budget.checked_sub(1).ok_or_else(|| UntrustedPath::Loop {
+                        path: original.to_path_buf(),
+                    })?;
+                    let target =
+                        std::fs::read_link(&next).map_err(|source| UntrustedPath::Stat {
+                            path: original.to_path_buf(),
+                            dir: next.clone(),
+                            source,
+                        })?;
+                    let mut resolved = if target.is_absolute() {
+                        target
+                    } else {
+                        cur.join(target)
+                    };
+                    for rest in comps.by_ref() {
+                        resolved.push(rest);
+                    }
+                    return check_inner(original, &resolved, trusted, budget);
+                }
+                cur = next;
+                if comps.peek().is_none() {
+                    break; // the last component: its directory was checked
+                }
+            }
+            Component::Prefix(_) => {}
+        }
+        // `cur` is a directory the path goes through.
+        let meta = stat(&cur)?;
+        let mode = meta.mode();
+        let writable_by_others = mode & 0o022 != 0;
+        let sticky = mode & 0o1000 != 0;
+        if !ok_owner(meta.uid()) || (writable_by_others && !sticky) {
+            return Err(UntrustedPath::Writable {
+                path: original.to_path_buf(),
+                dir: cur,
+                owner: meta.uid(),
+                mode: mode & 0o7777,
+            });
+        }
+        parent_sticky_owner = (writable_by_others && sticky).then_some(meta.uid());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_paths_are_trusted() {
+        for p in [
+            "/usr/bin/true",
+            "/lib/x86_64-linux-gnu",
+            "/etc/ld.so.cache",
+            "/",
+        ] {
+            if Path::new(p).exists() {
+                check(Path::new(p), &[]).unwrap_or_else(|e| panic!("{p}: {e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_sticky_dir_needs_a_trusted_entry() {
+        // /tmp is sticky and world-writable: an entry owned by a trusted
+        // uid is fine, the sticky directory alone is not a refusal.
+        let tmp = std::env::temp_dir();
+        let meta = std::fs::metadata(&tmp).unwrap();
+        if meta.mode() & 0o1000 != 0 {
+            let me = rustix::process::geteuid().as_raw();
+            let dir = tmp.join(format!("privfork-trusted-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+            let file = dir.join("f");
+            std::fs::write(&file, "x").unwrap();
+            assert!(check(&file, &[me]).is_ok());
+            // The same directory made writable by others: refused.
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                .unwrap();
+            let e = check(&file, &[me]).unwrap_err();
+            assert!(e.to_string().contains("writable"), "{e}");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+}
