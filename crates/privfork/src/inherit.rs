@@ -91,6 +91,58 @@ pub enum InheritError {
         /// Why.
         source: io::Error,
     },
+    /// The socket's peer is not the process that started this one.
+    #[error(
+        "inherited channel {fd}: its peer is pid {peer_pid} (uid {peer_uid}), not this \
+         process's parent {parent} (uid {uid}); refusing orders from it"
+    )]
+    NotFromParent {
+        /// The number.
+        fd: RawFd,
+        /// The peer's pid (for a socketpair: the process that made it).
+        peer_pid: i32,
+        /// The peer's uid.
+        peer_uid: u32,
+        /// This process's parent.
+        parent: i32,
+        /// This process's real uid.
+        uid: u32,
+    },
+}
+
+/// Checks that the unix socket `fd` (a channel that came through exec)
+/// leads to the process that started this one: its peer — for a
+/// socketpair, the process that created it — is this process's parent and
+/// runs as this process's real uid. Returns the parent's pid.
+///
+/// A process started with a role in argv takes orders from its channel;
+/// anyone may start the binary so, and a privileged deputy (a root service,
+/// a sudo rule passing arguments and fds through) could be made to start
+/// it with an attacker's socket at the channel's number. With this check
+/// the orders come from the process that started it, as that process's
+/// user, or are refused.
+///
+/// # Errors
+///
+/// [`InheritError::NotFromParent`], or [`InheritError::Inspect`] if the
+/// credentials cannot be read.
+pub fn check_from_parent(fd: std::os::fd::BorrowedFd<'_>) -> Result<i32, InheritError> {
+    use std::os::fd::AsRawFd;
+    let n = fd.as_raw_fd();
+    let peer =
+        crate::ipc::peer_cred(fd).map_err(|source| InheritError::Inspect { fd: n, source })?;
+    let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+    let uid = rustix::process::getuid().as_raw();
+    if peer.pid != parent || peer.uid != uid {
+        return Err(InheritError::NotFromParent {
+            fd: n,
+            peer_pid: peer.pid,
+            peer_uid: peer.uid,
+            parent,
+            uid,
+        });
+    }
+    Ok(parent)
 }
 
 /// Numbers taken so far. A number stays here after its `OwnedFd` is

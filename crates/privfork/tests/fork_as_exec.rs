@@ -6,6 +6,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
@@ -101,6 +102,10 @@ fn main() {
                 started_without_a_channel_it_runs_nothing,
             ),
             ("setuid_copy_refuses_to_serve", setuid_copy_refuses_to_serve),
+            (
+                "a_channel_from_another_process_is_refused",
+                a_channel_from_another_process_is_refused,
+            ),
         ],
         &[("orphan_helper", orphan_helper)],
     )
@@ -575,6 +580,59 @@ fn sandbox_on_the_call_is_refused() {
     assert!(matches!(err, ForkAsError::ExecMode { .. }), "{err:?}");
     assert!(err.to_string().contains("register_sandboxed"), "{err}");
     assert_no_children();
+}
+
+/// A confused deputy: this process (root) starts the binary with the exec
+/// role and a socket at fd 3 that another process made and handed over;
+/// that process would send the request (any uid, allow_root). The child
+/// checks its channel's peer: not its parent, so it refuses before reading.
+fn a_channel_from_another_process_is_refused() {
+    require_root();
+    use privfork::ipc::fdpass::{FdRecvBuffer, recv_with_fds, send_with_fds};
+    let (here, there) = privfork::ipc::socketpair().unwrap();
+    // SAFETY: single-threaded case process; the child only makes a
+    // socketpair, hands one end over, and waits for the parent's signal.
+    let attacker = unsafe { libc::fork() };
+    assert!(attacker >= 0);
+    if attacker == 0 {
+        let (mine, theirs) = privfork::ipc::socketpair().unwrap();
+        send_with_fds(
+            there.as_fd(),
+            &[std::io::IoSlice::new(b"x")],
+            &[theirs],
+            false,
+        )
+        .unwrap();
+        let mut b = [0u8; 1];
+        let _ = rustix::io::read(&there, &mut b);
+        drop(mine);
+        // SAFETY: ends the child without the runner's cleanup.
+        unsafe { libc::_exit(0) };
+    }
+    let mut buf = [0u8; 1];
+    let mut cmsg = FdRecvBuffer::new(1);
+    let (_, mut fds) = recv_with_fds(here.as_fd(), &mut buf, &mut cmsg, false).unwrap();
+    let foreign = fds.pop().unwrap();
+    let child = privfork::exe::Spawn::new(exe())
+        .role(EXEC_ROLE)
+        .fd(3, foreign.as_fd())
+        .fd(2, std::io::stderr().as_fd())
+        .spawn()
+        .unwrap();
+    let status = rustix::process::waitid(
+        rustix::process::WaitId::PidFd(child.pidfd.as_fd()),
+        rustix::process::WaitIdOptions::EXITED,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        status.exit_status(),
+        Some(125),
+        "the child served a foreign channel"
+    );
+    rustix::io::write(&here, b"x").unwrap();
+    // SAFETY: our own child, reaped once.
+    unsafe { libc::waitpid(attacker, std::ptr::null_mut(), 0) };
 }
 
 fn started_without_a_channel_it_runs_nothing() {

@@ -181,6 +181,16 @@ fn setup(roles: &'static [Role]) -> Result<(&'static Role, RoleContext), String>
     // What main placed at fixed fds.
     let channel = take_inherited_fd(CHANNEL_FD, FdKind::UnixStream)
         .map_err(|e| format!("the channel to main: {e}"))?;
+    // Orders only from main: the process that started this one, as its
+    // user, and the parent argv names.
+    let main_pid = crate::inherit::check_from_parent(channel.as_fd())
+        .map_err(|e| format!("the channel to main: {e}"))?;
+    if main_pid != args.parent.as_raw_nonzero().get() {
+        return Err(format!(
+            "--privfork-parent {} is not the parent {main_pid}",
+            args.parent.as_raw_nonzero()
+        ));
+    }
     let channel = Channel::<ToMain, ToChild>::from_fd(channel, protocol::LIMITS)
         .map_err(|e| format!("the channel to main: {e}"))?;
     let listeners =

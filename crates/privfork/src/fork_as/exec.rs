@@ -343,6 +343,13 @@ fn serve(functions: &Functions) -> i32 {
         Ok(fd) => fd,
         Err(e) => return fail("no channel", &e),
     };
+    // Orders only from the process that started this one, as its user
+    // (the caller made the socketpair: its peer credentials are the
+    // caller's).
+    let caller = match crate::inherit::check_from_parent(channel.as_fd()) {
+        Ok(pid) => pid,
+        Err(e) => return fail("refused", &e),
+    };
     let refuse = |channel: &OwnedFd, refusal: Refusal| {
         let payload = postcard::to_allocvec(&refusal).unwrap_or_default();
         write_frame(channel, tag::REFUSED, &payload);
@@ -360,6 +367,12 @@ fn serve(functions: &Functions) -> i32 {
         Ok(call) => call,
         Err(reason) => return refuse(&channel, Refusal::BadRequest(reason)),
     };
+    if request.parent != caller {
+        return refuse(
+            &channel,
+            Refusal::BadRequest("the request names another parent than the channel's".into()),
+        );
+    }
     let Some(parent) = Pid::from_raw(request.parent) else {
         return refuse(&channel, Refusal::BadRequest("parent pid".into()));
     };
