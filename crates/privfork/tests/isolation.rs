@@ -37,6 +37,10 @@ fn main() {
                 shared_mappings_are_gone_in_the_child,
             ),
             ("personality_is_reset", personality_is_reset),
+            (
+                "working_directory_is_not_inherited",
+                working_directory_is_not_inherited,
+            ),
             ("signal_handlers_are_reset", signal_handlers_are_reset),
             (
                 "prepared_sandbox_lets_the_child_abort",
@@ -334,6 +338,39 @@ fn personality_is_reset() {
         .run(|| unsafe { libc::personality(QUERY) })
         .unwrap();
     assert_eq!(child, 0, "the fork-as child kept personality {child:#x}");
+}
+
+fn working_directory_is_not_inherited() {
+    require_root();
+    // The caller works in secret/sub: secret is root's alone (0700), sub
+    // and its file are readable. nobody cannot name the file by path, but
+    // a child keeping the caller's working directory reads it relatively.
+    let dir = TempDir::new("cwd");
+    let secret = dir.path().join("secret");
+    let sub = secret.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(sub.join("file"), "TOP SECRET").unwrap();
+    std::fs::set_permissions(sub.join("file"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::env::set_current_dir(&sub).unwrap();
+    let read = || std::fs::read_to_string("file").is_ok();
+    // Control: a plain child as nobody, in the caller's directory.
+    assert_eq!(plain_child_as_nobody(|| i32::from(!read())), 0, "control");
+    let (found, cwd): (bool, String) = ForkAs::user("nobody")
+        .unwrap()
+        .run(move || {
+            let cwd = std::fs::read_link("/proc/self/cwd")
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            (read(), cwd)
+        })
+        .unwrap();
+    assert!(
+        !found,
+        "the fork-as child read the file through the caller's directory"
+    );
+    assert_eq!(cwd, "/");
+    std::env::set_current_dir("/").unwrap();
 }
 
 extern "C" fn note_signal(_: libc::c_int) {}

@@ -220,6 +220,7 @@ fn setup(roles: &'static [Role]) -> Result<(&'static Role, RoleContext), String>
         parent: Some(args.parent),
         fds: Fds::CloseOnExec,
         isolate: true,
+        cwd_root: true,
         identity: identity.as_ref().map(|id| (id, &drop_opts)),
         keep_caps: role.keep_caps,
         no_new_privs: true,

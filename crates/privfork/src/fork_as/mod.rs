@@ -1100,6 +1100,7 @@ where
         },
         env: Some(&call.env),
         isolate: true,
+        cwd_root: true,
         identity: Some((&call.identity, &call.drop)),
         no_new_privs: call.no_new_privs,
         sandbox: call.sandbox.as_deref(),

@@ -88,6 +88,7 @@ pub(super) fn main(
             stdio: false,
         },
         isolate: true,
+        cwd_root: true,
         no_new_privs: true,
         ..Setup::default()
     }

@@ -36,11 +36,14 @@ pub enum Stdio {
     Inherit,
 }
 
-/// An empty signal mask (the parent may have blocked SIGCHLD for the
-/// call) and the parent's handlers reset to the default action.
+/// The parent's handlers reset to the default action, then an empty
+/// signal mask (the parent may have blocked SIGCHLD for the call) — in
+/// that order, so no signal unblocked here can run a handler of the
+/// parent's.
 pub(super) fn signals(child: &ChildToken) -> io::Result<()> {
+    sys::reset_signal_handlers(child)?;
     sys::clear_sigmask(child);
-    sys::reset_signal_handlers(child)
+    Ok(())
 }
 
 /// Empties or sets the environment.

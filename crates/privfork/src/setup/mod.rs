@@ -15,6 +15,7 @@
 //! | [`SetupStep::Keyring`] | a fresh anonymous session keyring | keys of the caller's session are no longer possessed |
 //! | [`SetupStep::SharedMappings`] | every inherited `MAP_SHARED` mapping removed | a shared mapping writes the parent's files and memory whatever the child's permissions |
 //! | [`SetupStep::Personality`] | `PER_LINUX` | `READ_IMPLIES_EXEC` would get round `prot_exec` |
+//! | [`SetupStep::WorkingDir`] | `chdir("/")` | the caller's working directory would reach files the child's user cannot name |
 //! | [`SetupStep::Rlimits`] | `RLIMIT_CORE` 0 and the role's limits | while the process may still raise them |
 //! | [`SetupStep::NotDumpable`] | not dumpable | no core, no ptrace by the target user |
 //! | [`SetupStep::BoundingSet`] | capability bounding set emptied (but what the role keeps) | needs CAP_SETPCAP, which the drop takes away |
@@ -81,6 +82,8 @@ pub enum SetupStep {
     SharedMappings,
     /// `personality(PER_LINUX)`.
     Personality,
+    /// `chdir("/")`.
+    WorkingDir,
     /// `setrlimit`.
     Rlimits,
     /// `prctl(PR_SET_DUMPABLE)`.
@@ -114,6 +117,7 @@ impl std::fmt::Display for SetupStep {
             Self::Keyring => "keyctl(KEYCTL_JOIN_SESSION_KEYRING)",
             Self::SharedMappings => "removing inherited shared mappings (munmap)",
             Self::Personality => "personality(PER_LINUX)",
+            Self::WorkingDir => "chdir(\"/\")",
             Self::Rlimits => "setrlimit",
             Self::NotDumpable => "prctl(PR_SET_DUMPABLE)",
             Self::BoundingSet => "prctl(PR_CAPBSET_DROP)",
@@ -129,7 +133,7 @@ impl std::fmt::Display for SetupStep {
 
 /// The order of the routine's stages (see the module docs). `MovePipe`
 /// is fork-as's own step before the routine.
-pub const ORDER: [SetupStep; 16] = [
+pub const ORDER: [SetupStep; 17] = [
     SetupStep::SignalMask,
     SetupStep::NullFds,
     SetupStep::Environment,
@@ -137,6 +141,7 @@ pub const ORDER: [SetupStep; 16] = [
     SetupStep::Keyring,
     SetupStep::SharedMappings,
     SetupStep::Personality,
+    SetupStep::WorkingDir,
     SetupStep::Rlimits,
     SetupStep::NotDumpable,
     SetupStep::BoundingSet,
@@ -238,6 +243,10 @@ pub(crate) struct Setup<'a> {
     pub(crate) env: Option<&'a Environment>,
     /// Session, keyring, shared mappings, personality, signal handlers.
     pub(crate) isolate: bool,
+    /// `chdir("/")`: set for every child that runs as another user but
+    /// `privfork run`'s program, which starts where its caller is (as
+    /// sudo's does; Landlock decides what it reaches there).
+    pub(crate) cwd_root: bool,
     pub(crate) rlimits: &'a [Rlimit],
     /// The user to drop to, and how.
     pub(crate) identity: Option<(&'a Identity, &'a DropOptions)>,
@@ -257,6 +266,7 @@ impl Default for Setup<'_> {
             fds: Fds::Keep,
             env: None,
             isolate: false,
+            cwd_root: false,
             rlimits: &[],
             identity: None,
             keep_caps: CapabilitySet::empty(),
@@ -398,6 +408,11 @@ impl Setup<'_> {
             SetupStep::Personality if self.isolate => {
                 sys::reset_personality(token()?).map_err(fail)?;
             }
+            SetupStep::WorkingDir => {
+                if self.cwd_root {
+                    rustix::process::chdir(c"/").map_err(|e| fail(e.into()))?;
+                }
+            }
             SetupStep::Rlimits => {
                 limits::set(self.rlimits).map_err(fail)?;
                 report.rlimits = Level::Full;
@@ -433,6 +448,15 @@ impl Setup<'_> {
             }
             SetupStep::PrivDrop => {
                 if let Some((identity, opts)) = self.identity {
+                    // The drop's raw set*id calls act on this thread only:
+                    // code run since the token was made (a sandbox's
+                    // preparation, a user look-up) must not have started
+                    // another, which would keep the old ids.
+                    if child.is_some() && sys::thread_count().map_err(fail)? != 1 {
+                        return Err(fail(io::Error::other(
+                            "a thread was started before the privilege drop",
+                        )));
+                    }
                     let threads = match child {
                         Some(t) => Threads::Only(t),
                         None => Threads::All,
@@ -465,6 +489,13 @@ impl Setup<'_> {
             SetupStep::Landlock => {
                 if let Some(sb) = self.sandbox {
                     report.landlock = sb.install_landlock()?;
+                    // The prepared ruleset is shared with the parent and
+                    // every later child: once enforced here, this process
+                    // keeps no way to it (landlock_add_rule on it would
+                    // widen theirs).
+                    if let (Fds::Null { devnull, .. }, Some(fd)) = (self.fds, sb.ruleset_fd()) {
+                        sys::null_fd(token()?, devnull, fd).map_err(fail)?;
+                    }
                 }
             }
             SetupStep::Seccomp => {

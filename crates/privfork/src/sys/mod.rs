@@ -343,6 +343,25 @@ pub(crate) fn null_fds(
     Ok(())
 }
 
+/// Points fd `fd` at `devnull` (`dup3`), as [`null_fds`] does for a list.
+///
+/// # Errors
+///
+/// `dup3` failed.
+pub(crate) fn null_fd(_child: &ChildToken, devnull: BorrowedFd<'_>, fd: RawFd) -> io::Result<()> {
+    if fd == devnull.as_raw_fd() {
+        return Ok(());
+    }
+    // SAFETY: dup3 takes three integers; it atomically makes `fd` refer to
+    // /dev/null, so an owner of the number still owns an open fd (now on
+    // /dev/null). The token proves no other thread races on the fd table.
+    let rc = unsafe { libc::syscall(libc::SYS_dup3, devnull.as_raw_fd(), fd, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The signal mask a caller had before [`block_sigchld`]; restored when
 /// dropped (also if the caller unwinds).
 pub(crate) struct SavedMask(libc::sigset_t);
