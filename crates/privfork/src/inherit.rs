@@ -60,9 +60,11 @@ pub enum InheritError {
         /// The number.
         fd: RawFd,
     },
-    /// The fd has close-on-exec set: it did not come through exec (every
-    /// fd Rust code creates has the flag) or it has already been taken.
-    #[error("fd {fd} has close-on-exec set, so it did not come through exec or was already taken")]
+    /// The fd was not among those [`capture`] found without close-on-exec
+    /// at the start of the program: it did not come through exec.
+    #[error(
+        "fd {fd} did not come through exec (it was not open without close-on-exec when the program started)"
+    )]
     NotInherited {
         /// The number.
         fd: RawFd,
@@ -90,6 +92,17 @@ pub enum InheritError {
         fd: RawFd,
         /// Why.
         source: io::Error,
+    },
+    /// [`capture`] has not run: nothing can tell inherited fds from the
+    /// program's own.
+    #[error(
+        "cannot take fd {fd}: the inherited fds were never captured; call \
+         privfork::inherit::capture() first thing in main (Family::dispatch and \
+         fork_as::exec_entry do)"
+    )]
+    NotCaptured {
+        /// The number.
+        fd: RawFd,
     },
     /// The socket's peer is not the process that started this one.
     #[error(
@@ -145,9 +158,52 @@ pub fn check_from_parent(fd: std::os::fd::BorrowedFd<'_>) -> Result<i32, Inherit
     Ok(parent)
 }
 
-/// Numbers taken so far. A number stays here after its `OwnedFd` is
-/// dropped: by then the number may name a new fd that someone else owns.
-static CLAIMED: Mutex<BTreeSet<RawFd>> = Mutex::new(BTreeSet::new());
+/// The fds that came through exec, listed by [`capture`]; a number leaves
+/// the set when it is taken (and never comes back: by then it may name a
+/// new fd someone else owns). `None` until captured.
+static INHERITED: Mutex<Option<Inherited>> = Mutex::new(None);
+
+/// The numbers [`capture`] found, split into those not taken yet and
+/// those taken.
+#[derive(Debug)]
+struct Inherited {
+    available: BTreeSet<RawFd>,
+    taken: BTreeSet<RawFd>,
+}
+
+pub use crate::sys::spawn::capture;
+
+/// [`capture`], for the crate's entry points documented as the first line
+/// of `main`.
+pub(crate) fn capture_inner() {
+    let mut set = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
+    if set.is_some() {
+        return;
+    }
+    let mut found = BTreeSet::new();
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        for entry in dir.flatten() {
+            let Some(n) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<RawFd>().ok())
+            else {
+                continue;
+            };
+            // The listing's own fd has close-on-exec (std opens it so).
+            if n > 2 && matches!(fd_flags(n), Ok(Some(f)) if f & libc::FD_CLOEXEC == 0) {
+                found.insert(n);
+            }
+        }
+    }
+    for &n in &found {
+        crate::sys::spawn::set_cloexec(n);
+    }
+    *set = Some(Inherited {
+        available: found,
+        taken: BTreeSet::new(),
+    });
+}
 
 /// Takes ownership of fd number `n`, inherited through exec, after
 /// checking that it is open and of `kind`; sets close-on-exec on it.
@@ -177,17 +233,19 @@ pub fn take_inherited_fd(n: RawFd, kind: FdKind) -> Result<OwnedFd, InheritError
         return Err(InheritError::NotOpen { fd: n });
     }
     // Held to the end, so two threads cannot both take `n`.
-    let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
-    if claimed.contains(&n) {
+    let mut inherited = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(set) = inherited.as_mut() else {
+        return Err(InheritError::NotCaptured { fd: n });
+    };
+    let inspect = |source: io::Error| InheritError::Inspect { fd: n, source };
+    if set.taken.contains(&n) {
         return Err(InheritError::AlreadyTaken { fd: n });
     }
-    let inspect = |source: io::Error| InheritError::Inspect { fd: n, source };
-    match fd_flags(n).map_err(inspect)? {
-        None => return Err(InheritError::NotOpen { fd: n }),
-        Some(flags) if flags & libc::FD_CLOEXEC != 0 => {
-            return Err(InheritError::NotInherited { fd: n });
-        }
-        Some(_) => {}
+    if !set.available.contains(&n) {
+        return Err(match fd_flags(n).map_err(inspect)? {
+            None => InheritError::NotOpen { fd: n },
+            Some(_) => InheritError::NotInherited { fd: n },
+        });
     }
     let fd = adopt(Claimed(n));
     match describe(&fd) {
@@ -210,7 +268,8 @@ pub fn take_inherited_fd(n: RawFd, kind: FdKind) -> Result<OwnedFd, InheritError
         let _ = fd.into_raw_fd();
         return Err(inspect(e.into()));
     }
-    claimed.insert(n);
+    set.available.remove(&n);
+    set.taken.insert(n);
     Ok(fd)
 }
 

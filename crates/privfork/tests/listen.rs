@@ -20,6 +20,9 @@ use support::{TempDir, require_root};
 const CASE: &str = "--privfork-case";
 
 fn main() {
+    // SAFETY: first thing in main: nothing has created an fd yet, so what
+    // is open without close-on-exec came through exec.
+    unsafe { privfork::inherit::capture() };
     support::main(
         &[
             ("tcp_v4_and_v6_listen", tcp_v4_and_v6_listen),

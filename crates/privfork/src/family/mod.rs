@@ -245,6 +245,9 @@ impl Family {
     /// argv), sets it up, runs its role and exits; otherwise returns. Call
     /// it first thing in `main`, before any thread starts.
     pub fn dispatch(&self) {
+        // The fds that came through exec (a member's channel, listeners
+        // and peers; main's from systemd), before anything else opens one.
+        crate::inherit::capture_inner();
         if crate::exe::role().is_some() {
             child::main(self.roles)
         }

@@ -312,6 +312,8 @@ fn send_request(pending: &Pending, frame: &[u8], deadline: Instant) -> Result<()
 /// }
 /// ```
 pub fn exec_entry(functions: &Functions) {
+    // The fds that came through exec, before anything else opens one.
+    crate::inherit::capture_inner();
     if crate::exe::role().as_deref() != Some(EXEC_ROLE) {
         return;
     }

@@ -482,6 +482,36 @@ pub(crate) fn fd_flags(n: RawFd) -> io::Result<Option<libc::c_int>> {
 #[derive(Debug)]
 pub(crate) struct Claimed(pub(crate) RawFd);
 
+/// Lists the fds above stderr that came through exec — those without
+/// close-on-exec — and marks them close-on-exec, so that from here on no
+/// fd the program creates can be mistaken for one of them, and none is
+/// passed on by a later exec unless taken and placed again. Idempotent:
+/// only the first call looks.
+///
+/// [`crate::family::Family::dispatch`] and
+/// [`crate::fork_as::exec_entry`], the first line of a family program's or
+/// an exec-mode program's `main`, call it. A program that adopts fds
+/// otherwise calls it first thing in `main`.
+///
+/// # Safety
+///
+/// Call it before anything in the process creates an fd without
+/// close-on-exec (C code, or Rust code asking for such an fd on purpose):
+/// such an fd would be listed as inherited and could then be taken — a
+/// second owner of one fd. Rust's std, rustix and tokio create every fd
+/// close-on-exec.
+pub unsafe fn capture() {
+    crate::inherit::capture_inner();
+}
+
+/// Sets close-on-exec on fd `n` (listed by `inherit::capture_inner`;
+/// errors leave it as it was).
+pub(crate) fn set_cloexec(n: RawFd) {
+    // SAFETY: integer arguments only; F_SETFD changes a flag of an open fd
+    // number and never closes or reuses it.
+    let _ = unsafe { libc::fcntl(n, libc::F_SETFD, libc::FD_CLOEXEC) };
+}
+
 /// Makes an [`OwnedFd`] of an inherited number.
 ///
 /// # Panics
@@ -490,12 +520,11 @@ pub(crate) struct Claimed(pub(crate) RawFd);
 pub(crate) fn adopt(claim: Claimed) -> OwnedFd {
     debug_assert!(matches!(fd_flags(claim.0), Ok(Some(_))));
     // SAFETY: `inherit::take_inherited_fd`, the only place that builds a
-    // `Claimed`, checked that the number is open, that it does not have
-    // FD_CLOEXEC set (so it was not created by Rust code in this process,
-    // which creates every fd close-on-exec: it came through exec), and
-    // that it was never claimed before in this process (a set kept under a
-    // lock), so no other `OwnedFd` for it was made here. Its documented
-    // contract covers the remaining case, an fd a C library or the program
-    // created without the flag.
+    // `Claimed`, checked that the number is among those `capture` found
+    // open without FD_CLOEXEC when the program started — fds that came
+    // through exec, owned by nothing in this image (`capture`'s safety
+    // contract: it ran before the program created any fd without the
+    // flag) — and that it was not taken before (a set kept under a lock),
+    // so no other `OwnedFd` for it exists.
     unsafe { OwnedFd::from_raw_fd(claim.0) }
 }
