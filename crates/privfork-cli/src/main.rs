@@ -5,7 +5,7 @@
 //!   [ARGS...]` runs CMD as USER under pledge-style promises and unveiled
 //!   paths; CMD cannot execute anything further unless `exec` is promised.
 //!   Exit status: CMD's own, or 128 + the signal that killed it; privfork's
-//!   own failures use 118–127 (see `privfork run --help`).
+//!   own failures use 117–127 (see `privfork run --help`).
 //! - `privfork id USER [--group GROUP]` prints the identity a privilege drop
 //!   or fork-as to USER would take: uid, primary gid and supplementary
 //!   groups, resolved exactly as the library resolves them.
@@ -39,7 +39,9 @@ enum Command {
     /// Run a program as a user under promises and unveiled paths.
     ///
     /// Exit status: the program's own, or 128 + the signal that killed it.
-    /// privfork's own failures: 118 a sandbox layer this kernel cannot
+    /// privfork's own failures: 117 the program, its interpreter, a library
+    /// or a library search directory lies in a directory that someone other
+    /// than root or the caller can write, 118 a sandbox layer this kernel cannot
     /// enforce (see --best-effort), 119 an executable stack without
     /// prot_exec, 120 a needed library not found, 121 bad promise, 122 bad
     /// unveil spec or

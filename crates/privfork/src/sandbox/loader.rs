@@ -78,6 +78,12 @@ pub struct Resolution {
     /// `$ORIGIN`, which the loader expands by `readlink("/proc/self/exe")`
     /// (a library's `$ORIGIN` comes from its path, without a system call).
     pub program_uses_origin: bool,
+    /// The interpreter and the libraries as the loader names them (before
+    /// symlinks are resolved), in load order: what a caller checks for
+    /// directories others can write (see [`crate::trusted_path`]).
+    pub found: Vec<PathBuf>,
+    /// Every `DT_RPATH`/`DT_RUNPATH` directory searched, each once, sorted.
+    pub search_dirs: Vec<PathBuf>,
 }
 
 /// Whether `s` names `$ORIGIN` (or `${ORIGIN}`).
@@ -290,6 +296,8 @@ struct Resolver<'a> {
     objects: Vec<Object>,
     hwcaps: Vec<&'static str>,
     cache: Option<Option<LdCache>>,
+    /// The RPATH/RUNPATH directories searched so far.
+    searched: std::collections::BTreeSet<PathBuf>,
 }
 
 impl Resolver<'_> {
@@ -350,6 +358,7 @@ impl Resolver<'_> {
             dirs.extend(search_dirs(r, &needer.origin));
         }
         let nodeflib = needer.elf.nodeflib;
+        self.searched.extend(dirs.iter().cloned());
         for d in &dirs {
             if let Some(found) = self.in_dir(d, name)? {
                 return Ok(Some(found));
@@ -437,6 +446,7 @@ pub fn resolve(program: &Path) -> Result<Resolution, ResolveError> {
         res.exec_stack = Some(interp_canon.clone());
     }
     res.interpreter = Some(interp_canon);
+    res.found.push(interp.clone());
     let mut names = vec![interp.as_os_str().as_bytes().to_vec()];
     names.extend(ielf.soname.clone());
     let mut r = Resolver {
@@ -461,8 +471,10 @@ pub fn resolve(program: &Path) -> Result<Resolution, ResolveError> {
         ],
         hwcaps: glibc_hwcaps(),
         cache: None,
+        searched: Default::default(),
     };
     closure(&mut r, &mut res)?;
+    res.search_dirs = r.searched.into_iter().collect();
     Ok(res)
 }
 
@@ -499,6 +511,7 @@ fn closure(r: &mut Resolver<'_>, res: &mut Resolution) -> Result<(), ResolveErro
                 res.exec_stack = Some(canon.clone());
             }
             res.libraries.push(canon);
+            res.found.push(path.clone());
             let mut names = vec![name];
             names.extend(elf.soname.clone());
             r.objects.push(Object {
@@ -608,6 +621,7 @@ mod tests {
             }],
             hwcaps: glibc_hwcaps(),
             cache: None,
+            searched: Default::default(),
         };
         let (p, e, _) = r.search(b"libb.so", 0).unwrap().unwrap();
         assert_eq!(p, dir.join("libb.so"));

@@ -40,6 +40,10 @@ use rustix::process::Pid;
 
 /// privfork's own exit codes (the program's own status passes through).
 pub mod exit {
+    /// The program, its interpreter, a library or a library search
+    /// directory lies under a directory that someone other than root or
+    /// the caller can write (see [`crate::trusted_path`]).
+    pub const UNTRUSTED_PATH: i32 = 117;
     /// A layer of the sandbox cannot be enforced on this kernel (and
     /// `--best-effort` was not given).
     pub const UNENFORCEABLE: i32 = 118;
@@ -201,6 +205,44 @@ fn resolve_fail(e: super::loader::ResolveError) -> RunError {
     fail(code, e)
 }
 
+/// Refuses `path` unless only root and the caller (privfork's real uid)
+/// can change what it names: privfork, root, checks these files by name
+/// and Landlock opens them again by name; a directory on the way that
+/// someone else can write lets them swap the file (for a symlink to `/`,
+/// say) in between.
+fn trusted(path: &Path, dir: bool) -> Result<(), RunError> {
+    use crate::trusted_path;
+    let caller = [rustix::process::getuid().as_raw()];
+    let abs = std::path::absolute(path).map_err(|e| fail(exit::NOT_FOUND, e))?;
+    let checked = if dir {
+        trusted_path::check_dir(&abs, &caller)
+    } else {
+        trusted_path::check(&abs, &caller)
+    };
+    match checked {
+        Ok(()) => Ok(()),
+        // A search directory that does not exist: the loader passes over
+        // it, and anything created there later is not unveiled.
+        Err(trusted_path::UntrustedPath::Stat { source, .. })
+            if dir && source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(fail(exit::UNTRUSTED_PATH, format!("refusing to run: {e}"))),
+    }
+}
+
+/// Checks every file and search directory of `r` with [`trusted`].
+fn trusted_resolution(r: &super::loader::Resolution) -> Result<(), RunError> {
+    for p in r.found.iter().chain(&r.interpreter).chain(&r.libraries) {
+        trusted(p, false)?;
+    }
+    for d in &r.search_dirs {
+        trusted(d, true)?;
+    }
+    Ok(())
+}
+
 /// Read (and, for the program and interpreters, execute) permissions.
 fn perms(exec: bool) -> super::Perms {
     super::Perms {
@@ -258,10 +300,14 @@ fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
         }
         unveils.push(u);
     }
+    // Checked before it is first opened or resolved: from here on, only
+    // root and the caller can change what the name points to.
+    trusted(program, false)?;
     let program = program
         .canonicalize()
         .map_err(|e| fail(exit::NOT_FOUND, format!("{}: {e}", program.display())))?;
     let loaded = loader::resolve(&program).map_err(resolve_fail)?;
+    trusted_resolution(&loaded)?;
     let interpreter = script_interpreter(&program);
     // Only a dynamically linked program (or a script, whose interpreter
     // usually is) needs the loader's read-only opens and executable file
@@ -288,7 +334,9 @@ fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
     }
     for p in extra {
         if !programs.iter().any(|(q, _)| *q == p) {
+            trusted(&p, false)?;
             let r = loader::resolve(&p).map_err(resolve_fail)?;
+            trusted_resolution(&r)?;
             programs.push((p, r));
         }
     }
