@@ -386,3 +386,45 @@ fn programs_and_libraries_in_directories_others_can_write_are_refused() {
     let o = run();
     assert_eq!(stdout(&o), "3 unreadable\n", "{}", stderr(&o));
 }
+
+/// The paths an ELF file names (here `PT_INTERP`) are opened by root
+/// before any sandbox: a device is never opened for reading (`/dev/watchdog`
+/// would arm a watchdog), only looked at through an `O_PATH` fd.
+#[test]
+fn devices_an_elf_file_names_are_never_opened() {
+    let _limit = time_limit!();
+    let dir = Dir::new("devinterp");
+    dir.write("t.c", "int main(void) { return 0; }\n");
+    cc(&dir, &["-o", "t", "t.c", "-Wl,--dynamic-linker=/dev/null"]);
+    let t = dir.join("t");
+    let log = dir.join("strace.log");
+    // privfork itself only (no -f): it resolves the loader's files before
+    // it forks.
+    let o = Command::new("strace")
+        .args(["-e", "trace=open,openat,openat2", "-o"])
+        .arg(&log)
+        .arg(env!("CARGO_BIN_EXE_privfork"))
+        .args(["run", "-u", "nobody", "-p", "stdio", "--"])
+        .arg(&t)
+        .output()
+        .expect("strace is needed for this test");
+    assert_eq!(code(&o), 126, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/dev/null") && stderr(&o).contains("not a regular file"),
+        "{}",
+        stderr(&o)
+    );
+    let trace = std::fs::read_to_string(&log).unwrap();
+    let opened: Vec<&str> = trace
+        .lines()
+        .filter(|l| l.contains("\"/dev/null\"") && !l.contains("O_PATH"))
+        .collect();
+    assert!(opened.is_empty(), "{opened:?}");
+    // Looked at, through O_PATH.
+    assert!(
+        trace
+            .lines()
+            .any(|l| l.contains("\"/dev/null\"") && l.contains("O_PATH")),
+        "{trace}"
+    );
+}

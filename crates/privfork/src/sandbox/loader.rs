@@ -269,7 +269,7 @@ fn search_dirs(list: &[u8], origin: &Path) -> Vec<PathBuf> {
 /// Opens and parses a candidate library; `Ok(None)` if glibc would pass
 /// it over (missing, unreadable, not a regular file, not x86_64 ELF).
 fn candidate(path: &Path) -> Result<Option<(Elf, FileId)>, ResolveError> {
-    let Some(f) = super::run::open_regular(path) else {
+    let Ok(f) = super::run::open_regular(path) else {
         return Ok(None);
     };
     let id = match f.metadata() {
@@ -322,7 +322,7 @@ impl Resolver<'_> {
         self.cache
             .get_or_insert_with(|| {
                 use std::io::Read;
-                let f = super::run::open_regular(Path::new(LD_SO_CACHE))?;
+                let f = super::run::open_regular(Path::new(LD_SO_CACHE)).ok()?;
                 let mut b = Vec::new();
                 f.take(ldcache::MAX_SIZE).read_to_end(&mut b).ok()?;
                 // A cache the loader could not read either: none.
@@ -405,7 +405,7 @@ pub fn resolve(program: &Path) -> Result<Resolution, ResolveError> {
         path: path.to_path_buf(),
         source,
     };
-    let Some(f) = super::run::open_regular(program) else {
+    let Ok(f) = super::run::open_regular(program) else {
         return Ok(Resolution::default());
     };
     let main = match elf::parse(&f) {
@@ -432,10 +432,10 @@ pub fn resolve(program: &Path) -> Result<Resolution, ResolveError> {
         .chain(&main.needed)
         .any(|s| uses_origin(s));
     let interp = path_of(&interp);
-    let fi = super::run::open_regular(&interp).ok_or_else(|| ResolveError::Interpreter {
+    let fi = super::run::open_regular(&interp).map_err(|source| ResolveError::Interpreter {
         path: interp.clone(),
         program: program.to_path_buf(),
-        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        source,
     })?;
     let ielf = elf::parse(&fi).map_err(|e| elf_err(&interp, e))?;
     let imeta = fi

@@ -164,16 +164,36 @@ fn resolve(program: &Path) -> Result<PathBuf, RunError> {
     ))
 }
 
-/// Opens `path` for reading only if it is a regular file, without
-/// blocking (a FIFO) or acquiring a terminal: privfork is still root here.
-pub(super) fn open_regular(path: &Path) -> Option<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .ok()?;
-    f.metadata().ok()?.is_file().then_some(f)
+/// Opens `path` for reading only if it is a regular file. privfork is
+/// still root here and the path may come from an untrusted ELF file
+/// (`PT_INTERP`, `DT_NEEDED`, `DT_RUNPATH`): opening a device for reading
+/// can do something (`/dev/watchdog` arms a watchdog), a FIFO blocks, a
+/// terminal could become privfork's. So the path is first opened
+/// `O_PATH` (which opens nothing: no driver's `open` runs), checked with
+/// `fstat`, and only a regular file is opened for reading, through that
+/// same fd (`/proc/self/fd/N`), not by its name again.
+///
+/// # Errors
+///
+/// The error of `open` or `fstat`; `InvalidInput` for anything but a
+/// regular file.
+pub(super) fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let opath = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+    let stat = rustix::fs::fstat(&opath)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let through = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&opath));
+    let f = rustix::fs::open(
+        through.as_str(),
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(f.into())
 }
 
 /// The interpreter a script names on its `#!` line (the first word; the
@@ -183,7 +203,8 @@ pub(super) fn open_regular(path: &Path) -> Option<std::fs::File> {
 fn script_interpreter(program: &Path) -> Option<PathBuf> {
     use std::io::Read;
     let mut head = Vec::with_capacity(256);
-    open_regular(program)?
+    open_regular(program)
+        .ok()?
         .take(256)
         .read_to_end(&mut head)
         .ok()?;
