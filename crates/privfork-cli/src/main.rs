@@ -68,9 +68,10 @@ enum Command {
         /// Allow connecting to this TCP port.
         #[arg(long, value_name = "PORT")]
         connect: Vec<u16>,
-        /// What a refused system call does.
-        #[arg(long, value_enum, default_value = "kill")]
-        mode: Mode,
+        /// What a refused system call does (default: kill, or errno under
+        /// the `error` promise).
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
         /// Give the program privfork's own stdin, stdout and stderr, a
         /// terminal included (for interactive programs). By default its
         /// stdout and stderr are pipes that privfork relays, and its stdin
@@ -119,11 +120,11 @@ fn main() -> ExitCode {
                 unveil,
                 bind,
                 connect,
-                violation: match mode {
+                violation: mode.map(|m| match m {
                     Mode::Kill => privfork::sandbox::Violation::Kill,
                     Mode::Errno => privfork::sandbox::Violation::Errno,
                     Mode::Log => privfork::sandbox::Violation::Log,
-                },
+                }),
                 best_effort,
                 stdio: if inherit_stdio {
                     privfork::sandbox::run::StdioMode::Inherit

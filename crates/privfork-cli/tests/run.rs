@@ -186,6 +186,34 @@ fn violation_modes() {
     let e = stderr(&o);
     assert!(e.contains("openat") && e.contains("cpath"), "{e}");
     assert!(!dir.0.join("f").exists());
+    // The error promise, without --mode: EPERM, as pledge(2)'s "error".
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath error",
+        "--",
+        "/bin/sh",
+        "-c",
+        &target,
+    ]);
+    assert_ne!(code(&o), 128 + libc::SIGSYS, "{}", stderr(&o));
+    assert!(stderr(&o).contains("not permitted"), "{}", stderr(&o));
+    // --mode still wins.
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath error",
+        "--mode",
+        "kill",
+        "--",
+        "/bin/sh",
+        "-c",
+        &target,
+    ]);
+    assert_eq!(code(&o), 128 + libc::SIGSYS, "{}", stderr(&o));
+    assert!(!dir.0.join("f").exists());
 }
 
 #[test]

@@ -85,8 +85,9 @@ pub struct RunOptions {
     pub bind: Vec<u16>,
     /// TCP ports the program may connect to.
     pub connect: Vec<u16>,
-    /// What a violation does.
-    pub violation: Violation,
+    /// What a violation does; `None`: the sandbox's default (kill, or
+    /// `EPERM` under the `error` promise).
+    pub violation: Option<Violation>,
     /// Run even if a layer cannot be fully enforced (with a warning);
     /// otherwise that is refused before anything starts.
     pub best_effort: bool,
@@ -289,8 +290,12 @@ fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
     use super::loader;
     let mut sb = Sandbox::new()
         .promises(&opts.promises)
-        .map_err(|e| fail(exit::BAD_PROMISE, e))?
-        .violation(opts.violation)
+        .map_err(|e| fail(exit::BAD_PROMISE, e))?;
+    // Only when asked: otherwise the `error` promise decides.
+    if let Some(v) = opts.violation {
+        sb = sb.violation(v);
+    }
+    let mut sb = sb
         // Fail closed: a kernel without a layer is refused by `prepare`,
         // before anything is restricted or started.
         .policy(if opts.best_effort {
@@ -464,7 +469,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
             SandboxError::Step { .. } if !opts.best_effort => unenforceable(&e),
             e => fail(exit::SANDBOX, e),
         })?;
-    let log = opts.violation == Violation::Log;
+    let log = opts.violation == Some(Violation::Log);
     let sys_fail =
         |what: &str, e: &dyn std::fmt::Display| fail(exit::SANDBOX, format!("{what}: {e}"));
     let (child_stdio, mut relay) =
