@@ -83,6 +83,14 @@ enum Command {
         /// it, such a kernel is refused (exit status 118).
         #[arg(long)]
         best_effort: bool,
+        /// Set K=V in the program's environment. The program starts from an
+        /// empty environment: PATH, LANG, LC_*, TERM and TZ are kept from
+        /// privfork's, HOME, USER, LOGNAME and SHELL are the user's own.
+        #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+        env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+        /// Pass NAME from privfork's environment on to the program.
+        #[arg(long = "keep-env", value_name = "NAME")]
+        keep_env: Vec<std::ffi::OsString>,
         /// The program and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<std::ffi::OsString>,
@@ -98,6 +106,14 @@ enum Command {
     },
 }
 
+/// `K=V` for `--env`.
+fn parse_env(s: &str) -> Result<(std::ffi::OsString, std::ffi::OsString), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.into(), v.into())),
+        _ => Err(format!("expected K=V, got {s:?}")),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -111,6 +127,8 @@ fn main() -> ExitCode {
             mode,
             inherit_stdio,
             best_effort,
+            env,
+            keep_env,
             command,
         } => {
             let opts = privfork::sandbox::run::RunOptions {
@@ -131,6 +149,8 @@ fn main() -> ExitCode {
                 } else {
                     privfork::sandbox::run::StdioMode::Relay
                 },
+                env,
+                keep_env,
                 command,
             };
             match privfork::sandbox::run::run(&opts) {

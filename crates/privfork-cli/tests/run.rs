@@ -997,3 +997,48 @@ t("utime-out", lambda: os.utime("{theirs}", (1, 1)))
     assert_eq!(meta.mode() & 0o7777, 0o644, "the file outside changed mode");
     assert_ne!(meta.mtime(), 1, "the file outside changed times");
 }
+
+/// The program starts from an empty environment: a secret in the
+/// invoker's (root's) environment does not reach a program run as nobody,
+/// whose environment other nobody processes can read.
+#[test]
+fn the_invokers_environment_stays_with_the_invoker() {
+    let _limit = time_limit!();
+    let env_of = |extra: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_privfork"))
+            .env("SECRET_TOKEN", "hunter2")
+            .env("LC_TIME", "C")
+            .env("HOME", "/root")
+            .args(["run", "-u", "nobody", "-p", "stdio rpath"])
+            .args(extra)
+            .args(["--", "/usr/bin/env"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        stdout(&o)
+    };
+    let nobody_home = std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f[0] == "nobody").then(|| f[5].to_owned())
+        })
+        .unwrap();
+    let env = env_of(&[]);
+    assert!(!env.contains("SECRET_TOKEN"), "{env}");
+    assert!(
+        env.lines().any(|l| l == format!("HOME={nobody_home}")),
+        "{env}"
+    );
+    assert!(env.lines().any(|l| l == "USER=nobody"), "{env}");
+    assert!(env.lines().any(|l| l == "LOGNAME=nobody"), "{env}");
+    assert!(env.lines().any(|l| l == "LC_TIME=C"), "{env}");
+    assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+    let env = env_of(&["--keep-env", "SECRET_TOKEN", "--env", "FOO=a=b"]);
+    assert!(env.lines().any(|l| l == "SECRET_TOKEN=hunter2"), "{env}");
+    assert!(env.lines().any(|l| l == "FOO=a=b"), "{env}");
+    // --env wins over the defaults.
+    let env = env_of(&["--env", "HOME=/srv"]);
+    assert!(env.lines().any(|l| l == "HOME=/srv"), "{env}");
+}

@@ -93,8 +93,78 @@ pub struct RunOptions {
     pub best_effort: bool,
     /// The program's stdin, stdout and stderr.
     pub stdio: StdioMode,
+    /// Variables set in the program's environment (`--env K=V`), over
+    /// everything else.
+    pub env: Vec<(OsString, OsString)>,
+    /// Variables of privfork's environment passed on (`--keep-env NAME`)
+    /// besides [`KEPT_ENV`].
+    pub keep_env: Vec<OsString>,
     /// The program and its arguments.
     pub command: Vec<OsString>,
+}
+
+/// The variables of privfork's environment the program gets by default
+/// (`LC_*` too): locale, terminal type, time zone and the command search
+/// path. Nothing else of the invoker's environment (a root shell's
+/// `AWS_SECRET_ACCESS_KEY`, say) reaches a program that other processes of
+/// its user can read (`/proc/PID/environ` of a dumpable process).
+pub const KEPT_ENV: &[&str] = &["PATH", "LANG", "TERM", "TZ"];
+
+/// The program's environment: [`KEPT_ENV`] and `LC_*` from privfork's,
+/// `HOME`, `USER`, `LOGNAME` and `SHELL` of the user it runs as (from its
+/// passwd entry; `HOME=/` and nothing else without one), then the
+/// variables named by `--keep-env`, then those set by `--env`.
+fn environment(opts: &RunOptions, uid: u32) -> Result<Vec<(OsString, OsString)>, RunError> {
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    let mut set = |k: OsString, v: OsString| {
+        env.retain(|(old, _)| *old != k);
+        env.push((k, v));
+    };
+    for (k, v) in std::env::vars_os() {
+        let name = k.as_bytes();
+        if KEPT_ENV.iter().any(|n| n.as_bytes() == name) || name.starts_with(b"LC_") {
+            set(k, v);
+        }
+    }
+    match crate::sys::user_by_uid(rustix::process::Uid::from_raw(uid)) {
+        Ok(Some(pw)) => {
+            let home = if pw.home.is_empty() {
+                "/".into()
+            } else {
+                pw.home
+            };
+            set("HOME".into(), home);
+            set("USER".into(), pw.name.clone().into());
+            set("LOGNAME".into(), pw.name.into());
+            if !pw.shell.is_empty() {
+                set("SHELL".into(), pw.shell);
+            }
+        }
+        _ => set("HOME".into(), "/".into()),
+    }
+    for k in &opts.keep_env {
+        if let Some(v) = std::env::var_os(k) {
+            set(k.clone(), v);
+        }
+    }
+    for (k, v) in &opts.env {
+        let bad = k.is_empty()
+            || k.as_bytes().contains(&b'=')
+            || k.as_bytes().contains(&0)
+            || v.as_bytes().contains(&0);
+        if bad {
+            return Err(fail(
+                exit::SANDBOX,
+                format!(
+                    "bad --env {}={}: the name must be non-empty, without '=' or NUL",
+                    k.to_string_lossy(),
+                    v.to_string_lossy()
+                ),
+            ));
+        }
+        set(k.clone(), v.clone());
+    }
+    Ok(env)
 }
 
 /// A failure of `run` before the program started, with its exit code.
@@ -457,6 +527,10 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
             format!("refusing to run the program as root ({user} is uid 0); use e.g. -u nobody"),
         ));
     }
+    let target_uid = identity
+        .as_ref()
+        .map_or_else(|| rustix::process::getuid().as_raw(), Identity::uid);
+    let env = crate::setup::Environment::Set(environment(opts, target_uid)?);
     // Prepared here, in privfork itself: a bad unveil or a kernel that
     // cannot enforce is reported before any fork.
     let sb = sandbox(opts, &program)?
@@ -499,6 +573,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
                 sb: &sb,
                 stdio: &child_stdio,
                 program: &program,
+                env: &env,
                 opts,
             };
             let code = child(&token, parent, &launch, child_end);
@@ -620,6 +695,7 @@ struct Launch<'a> {
     sb: &'a PreparedSandbox,
     stdio: &'a relay::ChildStdio,
     program: &'a Path,
+    env: &'a crate::setup::Environment,
     opts: &'a RunOptions,
 }
 
@@ -644,6 +720,7 @@ fn child(
         sb,
         stdio,
         program,
+        env,
         opts,
     } = *launch;
     let say = |code: i32, msg: &dyn std::fmt::Display| {
@@ -661,6 +738,8 @@ fn child(
         // No fd the caller left open reaches the program (Landlock does
         // not govern fds opened before it): all above stderr close at exec.
         fds: Fds::CloseOnExec,
+        // Not the invoker's environment: see `environment`.
+        env: Some(env),
         isolate: true,
         rlimits: &rlimits,
         identity: identity.map(|id| (id, &drop_opts)),
