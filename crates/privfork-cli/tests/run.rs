@@ -1042,3 +1042,53 @@ fn the_invokers_environment_stays_with_the_invoker() {
     let env = env_of(&["--env", "HOME=/srv"]);
     assert!(env.lines().any(|l| l == "HOME=/srv"), "{env}");
 }
+
+/// Every signal that would end privfork by its default action (here
+/// SIGQUIT, Ctrl-\\) is passed on to the program, and privfork stays to
+/// end the program's tree: a `setsid` descendant does not go to init.
+#[test]
+fn a_quit_reaches_the_program_and_ends_its_tree() {
+    let _limit = time_limit!();
+    let marker = format!("1000.{}3", std::process::id());
+    let child = Command::new(env!("CARGO_BIN_EXE_privfork"))
+        .args(["run", "-u", "nobody", "-p", "stdio rpath proc exec"])
+        .args([
+            "-v",
+            "rx:/usr/bin",
+            "-v",
+            "rw:/dev/null",
+            "--",
+            "/bin/sh",
+            "-c",
+        ])
+        .arg(format!("setsid sleep {marker} & sleep {marker}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while processes_with(&marker).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sleeps never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::QUIT).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let left = processes_with(&marker);
+    for p in &left {
+        // Not left behind if the test fails: the pid each line starts with.
+        if let Some(pid) = p
+            .split(':')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+    assert_eq!(code(&o), 128 + libc::SIGQUIT, "{}", stderr(&o));
+    assert!(left.is_empty(), "{left:?}");
+}

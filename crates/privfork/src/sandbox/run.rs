@@ -485,6 +485,30 @@ fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
     Ok(sb)
 }
 
+/// SIGCHLD and every signal whose default action ends a process, except
+/// those a fault of privfork's own raises (SEGV, BUS, FPE, ILL, TRAP, SYS,
+/// ABRT), SIGPIPE (ignored by the Rust runtime) and KILL/STOP (which
+/// cannot be caught). Read through a signalfd and passed on to the
+/// program's process group: privfork killed by one of them (SIGQUIT from
+/// Ctrl-\\, say) would leave the program's `setsid` descendants to init.
+const FORWARDED: &[Signal] = &[
+    Signal::CHILD,
+    Signal::INT,
+    Signal::TERM,
+    Signal::HUP,
+    Signal::QUIT,
+    Signal::USR1,
+    Signal::USR2,
+    Signal::ALARM,
+    Signal::XCPU,
+    Signal::XFSZ,
+    Signal::VTALARM,
+    Signal::PROF,
+    Signal::IO,
+    Signal::POWER,
+    Signal::STKFLT,
+];
+
 /// Runs the command; returns the exit code privfork should exit with.
 ///
 /// # Errors
@@ -552,8 +576,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     // would end privfork (forwarded to the program). Blocked before the
     // fork, so nothing reaps the child behind its handle's back; the
     // child's setup empties its mask again.
-    let signals = Signals::new(&[Signal::CHILD, Signal::INT, Signal::TERM, Signal::HUP])
-        .map_err(|e| sys_fail("signalfd", &e))?;
+    let signals = Signals::new(FORWARDED).map_err(|e| sys_fail("signalfd", &e))?;
     // Orphaned descendants come back to privfork, to be killed at the end.
     reap::become_subreaper().map_err(|e| sys_fail("prctl(PR_SET_CHILD_SUBREAPER)", &e))?;
     let (parent_end, child_end) = rustix::net::socketpair(
