@@ -5,7 +5,7 @@
 //!   [ARGS...]` runs CMD as USER under pledge-style promises and unveiled
 //!   paths; CMD cannot execute anything further unless `exec` is promised.
 //!   Exit status: CMD's own, or 128 + the signal that killed it; privfork's
-//!   own failures use 118–127 (see `privfork run --help`).
+//!   own failures use 117–127 (see `privfork run --help`).
 //! - `privfork id USER [--group GROUP]` prints the identity a privilege drop
 //!   or fork-as to USER would take: uid, primary gid and supplementary
 //!   groups, resolved exactly as the library resolves them.
@@ -39,7 +39,9 @@ enum Command {
     /// Run a program as a user under promises and unveiled paths.
     ///
     /// Exit status: the program's own, or 128 + the signal that killed it.
-    /// privfork's own failures: 118 a sandbox layer this kernel cannot
+    /// privfork's own failures: 117 the program, its interpreter, a library
+    /// or a library search directory lies in a directory that someone other
+    /// than root or the caller can write, 118 a sandbox layer this kernel cannot
     /// enforce (see --best-effort), 119 an executable stack without
     /// prot_exec, 120 a needed library not found, 121 bad promise, 122 bad
     /// unveil spec or
@@ -66,9 +68,10 @@ enum Command {
         /// Allow connecting to this TCP port.
         #[arg(long, value_name = "PORT")]
         connect: Vec<u16>,
-        /// What a refused system call does.
-        #[arg(long, value_enum, default_value = "kill")]
-        mode: Mode,
+        /// What a refused system call does (default: kill, or errno under
+        /// the `error` promise).
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
         /// Give the program privfork's own stdin, stdout and stderr, a
         /// terminal included (for interactive programs). By default its
         /// stdout and stderr are pipes that privfork relays, and its stdin
@@ -80,6 +83,14 @@ enum Command {
         /// it, such a kernel is refused (exit status 118).
         #[arg(long)]
         best_effort: bool,
+        /// Set K=V in the program's environment. The program starts from an
+        /// empty environment: PATH, LANG, LC_*, TERM and TZ are kept from
+        /// privfork's, HOME, USER, LOGNAME and SHELL are the user's own.
+        #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+        env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+        /// Pass NAME from privfork's environment on to the program.
+        #[arg(long = "keep-env", value_name = "NAME")]
+        keep_env: Vec<std::ffi::OsString>,
         /// The program and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<std::ffi::OsString>,
@@ -95,6 +106,14 @@ enum Command {
     },
 }
 
+/// `K=V` for `--env`.
+fn parse_env(s: &str) -> Result<(std::ffi::OsString, std::ffi::OsString), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.into(), v.into())),
+        _ => Err(format!("expected K=V, got {s:?}")),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -108,6 +127,8 @@ fn main() -> ExitCode {
             mode,
             inherit_stdio,
             best_effort,
+            env,
+            keep_env,
             command,
         } => {
             let opts = privfork::sandbox::run::RunOptions {
@@ -117,17 +138,19 @@ fn main() -> ExitCode {
                 unveil,
                 bind,
                 connect,
-                violation: match mode {
+                violation: mode.map(|m| match m {
                     Mode::Kill => privfork::sandbox::Violation::Kill,
                     Mode::Errno => privfork::sandbox::Violation::Errno,
                     Mode::Log => privfork::sandbox::Violation::Log,
-                },
+                }),
                 best_effort,
                 stdio: if inherit_stdio {
                     privfork::sandbox::run::StdioMode::Inherit
                 } else {
                     privfork::sandbox::run::StdioMode::Relay
                 },
+                env,
+                keep_env,
                 command,
             };
             match privfork::sandbox::run::run(&opts) {

@@ -186,6 +186,34 @@ fn violation_modes() {
     let e = stderr(&o);
     assert!(e.contains("openat") && e.contains("cpath"), "{e}");
     assert!(!dir.0.join("f").exists());
+    // The error promise, without --mode: EPERM, as pledge(2)'s "error".
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath error",
+        "--",
+        "/bin/sh",
+        "-c",
+        &target,
+    ]);
+    assert_ne!(code(&o), 128 + libc::SIGSYS, "{}", stderr(&o));
+    assert!(stderr(&o).contains("not permitted"), "{}", stderr(&o));
+    // --mode still wins.
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath error",
+        "--mode",
+        "kill",
+        "--",
+        "/bin/sh",
+        "-c",
+        &target,
+    ]);
+    assert_eq!(code(&o), 128 + libc::SIGSYS, "{}", stderr(&o));
+    assert!(!dir.0.join("f").exists());
 }
 
 #[test]
@@ -336,6 +364,8 @@ fn fds_left_open_by_the_caller_do_not_reach_the_program() {
 fn scripts_run_when_their_interpreter_is_unveiled() {
     let _limit = time_limit!();
     let dir = Dir::new("script");
+    // Only root may write where the program lies (see run_loader.rs).
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let script = dir.0.join("s.sh");
     std::fs::write(&script, "#!/bin/sh\nexit 5\n").unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -966,4 +996,99 @@ t("utime-out", lambda: os.utime("{theirs}", (1, 1)))
     let meta = std::fs::metadata(&theirs).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o644, "the file outside changed mode");
     assert_ne!(meta.mtime(), 1, "the file outside changed times");
+}
+
+/// The program starts from an empty environment: a secret in the
+/// invoker's (root's) environment does not reach a program run as nobody,
+/// whose environment other nobody processes can read.
+#[test]
+fn the_invokers_environment_stays_with_the_invoker() {
+    let _limit = time_limit!();
+    let env_of = |extra: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_privfork"))
+            .env("SECRET_TOKEN", "hunter2")
+            .env("LC_TIME", "C")
+            .env("HOME", "/root")
+            .args(["run", "-u", "nobody", "-p", "stdio rpath"])
+            .args(extra)
+            .args(["--", "/usr/bin/env"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        stdout(&o)
+    };
+    let nobody_home = std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f[0] == "nobody").then(|| f[5].to_owned())
+        })
+        .unwrap();
+    let env = env_of(&[]);
+    assert!(!env.contains("SECRET_TOKEN"), "{env}");
+    assert!(
+        env.lines().any(|l| l == format!("HOME={nobody_home}")),
+        "{env}"
+    );
+    assert!(env.lines().any(|l| l == "USER=nobody"), "{env}");
+    assert!(env.lines().any(|l| l == "LOGNAME=nobody"), "{env}");
+    assert!(env.lines().any(|l| l == "LC_TIME=C"), "{env}");
+    assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+    let env = env_of(&["--keep-env", "SECRET_TOKEN", "--env", "FOO=a=b"]);
+    assert!(env.lines().any(|l| l == "SECRET_TOKEN=hunter2"), "{env}");
+    assert!(env.lines().any(|l| l == "FOO=a=b"), "{env}");
+    // --env wins over the defaults.
+    let env = env_of(&["--env", "HOME=/srv"]);
+    assert!(env.lines().any(|l| l == "HOME=/srv"), "{env}");
+}
+
+/// Every signal that would end privfork by its default action (here
+/// SIGQUIT, Ctrl-\\) is passed on to the program, and privfork stays to
+/// end the program's tree: a `setsid` descendant does not go to init.
+#[test]
+fn a_quit_reaches_the_program_and_ends_its_tree() {
+    let _limit = time_limit!();
+    let marker = format!("1000.{}3", std::process::id());
+    let child = Command::new(env!("CARGO_BIN_EXE_privfork"))
+        .args(["run", "-u", "nobody", "-p", "stdio rpath proc exec"])
+        .args([
+            "-v",
+            "rx:/usr/bin",
+            "-v",
+            "rw:/dev/null",
+            "--",
+            "/bin/sh",
+            "-c",
+        ])
+        .arg(format!("setsid sleep {marker} & sleep {marker}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while processes_with(&marker).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sleeps never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::QUIT).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let left = processes_with(&marker);
+    for p in &left {
+        // Not left behind if the test fails: the pid each line starts with.
+        if let Some(pid) = p
+            .split(':')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+    assert_eq!(code(&o), 128 + libc::SIGQUIT, "{}", stderr(&o));
+    assert!(left.is_empty(), "{left:?}");
 }

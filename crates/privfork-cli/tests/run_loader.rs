@@ -332,3 +332,99 @@ fn an_executable_stack_needs_prot_exec() {
     let o = privfork_run(&["-u", "nobody", "-p", "stdio rpath prot_exec", "--", main]);
     assert_eq!(stdout(&o), "3 unreadable\n", "{}", stderr(&o));
 }
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// privfork checks the program and its libraries by name, and Landlock
+/// opens them by name again: in a directory someone else can write, the
+/// file could be swapped (for a symlink to `/`) in between. Such paths are
+/// refused, with their own exit code, before anything starts.
+#[test]
+fn programs_and_libraries_in_directories_others_can_write_are_refused() {
+    let _limit = time_limit!();
+    let dir = Dir::new("untrusted");
+    // An empty RUNPATH directory searched before the real one.
+    std::fs::create_dir(dir.join("empty")).unwrap();
+    let rpath = format!("-Wl,-rpath,{}:$ORIGIN/lib", dir.join("empty").display());
+    let main = build_program(&dir, &[&rpath, "-Wl,--enable-new-dtags"]);
+    let m = main.to_str().unwrap();
+    let run = || privfork_run(&["-u", "nobody", "-p", "stdio", "--", m]);
+    // Control: every directory root's own, mode 0755.
+    let o = run();
+    assert_eq!(stdout(&o), "3 unreadable\n", "{}", stderr(&o));
+    // The program's directory writable by everyone.
+    chmod(&dir.0, 0o777);
+    let o = run();
+    assert_eq!(code(&o), 117, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("{} is writable", dir.0.display())),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).is_empty());
+    chmod(&dir.0, 0o755);
+    // The directory a library is found in (through RUNPATH).
+    chmod(&dir.join("lib"), 0o777);
+    let o = run();
+    assert_eq!(code(&o), 117, "{}", stderr(&o));
+    assert!(stderr(&o).contains("/lib is writable"), "{}", stderr(&o));
+    chmod(&dir.join("lib"), 0o755);
+    // A RUNPATH directory searched first, where nothing is found yet.
+    chmod(&dir.join("empty"), 0o777);
+    let o = run();
+    assert_eq!(code(&o), 117, "{}", stderr(&o));
+    assert!(stderr(&o).contains("/empty is writable"), "{}", stderr(&o));
+    chmod(&dir.join("empty"), 0o755);
+    // Owned by nobody, even at mode 0755: nobody could swap it.
+    std::os::unix::fs::chown(dir.join("lib"), Some(65534), None).unwrap();
+    let o = run();
+    assert_eq!(code(&o), 117, "{}", stderr(&o));
+    std::os::unix::fs::chown(dir.join("lib"), Some(0), None).unwrap();
+    let o = run();
+    assert_eq!(stdout(&o), "3 unreadable\n", "{}", stderr(&o));
+}
+
+/// The paths an ELF file names (here `PT_INTERP`) are opened by root
+/// before any sandbox: a device is never opened for reading (`/dev/watchdog`
+/// would arm a watchdog), only looked at through an `O_PATH` fd.
+#[test]
+fn devices_an_elf_file_names_are_never_opened() {
+    let _limit = time_limit!();
+    let dir = Dir::new("devinterp");
+    dir.write("t.c", "int main(void) { return 0; }\n");
+    cc(&dir, &["-o", "t", "t.c", "-Wl,--dynamic-linker=/dev/null"]);
+    let t = dir.join("t");
+    let log = dir.join("strace.log");
+    // privfork itself only (no -f): it resolves the loader's files before
+    // it forks.
+    let o = Command::new("strace")
+        .args(["-e", "trace=open,openat,openat2", "-o"])
+        .arg(&log)
+        .arg(env!("CARGO_BIN_EXE_privfork"))
+        .args(["run", "-u", "nobody", "-p", "stdio", "--"])
+        .arg(&t)
+        .output()
+        .expect("strace is needed for this test");
+    assert_eq!(code(&o), 126, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/dev/null") && stderr(&o).contains("not a regular file"),
+        "{}",
+        stderr(&o)
+    );
+    let trace = std::fs::read_to_string(&log).unwrap();
+    let opened: Vec<&str> = trace
+        .lines()
+        .filter(|l| l.contains("\"/dev/null\"") && !l.contains("O_PATH"))
+        .collect();
+    assert!(opened.is_empty(), "{opened:?}");
+    // Looked at, through O_PATH.
+    assert!(
+        trace
+            .lines()
+            .any(|l| l.contains("\"/dev/null\"") && l.contains("O_PATH")),
+        "{trace}"
+    );
+}

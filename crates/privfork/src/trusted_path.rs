@@ -68,13 +68,26 @@ pub enum UntrustedPath {
 /// [`UntrustedPath`] naming the first directory that others can write.
 pub fn check(path: &Path, trusted: &[u32]) -> Result<(), UntrustedPath> {
     let mut budget = 40; // symlinks followed
-    check_inner(path, path, trusted, &mut budget)
+    check_inner(path, path, trusted, false, &mut budget)
+}
+
+/// As [`check`], for a directory whose entries are looked up by name
+/// later (a library search directory): the directory itself must be
+/// writable by no one else either.
+///
+/// # Errors
+///
+/// [`UntrustedPath`] naming the first directory that others can write.
+pub fn check_dir(dir: &Path, trusted: &[u32]) -> Result<(), UntrustedPath> {
+    let mut budget = 40;
+    check_inner(dir, dir, trusted, true, &mut budget)
 }
 
 fn check_inner(
     original: &Path,
     path: &Path,
     trusted: &[u32],
+    last_is_dir: bool,
     budget: &mut u32,
 ) -> Result<(), UntrustedPath> {
     let ok_owner = |uid: u32| uid == 0 || trusted.contains(&uid);
@@ -128,10 +141,10 @@ fn check_inner(
                     for rest in comps.by_ref() {
                         resolved.push(rest);
                     }
-                    return check_inner(original, &resolved, trusted, budget);
+                    return check_inner(original, &resolved, trusted, last_is_dir, budget);
                 }
                 cur = next;
-                if comps.peek().is_none() {
+                if comps.peek().is_none() && !last_is_dir {
                     break; // the last component: its directory was checked
                 }
             }
@@ -193,6 +206,11 @@ mod tests {
                 .unwrap();
             let e = check(&file, &[me]).unwrap_err();
             assert!(e.to_string().contains("writable"), "{e}");
+            // As a search directory: the directory itself is checked.
+            assert!(check_dir(&dir, &[me]).is_err());
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+            assert!(check_dir(&dir, &[me]).is_ok());
             std::fs::remove_dir_all(&dir).unwrap();
         }
     }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use landlock::{
     ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
-    PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope,
+    PathFd, PathFdError, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope,
 };
 
 use super::Level;
@@ -196,24 +196,36 @@ pub(crate) fn prepare(
         .create()?;
     let mut skipped = Vec::new();
     for u in unveils {
-        let meta = match std::fs::metadata(&u.path) {
-            Ok(m) => m,
-            Err(e) if u.optional && e.kind() == std::io::ErrorKind::NotFound => {
+        // Opened once (O_PATH): whether it is a directory comes from that
+        // fd, not from a second lookup of the name that could find
+        // something else.
+        let fd = match PathFd::new(&u.path) {
+            Ok(fd) => fd,
+            Err(PathFdError::OpenCall { source, .. })
+                if u.optional && source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 skipped.push(u.path.clone());
                 continue;
             }
-            Err(source) => {
+            Err(PathFdError::OpenCall { source, .. }) => {
                 return Err(UnveilError::Path {
                     path: u.path.clone(),
                     source,
                 });
             }
+            Err(e) => {
+                return Err(UnveilError::Path {
+                    path: u.path.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                });
+            }
         };
-        let fd = PathFd::new(&u.path).map_err(|e| UnveilError::Path {
+        let stat = rustix::fs::fstat(&fd).map_err(|e| UnveilError::Path {
             path: u.path.clone(),
-            source: std::io::Error::other(e.to_string()),
+            source: e.into(),
         })?;
-        let access = fs_access(u.perms, meta.is_dir());
+        let is_dir = rustix::fs::FileType::from_raw_mode(stat.st_mode).is_dir();
+        let access = fs_access(u.perms, is_dir);
         if access.is_empty() {
             continue;
         }

@@ -78,6 +78,12 @@ pub struct Resolution {
     /// `$ORIGIN`, which the loader expands by `readlink("/proc/self/exe")`
     /// (a library's `$ORIGIN` comes from its path, without a system call).
     pub program_uses_origin: bool,
+    /// The interpreter and the libraries as the loader names them (before
+    /// symlinks are resolved), in load order: what a caller checks for
+    /// directories others can write (see [`crate::trusted_path`]).
+    pub found: Vec<PathBuf>,
+    /// Every `DT_RPATH`/`DT_RUNPATH` directory searched, each once, sorted.
+    pub search_dirs: Vec<PathBuf>,
 }
 
 /// Whether `s` names `$ORIGIN` (or `${ORIGIN}`).
@@ -263,7 +269,7 @@ fn search_dirs(list: &[u8], origin: &Path) -> Vec<PathBuf> {
 /// Opens and parses a candidate library; `Ok(None)` if glibc would pass
 /// it over (missing, unreadable, not a regular file, not x86_64 ELF).
 fn candidate(path: &Path) -> Result<Option<(Elf, FileId)>, ResolveError> {
-    let Some(f) = super::run::open_regular(path) else {
+    let Ok(f) = super::run::open_regular(path) else {
         return Ok(None);
     };
     let id = match f.metadata() {
@@ -290,6 +296,8 @@ struct Resolver<'a> {
     objects: Vec<Object>,
     hwcaps: Vec<&'static str>,
     cache: Option<Option<LdCache>>,
+    /// The RPATH/RUNPATH directories searched so far.
+    searched: std::collections::BTreeSet<PathBuf>,
 }
 
 impl Resolver<'_> {
@@ -314,7 +322,7 @@ impl Resolver<'_> {
         self.cache
             .get_or_insert_with(|| {
                 use std::io::Read;
-                let f = super::run::open_regular(Path::new(LD_SO_CACHE))?;
+                let f = super::run::open_regular(Path::new(LD_SO_CACHE)).ok()?;
                 let mut b = Vec::new();
                 f.take(ldcache::MAX_SIZE).read_to_end(&mut b).ok()?;
                 // A cache the loader could not read either: none.
@@ -350,6 +358,7 @@ impl Resolver<'_> {
             dirs.extend(search_dirs(r, &needer.origin));
         }
         let nodeflib = needer.elf.nodeflib;
+        self.searched.extend(dirs.iter().cloned());
         for d in &dirs {
             if let Some(found) = self.in_dir(d, name)? {
                 return Ok(Some(found));
@@ -396,7 +405,7 @@ pub fn resolve(program: &Path) -> Result<Resolution, ResolveError> {
         path: path.to_path_buf(),
         source,
     };
-    let Some(f) = super::run::open_regular(program) else {
+    let Ok(f) = super::run::open_regular(program) else {
         return Ok(Resolution::default());
     };
     let main = match elf::parse(&f) {
@@ -423,10 +432,10 @@ pub fn resolve(program: &Path) -> Result<Resolution, ResolveError> {
         .chain(&main.needed)
         .any(|s| uses_origin(s));
     let interp = path_of(&interp);
-    let fi = super::run::open_regular(&interp).ok_or_else(|| ResolveError::Interpreter {
+    let fi = super::run::open_regular(&interp).map_err(|source| ResolveError::Interpreter {
         path: interp.clone(),
         program: program.to_path_buf(),
-        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        source,
     })?;
     let ielf = elf::parse(&fi).map_err(|e| elf_err(&interp, e))?;
     let imeta = fi
@@ -437,6 +446,7 @@ pub fn resolve(program: &Path) -> Result<Resolution, ResolveError> {
         res.exec_stack = Some(interp_canon.clone());
     }
     res.interpreter = Some(interp_canon);
+    res.found.push(interp.clone());
     let mut names = vec![interp.as_os_str().as_bytes().to_vec()];
     names.extend(ielf.soname.clone());
     let mut r = Resolver {
@@ -461,8 +471,10 @@ pub fn resolve(program: &Path) -> Result<Resolution, ResolveError> {
         ],
         hwcaps: glibc_hwcaps(),
         cache: None,
+        searched: Default::default(),
     };
     closure(&mut r, &mut res)?;
+    res.search_dirs = r.searched.into_iter().collect();
     Ok(res)
 }
 
@@ -499,6 +511,7 @@ fn closure(r: &mut Resolver<'_>, res: &mut Resolution) -> Result<(), ResolveErro
                 res.exec_stack = Some(canon.clone());
             }
             res.libraries.push(canon);
+            res.found.push(path.clone());
             let mut names = vec![name];
             names.extend(elf.soname.clone());
             r.objects.push(Object {
@@ -608,6 +621,7 @@ mod tests {
             }],
             hwcaps: glibc_hwcaps(),
             cache: None,
+            searched: Default::default(),
         };
         let (p, e, _) = r.search(b"libb.so", 0).unwrap().unwrap();
         assert_eq!(p, dir.join("libb.so"));

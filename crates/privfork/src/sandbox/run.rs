@@ -40,6 +40,10 @@ use rustix::process::Pid;
 
 /// privfork's own exit codes (the program's own status passes through).
 pub mod exit {
+    /// The program, its interpreter, a library or a library search
+    /// directory lies under a directory that someone other than root or
+    /// the caller can write (see [`crate::trusted_path`]).
+    pub const UNTRUSTED_PATH: i32 = 117;
     /// A layer of the sandbox cannot be enforced on this kernel (and
     /// `--best-effort` was not given).
     pub const UNENFORCEABLE: i32 = 118;
@@ -81,15 +85,86 @@ pub struct RunOptions {
     pub bind: Vec<u16>,
     /// TCP ports the program may connect to.
     pub connect: Vec<u16>,
-    /// What a violation does.
-    pub violation: Violation,
+    /// What a violation does; `None`: the sandbox's default (kill, or
+    /// `EPERM` under the `error` promise).
+    pub violation: Option<Violation>,
     /// Run even if a layer cannot be fully enforced (with a warning);
     /// otherwise that is refused before anything starts.
     pub best_effort: bool,
     /// The program's stdin, stdout and stderr.
     pub stdio: StdioMode,
+    /// Variables set in the program's environment (`--env K=V`), over
+    /// everything else.
+    pub env: Vec<(OsString, OsString)>,
+    /// Variables of privfork's environment passed on (`--keep-env NAME`)
+    /// besides [`KEPT_ENV`].
+    pub keep_env: Vec<OsString>,
     /// The program and its arguments.
     pub command: Vec<OsString>,
+}
+
+/// The variables of privfork's environment the program gets by default
+/// (`LC_*` too): locale, terminal type, time zone and the command search
+/// path. Nothing else of the invoker's environment (a root shell's
+/// `AWS_SECRET_ACCESS_KEY`, say) reaches a program that other processes of
+/// its user can read (`/proc/PID/environ` of a dumpable process).
+pub const KEPT_ENV: &[&str] = &["PATH", "LANG", "TERM", "TZ"];
+
+/// The program's environment: [`KEPT_ENV`] and `LC_*` from privfork's,
+/// `HOME`, `USER`, `LOGNAME` and `SHELL` of the user it runs as (from its
+/// passwd entry; `HOME=/` and nothing else without one), then the
+/// variables named by `--keep-env`, then those set by `--env`.
+fn environment(opts: &RunOptions, uid: u32) -> Result<Vec<(OsString, OsString)>, RunError> {
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    let mut set = |k: OsString, v: OsString| {
+        env.retain(|(old, _)| *old != k);
+        env.push((k, v));
+    };
+    for (k, v) in std::env::vars_os() {
+        let name = k.as_bytes();
+        if KEPT_ENV.iter().any(|n| n.as_bytes() == name) || name.starts_with(b"LC_") {
+            set(k, v);
+        }
+    }
+    match crate::sys::user_by_uid(rustix::process::Uid::from_raw(uid)) {
+        Ok(Some(pw)) => {
+            let home = if pw.home.is_empty() {
+                "/".into()
+            } else {
+                pw.home
+            };
+            set("HOME".into(), home);
+            set("USER".into(), pw.name.clone().into());
+            set("LOGNAME".into(), pw.name.into());
+            if !pw.shell.is_empty() {
+                set("SHELL".into(), pw.shell);
+            }
+        }
+        _ => set("HOME".into(), "/".into()),
+    }
+    for k in &opts.keep_env {
+        if let Some(v) = std::env::var_os(k) {
+            set(k.clone(), v);
+        }
+    }
+    for (k, v) in &opts.env {
+        let bad = k.is_empty()
+            || k.as_bytes().contains(&b'=')
+            || k.as_bytes().contains(&0)
+            || v.as_bytes().contains(&0);
+        if bad {
+            return Err(fail(
+                exit::SANDBOX,
+                format!(
+                    "bad --env {}={}: the name must be non-empty, without '=' or NUL",
+                    k.to_string_lossy(),
+                    v.to_string_lossy()
+                ),
+            ));
+        }
+        set(k.clone(), v.clone());
+    }
+    Ok(env)
 }
 
 /// A failure of `run` before the program started, with its exit code.
@@ -160,16 +235,36 @@ fn resolve(program: &Path) -> Result<PathBuf, RunError> {
     ))
 }
 
-/// Opens `path` for reading only if it is a regular file, without
-/// blocking (a FIFO) or acquiring a terminal: privfork is still root here.
-pub(super) fn open_regular(path: &Path) -> Option<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .ok()?;
-    f.metadata().ok()?.is_file().then_some(f)
+/// Opens `path` for reading only if it is a regular file. privfork is
+/// still root here and the path may come from an untrusted ELF file
+/// (`PT_INTERP`, `DT_NEEDED`, `DT_RUNPATH`): opening a device for reading
+/// can do something (`/dev/watchdog` arms a watchdog), a FIFO blocks, a
+/// terminal could become privfork's. So the path is first opened
+/// `O_PATH` (which opens nothing: no driver's `open` runs), checked with
+/// `fstat`, and only a regular file is opened for reading, through that
+/// same fd (`/proc/self/fd/N`), not by its name again.
+///
+/// # Errors
+///
+/// The error of `open` or `fstat`; `InvalidInput` for anything but a
+/// regular file.
+pub(super) fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let opath = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+    let stat = rustix::fs::fstat(&opath)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let through = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&opath));
+    let f = rustix::fs::open(
+        through.as_str(),
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(f.into())
 }
 
 /// The interpreter a script names on its `#!` line (the first word; the
@@ -179,7 +274,8 @@ pub(super) fn open_regular(path: &Path) -> Option<std::fs::File> {
 fn script_interpreter(program: &Path) -> Option<PathBuf> {
     use std::io::Read;
     let mut head = Vec::with_capacity(256);
-    open_regular(program)?
+    open_regular(program)
+        .ok()?
         .take(256)
         .read_to_end(&mut head)
         .ok()?;
@@ -199,6 +295,44 @@ fn resolve_fail(e: super::loader::ResolveError) -> RunError {
         _ => exit::CANNOT_EXEC,
     };
     fail(code, e)
+}
+
+/// Refuses `path` unless only root and the caller (privfork's real uid)
+/// can change what it names: privfork, root, checks these files by name
+/// and Landlock opens them again by name; a directory on the way that
+/// someone else can write lets them swap the file (for a symlink to `/`,
+/// say) in between.
+fn trusted(path: &Path, dir: bool) -> Result<(), RunError> {
+    use crate::trusted_path;
+    let caller = [rustix::process::getuid().as_raw()];
+    let abs = std::path::absolute(path).map_err(|e| fail(exit::NOT_FOUND, e))?;
+    let checked = if dir {
+        trusted_path::check_dir(&abs, &caller)
+    } else {
+        trusted_path::check(&abs, &caller)
+    };
+    match checked {
+        Ok(()) => Ok(()),
+        // A search directory that does not exist: the loader passes over
+        // it, and anything created there later is not unveiled.
+        Err(trusted_path::UntrustedPath::Stat { source, .. })
+            if dir && source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(fail(exit::UNTRUSTED_PATH, format!("refusing to run: {e}"))),
+    }
+}
+
+/// Checks every file and search directory of `r` with [`trusted`].
+fn trusted_resolution(r: &super::loader::Resolution) -> Result<(), RunError> {
+    for p in r.found.iter().chain(&r.interpreter).chain(&r.libraries) {
+        trusted(p, false)?;
+    }
+    for d in &r.search_dirs {
+        trusted(d, true)?;
+    }
+    Ok(())
 }
 
 /// Read (and, for the program and interpreters, execute) permissions.
@@ -226,8 +360,12 @@ fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
     use super::loader;
     let mut sb = Sandbox::new()
         .promises(&opts.promises)
-        .map_err(|e| fail(exit::BAD_PROMISE, e))?
-        .violation(opts.violation)
+        .map_err(|e| fail(exit::BAD_PROMISE, e))?;
+    // Only when asked: otherwise the `error` promise decides.
+    if let Some(v) = opts.violation {
+        sb = sb.violation(v);
+    }
+    let mut sb = sb
         // Fail closed: a kernel without a layer is refused by `prepare`,
         // before anything is restricted or started.
         .policy(if opts.best_effort {
@@ -258,10 +396,14 @@ fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
         }
         unveils.push(u);
     }
+    // Checked before it is first opened or resolved: from here on, only
+    // root and the caller can change what the name points to.
+    trusted(program, false)?;
     let program = program
         .canonicalize()
         .map_err(|e| fail(exit::NOT_FOUND, format!("{}: {e}", program.display())))?;
     let loaded = loader::resolve(&program).map_err(resolve_fail)?;
+    trusted_resolution(&loaded)?;
     let interpreter = script_interpreter(&program);
     // Only a dynamically linked program (or a script, whose interpreter
     // usually is) needs the loader's read-only opens and executable file
@@ -288,7 +430,9 @@ fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
     }
     for p in extra {
         if !programs.iter().any(|(q, _)| *q == p) {
+            trusted(&p, false)?;
             let r = loader::resolve(&p).map_err(resolve_fail)?;
+            trusted_resolution(&r)?;
             programs.push((p, r));
         }
     }
@@ -341,6 +485,30 @@ fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
     Ok(sb)
 }
 
+/// SIGCHLD and every signal whose default action ends a process, except
+/// those a fault of privfork's own raises (SEGV, BUS, FPE, ILL, TRAP, SYS,
+/// ABRT), SIGPIPE (ignored by the Rust runtime) and KILL/STOP (which
+/// cannot be caught). Read through a signalfd and passed on to the
+/// program's process group: privfork killed by one of them (SIGQUIT from
+/// Ctrl-\\, say) would leave the program's `setsid` descendants to init.
+const FORWARDED: &[Signal] = &[
+    Signal::CHILD,
+    Signal::INT,
+    Signal::TERM,
+    Signal::HUP,
+    Signal::QUIT,
+    Signal::USR1,
+    Signal::USR2,
+    Signal::ALARM,
+    Signal::XCPU,
+    Signal::XFSZ,
+    Signal::VTALARM,
+    Signal::PROF,
+    Signal::IO,
+    Signal::POWER,
+    Signal::STKFLT,
+];
+
 /// Runs the command; returns the exit code privfork should exit with.
 ///
 /// # Errors
@@ -383,6 +551,10 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
             format!("refusing to run the program as root ({user} is uid 0); use e.g. -u nobody"),
         ));
     }
+    let target_uid = identity
+        .as_ref()
+        .map_or_else(|| rustix::process::getuid().as_raw(), Identity::uid);
+    let env = crate::setup::Environment::Set(environment(opts, target_uid)?);
     // Prepared here, in privfork itself: a bad unveil or a kernel that
     // cannot enforce is reported before any fork.
     let sb = sandbox(opts, &program)?
@@ -395,7 +567,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
             SandboxError::Step { .. } if !opts.best_effort => unenforceable(&e),
             e => fail(exit::SANDBOX, e),
         })?;
-    let log = opts.violation == Violation::Log;
+    let log = opts.violation == Some(Violation::Log);
     let sys_fail =
         |what: &str, e: &dyn std::fmt::Display| fail(exit::SANDBOX, format!("{what}: {e}"));
     let (child_stdio, mut relay) =
@@ -404,8 +576,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     // would end privfork (forwarded to the program). Blocked before the
     // fork, so nothing reaps the child behind its handle's back; the
     // child's setup empties its mask again.
-    let signals = Signals::new(&[Signal::CHILD, Signal::INT, Signal::TERM, Signal::HUP])
-        .map_err(|e| sys_fail("signalfd", &e))?;
+    let signals = Signals::new(FORWARDED).map_err(|e| sys_fail("signalfd", &e))?;
     // Orphaned descendants come back to privfork, to be killed at the end.
     reap::become_subreaper().map_err(|e| sys_fail("prctl(PR_SET_CHILD_SUBREAPER)", &e))?;
     let (parent_end, child_end) = rustix::net::socketpair(
@@ -425,6 +596,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
                 sb: &sb,
                 stdio: &child_stdio,
                 program: &program,
+                env: &env,
                 opts,
             };
             let code = child(&token, parent, &launch, child_end);
@@ -546,6 +718,7 @@ struct Launch<'a> {
     sb: &'a PreparedSandbox,
     stdio: &'a relay::ChildStdio,
     program: &'a Path,
+    env: &'a crate::setup::Environment,
     opts: &'a RunOptions,
 }
 
@@ -570,6 +743,7 @@ fn child(
         sb,
         stdio,
         program,
+        env,
         opts,
     } = *launch;
     let say = |code: i32, msg: &dyn std::fmt::Display| {
@@ -587,6 +761,8 @@ fn child(
         // No fd the caller left open reaches the program (Landlock does
         // not govern fds opened before it): all above stderr close at exec.
         fds: Fds::CloseOnExec,
+        // Not the invoker's environment: see `environment`.
+        env: Some(env),
         isolate: true,
         rlimits: &rlimits,
         identity: identity.map(|id| (id, &drop_opts)),

@@ -619,6 +619,26 @@ pub(crate) struct PasswdEntry {
     pub(crate) name: String,
     pub(crate) uid: Uid,
     pub(crate) gid: Gid,
+    /// The home directory (`pw_dir`).
+    pub(crate) home: std::ffi::OsString,
+    /// The login shell (`pw_shell`).
+    pub(crate) shell: std::ffi::OsString,
+}
+
+/// A C string of the passwd entry as bytes; empty if the pointer is null.
+///
+/// # Safety
+///
+/// `p` is null or points to a NUL-terminated string that lives for the
+/// call.
+unsafe fn os_string_at(p: *const libc::c_char) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStrExt;
+    if p.is_null() {
+        return std::ffi::OsString::new();
+    }
+    // SAFETY: non-null here, NUL-terminated and live per this function's
+    // contract.
+    std::ffi::OsStr::from_bytes(unsafe { CStr::from_ptr(p) }.to_bytes()).to_owned()
 }
 
 /// One entry of the group database.
@@ -699,6 +719,11 @@ fn lookup_passwd(key: UserKey<'_>) -> io::Result<Option<PasswdEntry>> {
                 .into_owned(),
             uid: Uid::from_raw(pwd.pw_uid),
             gid: Gid::from_raw(pwd.pw_gid),
+            // SAFETY: on success pw_dir and pw_shell are null or point to
+            // NUL-terminated strings inside the buffer, as pw_name.
+            home: unsafe { os_string_at(pwd.pw_dir) },
+            // SAFETY: as above.
+            shell: unsafe { os_string_at(pwd.pw_shell) },
         },
     )
 }
