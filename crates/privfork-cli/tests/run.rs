@@ -5,40 +5,18 @@
 mod time_limit;
 use time_limit::time_limit;
 
+mod common;
+use common::{code, privfork_run, random, stderr, stdout};
+
 use std::process::{Command, Output};
-
-fn privfork_run(args: &[&str]) -> Output {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "privfork run tests drop to nobody: run them as root"
-    );
-    Command::new(env!("CARGO_BIN_EXE_privfork"))
-        .arg("run")
-        .args(args)
-        .output()
-        .expect("run privfork")
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// A directory of the test's own, writable by nobody, removed on drop.
 struct Dir(std::path::PathBuf);
 
 impl Dir {
     fn new(tag: &str) -> Self {
-        use std::hash::{BuildHasher, Hasher};
         use std::os::unix::fs::PermissionsExt;
-        let r = std::hash::RandomState::new().build_hasher().finish();
+        let r = random();
         let p = std::env::temp_dir().join(format!("privfork-run-{tag}-{r:016x}"));
         std::fs::create_dir(&p).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();

@@ -8,37 +8,11 @@
 mod time_limit;
 use time_limit::time_limit;
 
+mod common;
+use common::{code, privfork_run, random, stderr, stdout};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn privfork_run(args: &[&str]) -> Output {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "privfork run tests drop to nobody: run them as root"
-    );
-    Command::new(env!("CARGO_BIN_EXE_privfork"))
-        .arg("run")
-        .args(args)
-        .output()
-        .expect("run privfork")
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn random() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::hash::RandomState::new().build_hasher().finish()
-}
+use std::process::Command;
 
 /// A directory of the test's own, removed on drop.
 struct Dir(PathBuf);
