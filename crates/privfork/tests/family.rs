@@ -76,6 +76,15 @@ fn main() {
                 "flooding_member_and_stalled_stderr_do_not_block_main",
                 flooding_member_and_stalled_stderr_do_not_block_main,
             ),
+            (
+                "connected_fork_server_has_no_pid",
+                connected_fork_server_has_no_pid,
+            ),
+            (
+                "main_started_without_stdio_opens_dev_null",
+                main_started_without_stdio_opens_dev_null,
+            ),
+            ("systemd_fd_names_are_checked", systemd_fd_names_are_checked),
         ],
         &[("family_main", family_main)],
     )
@@ -181,6 +190,13 @@ fn flooder(mut cx: RoleContext) -> i32 {
 
 /// Helper: main, for `PF_SCENARIO`, listening on `PF_LISTEN`.
 fn family_main() {
+    if std::env::var_os("PF_CLOSE_STDIO").is_some() {
+        for fd in 0..3 {
+            // SAFETY: nothing in this process uses fds 0-2 as owned
+            // values; std's handles just see errors from now on.
+            unsafe { libc::close(fd) };
+        }
+    }
     let roles = match std::env::var("PF_SCENARIO").as_deref() {
         Ok("crashy") => CRASHY,
         Ok("roguish") => ROGUISH,
@@ -662,4 +678,68 @@ fn flooding_member_and_stalled_stderr_do_not_block_main() {
         "{:?}",
         start.elapsed()
     );
+}
+
+fn connected_fork_server_has_no_pid() {
+    // The handle cannot know the server's pid: SO_PEERCRED of a
+    // socketpair names its creator (here this process, in the family
+    // main), which must not pass for the server.
+    let (ours, _theirs) = privfork::ipc::socketpair().unwrap();
+    let server = privfork::fork_server::ForkServer::connect(ours).unwrap();
+    assert_eq!(server.pid(), 0);
+}
+
+fn main_started_without_stdio_opens_dev_null() {
+    require_root();
+    // Main started with fds 0, 1 and 2 closed: its first opens (the
+    // pinned binary, the listener, members' channels) must not land
+    // there, or its log would go into them. (Rust's runtime opens
+    // /dev/null on them before `main` in a Rust program; the helper
+    // closes them after, as a host without that runtime would start.)
+    let main = Main::start_with("basic", |cmd| {
+        cmd.env("PF_CLOSE_STDIO", "1");
+    });
+    assert!(get_ok(&main.addr, 20).contains("worker uid=65534"));
+    for fd in 0..3 {
+        let target = std::fs::read_link(format!("/proc/{}/fd/{fd}", main.pid())).unwrap();
+        assert_eq!(target, std::path::Path::new("/dev/null"), "fd {fd}");
+    }
+}
+
+fn systemd_fd_names_are_checked() {
+    require_root();
+    // A name that spec names may not have (control character, space):
+    // refused with the same rule.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let fd = OwnedFd::from(listener);
+    let raw = fd.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args([
+        "-c",
+        &format!("LISTEN_PID=$$ exec \"$0\" {CASE} family_main"),
+        std::env::current_exe().unwrap().to_str().unwrap(),
+    ])
+    .env("PF_SCENARIO", "basic")
+    .env("LISTEN_FDS", "1")
+    .env("LISTEN_FDNAMES", "ht tp\x1b")
+    .env_remove("PF_LISTEN");
+    // SAFETY: as in socket_activation.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut main = Main::spawn(cmd, addr);
+    main.wait_log(&["LISTEN_FDNAMES", "must be printable ASCII"], 1, 20);
+    assert_eq!(main.wait_exit(20), Some(1));
+    drop(fd);
 }

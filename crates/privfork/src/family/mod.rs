@@ -250,10 +250,16 @@ impl Family {
         }
     }
 
-    /// Runs main: binds (or adopts from systemd) the listeners, starts every
-    /// role, supervises, and returns the exit code when the family stops.
+    /// Runs main: opens `/dev/null` on any of fds 0-2 that is closed, binds
+    /// (or adopts from systemd) the listeners, starts every role,
+    /// supervises, and returns the exit code when the family stops.
     /// Errors before the family starts are printed and give exit code 1.
     pub fn run_main(self) -> i32 {
+        // First: fds 0-2 open, so no listener or channel lands on them.
+        if let Err(e) = crate::sys::open_missing_stdio() {
+            eprintln!("privfork family: opening /dev/null on fds 0-2: {e}");
+            return 1;
+        }
         match supervisor::run(self.roles, &self.listen, self.stop_timeout) {
             Ok(code) => code,
             Err(e) => {
