@@ -42,14 +42,16 @@ const CRASHER: Role = Role {
 const ROGUE: Role = Role::new("rogue", rogue);
 const SPINNER: Role = Role::new("spinner", spinner);
 const FLOODER: Role = Role::new("flooder", flooder);
+const QUITTER: Role = Role::new("quitter", quitter);
 
 /// Every role, for members to find theirs in.
-static ALL: &[Role] = &[WORKER, CRASHER, ROGUE, SPINNER, FLOODER];
+static ALL: &[Role] = &[WORKER, CRASHER, ROGUE, SPINNER, FLOODER, QUITTER];
 static BASIC: &[Role] = &[WORKER];
 static CRASHY: &[Role] = &[WORKER, CRASHER];
 static ROGUISH: &[Role] = &[WORKER, ROGUE];
 static SPINNING: &[Role] = &[WORKER, SPINNER];
 static FLOODING: &[Role] = &[WORKER, FLOODER];
+static QUITTING: &[Role] = &[WORKER, QUITTER];
 
 fn main() {
     Family::new(ALL).dispatch();
@@ -75,6 +77,10 @@ fn main() {
             (
                 "flooding_member_and_stalled_stderr_do_not_block_main",
                 flooding_member_and_stalled_stderr_do_not_block_main,
+            ),
+            (
+                "ready_then_dead_is_a_crash_loop",
+                ready_then_dead_is_a_crash_loop,
             ),
             (
                 "connected_fork_server_has_no_pid",
@@ -188,6 +194,12 @@ fn flooder(mut cx: RoleContext) -> i32 {
     }
 }
 
+/// Says ready, then exits at once.
+fn quitter(mut cx: RoleContext) -> i32 {
+    cx.ready().unwrap();
+    0
+}
+
 /// Helper: main, for `PF_SCENARIO`, listening on `PF_LISTEN`.
 fn family_main() {
     if std::env::var_os("PF_CLOSE_STDIO").is_some() {
@@ -202,6 +214,7 @@ fn family_main() {
         Ok("roguish") => ROGUISH,
         Ok("spinning") => SPINNING,
         Ok("flooding") => FLOODING,
+        Ok("quitting") => QUITTING,
         _ => BASIC,
     };
     let mut family = Family::new(roles).stop_timeout(Duration::from_secs(5));
@@ -742,4 +755,14 @@ fn systemd_fd_names_are_checked() {
     main.wait_log(&["LISTEN_FDNAMES", "must be printable ASCII"], 1, 20);
     assert_eq!(main.wait_exit(20), Some(1));
     drop(fd);
+}
+
+fn ready_then_dead_is_a_crash_loop() {
+    require_root();
+    let main = Main::start("quitting");
+    // Ready, then gone at once: a crash loop all the same.
+    main.wait_log(&["[quitter:0", "ready"], 3, 20);
+    main.wait_log(&["quitter:0 is crash-looping"], 1, 20);
+    let lines = main.wait_log(&["restarting quitter:0 in"], 3, 10);
+    assert!(lines[2].contains(" in 400ms "), "{lines:?}");
 }

@@ -441,8 +441,10 @@ impl Main<'_> {
                         protocol::state_name(r.state),
                         protocol::accepted(r.state, role.app_messages),
                     );
+                    // Ready does not reset the crash-loop count: one that
+                    // says Ready and dies at once is still looping (only
+                    // STABLE_UPTIME resets it, as it does the backoff).
                     if r.state == ChildState::Running {
-                        self.members[i].quick_deaths = 0;
                         self.notify_ready_if_all();
                     }
                 }
