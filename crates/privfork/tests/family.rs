@@ -43,15 +43,23 @@ const ROGUE: Role = Role::new("rogue", rogue);
 const SPINNER: Role = Role::new("spinner", spinner);
 const FLOODER: Role = Role::new("flooder", flooder);
 const QUITTER: Role = Role::new("quitter", quitter);
+const LINKER: Role = Role {
+    peers: &["deaf"],
+    ..Role::new("linker", sleeper)
+};
+const DEAF: Role = Role::new("deaf", sleeper);
 
 /// Every role, for members to find theirs in.
-static ALL: &[Role] = &[WORKER, CRASHER, ROGUE, SPINNER, FLOODER, QUITTER];
+static ALL: &[Role] = &[
+    WORKER, CRASHER, ROGUE, SPINNER, FLOODER, QUITTER, LINKER, DEAF,
+];
 static BASIC: &[Role] = &[WORKER];
 static CRASHY: &[Role] = &[WORKER, CRASHER];
 static ROGUISH: &[Role] = &[WORKER, ROGUE];
 static SPINNING: &[Role] = &[WORKER, SPINNER];
 static FLOODING: &[Role] = &[WORKER, FLOODER];
 static QUITTING: &[Role] = &[WORKER, QUITTER];
+static DEAFENED: &[Role] = &[LINKER, DEAF];
 
 fn main() {
     Family::new(ALL).dispatch();
@@ -81,6 +89,10 @@ fn main() {
             (
                 "ready_then_dead_is_a_crash_loop",
                 ready_then_dead_is_a_crash_loop,
+            ),
+            (
+                "member_deaf_to_a_restart_stop_is_killed",
+                member_deaf_to_a_restart_stop_is_killed,
             ),
             (
                 "connected_fork_server_has_no_pid",
@@ -200,6 +212,15 @@ fn quitter(mut cx: RoleContext) -> i32 {
     0
 }
 
+/// Says ready, then sleeps without ever reading its channel (deaf to
+/// Stop).
+fn sleeper(mut cx: RoleContext) -> i32 {
+    cx.ready().unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
 /// Helper: main, for `PF_SCENARIO`, listening on `PF_LISTEN`.
 fn family_main() {
     if std::env::var_os("PF_CLOSE_STDIO").is_some() {
@@ -215,6 +236,7 @@ fn family_main() {
         Ok("spinning") => SPINNING,
         Ok("flooding") => FLOODING,
         Ok("quitting") => QUITTING,
+        Ok("deaf") => DEAFENED,
         _ => BASIC,
     };
     let mut family = Family::new(roles).stop_timeout(Duration::from_secs(5));
@@ -765,4 +787,22 @@ fn ready_then_dead_is_a_crash_loop() {
     main.wait_log(&["quitter:0 is crash-looping"], 1, 20);
     let lines = main.wait_log(&["restarting quitter:0 in"], 3, 10);
     assert!(lines[2].contains(" in 400ms "), "{lines:?}");
+}
+
+fn member_deaf_to_a_restart_stop_is_killed() {
+    require_root();
+    let main = Main::start("deaf");
+    main.wait_log(&["every role is ready"], 1, 20);
+    // The linker dies: its peer is told to stop (to restart with a fresh
+    // channel), ignores it, and is killed at the deadline (5 s).
+    let linker = main.member("linker");
+    let fd = pidfd(linker);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(linker as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    assert!(exits_within(&fd, 5.0));
+    main.wait_log(&["[deaf:0", "did not stop in time; killing it"], 1, 15);
+    main.wait_log(&["[deaf:0", "started"], 2, 10);
 }

@@ -19,6 +19,9 @@ use crate::process::{Child, ExitStatus};
 const STABLE_UPTIME: Duration = Duration::from_secs(10);
 /// Consecutive quick deaths after which a crash loop is reported.
 const CRASH_LOOP: u32 = 3;
+/// How long a member stopped for a restart (a peer of it died) has to
+/// finish before it is killed.
+const RESTART_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One process slot: a role's instance, running or waiting to start.
 struct Member {
@@ -42,6 +45,9 @@ struct Running {
     state: ChildState,
     started: Instant,
     ready_by: Option<Instant>,
+    /// Told to stop: killed if still running then (dropped once acted on,
+    /// so a past deadline does not keep waking main).
+    stop_by: Option<Instant>,
 }
 
 impl Member {
@@ -196,6 +202,7 @@ impl Main<'_> {
                     p.add_fd(fd, Interest::READABLE, token(i, 2));
                 }
                 earliest(r.ready_by);
+                earliest(r.stop_by);
             }
         }
         if p.wait(deadline)? == 0 {
@@ -227,11 +234,10 @@ impl Main<'_> {
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         self.stopping = Some(Instant::now() + self.stop_timeout);
-        let deadline_ms = u64::try_from(self.stop_timeout.as_millis()).unwrap_or(u64::MAX);
         for m in &mut self.members {
             m.next_start = None;
             if let Some(r) = &mut m.run {
-                stop_member(r, m.role.app_messages, deadline_ms);
+                stop_member(r, m.role.app_messages, self.stop_timeout);
             }
         }
     }
@@ -359,6 +365,7 @@ impl Main<'_> {
             state: ChildState::Starting,
             started: Instant::now(),
             ready_by: Some(Instant::now() + role.ready_timeout),
+            stop_by: None,
         });
         Ok(())
     }
@@ -407,7 +414,7 @@ impl Main<'_> {
                         other.role.peers.contains(&name) || peers.contains(&other.role.name);
                     if linked && let Some(run) = &mut other.run {
                         other.restart_now = true;
-                        stop_member(run, other.role.app_messages, 5_000);
+                        stop_member(run, other.role.app_messages, RESTART_STOP_TIMEOUT);
                     }
                 }
             }
@@ -487,6 +494,7 @@ impl Main<'_> {
 
     fn check_deadlines(&mut self) {
         let now = Instant::now();
+        self.check_stop_deadline(now);
         for m in &mut self.members {
             if let Some(r) = &mut m.run
                 && r.ready_by.is_some_and(|t| t <= now)
@@ -501,7 +509,25 @@ impl Main<'_> {
                 ));
                 let _ = r.child.kill();
             }
+            if let Some(r) = &mut m.run
+                && r.stop_by.is_some_and(|t| t <= now)
+            {
+                r.stop_by = None;
+                self.log.log(&format!(
+                    "[{}:{} {}] did not stop in time; killing it",
+                    m.role.name,
+                    m.instance,
+                    r.child.pid(),
+                ));
+                let _ = r.child.kill();
+            }
         }
+    }
+
+    /// The family's stop deadline: every member still running is killed
+    /// (before the members' own deadlines, which are no earlier, so the
+    /// exit code says some were killed).
+    fn check_stop_deadline(&mut self, now: Instant) {
         if let Some(deadline) = self.stopping
             && now >= deadline
             && !self.killed_at_deadline
@@ -515,6 +541,7 @@ impl Main<'_> {
                         m.instance,
                         r.child.pid()
                     ));
+                    r.stop_by = None;
                     let _ = r.child.kill();
                 }
             }
@@ -544,7 +571,9 @@ impl Main<'_> {
     }
 }
 
-fn stop_member(r: &mut Running, app: bool, deadline_ms: u64) {
+/// Tells `r` to stop within `timeout`; it is killed if it has not exited
+/// by then.
+fn stop_member(r: &mut Running, app: bool, timeout: Duration) {
     if matches!(r.state, ChildState::Stopping | ChildState::Stopped) {
         return;
     }
@@ -555,11 +584,13 @@ fn stop_member(r: &mut Running, app: bool, deadline_ms: u64) {
     );
     // A member that cannot be told (its channel is full or gone) is
     // killed; one that is told has the deadline to finish.
+    let deadline_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     if r.channel.send(&ToChild::Stop(deadline_ms)).is_err() {
         let _ = r.child.kill();
     }
     r.state = ChildState::Stopping;
     r.ready_by = None;
+    r.stop_by = Some(Instant::now() + timeout);
 }
 
 /// Schedules the next start of `m`, which died after `uptime`.
