@@ -48,10 +48,15 @@ const LINKER: Role = Role {
     ..Role::new("linker", sleeper)
 };
 const DEAF: Role = Role::new("deaf", sleeper);
+const PING: Role = Role {
+    peers: &["pong"],
+    ..Role::new("ping", ping)
+};
+const PONG: Role = Role::new("pong", pong);
 
 /// Every role, for members to find theirs in.
 static ALL: &[Role] = &[
-    WORKER, CRASHER, ROGUE, SPINNER, FLOODER, QUITTER, LINKER, DEAF,
+    WORKER, CRASHER, ROGUE, SPINNER, FLOODER, QUITTER, LINKER, DEAF, PING, PONG,
 ];
 static BASIC: &[Role] = &[WORKER];
 static CRASHY: &[Role] = &[WORKER, CRASHER];
@@ -60,6 +65,7 @@ static SPINNING: &[Role] = &[WORKER, SPINNER];
 static FLOODING: &[Role] = &[WORKER, FLOODER];
 static QUITTING: &[Role] = &[WORKER, QUITTER];
 static DEAFENED: &[Role] = &[LINKER, DEAF];
+static PINGPONG: &[Role] = &[PING, PONG];
 
 fn main() {
     Family::new(ALL).dispatch();
@@ -93,6 +99,14 @@ fn main() {
             (
                 "member_deaf_to_a_restart_stop_is_killed",
                 member_deaf_to_a_restart_stop_is_killed,
+            ),
+            (
+                "peers_meet_again_after_a_restart",
+                peers_meet_again_after_a_restart,
+            ),
+            (
+                "linked_role_with_instances_is_refused",
+                linked_role_with_instances_is_refused,
             ),
             (
                 "connected_fork_server_has_no_pid",
@@ -221,6 +235,65 @@ fn sleeper(mut cx: RoleContext) -> i32 {
     }
 }
 
+/// Sends a byte to `pong` and says ready once it comes back.
+fn ping(cx: RoleContext) -> i32 {
+    peer_echo(cx, "pong", true)
+}
+
+/// Echoes what `ping` sends; says ready after the first echo.
+fn pong(cx: RoleContext) -> i32 {
+    peer_echo(cx, "ping", false)
+}
+
+/// Ready only after a byte went through the channel to `peer` and back;
+/// stops when main says so. Without a channel (or once it is gone) it
+/// only waits for Stop, never ready.
+fn peer_echo(mut cx: RoleContext, peer: &str, first: bool) -> i32 {
+    let mut chan = cx.take_peer(peer);
+    if first && let Some(c) = &chan {
+        let ok = rustix::io::write(c, b"x").is_ok()
+            && privfork::event::wait_fd(
+                c.as_fd(),
+                Interest::READABLE,
+                Some(Instant::now() + Duration::from_secs(5)),
+            )
+            .unwrap_or(false)
+            && matches!(rustix::io::read(c, &mut [0u8; 1]), Ok(1));
+        if !ok {
+            return 4;
+        }
+        cx.ready().unwrap();
+    }
+    let mut ready = first;
+    loop {
+        let mut p: Poller<'_, 2> = Poller::new();
+        p.add_fd(cx.main_fd(), Interest::READABLE, 0);
+        if let Some(c) = &chan {
+            p.add(c, Interest::READABLE, 1);
+        }
+        p.wait(None).unwrap();
+        let tokens: Vec<usize> = p.ready().map(|(t, _)| t).collect();
+        if tokens.contains(&1) {
+            let c = chan.as_ref().unwrap();
+            let mut b = [0u8; 1];
+            match rustix::io::read(c, &mut b) {
+                Ok(1) => {
+                    let _ = rustix::io::write(c, &b);
+                    if !ready {
+                        ready = true;
+                        cx.ready().unwrap();
+                    }
+                }
+                _ => chan = None, // gone: wait for Stop
+            }
+        }
+        if tokens.contains(&0) && cx.poll_stop().is_some() {
+            cx.stopped();
+            return 0;
+        }
+    }
+}
+
 /// Helper: main, for `PF_SCENARIO`, listening on `PF_LISTEN`.
 fn family_main() {
     if std::env::var_os("PF_CLOSE_STDIO").is_some() {
@@ -237,6 +310,7 @@ fn family_main() {
         Ok("flooding") => FLOODING,
         Ok("quitting") => QUITTING,
         Ok("deaf") => DEAFENED,
+        Ok("pingpong") => PINGPONG,
         _ => BASIC,
     };
     let mut family = Family::new(roles).stop_timeout(Duration::from_secs(5));
@@ -805,4 +879,51 @@ fn member_deaf_to_a_restart_stop_is_killed() {
     assert!(exits_within(&fd, 5.0));
     main.wait_log(&["[deaf:0", "did not stop in time; killing it"], 1, 15);
     main.wait_log(&["[deaf:0", "started"], 2, 10);
+}
+
+fn peers_meet_again_after_a_restart() {
+    require_root();
+    let main = Main::start("pingpong");
+    main.wait_log(&["every role is ready"], 1, 20);
+    // Ping (which lists pong) dies: pong is stopped and starts at once,
+    // ping after its backoff; both must get the two ends of one fresh
+    // pair (each says ready only after an echo through it).
+    for round in 2..4 {
+        let p = main.member("ping");
+        let fd = pidfd(p);
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(p as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        assert!(exits_within(&fd, 5.0));
+        main.wait_log(&["[ping:0", "ready"], round, 8);
+        main.wait_log(&["[pong:0", "ready"], round, 8);
+    }
+    // And when pong dies, likewise.
+    let p = main.member("pong");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(p as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    main.wait_log(&["[ping:0", "ready"], 4, 8);
+    main.wait_log(&["[pong:0", "ready"], 4, 8);
+}
+
+fn linked_role_with_instances_is_refused() {
+    // A peer channel joins two processes: a linked role has one instance.
+    static TWO_PONGS: &[Role] = &[
+        PING,
+        Role {
+            instances: 2,
+            ..PONG
+        },
+    ];
+    let panic = std::panic::catch_unwind(|| Family::new(TWO_PONGS)).unwrap_err();
+    let msg = panic.downcast_ref::<String>().unwrap();
+    assert!(
+        msg.contains("\"pong\" has peer channels, so it must have exactly one instance"),
+        "{msg}"
+    );
 }

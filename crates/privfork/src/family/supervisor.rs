@@ -1,6 +1,6 @@
 //! Main: starts every member, supervises, stops the family.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
@@ -43,6 +43,10 @@ struct Running {
     channel_closed: bool,
     stderr: Source,
     state: ChildState,
+    /// Which run this is (unique in main's life).
+    serial: u64,
+    /// Its channels to partners: `(partner member, where the other end is)`.
+    links: Vec<(usize, Link)>,
     started: Instant,
     ready_by: Option<Instant>,
     /// Told to stop: killed if still running then (dropped once acted on,
@@ -56,11 +60,31 @@ impl Member {
     }
 }
 
-/// A socketpair end waiting for a member to start: `(member, peer role)`.
+/// A socketpair end waiting for member `member` to start; the other end
+/// is held by run `creator` of member `from` (dropped when that run
+/// exits).
 struct PendingEnd {
     member: usize,
-    peer: &'static str,
+    from: usize,
+    creator: u64,
     fd: OwnedFd,
+}
+
+/// Where the other end of a member's channel to a partner is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Held by the partner's run with this serial.
+    Held(u64),
+    /// Waiting in `pending_ends` for the partner's next start.
+    Pending,
+}
+
+/// A member's end of its channel to a partner, while it starts.
+enum PeerEnd {
+    /// The end the partner left waiting.
+    Taken(PendingEnd),
+    /// A fresh pair: this member's end, and the partner's (to wait).
+    Created { mine: OwnedFd, theirs: OwnedFd },
 }
 
 struct Main<'a> {
@@ -68,6 +92,8 @@ struct Main<'a> {
     listeners: &'a Listeners,
     members: Vec<Member>,
     pending_ends: Vec<PendingEnd>,
+    /// The serial of the last run started.
+    serial: u64,
     log: Sink,
     stopping: Option<Instant>,
     stop_timeout: Duration,
@@ -119,6 +145,7 @@ pub(super) fn run(
             })
             .collect(),
         pending_ends: Vec::new(),
+        serial: 0,
         log: Sink::default(),
         stopping: None,
         stop_timeout,
@@ -263,42 +290,138 @@ impl Main<'_> {
     }
 
     fn start(&mut self, i: usize) -> Result<(), String> {
+        // Peer channels: for each partner, the end it left waiting for
+        // this member, or a fresh pair whose other end waits for it.
+        let mut ends: Vec<(usize, PeerEnd)> = Vec::new();
+        for j in self.partners(i) {
+            let end = match self
+                .pending_ends
+                .iter()
+                .position(|e| e.member == i && e.from == j)
+            {
+                Some(k) => PeerEnd::Taken(self.pending_ends.swap_remove(k)),
+                None => match crate::ipc::socketpair() {
+                    Ok((mine, theirs)) => PeerEnd::Created { mine, theirs },
+                    Err(e) => {
+                        self.put_back(ends);
+                        return Err(e.to_string());
+                    }
+                },
+            };
+            ends.push((j, end));
+        }
+        let spawned = self.spawn(i, &ends);
+        let (spawned, err_r, chan_main) = match spawned {
+            Ok(s) => s,
+            Err(e) => {
+                // Nobody got the ends: the taken ones wait again.
+                self.put_back(ends);
+                return Err(e);
+            }
+        };
+        self.serial += 1;
+        let serial = self.serial;
+        let mut links = Vec::with_capacity(ends.len());
+        for (j, end) in ends {
+            match end {
+                PeerEnd::Taken(e) => {
+                    links.push((j, Link::Held(e.creator)));
+                    if let Some(r) = &mut self.members[j].run
+                        && let Some(l) = r.links.iter_mut().find(|(k, _)| *k == i)
+                    {
+                        l.1 = Link::Held(serial);
+                    }
+                }
+                PeerEnd::Created { theirs, .. } => {
+                    links.push((j, Link::Pending));
+                    self.pending_ends.push(PendingEnd {
+                        member: j,
+                        from: i,
+                        creator: serial,
+                        fd: theirs,
+                    });
+                    // A partner running with an end of an older channel:
+                    // it starts again, and takes the new one.
+                    let m = &mut self.members[j];
+                    if let Some(r) = &mut m.run {
+                        m.restart_now = true;
+                        stop_member(r, m.role.app_messages, RESTART_STOP_TIMEOUT);
+                    }
+                }
+            }
+        }
+        let role = self.members[i].role;
+        let child = Child::from_pidfd(spawned.pidfd).map_err(|e| e.to_string())?;
+        let mut channel = Channel::<ToChild, ToMain>::from_fd(chan_main, protocol::LIMITS)
+            .map_err(|e| e.to_string())?;
+        channel.set_accepting(
+            protocol::state_name(ChildState::Starting),
+            protocol::accepted(ChildState::Starting, role.app_messages),
+        );
+        let m = &mut self.members[i];
+        let tag = m.tag(child.pid());
+        self.log.log(&format!("{tag} started"));
+        m.run = Some(Running {
+            stderr: Source::new(err_r, tag).map_err(|e| e.to_string())?,
+            child,
+            channel,
+            channel_closed: false,
+            state: ChildState::Starting,
+            serial,
+            links,
+            started: Instant::now(),
+            ready_by: Some(Instant::now() + role.ready_timeout),
+            stop_by: None,
+        });
+        Ok(())
+    }
+
+    /// The members `i` has a channel with: those of the roles its role
+    /// lists, and those whose role lists its role (one instance each:
+    /// `Family::new` checks).
+    fn partners(&self, i: usize) -> Vec<usize> {
+        let role = self.members[i].role;
+        (0..self.members.len())
+            .filter(|&j| {
+                let other = self.members[j].role;
+                j != i && (role.peers.contains(&other.name) || other.peers.contains(&role.name))
+            })
+            .collect()
+    }
+
+    /// After a failed start: the ends it took wait again; the pairs it
+    /// made are dropped.
+    fn put_back(&mut self, ends: Vec<(usize, PeerEnd)>) {
+        for (_, end) in ends {
+            if let PeerEnd::Taken(e) = end {
+                self.pending_ends.push(e);
+            }
+        }
+    }
+
+    /// Spawns member `i` with its peer ends: the spawned process, the read
+    /// end of its stderr pipe and main's end of its channel.
+    fn spawn(
+        &self,
+        i: usize,
+        ends: &[(usize, PeerEnd)],
+    ) -> Result<(crate::exe::Spawned, OwnedFd, OwnedFd), String> {
         let role = self.members[i].role;
         let instance = self.members[i].instance;
         let (chan_main, chan_child) = crate::ipc::socketpair().map_err(|e| e.to_string())?;
         let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| format!("pipe: {e}"))?;
         let devnull = crate::fork_as::dev_null().map_err(|e| format!("/dev/null: {e}"))?;
-        // Peer channels: a fresh pair per link; the other end waits for
-        // the peer's start (or goes to it now if it is the one starting
-        // later in this same pass).
-        let mut peer_ends: Vec<(&'static str, OwnedFd)> = Vec::new();
-        for peer in role.peers {
-            let (mine, theirs) = crate::ipc::socketpair().map_err(|e| e.to_string())?;
-            peer_ends.push((peer, mine));
-            let target = self
-                .members
-                .iter()
-                .position(|m| m.role.name == *peer && m.instance == 0)
-                .expect("Family::new checked the peers");
-            self.pending_ends
-                .retain(|e| !(e.member == target && e.peer == role.name));
-            self.pending_ends.push(PendingEnd {
-                member: target,
-                peer: role.name,
-                fd: theirs,
-            });
-        }
-        // Ends other members left for this one.
-        let mut k = 0;
-        while k < self.pending_ends.len() {
-            if self.pending_ends[k].member == i {
-                let e = self.pending_ends.swap_remove(k);
-                peer_ends.push((e.peer, e.fd));
-            } else {
-                k += 1;
-            }
-        }
+        let peer_ends: Vec<(&'static str, BorrowedFd<'_>)> = ends
+            .iter()
+            .map(|(j, end)| {
+                let fd = match end {
+                    PeerEnd::Taken(e) => e.fd.as_fd(),
+                    PeerEnd::Created { mine, .. } => mine.as_fd(),
+                };
+                (self.members[*j].role.name, fd)
+            })
+            .collect();
         let listeners: Vec<_> = role
             .listeners
             .iter()
@@ -341,33 +464,13 @@ impl Main<'_> {
             fd += 1;
         }
         for (_, end) in &peer_ends {
-            spawn.fd(fd, end.as_fd());
+            spawn.fd(fd, *end);
             fd += 1;
         }
         let spawned = spawn.spawn().map_err(|e| e.to_string())?;
         drop(err_w);
         drop(chan_child);
-        let child = Child::from_pidfd(spawned.pidfd).map_err(|e| e.to_string())?;
-        let mut channel = Channel::<ToChild, ToMain>::from_fd(chan_main, protocol::LIMITS)
-            .map_err(|e| e.to_string())?;
-        channel.set_accepting(
-            protocol::state_name(ChildState::Starting),
-            protocol::accepted(ChildState::Starting, role.app_messages),
-        );
-        let m = &mut self.members[i];
-        let tag = m.tag(child.pid());
-        self.log.log(&format!("{tag} started"));
-        m.run = Some(Running {
-            stderr: Source::new(err_r, tag).map_err(|e| e.to_string())?,
-            child,
-            channel,
-            channel_closed: false,
-            state: ChildState::Starting,
-            started: Instant::now(),
-            ready_by: Some(Instant::now() + role.ready_timeout),
-            stop_by: None,
-        });
-        Ok(())
+        Ok((spawned, err_r, chan_main))
     }
 
     fn on_exit(&mut self, i: usize) {
@@ -392,6 +495,21 @@ impl Main<'_> {
         if self.stopping.is_some() {
             return;
         }
+        // The ends it made for partners died with it.
+        self.pending_ends
+            .retain(|e| !(e.from == i && e.creator == r.serial));
+        // Partners holding a channel to this run hold a dead end: they
+        // start again (and meet it, or its next run, on a fresh pair).
+        for (j, _) in &r.links {
+            let other = &mut self.members[*j];
+            if let Some(run) = &mut other.run
+                && run.links.contains(&(i, Link::Held(r.serial)))
+            {
+                other.restart_now = true;
+                stop_member(run, other.role.app_messages, RESTART_STOP_TIMEOUT);
+            }
+        }
+        let m = &mut self.members[i];
         if m.restart_now {
             m.restart_now = false;
             m.next_start = Some(Instant::now());
@@ -406,17 +524,6 @@ impl Main<'_> {
             }
             Restart::Always { .. } => {
                 schedule_restart(m, &mut self.log, Instant::now(), uptime);
-                // Its peers hold ends of channels that died with it: stop
-                // them too, and start them again with it.
-                let (name, peers) = (m.role.name, m.role.peers);
-                for other in &mut self.members {
-                    let linked =
-                        other.role.peers.contains(&name) || peers.contains(&other.role.name);
-                    if linked && let Some(run) = &mut other.run {
-                        other.restart_now = true;
-                        stop_member(run, other.role.app_messages, RESTART_STOP_TIMEOUT);
-                    }
-                }
             }
         }
     }
