@@ -53,10 +53,14 @@ const PING: Role = Role {
     ..Role::new("ping", ping)
 };
 const PONG: Role = Role::new("pong", pong);
+const CHATTER: Role = Role {
+    app_messages: true,
+    ..Role::new("chatter", chatter)
+};
 
 /// Every role, for members to find theirs in.
 static ALL: &[Role] = &[
-    WORKER, CRASHER, ROGUE, SPINNER, FLOODER, QUITTER, LINKER, DEAF, PING, PONG,
+    WORKER, CRASHER, ROGUE, SPINNER, FLOODER, QUITTER, LINKER, DEAF, PING, PONG, CHATTER,
 ];
 static BASIC: &[Role] = &[WORKER];
 static CRASHY: &[Role] = &[WORKER, CRASHER];
@@ -66,6 +70,7 @@ static FLOODING: &[Role] = &[WORKER, FLOODER];
 static QUITTING: &[Role] = &[WORKER, QUITTER];
 static DEAFENED: &[Role] = &[LINKER, DEAF];
 static PINGPONG: &[Role] = &[PING, PONG];
+static CHATTY: &[Role] = &[WORKER, CHATTER];
 
 fn main() {
     Family::new(ALL).dispatch();
@@ -107,6 +112,14 @@ fn main() {
             (
                 "linked_role_with_instances_is_refused",
                 linked_role_with_instances_is_refused,
+            ),
+            (
+                "app_flood_does_not_drown_mains_lines",
+                app_flood_does_not_drown_mains_lines,
+            ),
+            (
+                "terminal_nobody_reads_does_not_block_main",
+                terminal_nobody_reads_does_not_block_main,
             ),
             (
                 "connected_fork_server_has_no_pid",
@@ -294,6 +307,17 @@ fn peer_echo(mut cx: RoleContext, peer: &str, first: bool) -> i32 {
     }
 }
 
+/// Says ready, then sends application messages (which main has no
+/// handler for) as fast as it can.
+fn chatter(mut cx: RoleContext) -> i32 {
+    cx.ready().unwrap();
+    loop {
+        if cx.channel().send(&ToMain::App(Bytes(vec![0; 16]))).is_err() {
+            return 1;
+        }
+    }
+}
+
 /// Helper: main, for `PF_SCENARIO`, listening on `PF_LISTEN`.
 fn family_main() {
     if std::env::var_os("PF_CLOSE_STDIO").is_some() {
@@ -311,6 +335,7 @@ fn family_main() {
         Ok("quitting") => QUITTING,
         Ok("deaf") => DEAFENED,
         Ok("pingpong") => PINGPONG,
+        Ok("chatty") => CHATTY,
         _ => BASIC,
     };
     let mut family = Family::new(roles).stop_timeout(Duration::from_secs(5));
@@ -364,9 +389,22 @@ impl Main {
             std::mem::forget(stderr);
             return Self { child, log, addr };
         }
+        // A slow reader (main's log queue fills meanwhile), and lines
+        // the case does not look at left out.
+        let delay = std::env::var("PF_TEST_LOG_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis);
+        let skip = std::env::var("PF_TEST_LOG_SKIP").ok();
         std::thread::spawn(move || {
+            if let Some(d) = delay {
+                std::thread::sleep(d);
+            }
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if skip.as_ref().is_some_and(|s| line.contains(s.as_str())) {
+                    continue;
+                }
                 let mut l = sink.lock().unwrap();
                 if l.len() < 1 << 20 {
                     l.push_str(&line);
@@ -926,4 +964,85 @@ fn linked_role_with_instances_is_refused() {
         msg.contains("\"pong\" has peer channels, so it must have exactly one instance"),
         "{msg}"
     );
+}
+
+fn app_flood_does_not_drown_mains_lines() {
+    require_root();
+    // A member sends application messages main has no handler for, as
+    // fast as it can, while main's log is not read for 8 s: main's own lines
+    // (a restart) still get through.
+    // SAFETY: the case process is single-threaded; the variables are read
+    // by Main::spawn in this thread.
+    unsafe {
+        std::env::set_var("PF_TEST_LOG_DELAY_MS", "8000");
+        std::env::set_var("PF_TEST_LOG_SKIP", "application message");
+    }
+    let main = Main::start("chatty");
+    let body = get_ok(&main.addr, 20);
+    let first: u32 = body.split("pid=").nth(1).unwrap().trim().parse().unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let fd = pidfd(first);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(first as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    assert!(exits_within(&fd, 5.0));
+    main.wait_log(&["every role is ready"], 1, 10);
+    main.wait_log(&["restarting worker:0"], 1, 10);
+    main.wait_log(&["[worker:0", "started"], 2, 10);
+}
+
+fn terminal_nobody_reads_does_not_block_main() {
+    require_root();
+    // Main's stderr is a terminal (a pty made here) whose master nobody
+    // reads, and a member floods: main's writes must not block it, so a
+    // SIGTERM still stops the family in time.
+    // SAFETY: integer-only calls on fds this function owns; the slave's
+    // name is a NUL-terminated string the kernel only reads.
+    let (master, slave) = unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(master >= 0);
+        assert_eq!(libc::grantpt(master), 0);
+        assert_eq!(libc::unlockpt(master), 0);
+        let name = libc::ptsname(master);
+        assert!(!name.is_null());
+        let slave = libc::open(name, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(slave >= 0);
+        use std::os::fd::FromRawFd;
+        (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave))
+    };
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([CASE, "family_main"])
+        .env("PF_SCENARIO", "flooding")
+        .env("PF_LISTEN", format!("{addr},name=http"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let mut main = Main {
+        child,
+        log: Arc::new(Mutex::new(String::new())),
+        addr,
+    };
+    get_ok(&main.addr, 20);
+    // The terminal's buffer fills.
+    std::thread::sleep(Duration::from_secs(2));
+    let start = Instant::now();
+    main.signal(rustix::process::Signal::TERM);
+    // The flooder is killed at the 5 s stop deadline; main exits (1) and
+    // gives up its last lines after a second.
+    assert_eq!(main.wait_exit(15), Some(1));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(master);
 }

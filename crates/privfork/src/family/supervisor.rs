@@ -22,6 +22,10 @@ const CRASH_LOOP: u32 = 3;
 /// How long a member stopped for a restart (a peer of it died) has to
 /// finish before it is killed.
 const RESTART_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Unhandled application messages are logged as a count this often.
+const UNHANDLED_APP_EVERY: u64 = 10_000;
+/// Most messages read from one member per wake-up.
+const MESSAGE_BUDGET: usize = 256;
 
 /// One process slot: a role's instance, running or waiting to start.
 struct Member {
@@ -49,6 +53,9 @@ struct Running {
     links: Vec<(usize, Link)>,
     started: Instant,
     ready_by: Option<Instant>,
+    /// Application messages it sent that no handler took (counted, not
+    /// a log line each).
+    unhandled_app: u64,
     /// Told to stop: killed if still running then (dropped once acted on,
     /// so a past deadline does not keep waking main).
     stop_by: Option<Instant>,
@@ -99,7 +106,6 @@ struct Main<'a> {
     stop_timeout: Duration,
     killed_at_deadline: bool,
     ready_notified: bool,
-    stderr: std::io::Stderr,
 }
 
 /// Runs main until the family stops; the exit code.
@@ -127,6 +133,10 @@ pub(super) fn run(
     let signals = Signals::new(&[Signal::CHILD, Signal::TERM, Signal::INT, Signal::HUP])
         .map_err(|e| format!("signalfd: {e}"))?;
     let _ = rustix::thread::set_name(c"privfork-main");
+    let (mut log, note) = Sink::for_stderr();
+    if let Some(note) = note {
+        log.log(&note);
+    }
     let mut main = Main {
         exe,
         listeners: &listeners,
@@ -146,12 +156,11 @@ pub(super) fn run(
             .collect(),
         pending_ends: Vec::new(),
         serial: 0,
-        log: Sink::default(),
+        log,
         stopping: None,
         stop_timeout,
         killed_at_deadline: false,
         ready_notified: false,
-        stderr: std::io::stderr(),
     };
     let code = main.run(&signals);
     main.log.flush_for(Duration::from_secs(1));
@@ -199,8 +208,23 @@ impl Main<'_> {
                     }
                 }
             }
+            // Messages already read into a channel's buffer (left by the
+            // per-wake-up budget): the fd will not say so.
+            for i in 0..self.members.len() {
+                if self.buffered(i) {
+                    self.on_channel(i);
+                }
+            }
             self.check_deadlines();
         }
+    }
+
+    /// Whether member `i`'s channel holds a whole message already read.
+    fn buffered(&self, i: usize) -> bool {
+        self.members[i]
+            .run
+            .as_ref()
+            .is_some_and(|r| !r.channel_closed && r.channel.has_buffered())
     }
 
     /// Polls everything main watches until something is ready or the next
@@ -209,7 +233,7 @@ impl Main<'_> {
         let mut p: Poller<'_, 16> = Poller::new();
         p.add(signals, Interest::READABLE, TOKEN_SIGNALS);
         if self.log.pending() {
-            p.add(&self.stderr, Interest::WRITABLE, TOKEN_STDERR_OUT);
+            p.add_fd(self.log.fd(), Interest::WRITABLE, TOKEN_STDERR_OUT);
         }
         // The stop deadline, until it has been acted on (members killed).
         let mut deadline: Option<Instant> = self.stopping.filter(|_| !self.killed_at_deadline);
@@ -230,6 +254,9 @@ impl Main<'_> {
                 }
                 earliest(r.ready_by);
                 earliest(r.stop_by);
+                if !r.channel_closed && r.channel.has_buffered() {
+                    earliest(Some(Instant::now()));
+                }
             }
         }
         if p.wait(deadline)? == 0 {
@@ -372,6 +399,7 @@ impl Main<'_> {
             started: Instant::now(),
             ready_by: Some(Instant::now() + role.ready_timeout),
             stop_by: None,
+            unhandled_app: 0,
         });
         Ok(())
     }
@@ -491,6 +519,12 @@ impl Main<'_> {
         let m = &mut self.members[i];
         let tag = m.tag(r.child.pid());
         let uptime = r.started.elapsed();
+        if r.unhandled_app > 1 {
+            self.log.log(&format!(
+                "{tag} sent {} application messages without a handler",
+                r.unhandled_app
+            ));
+        }
         self.log.log(&format!("{tag} {}", describe(status)));
         if self.stopping.is_some() {
             return;
@@ -530,7 +564,9 @@ impl Main<'_> {
 
     fn on_channel(&mut self, i: usize) {
         let (role, instance) = (self.members[i].role, self.members[i].instance);
-        loop {
+        // A few messages per wake-up: a chatty member cannot keep main
+        // here (the poll is level-triggered: the rest come next time).
+        for _ in 0..MESSAGE_BUDGET {
             let Some(r) = &mut self.members[i].run else {
                 return;
             };
@@ -545,10 +581,19 @@ impl Main<'_> {
                         }
                         ToMain::Stopped => r.state = ChildState::Stopped,
                         ToMain::App(bytes) => {
-                            self.log.log(&format!(
-                                "{tag} sent an application message of {} bytes (no handler)",
-                                bytes.0.len()
-                            ));
+                            r.unhandled_app += 1;
+                            if r.unhandled_app == 1 {
+                                self.log.log(&format!(
+                                    "{tag} sent an application message of {} bytes \
+                                     (no handler; further ones are counted)",
+                                    bytes.0.len()
+                                ));
+                            } else if r.unhandled_app % UNHANDLED_APP_EVERY == 0 {
+                                self.log.log(&format!(
+                                    "{tag} has sent {} application messages without a handler",
+                                    r.unhandled_app
+                                ));
+                            }
                         }
                     }
                     r.channel.set_accepting(
