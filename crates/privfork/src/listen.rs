@@ -459,6 +459,10 @@ impl Listeners {
         let names: Vec<String> = match var("LISTEN_FDNAMES") {
             Some(names) => {
                 let names: Vec<String> = names.split(':').map(str::to_owned).collect();
+                for name in &names {
+                    check_name(name)
+                        .map_err(|e| ListenError::Systemd(format!("LISTEN_FDNAMES: {e}")))?;
+                }
                 if names.len() != n {
                     return Err(ListenError::Systemd(format!(
                         "LISTEN_FDNAMES has {} names for {n} fds",

@@ -42,14 +42,35 @@ const CRASHER: Role = Role {
 const ROGUE: Role = Role::new("rogue", rogue);
 const SPINNER: Role = Role::new("spinner", spinner);
 const FLOODER: Role = Role::new("flooder", flooder);
+const QUITTER: Role = Role::new("quitter", quitter);
+const LINKER: Role = Role {
+    peers: &["deaf"],
+    ..Role::new("linker", sleeper)
+};
+const DEAF: Role = Role::new("deaf", sleeper);
+const PING: Role = Role {
+    peers: &["pong"],
+    ..Role::new("ping", ping)
+};
+const PONG: Role = Role::new("pong", pong);
+const CHATTER: Role = Role {
+    app_messages: true,
+    ..Role::new("chatter", chatter)
+};
 
 /// Every role, for members to find theirs in.
-static ALL: &[Role] = &[WORKER, CRASHER, ROGUE, SPINNER, FLOODER];
+static ALL: &[Role] = &[
+    WORKER, CRASHER, ROGUE, SPINNER, FLOODER, QUITTER, LINKER, DEAF, PING, PONG, CHATTER,
+];
 static BASIC: &[Role] = &[WORKER];
 static CRASHY: &[Role] = &[WORKER, CRASHER];
 static ROGUISH: &[Role] = &[WORKER, ROGUE];
 static SPINNING: &[Role] = &[WORKER, SPINNER];
 static FLOODING: &[Role] = &[WORKER, FLOODER];
+static QUITTING: &[Role] = &[WORKER, QUITTER];
+static DEAFENED: &[Role] = &[LINKER, DEAF];
+static PINGPONG: &[Role] = &[PING, PONG];
+static CHATTY: &[Role] = &[WORKER, CHATTER];
 
 fn main() {
     Family::new(ALL).dispatch();
@@ -76,6 +97,39 @@ fn main() {
                 "flooding_member_and_stalled_stderr_do_not_block_main",
                 flooding_member_and_stalled_stderr_do_not_block_main,
             ),
+            (
+                "ready_then_dead_is_a_crash_loop",
+                ready_then_dead_is_a_crash_loop,
+            ),
+            (
+                "member_deaf_to_a_restart_stop_is_killed",
+                member_deaf_to_a_restart_stop_is_killed,
+            ),
+            (
+                "peers_meet_again_after_a_restart",
+                peers_meet_again_after_a_restart,
+            ),
+            (
+                "linked_role_with_instances_is_refused",
+                linked_role_with_instances_is_refused,
+            ),
+            (
+                "app_flood_does_not_drown_mains_lines",
+                app_flood_does_not_drown_mains_lines,
+            ),
+            (
+                "terminal_nobody_reads_does_not_block_main",
+                terminal_nobody_reads_does_not_block_main,
+            ),
+            (
+                "connected_fork_server_has_no_pid",
+                connected_fork_server_has_no_pid,
+            ),
+            (
+                "main_started_without_stdio_opens_dev_null",
+                main_started_without_stdio_opens_dev_null,
+            ),
+            ("systemd_fd_names_are_checked", systemd_fd_names_are_checked),
         ],
         &[("family_main", family_main)],
     )
@@ -179,13 +233,109 @@ fn flooder(mut cx: RoleContext) -> i32 {
     }
 }
 
+/// Says ready, then exits at once.
+fn quitter(mut cx: RoleContext) -> i32 {
+    cx.ready().unwrap();
+    0
+}
+
+/// Says ready, then sleeps without ever reading its channel (deaf to
+/// Stop).
+fn sleeper(mut cx: RoleContext) -> i32 {
+    cx.ready().unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Sends a byte to `pong` and says ready once it comes back.
+fn ping(cx: RoleContext) -> i32 {
+    peer_echo(cx, "pong", true)
+}
+
+/// Echoes what `ping` sends; says ready after the first echo.
+fn pong(cx: RoleContext) -> i32 {
+    peer_echo(cx, "ping", false)
+}
+
+/// Ready only after a byte went through the channel to `peer` and back;
+/// stops when main says so. Without a channel (or once it is gone) it
+/// only waits for Stop, never ready.
+fn peer_echo(mut cx: RoleContext, peer: &str, first: bool) -> i32 {
+    let mut chan = cx.take_peer(peer);
+    if first && let Some(c) = &chan {
+        let ok = rustix::io::write(c, b"x").is_ok()
+            && privfork::event::wait_fd(
+                c.as_fd(),
+                Interest::READABLE,
+                Some(Instant::now() + Duration::from_secs(5)),
+            )
+            .unwrap_or(false)
+            && matches!(rustix::io::read(c, &mut [0u8; 1]), Ok(1));
+        if !ok {
+            return 4;
+        }
+        cx.ready().unwrap();
+    }
+    let mut ready = first;
+    loop {
+        let mut p: Poller<'_, 2> = Poller::new();
+        p.add_fd(cx.main_fd(), Interest::READABLE, 0);
+        if let Some(c) = &chan {
+            p.add(c, Interest::READABLE, 1);
+        }
+        p.wait(None).unwrap();
+        let tokens: Vec<usize> = p.ready().map(|(t, _)| t).collect();
+        if tokens.contains(&1) {
+            let c = chan.as_ref().unwrap();
+            let mut b = [0u8; 1];
+            match rustix::io::read(c, &mut b) {
+                Ok(1) => {
+                    let _ = rustix::io::write(c, &b);
+                    if !ready {
+                        ready = true;
+                        cx.ready().unwrap();
+                    }
+                }
+                _ => chan = None, // gone: wait for Stop
+            }
+        }
+        if tokens.contains(&0) && cx.poll_stop().is_some() {
+            cx.stopped();
+            return 0;
+        }
+    }
+}
+
+/// Says ready, then sends application messages (which main has no
+/// handler for) as fast as it can.
+fn chatter(mut cx: RoleContext) -> i32 {
+    cx.ready().unwrap();
+    loop {
+        if cx.channel().send(&ToMain::App(Bytes(vec![0; 16]))).is_err() {
+            return 1;
+        }
+    }
+}
+
 /// Helper: main, for `PF_SCENARIO`, listening on `PF_LISTEN`.
 fn family_main() {
+    if std::env::var_os("PF_CLOSE_STDIO").is_some() {
+        for fd in 0..3 {
+            // SAFETY: nothing in this process uses fds 0-2 as owned
+            // values; std's handles just see errors from now on.
+            unsafe { libc::close(fd) };
+        }
+    }
     let roles = match std::env::var("PF_SCENARIO").as_deref() {
         Ok("crashy") => CRASHY,
         Ok("roguish") => ROGUISH,
         Ok("spinning") => SPINNING,
         Ok("flooding") => FLOODING,
+        Ok("quitting") => QUITTING,
+        Ok("deaf") => DEAFENED,
+        Ok("pingpong") => PINGPONG,
+        Ok("chatty") => CHATTY,
         _ => BASIC,
     };
     let mut family = Family::new(roles).stop_timeout(Duration::from_secs(5));
@@ -239,9 +389,22 @@ impl Main {
             std::mem::forget(stderr);
             return Self { child, log, addr };
         }
+        // A slow reader (main's log queue fills meanwhile), and lines
+        // the case does not look at left out.
+        let delay = std::env::var("PF_TEST_LOG_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis);
+        let skip = std::env::var("PF_TEST_LOG_SKIP").ok();
         std::thread::spawn(move || {
+            if let Some(d) = delay {
+                std::thread::sleep(d);
+            }
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if skip.as_ref().is_some_and(|s| line.contains(s.as_str())) {
+                    continue;
+                }
                 let mut l = sink.lock().unwrap();
                 if l.len() < 1 << 20 {
                     l.push_str(&line);
@@ -662,4 +825,224 @@ fn flooding_member_and_stalled_stderr_do_not_block_main() {
         "{:?}",
         start.elapsed()
     );
+}
+
+fn connected_fork_server_has_no_pid() {
+    // The handle cannot know the server's pid: SO_PEERCRED of a
+    // socketpair names its creator (here this process, in the family
+    // main), which must not pass for the server.
+    let (ours, _theirs) = privfork::ipc::socketpair().unwrap();
+    let server = privfork::fork_server::ForkServer::connect(ours).unwrap();
+    assert_eq!(server.pid(), 0);
+}
+
+fn main_started_without_stdio_opens_dev_null() {
+    require_root();
+    // Main started with fds 0, 1 and 2 closed: its first opens (the
+    // pinned binary, the listener, members' channels) must not land
+    // there, or its log would go into them. (Rust's runtime opens
+    // /dev/null on them before `main` in a Rust program; the helper
+    // closes them after, as a host without that runtime would start.)
+    let main = Main::start_with("basic", |cmd| {
+        cmd.env("PF_CLOSE_STDIO", "1");
+    });
+    assert!(get_ok(&main.addr, 20).contains("worker uid=65534"));
+    for fd in 0..3 {
+        let target = std::fs::read_link(format!("/proc/{}/fd/{fd}", main.pid())).unwrap();
+        assert_eq!(target, std::path::Path::new("/dev/null"), "fd {fd}");
+    }
+}
+
+fn systemd_fd_names_are_checked() {
+    require_root();
+    // A name that spec names may not have (control character, space):
+    // refused with the same rule.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let fd = OwnedFd::from(listener);
+    let raw = fd.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args([
+        "-c",
+        &format!("LISTEN_PID=$$ exec \"$0\" {CASE} family_main"),
+        std::env::current_exe().unwrap().to_str().unwrap(),
+    ])
+    .env("PF_SCENARIO", "basic")
+    .env("LISTEN_FDS", "1")
+    .env("LISTEN_FDNAMES", "ht tp\x1b")
+    .env_remove("PF_LISTEN");
+    // SAFETY: as in socket_activation.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut main = Main::spawn(cmd, addr);
+    main.wait_log(&["LISTEN_FDNAMES", "must be printable ASCII"], 1, 20);
+    assert_eq!(main.wait_exit(20), Some(1));
+    drop(fd);
+}
+
+fn ready_then_dead_is_a_crash_loop() {
+    require_root();
+    let main = Main::start("quitting");
+    // Ready, then gone at once: a crash loop all the same.
+    main.wait_log(&["[quitter:0", "ready"], 3, 20);
+    main.wait_log(&["quitter:0 is crash-looping"], 1, 20);
+    let lines = main.wait_log(&["restarting quitter:0 in"], 3, 10);
+    assert!(lines[2].contains(" in 400ms "), "{lines:?}");
+}
+
+fn member_deaf_to_a_restart_stop_is_killed() {
+    require_root();
+    let main = Main::start("deaf");
+    main.wait_log(&["every role is ready"], 1, 20);
+    // The linker dies: its peer is told to stop (to restart with a fresh
+    // channel), ignores it, and is killed at the deadline (5 s).
+    let linker = main.member("linker");
+    let fd = pidfd(linker);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(linker as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    assert!(exits_within(&fd, 5.0));
+    main.wait_log(&["[deaf:0", "did not stop in time; killing it"], 1, 15);
+    main.wait_log(&["[deaf:0", "started"], 2, 10);
+}
+
+fn peers_meet_again_after_a_restart() {
+    require_root();
+    let main = Main::start("pingpong");
+    main.wait_log(&["every role is ready"], 1, 20);
+    // Ping (which lists pong) dies: pong is stopped and starts at once,
+    // ping after its backoff; both must get the two ends of one fresh
+    // pair (each says ready only after an echo through it).
+    for round in 2..4 {
+        let p = main.member("ping");
+        let fd = pidfd(p);
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(p as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        assert!(exits_within(&fd, 5.0));
+        main.wait_log(&["[ping:0", "ready"], round, 8);
+        main.wait_log(&["[pong:0", "ready"], round, 8);
+    }
+    // And when pong dies, likewise.
+    let p = main.member("pong");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(p as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    main.wait_log(&["[ping:0", "ready"], 4, 8);
+    main.wait_log(&["[pong:0", "ready"], 4, 8);
+}
+
+fn linked_role_with_instances_is_refused() {
+    // A peer channel joins two processes: a linked role has one instance.
+    static TWO_PONGS: &[Role] = &[
+        PING,
+        Role {
+            instances: 2,
+            ..PONG
+        },
+    ];
+    let panic = std::panic::catch_unwind(|| Family::new(TWO_PONGS)).unwrap_err();
+    let msg = panic.downcast_ref::<String>().unwrap();
+    assert!(
+        msg.contains("\"pong\" has peer channels, so it must have exactly one instance"),
+        "{msg}"
+    );
+}
+
+fn app_flood_does_not_drown_mains_lines() {
+    require_root();
+    // A member sends application messages main has no handler for, as
+    // fast as it can, while main's log is not read for 8 s: main's own lines
+    // (a restart) still get through.
+    // SAFETY: the case process is single-threaded; the variables are read
+    // by Main::spawn in this thread.
+    unsafe {
+        std::env::set_var("PF_TEST_LOG_DELAY_MS", "8000");
+        std::env::set_var("PF_TEST_LOG_SKIP", "application message");
+    }
+    let main = Main::start("chatty");
+    let body = get_ok(&main.addr, 20);
+    let first: u32 = body.split("pid=").nth(1).unwrap().trim().parse().unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let fd = pidfd(first);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(first as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    assert!(exits_within(&fd, 5.0));
+    main.wait_log(&["every role is ready"], 1, 10);
+    main.wait_log(&["restarting worker:0"], 1, 10);
+    main.wait_log(&["[worker:0", "started"], 2, 10);
+}
+
+fn terminal_nobody_reads_does_not_block_main() {
+    require_root();
+    // Main's stderr is a terminal (a pty made here) whose master nobody
+    // reads, and a member floods: main's writes must not block it, so a
+    // SIGTERM still stops the family in time.
+    // SAFETY: integer-only calls on fds this function owns; the slave's
+    // name is a NUL-terminated string the kernel only reads.
+    let (master, slave) = unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(master >= 0);
+        assert_eq!(libc::grantpt(master), 0);
+        assert_eq!(libc::unlockpt(master), 0);
+        let name = libc::ptsname(master);
+        assert!(!name.is_null());
+        let slave = libc::open(name, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(slave >= 0);
+        use std::os::fd::FromRawFd;
+        (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave))
+    };
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([CASE, "family_main"])
+        .env("PF_SCENARIO", "flooding")
+        .env("PF_LISTEN", format!("{addr},name=http"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let mut main = Main {
+        child,
+        log: Arc::new(Mutex::new(String::new())),
+        addr,
+    };
+    get_ok(&main.addr, 20);
+    // The terminal's buffer fills.
+    std::thread::sleep(Duration::from_secs(2));
+    let start = Instant::now();
+    main.signal(rustix::process::Signal::TERM);
+    // The flooder is killed at the 5 s stop deadline; main exits (1) and
+    // gives up its last lines after a second.
+    assert_eq!(main.wait_exit(15), Some(1));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(master);
 }

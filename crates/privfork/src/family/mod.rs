@@ -125,7 +125,11 @@ pub struct Role {
     /// Names of the listeners it receives.
     pub listeners: &'static [&'static str],
     /// Roles it gets a channel to (an `AF_UNIX` stream socketpair, one end
-    /// in each; the peer finds it in [`RoleContext::peers`]).
+    /// in each; the peer finds it in [`RoleContext::peers`] under this
+    /// role's name). Links are symmetric: listing a role is enough. When
+    /// either member of a link dies, the other is stopped and both start
+    /// again on a fresh pair. A role that lists peers or is listed as one
+    /// has exactly one instance ([`Family::new`] checks).
     pub peers: &'static [&'static str],
     /// Whether it may send application messages to main
     /// ([`protocol::ToMain::App`]); if not, one closes its channel.
@@ -200,8 +204,9 @@ impl Family {
     ///
     /// # Panics
     ///
-    /// If two roles share a name or a role names an unknown peer (a
-    /// programming error in the table).
+    /// If two roles share a name, a role names an unknown peer or itself,
+    /// or a role that has peer channels (lists peers or is listed as one)
+    /// has other than one instance (a programming error in the table).
     pub fn new(roles: &'static [Role]) -> Self {
         for (i, r) in roles.iter().enumerate() {
             assert!(
@@ -215,7 +220,15 @@ impl Family {
                     "role {:?} names unknown peer {p:?}",
                     r.name
                 );
+                assert!(*p != r.name, "role {:?} names itself as a peer", r.name);
             }
+            let linked = !r.peers.is_empty() || roles.iter().any(|o| o.peers.contains(&r.name));
+            assert!(
+                !linked || r.instances == 1,
+                "role {:?} has peer channels, so it must have exactly one instance (has {})",
+                r.name,
+                r.instances
+            );
             assert!(
                 r.user.is_none() || r.keep_caps.is_empty(),
                 "role {:?} keeps capabilities: it must keep main's user (user: None)",
@@ -253,10 +266,16 @@ impl Family {
         }
     }
 
-    /// Runs main: binds (or adopts from systemd) the listeners, starts every
-    /// role, supervises, and returns the exit code when the family stops.
+    /// Runs main: opens `/dev/null` on any of fds 0-2 that is closed, binds
+    /// (or adopts from systemd) the listeners, starts every role,
+    /// supervises, and returns the exit code when the family stops.
     /// Errors before the family starts are printed and give exit code 1.
     pub fn run_main(self) -> i32 {
+        // First: fds 0-2 open, so no listener or channel lands on them.
+        if let Err(e) = crate::sys::open_missing_stdio() {
+            eprintln!("privfork family: opening /dev/null on fds 0-2: {e}");
+            return 1;
+        }
         match supervisor::run(self.roles, &self.listen, self.stop_timeout) {
             Ok(code) => code,
             Err(e) => {

@@ -112,58 +112,202 @@ fn escape_into(bytes: &[u8], out: &mut String) {
     }
 }
 
-/// Main's stderr: a bounded queue written only when writable.
-#[derive(Debug, Default)]
+/// How main writes to its stderr without ever blocking.
+#[derive(Debug)]
+enum Out {
+    /// fd 2 is a regular file (or `/dev/null`-like): writes never block.
+    File,
+    /// fd 2 is a terminal, a pipe or a FIFO: written through a new open
+    /// file description of it, non-blocking (setting `O_NONBLOCK` on fd 2
+    /// itself would change the description the shell shares).
+    Reopened(OwnedFd),
+    /// fd 2 is a socket: `send(MSG_DONTWAIT)`.
+    Socket,
+    /// Nothing better could be set up: fd 2, one atomic pipe unit per
+    /// wake-up (blocks on a terminal nobody reads).
+    Blocking,
+}
+
+/// Most bytes written per wake-up.
+const WRITE_BUDGET: usize = 64 << 10;
+/// Most bytes of main's own lines queued.
+const MAX_OWN_QUEUED: usize = 256 << 10;
+
+/// Which queue a line comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    Own,
+    Members,
+}
+
+/// Main's stderr: two bounded queues — main's own lines, written first
+/// and never dropped for members' lines, and members' lines — written
+/// only as far as stderr takes them without blocking.
+#[derive(Debug)]
 pub(crate) struct Sink {
-    queue: VecDeque<u8>,
+    out: Out,
+    stderr: std::io::Stderr,
+    own: VecDeque<u8>,
+    members: VecDeque<u8>,
     dropped: u64,
+    own_dropped: u64,
+    /// A partial write left this queue in the middle of a line: it goes
+    /// on first, so lines are never interleaved.
+    mid_line: Option<Queue>,
+}
+
+impl Default for Sink {
+    fn default() -> Self {
+        Self {
+            out: Out::Blocking,
+            stderr: std::io::stderr(),
+            own: VecDeque::new(),
+            members: VecDeque::new(),
+            dropped: 0,
+            own_dropped: 0,
+            mid_line: None,
+        }
+    }
 }
 
 impl Sink {
-    /// Queues `bytes` (a whole line), or counts it as dropped if the queue
-    /// is full.
+    /// A sink on this process's fd 2, set up so that writing never
+    /// blocks (see [`Out`]); also a note for the log if that could not be
+    /// done.
+    pub(crate) fn for_stderr() -> (Self, Option<String>) {
+        use rustix::fs::{FileType, Mode, OFlags};
+        let stderr = std::io::stderr();
+        let (out, note) = match rustix::fs::fstat(stderr.as_fd()) {
+            Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+                FileType::RegularFile => (Out::File, None),
+                FileType::Socket => (Out::Socket, None),
+                _ => match rustix::fs::open(
+                    "/proc/self/fd/2",
+                    OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+                    Mode::empty(),
+                ) {
+                    Ok(fd) => (Out::Reopened(fd), None),
+                    Err(e) => (
+                        Out::Blocking,
+                        Some(format!(
+                            "cannot reopen stderr non-blocking ({e}); a stalled terminal may block main"
+                        )),
+                    ),
+                },
+            },
+            Err(e) => (Out::Blocking, Some(format!("fstat of stderr: {e}"))),
+        };
+        (
+            Self {
+                out,
+                ..Self::default()
+            },
+            note,
+        )
+    }
+
+    /// The fd to poll for writability.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        match &self.out {
+            Out::Reopened(fd) => fd.as_fd(),
+            _ => self.stderr.as_fd(),
+        }
+    }
+
+    /// Queues a member's line `bytes`, or counts it as dropped if its
+    /// queue is full.
     pub(crate) fn push(&mut self, bytes: &[u8]) {
-        if self.queue.len() + bytes.len() > MAX_QUEUED {
+        if self.members.len() + bytes.len() > MAX_QUEUED {
             self.dropped += 1;
             return;
         }
         if self.dropped > 0 {
-            let note = format!(
-                "privfork family: {} log lines dropped (stderr too slow)\n",
-                self.dropped
-            );
-            self.dropped = 0;
-            self.queue.extend(note.as_bytes());
+            let n = std::mem::take(&mut self.dropped);
+            self.log(&format!("{n} members' log lines dropped (stderr too slow)"));
         }
-        self.queue.extend(bytes);
+        self.members.extend(bytes);
     }
 
-    /// Queues a line of main's own.
+    /// Queues a line of main's own (dropped only if main's own queue is
+    /// full, and then counted).
     pub(crate) fn log(&mut self, line: &str) {
-        self.push(format!("privfork family: {line}\n").as_bytes());
+        let text = format!("privfork family: {line}\n");
+        if self.own.len() + text.len() > MAX_OWN_QUEUED {
+            self.own_dropped += 1;
+            return;
+        }
+        if self.own_dropped > 0 {
+            let note = format!(
+                "privfork family: {} of main's log lines dropped (stderr too slow)\n",
+                std::mem::take(&mut self.own_dropped)
+            );
+            self.own.extend(note.as_bytes());
+        }
+        self.own.extend(text.as_bytes());
     }
 
     /// Whether anything waits to be written.
     pub(crate) fn pending(&self) -> bool {
-        !self.queue.is_empty()
+        !self.own.is_empty() || !self.members.is_empty()
     }
 
-    /// Writes what fd 2 takes now: at most one pipe buffer's atomic unit
-    /// per call, which a writable pipe or terminal accepts without
-    /// blocking.
+    /// Writes what stderr takes now without blocking (at most
+    /// [`WRITE_BUDGET`]): main's own lines first, a line begun always
+    /// finished first.
     pub(crate) fn write_some(&mut self) {
-        let (a, _) = self.queue.as_slices();
-        let n = a.len().min(libc::PIPE_BUF);
-        if n == 0 {
-            return;
-        }
-        let stderr = std::io::stderr();
-        match rustix::io::write(stderr.as_fd(), &a[..n]) {
-            Ok(written) => {
-                self.queue.drain(..written);
+        let mut budget = WRITE_BUDGET;
+        while budget > 0 {
+            let which = match self.mid_line {
+                Some(q) => q,
+                None if !self.own.is_empty() => Queue::Own,
+                None => Queue::Members,
+            };
+            let queue = match which {
+                Queue::Own => &mut self.own,
+                Queue::Members => &mut self.members,
+            };
+            let (a, _) = queue.as_slices();
+            let limit = if matches!(self.out, Out::Blocking) {
+                libc::PIPE_BUF
+            } else {
+                budget
+            };
+            let n = a.len().min(limit);
+            if n == 0 {
+                self.mid_line = None;
+                return;
             }
-            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
-            Err(_) => self.queue.clear(), // stderr is gone: nothing to keep
+            let stderr = &self.stderr;
+            let res = match &self.out {
+                Out::Reopened(fd) => rustix::io::write(fd, &a[..n]),
+                Out::Socket => rustix::net::send(
+                    stderr.as_fd(),
+                    &a[..n],
+                    rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL,
+                ),
+                Out::File | Out::Blocking => rustix::io::write(stderr.as_fd(), &a[..n]),
+            };
+            match res {
+                Ok(0) => return,
+                Ok(written) => {
+                    let ends_line = a[written - 1] == b'\n';
+                    queue.drain(..written);
+                    self.mid_line = (!ends_line).then_some(which);
+                    budget = budget.saturating_sub(written);
+                    if matches!(self.out, Out::Blocking) {
+                        return; // one write per wake-up
+                    }
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::AGAIN) => return,
+                Err(_) => {
+                    // stderr is gone: nothing to keep
+                    self.own.clear();
+                    self.members.clear();
+                    self.mid_line = None;
+                    return;
+                }
+            }
         }
     }
 
@@ -171,15 +315,14 @@ impl Sink {
     /// a stderr nobody reads must not keep main from exiting.
     pub(crate) fn flush_for(&mut self, limit: std::time::Duration) {
         let end = std::time::Instant::now() + limit;
-        let stderr = std::io::stderr();
         while self.pending() {
-            match crate::event::wait_fd(stderr.as_fd(), crate::event::Interest::WRITABLE, Some(end))
-            {
+            match crate::event::wait_fd(self.fd(), crate::event::Interest::WRITABLE, Some(end)) {
                 Ok(true) => self.write_some(),
                 _ => break,
             }
         }
-        self.queue.clear();
+        self.own.clear();
+        self.members.clear();
     }
 }
 
@@ -196,7 +339,7 @@ mod tests {
         while src.fd().is_some() {
             src.read(&mut sink);
         }
-        String::from_utf8(sink.queue.into_iter().collect()).unwrap()
+        String::from_utf8(sink.members.into_iter().collect()).unwrap()
     }
 
     #[test]
@@ -231,11 +374,23 @@ mod tests {
         for _ in 0..(MAX_QUEUED / 1000 + 10) {
             sink.push(&line);
         }
-        assert!(sink.queue.len() <= MAX_QUEUED);
+        assert!(sink.members.len() <= MAX_QUEUED);
         assert!(sink.dropped > 0);
-        sink.queue.clear();
+        sink.members.clear();
         sink.push(b"after\n");
-        let text: Vec<u8> = sink.queue.into_iter().collect();
+        let text: Vec<u8> = sink.own.into_iter().collect();
         assert!(String::from_utf8_lossy(&text).contains("log lines dropped"));
+    }
+
+    #[test]
+    fn main_lines_are_not_dropped_for_members_lines() {
+        let mut sink = Sink::default();
+        let line = vec![b'x'; 1000];
+        for _ in 0..(MAX_QUEUED / 1000 + 10) {
+            sink.push(&line);
+        }
+        sink.log("still here");
+        let text: Vec<u8> = sink.own.into_iter().collect();
+        assert!(String::from_utf8_lossy(&text).contains("still here"));
     }
 }

@@ -1,6 +1,6 @@
 //! Main: starts every member, supervises, stops the family.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
@@ -19,6 +19,13 @@ use crate::process::{Child, ExitStatus};
 const STABLE_UPTIME: Duration = Duration::from_secs(10);
 /// Consecutive quick deaths after which a crash loop is reported.
 const CRASH_LOOP: u32 = 3;
+/// How long a member stopped for a restart (a peer of it died) has to
+/// finish before it is killed.
+const RESTART_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Unhandled application messages are logged as a count this often.
+const UNHANDLED_APP_EVERY: u64 = 10_000;
+/// Most messages read from one member per wake-up.
+const MESSAGE_BUDGET: usize = 256;
 
 /// One process slot: a role's instance, running or waiting to start.
 struct Member {
@@ -40,8 +47,18 @@ struct Running {
     channel_closed: bool,
     stderr: Source,
     state: ChildState,
+    /// Which run this is (unique in main's life).
+    serial: u64,
+    /// Its channels to partners: `(partner member, where the other end is)`.
+    links: Vec<(usize, Link)>,
     started: Instant,
     ready_by: Option<Instant>,
+    /// Application messages it sent that no handler took (counted, not
+    /// a log line each).
+    unhandled_app: u64,
+    /// Told to stop: killed if still running then (dropped once acted on,
+    /// so a past deadline does not keep waking main).
+    stop_by: Option<Instant>,
 }
 
 impl Member {
@@ -50,11 +67,31 @@ impl Member {
     }
 }
 
-/// A socketpair end waiting for a member to start: `(member, peer role)`.
+/// A socketpair end waiting for member `member` to start; the other end
+/// is held by run `creator` of member `from` (dropped when that run
+/// exits).
 struct PendingEnd {
     member: usize,
-    peer: &'static str,
+    from: usize,
+    creator: u64,
     fd: OwnedFd,
+}
+
+/// Where the other end of a member's channel to a partner is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Held by the partner's run with this serial.
+    Held(u64),
+    /// Waiting in `pending_ends` for the partner's next start.
+    Pending,
+}
+
+/// A member's end of its channel to a partner, while it starts.
+enum PeerEnd {
+    /// The end the partner left waiting.
+    Taken(PendingEnd),
+    /// A fresh pair: this member's end, and the partner's (to wait).
+    Created { mine: OwnedFd, theirs: OwnedFd },
 }
 
 struct Main<'a> {
@@ -62,12 +99,13 @@ struct Main<'a> {
     listeners: &'a Listeners,
     members: Vec<Member>,
     pending_ends: Vec<PendingEnd>,
+    /// The serial of the last run started.
+    serial: u64,
     log: Sink,
     stopping: Option<Instant>,
     stop_timeout: Duration,
     killed_at_deadline: bool,
     ready_notified: bool,
-    stderr: std::io::Stderr,
 }
 
 /// Runs main until the family stops; the exit code.
@@ -95,6 +133,10 @@ pub(super) fn run(
     let signals = Signals::new(&[Signal::CHILD, Signal::TERM, Signal::INT, Signal::HUP])
         .map_err(|e| format!("signalfd: {e}"))?;
     let _ = rustix::thread::set_name(c"privfork-main");
+    let (mut log, note) = Sink::for_stderr();
+    if let Some(note) = note {
+        log.log(&note);
+    }
     let mut main = Main {
         exe,
         listeners: &listeners,
@@ -113,12 +155,12 @@ pub(super) fn run(
             })
             .collect(),
         pending_ends: Vec::new(),
-        log: Sink::default(),
+        serial: 0,
+        log,
         stopping: None,
         stop_timeout,
         killed_at_deadline: false,
         ready_notified: false,
-        stderr: std::io::stderr(),
     };
     let code = main.run(&signals);
     main.log.flush_for(Duration::from_secs(1));
@@ -166,8 +208,23 @@ impl Main<'_> {
                     }
                 }
             }
+            // Messages already read into a channel's buffer (left by the
+            // per-wake-up budget): the fd will not say so.
+            for i in 0..self.members.len() {
+                if self.buffered(i) {
+                    self.on_channel(i);
+                }
+            }
             self.check_deadlines();
         }
+    }
+
+    /// Whether member `i`'s channel holds a whole message already read.
+    fn buffered(&self, i: usize) -> bool {
+        self.members[i]
+            .run
+            .as_ref()
+            .is_some_and(|r| !r.channel_closed && r.channel.has_buffered())
     }
 
     /// Polls everything main watches until something is ready or the next
@@ -176,7 +233,7 @@ impl Main<'_> {
         let mut p: Poller<'_, 16> = Poller::new();
         p.add(signals, Interest::READABLE, TOKEN_SIGNALS);
         if self.log.pending() {
-            p.add(&self.stderr, Interest::WRITABLE, TOKEN_STDERR_OUT);
+            p.add_fd(self.log.fd(), Interest::WRITABLE, TOKEN_STDERR_OUT);
         }
         // The stop deadline, until it has been acted on (members killed).
         let mut deadline: Option<Instant> = self.stopping.filter(|_| !self.killed_at_deadline);
@@ -196,6 +253,10 @@ impl Main<'_> {
                     p.add_fd(fd, Interest::READABLE, token(i, 2));
                 }
                 earliest(r.ready_by);
+                earliest(r.stop_by);
+                if !r.channel_closed && r.channel.has_buffered() {
+                    earliest(Some(Instant::now()));
+                }
             }
         }
         if p.wait(deadline)? == 0 {
@@ -227,11 +288,10 @@ impl Main<'_> {
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         self.stopping = Some(Instant::now() + self.stop_timeout);
-        let deadline_ms = u64::try_from(self.stop_timeout.as_millis()).unwrap_or(u64::MAX);
         for m in &mut self.members {
             m.next_start = None;
             if let Some(r) = &mut m.run {
-                stop_member(r, m.role.app_messages, deadline_ms);
+                stop_member(r, m.role.app_messages, self.stop_timeout);
             }
         }
     }
@@ -257,42 +317,139 @@ impl Main<'_> {
     }
 
     fn start(&mut self, i: usize) -> Result<(), String> {
+        // Peer channels: for each partner, the end it left waiting for
+        // this member, or a fresh pair whose other end waits for it.
+        let mut ends: Vec<(usize, PeerEnd)> = Vec::new();
+        for j in self.partners(i) {
+            let end = match self
+                .pending_ends
+                .iter()
+                .position(|e| e.member == i && e.from == j)
+            {
+                Some(k) => PeerEnd::Taken(self.pending_ends.swap_remove(k)),
+                None => match crate::ipc::socketpair() {
+                    Ok((mine, theirs)) => PeerEnd::Created { mine, theirs },
+                    Err(e) => {
+                        self.put_back(ends);
+                        return Err(e.to_string());
+                    }
+                },
+            };
+            ends.push((j, end));
+        }
+        let spawned = self.spawn(i, &ends);
+        let (spawned, err_r, chan_main) = match spawned {
+            Ok(s) => s,
+            Err(e) => {
+                // Nobody got the ends: the taken ones wait again.
+                self.put_back(ends);
+                return Err(e);
+            }
+        };
+        self.serial += 1;
+        let serial = self.serial;
+        let mut links = Vec::with_capacity(ends.len());
+        for (j, end) in ends {
+            match end {
+                PeerEnd::Taken(e) => {
+                    links.push((j, Link::Held(e.creator)));
+                    if let Some(r) = &mut self.members[j].run
+                        && let Some(l) = r.links.iter_mut().find(|(k, _)| *k == i)
+                    {
+                        l.1 = Link::Held(serial);
+                    }
+                }
+                PeerEnd::Created { theirs, .. } => {
+                    links.push((j, Link::Pending));
+                    self.pending_ends.push(PendingEnd {
+                        member: j,
+                        from: i,
+                        creator: serial,
+                        fd: theirs,
+                    });
+                    // A partner running with an end of an older channel:
+                    // it starts again, and takes the new one.
+                    let m = &mut self.members[j];
+                    if let Some(r) = &mut m.run {
+                        m.restart_now = true;
+                        stop_member(r, m.role.app_messages, RESTART_STOP_TIMEOUT);
+                    }
+                }
+            }
+        }
+        let role = self.members[i].role;
+        let child = Child::from_pidfd(spawned.pidfd).map_err(|e| e.to_string())?;
+        let mut channel = Channel::<ToChild, ToMain>::from_fd(chan_main, protocol::LIMITS)
+            .map_err(|e| e.to_string())?;
+        channel.set_accepting(
+            protocol::state_name(ChildState::Starting),
+            protocol::accepted(ChildState::Starting, role.app_messages),
+        );
+        let m = &mut self.members[i];
+        let tag = m.tag(child.pid());
+        self.log.log(&format!("{tag} started"));
+        m.run = Some(Running {
+            stderr: Source::new(err_r, tag).map_err(|e| e.to_string())?,
+            child,
+            channel,
+            channel_closed: false,
+            state: ChildState::Starting,
+            serial,
+            links,
+            started: Instant::now(),
+            ready_by: Some(Instant::now() + role.ready_timeout),
+            stop_by: None,
+            unhandled_app: 0,
+        });
+        Ok(())
+    }
+
+    /// The members `i` has a channel with: those of the roles its role
+    /// lists, and those whose role lists its role (one instance each:
+    /// `Family::new` checks).
+    fn partners(&self, i: usize) -> Vec<usize> {
+        let role = self.members[i].role;
+        (0..self.members.len())
+            .filter(|&j| {
+                let other = self.members[j].role;
+                j != i && (role.peers.contains(&other.name) || other.peers.contains(&role.name))
+            })
+            .collect()
+    }
+
+    /// After a failed start: the ends it took wait again; the pairs it
+    /// made are dropped.
+    fn put_back(&mut self, ends: Vec<(usize, PeerEnd)>) {
+        for (_, end) in ends {
+            if let PeerEnd::Taken(e) = end {
+                self.pending_ends.push(e);
+            }
+        }
+    }
+
+    /// Spawns member `i` with its peer ends: the spawned process, the read
+    /// end of its stderr pipe and main's end of its channel.
+    fn spawn(
+        &self,
+        i: usize,
+        ends: &[(usize, PeerEnd)],
+    ) -> Result<(crate::exe::Spawned, OwnedFd, OwnedFd), String> {
         let role = self.members[i].role;
         let instance = self.members[i].instance;
         let (chan_main, chan_child) = crate::ipc::socketpair().map_err(|e| e.to_string())?;
         let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| format!("pipe: {e}"))?;
         let devnull = crate::fork_as::dev_null().map_err(|e| format!("/dev/null: {e}"))?;
-        // Peer channels: a fresh pair per link; the other end waits for
-        // the peer's start (or goes to it now if it is the one starting
-        // later in this same pass).
-        let mut peer_ends: Vec<(&'static str, OwnedFd)> = Vec::new();
-        for peer in role.peers {
-            let (mine, theirs) = crate::ipc::socketpair().map_err(|e| e.to_string())?;
-            peer_ends.push((peer, mine));
-            let target = self
-                .members
-                .iter()
-                .position(|m| m.role.name == *peer && m.instance == 0)
-                .expect("Family::new checked the peers");
-            self.pending_ends
-                .retain(|e| !(e.member == target && e.peer == role.name));
-            self.pending_ends.push(PendingEnd {
-                member: target,
-                peer: role.name,
-                fd: theirs,
-            });
-        }
-        // Ends other members left for this one.
-        let mut k = 0;
-        while k < self.pending_ends.len() {
-            if self.pending_ends[k].member == i {
-                let e = self.pending_ends.swap_remove(k);
-                peer_ends.push((e.peer, e.fd));
-            } else {
-                k += 1;
-            }
-        }
+        let peer_ends: Vec<(&'static str, BorrowedFd<'_>)> = ends
+            .iter()
+            .map(|(j, end)| {
+                let fd = match end {
+                    PeerEnd::Taken(e) => e.fd.as_fd(),
+                    PeerEnd::Created { mine, .. } => mine.as_fd(),
+                };
+                (self.members[*j].role.name, fd)
+            })
+            .collect();
         let listeners: Vec<_> = role
             .listeners
             .iter()
@@ -335,32 +492,13 @@ impl Main<'_> {
             fd += 1;
         }
         for (_, end) in &peer_ends {
-            spawn.fd(fd, end.as_fd());
+            spawn.fd(fd, *end);
             fd += 1;
         }
         let spawned = spawn.spawn().map_err(|e| e.to_string())?;
         drop(err_w);
         drop(chan_child);
-        let child = Child::from_pidfd(spawned.pidfd).map_err(|e| e.to_string())?;
-        let mut channel = Channel::<ToChild, ToMain>::from_fd(chan_main, protocol::LIMITS)
-            .map_err(|e| e.to_string())?;
-        channel.set_accepting(
-            protocol::state_name(ChildState::Starting),
-            protocol::accepted(ChildState::Starting, role.app_messages),
-        );
-        let m = &mut self.members[i];
-        let tag = m.tag(child.pid());
-        self.log.log(&format!("{tag} started"));
-        m.run = Some(Running {
-            stderr: Source::new(err_r, tag).map_err(|e| e.to_string())?,
-            child,
-            channel,
-            channel_closed: false,
-            state: ChildState::Starting,
-            started: Instant::now(),
-            ready_by: Some(Instant::now() + role.ready_timeout),
-        });
-        Ok(())
+        Ok((spawned, err_r, chan_main))
     }
 
     fn on_exit(&mut self, i: usize) {
@@ -381,10 +519,31 @@ impl Main<'_> {
         let m = &mut self.members[i];
         let tag = m.tag(r.child.pid());
         let uptime = r.started.elapsed();
+        if r.unhandled_app > 1 {
+            self.log.log(&format!(
+                "{tag} sent {} application messages without a handler",
+                r.unhandled_app
+            ));
+        }
         self.log.log(&format!("{tag} {}", describe(status)));
         if self.stopping.is_some() {
             return;
         }
+        // The ends it made for partners died with it.
+        self.pending_ends
+            .retain(|e| !(e.from == i && e.creator == r.serial));
+        // Partners holding a channel to this run hold a dead end: they
+        // start again (and meet it, or its next run, on a fresh pair).
+        for (j, _) in &r.links {
+            let other = &mut self.members[*j];
+            if let Some(run) = &mut other.run
+                && run.links.contains(&(i, Link::Held(r.serial)))
+            {
+                other.restart_now = true;
+                stop_member(run, other.role.app_messages, RESTART_STOP_TIMEOUT);
+            }
+        }
+        let m = &mut self.members[i];
         if m.restart_now {
             m.restart_now = false;
             m.next_start = Some(Instant::now());
@@ -399,24 +558,15 @@ impl Main<'_> {
             }
             Restart::Always { .. } => {
                 schedule_restart(m, &mut self.log, Instant::now(), uptime);
-                // Its peers hold ends of channels that died with it: stop
-                // them too, and start them again with it.
-                let (name, peers) = (m.role.name, m.role.peers);
-                for other in &mut self.members {
-                    let linked =
-                        other.role.peers.contains(&name) || peers.contains(&other.role.name);
-                    if linked && let Some(run) = &mut other.run {
-                        other.restart_now = true;
-                        stop_member(run, other.role.app_messages, 5_000);
-                    }
-                }
             }
         }
     }
 
     fn on_channel(&mut self, i: usize) {
         let (role, instance) = (self.members[i].role, self.members[i].instance);
-        loop {
+        // A few messages per wake-up: a chatty member cannot keep main
+        // here (the poll is level-triggered: the rest come next time).
+        for _ in 0..MESSAGE_BUDGET {
             let Some(r) = &mut self.members[i].run else {
                 return;
             };
@@ -431,18 +581,29 @@ impl Main<'_> {
                         }
                         ToMain::Stopped => r.state = ChildState::Stopped,
                         ToMain::App(bytes) => {
-                            self.log.log(&format!(
-                                "{tag} sent an application message of {} bytes (no handler)",
-                                bytes.0.len()
-                            ));
+                            r.unhandled_app += 1;
+                            if r.unhandled_app == 1 {
+                                self.log.log(&format!(
+                                    "{tag} sent an application message of {} bytes \
+                                     (no handler; further ones are counted)",
+                                    bytes.0.len()
+                                ));
+                            } else if r.unhandled_app % UNHANDLED_APP_EVERY == 0 {
+                                self.log.log(&format!(
+                                    "{tag} has sent {} application messages without a handler",
+                                    r.unhandled_app
+                                ));
+                            }
                         }
                     }
                     r.channel.set_accepting(
                         protocol::state_name(r.state),
                         protocol::accepted(r.state, role.app_messages),
                     );
+                    // Ready does not reset the crash-loop count: one that
+                    // says Ready and dies at once is still looping (only
+                    // STABLE_UPTIME resets it, as it does the backoff).
                     if r.state == ChildState::Running {
-                        self.members[i].quick_deaths = 0;
                         self.notify_ready_if_all();
                     }
                 }
@@ -485,6 +646,7 @@ impl Main<'_> {
 
     fn check_deadlines(&mut self) {
         let now = Instant::now();
+        self.check_stop_deadline(now);
         for m in &mut self.members {
             if let Some(r) = &mut m.run
                 && r.ready_by.is_some_and(|t| t <= now)
@@ -499,7 +661,25 @@ impl Main<'_> {
                 ));
                 let _ = r.child.kill();
             }
+            if let Some(r) = &mut m.run
+                && r.stop_by.is_some_and(|t| t <= now)
+            {
+                r.stop_by = None;
+                self.log.log(&format!(
+                    "[{}:{} {}] did not stop in time; killing it",
+                    m.role.name,
+                    m.instance,
+                    r.child.pid(),
+                ));
+                let _ = r.child.kill();
+            }
         }
+    }
+
+    /// The family's stop deadline: every member still running is killed
+    /// (before the members' own deadlines, which are no earlier, so the
+    /// exit code says some were killed).
+    fn check_stop_deadline(&mut self, now: Instant) {
         if let Some(deadline) = self.stopping
             && now >= deadline
             && !self.killed_at_deadline
@@ -513,6 +693,7 @@ impl Main<'_> {
                         m.instance,
                         r.child.pid()
                     ));
+                    r.stop_by = None;
                     let _ = r.child.kill();
                 }
             }
@@ -542,7 +723,9 @@ impl Main<'_> {
     }
 }
 
-fn stop_member(r: &mut Running, app: bool, deadline_ms: u64) {
+/// Tells `r` to stop within `timeout`; it is killed if it has not exited
+/// by then.
+fn stop_member(r: &mut Running, app: bool, timeout: Duration) {
     if matches!(r.state, ChildState::Stopping | ChildState::Stopped) {
         return;
     }
@@ -553,11 +736,13 @@ fn stop_member(r: &mut Running, app: bool, deadline_ms: u64) {
     );
     // A member that cannot be told (its channel is full or gone) is
     // killed; one that is told has the deadline to finish.
+    let deadline_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     if r.channel.send(&ToChild::Stop(deadline_ms)).is_err() {
         let _ = r.child.kill();
     }
     r.state = ChildState::Stopping;
     r.ready_by = None;
+    r.stop_by = Some(Instant::now() + timeout);
 }
 
 /// Schedules the next start of `m`, which died after `uptime`.

@@ -626,17 +626,12 @@ impl ForkServer {
         })
     }
 
-    /// The server's pid (for a connected handle, the peer's, from
-    /// `SO_PEERCRED`; 0 if that cannot be read).
+    /// The server's pid, for a handle that spawned it; 0 for a handle from
+    /// [`ForkServer::connect`]: the server's pid is not known then
+    /// (`SO_PEERCRED` of a socketpair names the process that created the
+    /// pair — in the family, main — not the server serving on it).
     pub fn pid(&self) -> u32 {
-        match &self.process {
-            Some(p) => p.pid(),
-            None => self
-                .client
-                .as_ref()
-                .and_then(|c| c.peer_cred().ok())
-                .map_or(0, |c| u32::try_from(c.pid).unwrap_or(0)),
-        }
+        self.process.as_ref().map_or(0, ServerProcess::pid)
     }
 
     /// Runs the function `f` names as `user` with `args`: a call whose

@@ -351,6 +351,12 @@ impl<Tx: Message, Rx: Message> Channel<Tx, Rx> {
         self.rx.try_recv()
     }
 
+    /// See [`Receiver::has_buffered`].
+    #[must_use]
+    pub fn has_buffered(&self) -> bool {
+        self.rx.has_buffered()
+    }
+
     /// See [`Sender::send`].
     ///
     /// # Errors

@@ -201,6 +201,31 @@ pub(crate) fn exec_image_token() -> io::Result<ChildToken> {
     })
 }
 
+/// Opens `/dev/null` on each of fds 0, 1 and 2 that is not open, so that
+/// nothing opened later lands there (a log written to fd 2 would go into
+/// it). Call it before anything else opens an fd.
+///
+/// # Errors
+///
+/// `/dev/null` cannot be opened.
+pub(crate) fn open_missing_stdio() -> io::Result<()> {
+    // Safe code: open(2) returns the lowest free fd, so while /dev/null
+    // lands on 0, 1 or 2 it fills a hole (kept open, not close-on-exec, as
+    // those fds are); the first one above 2 shows none is left, and is
+    // closed.
+    loop {
+        let fd = rustix::fs::open(
+            "/dev/null",
+            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY,
+            rustix::fs::Mode::empty(),
+        )?;
+        if fd.as_raw_fd() > 2 {
+            return Ok(());
+        }
+        let _kept: RawFd = std::os::fd::IntoRawFd::into_raw_fd(fd);
+    }
+}
+
 /// `getauxval(AT_SECURE)`—Whether this image was started in secure-execution
 /// mode: a setuid or setgid binary, file capabilities, or an LSM asking for
 /// it. Such a process has privileges its invoker lacks.
