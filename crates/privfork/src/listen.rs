@@ -350,6 +350,17 @@ fn bind_unix(spec: &ListenSpec, path: &Path, addr: &str) -> Result<OwnedFd, List
         None => None,
     };
     let sa = rustix::net::SocketAddrUnix::new(path).map_err(step("a unix socket address"))?;
+    // Main (root) removes a stale file, binds, then sets mode and owner by
+    // name: a directory on the way that someone less privileged can write
+    // would let them swap in a symlink between those steps (root would
+    // chmod, chown or unlink its target). Refused, like sshd's key paths.
+    // A sticky directory (/tmp) is fine: its entries of root's stay root's.
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    crate::trusted_path::check_dir(dir, &[]).map_err(|e| ListenError::Bind {
+        addr: addr.to_owned(),
+        step: "checking the socket's directory",
+        source: io::Error::other(e.to_string()),
+    })?;
     remove_stale(path, &sa).map_err(|source| ListenError::Bind {
         addr: addr.to_owned(),
         step: "replacing a stale socket file",
@@ -394,14 +405,16 @@ fn remove_stale(path: &Path, sa: &rustix::net::SocketAddrUnix) -> io::Result<()>
             path.display()
         )));
     }
+    // Non-blocking: a listener at the path whose backlog is full answers
+    // EAGAIN instead of holding main's start.
     let probe = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::STREAM,
-        SocketFlags::CLOEXEC,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
         None,
     )?;
     match rustix::net::connect(&probe, sa) {
-        Ok(()) => Err(io::Error::other(format!(
+        Ok(()) | Err(rustix::io::Errno::AGAIN) => Err(io::Error::other(format!(
             "{} is in use: something listens on it",
             path.display()
         ))),

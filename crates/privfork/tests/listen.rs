@@ -41,6 +41,10 @@ fn main() {
                 systemd_variables_for_another_pid_are_ignored,
             ),
             ("duplicate_names_are_refused", duplicate_names_are_refused),
+            (
+                "socket_in_a_directory_others_write_is_refused",
+                socket_in_a_directory_others_write_is_refused,
+            ),
         ],
         &[
             ("serve_adopted", serve_adopted),
@@ -343,4 +347,33 @@ fn duplicate_names_are_refused() {
         matches!(err, ListenError::DuplicateName(ref n) if n == "a"),
         "{err:?}"
     );
+}
+
+fn socket_in_a_directory_others_write_is_refused() {
+    require_root();
+    // A directory nobody owns: nobody could swap a symlink in between the
+    // bind and the chmod/chown, or between the stale check and the unlink.
+    let dir = TempDir::new("listen-untrusted");
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let spec: ListenSpec = format!("unix:{}/s.sock,mode=0666", theirs.display())
+        .parse()
+        .unwrap();
+    let err = Listeners::bind(&[spec]).unwrap_err();
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.contains("checking the socket's directory"), "{chain}");
+    assert!(chain.contains("writable"), "{chain}");
+    assert!(!theirs.join("s.sock").exists(), "nothing was bound");
+    // The same directory owned by root (0755), and a name right in the
+    // sticky /tmp: fine.
+    std::os::unix::fs::chown(&theirs, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ok: ListenSpec = format!("unix:{}/s.sock", theirs.display()).parse().unwrap();
+    Listeners::bind(&[ok]).unwrap();
+    let in_tmp = format!("/tmp/privfork-listen-{}.sock", std::process::id());
+    let spec: ListenSpec = format!("unix:{in_tmp}").parse().unwrap();
+    let l = Listeners::bind(&[spec]).unwrap();
+    drop(l);
+    let _ = std::fs::remove_file(&in_tmp);
 }
