@@ -97,15 +97,15 @@ impl Stream {
     }
 
     /// Reads what the pipe has, up to the buffer's room.
-    fn read(&mut self) {
-        let Some(from) = &self.from else { return };
+    fn read(&mut self) -> usize {
+        let Some(from) = &self.from else { return 0 };
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
         }
         let room = BUFFER - self.buf.len();
         if room == 0 {
-            return;
+            return 0;
         }
         let old = self.buf.len();
         self.buf.resize(old + room, 0);
@@ -122,6 +122,7 @@ impl Stream {
         if matches!(r, Ok(0)) {
             self.from = None; // end of file: every writer has closed it
         }
+        n
     }
 
     /// Writes some of what is pending; returns false if the output would
@@ -255,17 +256,27 @@ impl Relay {
     /// the pipes (without waiting for an end of file that a process outside
     /// the tree, handed a pipe, could withhold), then restores the flags.
     pub(crate) fn finish(&mut self) {
+        // Bounded: a process outside the program's tree that was handed a
+        // pipe's write end could keep writing, and whoever reads privfork's
+        // output may have stopped reading.
+        const MAX_DRAIN: usize = 16 << 20;
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
         for s in &mut self.streams {
-            loop {
+            let mut drained = 0usize;
+            'stream: loop {
                 while !s.pending().is_empty() {
                     if !s.write() {
-                        let _ = crate::event::wait_fd(s.to.fd(), Interest::WRITABLE, None);
+                        let writable =
+                            crate::event::wait_fd(s.to.fd(), Interest::WRITABLE, Some(end));
+                        if !matches!(writable, Ok(true)) {
+                            break 'stream;
+                        }
                     }
                 }
-                let before = s.buf.len();
-                s.read();
-                if s.buf.len() == before {
-                    break; // empty (EAGAIN) or end of file
+                let got = s.read();
+                drained += got;
+                if got == 0 || drained > MAX_DRAIN || std::time::Instant::now() >= end {
+                    break; // empty (EAGAIN), end of file, or enough
                 }
             }
             s.from = None;

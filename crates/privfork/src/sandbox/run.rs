@@ -518,6 +518,9 @@ const FORWARDED: &[Signal] = &[
 /// Failures in the child (privilege drop, sandbox, exec) print their
 /// message there and come back as the child's exit code.
 pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
+    // Closed 0–2 would be taken by the first fds privfork opens (the
+    // relay's pipes, a listener): /dev/null fills them first.
+    crate::sys::open_missing_stdio().map_err(|e| fail(exit::SANDBOX, format!("/dev/null: {e}")))?;
     let Some(program) = opts.command.first() else {
         return Err(fail(exit::NOT_FOUND, "no command given"));
     };

@@ -212,7 +212,11 @@ pub(crate) fn open_missing_stdio() -> io::Result<()> {
     // Safe code: open(2) returns the lowest free fd, so while /dev/null
     // lands on 0, 1 or 2 it fills a hole (kept open, not close-on-exec, as
     // those fds are); the first one above 2 shows none is left, and is
-    // closed.
+    // closed. Nothing is opened when 0–2 are all open (the usual case).
+    let missing = (0..=2).any(|fd| matches!(spawn::fd_flags(fd), Ok(None)));
+    if !missing {
+        return Ok(());
+    }
     loop {
         let fd = rustix::fs::open(
             "/dev/null",
