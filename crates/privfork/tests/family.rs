@@ -8,8 +8,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -711,7 +710,6 @@ fn socket_activation() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let fd = OwnedFd::from(listener);
-    let raw = fd.as_raw_fd();
     let mut cmd = Command::new("/bin/sh");
     cmd.args([
         "-c",
@@ -722,21 +720,7 @@ fn socket_activation() {
     .env("LISTEN_FDS", "1")
     .env("LISTEN_FDNAMES", "http")
     .env_remove("PF_LISTEN");
-    // SAFETY: between fork and exec only dup2/fcntl, async-signal-safe, on
-    // an fd the parent keeps open; fd 3 ends up without close-on-exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let rc = if raw == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(raw, 3)
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    support::listener_at_fd3(&mut cmd, &fd);
     let main = Main::spawn(cmd, addr);
     main.wait_log(&["every role is ready"], 1, 20);
     let body = get_ok(&main.addr, 10);
@@ -860,7 +844,6 @@ fn systemd_fd_names_are_checked() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let fd = OwnedFd::from(listener);
-    let raw = fd.as_raw_fd();
     let mut cmd = Command::new("/bin/sh");
     cmd.args([
         "-c",
@@ -871,20 +854,7 @@ fn systemd_fd_names_are_checked() {
     .env("LISTEN_FDS", "1")
     .env("LISTEN_FDNAMES", "ht tp\x1b")
     .env_remove("PF_LISTEN");
-    // SAFETY: as in socket_activation.
-    unsafe {
-        cmd.pre_exec(move || {
-            let rc = if raw == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(raw, 3)
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    support::listener_at_fd3(&mut cmd, &fd);
     let mut main = Main::spawn(cmd, addr);
     main.wait_log(&["LISTEN_FDNAMES", "must be printable ASCII"], 1, 20);
     assert_eq!(main.wait_exit(20), Some(1));

@@ -10,7 +10,6 @@ use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use privfork::exe::{Exe, Spawn};
@@ -251,7 +250,6 @@ fn listeners_cross_exec_by_name() {
 /// socket at fd 3, `LISTEN_FDS`, `LISTEN_FDNAMES`, and `LISTEN_PID` set to
 /// the helper's own pid (by a shell that then execs it, keeping its pid).
 fn start_activated(listener: &OwnedFd, pid_expr: &str) -> std::process::Child {
-    let raw = listener.as_raw_fd();
     let mut cmd = std::process::Command::new("/bin/sh");
     cmd.args([
         "-c",
@@ -261,23 +259,7 @@ fn start_activated(listener: &OwnedFd, pid_expr: &str) -> std::process::Child {
     .env("LISTEN_FDS", "1")
     .env("LISTEN_FDNAMES", "activated")
     .stdin(std::process::Stdio::null());
-    // SAFETY: between fork and exec the closure only calls dup2 and fcntl,
-    // which are async-signal-safe, on an fd the parent keeps open; fd 3 is
-    // left without close-on-exec (dup2 clears it on a copy; when the
-    // listener already is fd 3, fcntl does).
-    unsafe {
-        cmd.pre_exec(move || {
-            let rc = if raw == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(raw, 3)
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    support::listener_at_fd3(&mut cmd, listener);
     cmd.spawn().unwrap()
 }
 

@@ -310,3 +310,29 @@ impl Watched {
         assert!(gone, "{what} {} is still alive after 30 s", self.pid);
     }
 }
+
+/// Makes `cmd` start with `listener` at fd 3 and without close-on-exec,
+/// as systemd's socket activation hands it (the caller sets `LISTEN_FDS`,
+/// `LISTEN_FDNAMES` and, through a shell, `LISTEN_PID`).
+pub fn listener_at_fd3(cmd: &mut std::process::Command, listener: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let raw = listener.as_raw_fd();
+    // SAFETY: between fork and exec the closure only calls dup2 and fcntl,
+    // which are async-signal-safe, on an fd the parent keeps open; fd 3 is
+    // left without close-on-exec (dup2 clears it on a copy; when the
+    // listener already is fd 3, fcntl does).
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
