@@ -429,7 +429,7 @@ fn prepared_sandbox_lets_the_child_abort() {
 
 fn prepared_sandbox_holds_in_a_grandchild() {
     require_root();
-    let victim = Victim::start();
+    let victim = support::Victim::start();
     let outside = victim.0;
     let call = ForkAs::user("nobody")
         .unwrap()
@@ -485,50 +485,9 @@ fn prepared_sandbox_holds_in_a_grandchild() {
     assert!(seccomp.is_empty(), "stdio proc read /proc/self/status");
 }
 
-/// A process running as nobody outside any sandbox: the victim of the
-/// signal tests. Killed and reaped on drop.
-struct Victim(libc::pid_t);
-
-impl Victim {
-    /// Starts the victim and returns once it runs as nobody.
-    fn start() -> Self {
-        let (ready_r, ready_w) = std::io::pipe().unwrap();
-        // SAFETY: single-threaded test process; the child only drops to
-        // nobody, says so on the pipe, and sleeps until killed.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            // SAFETY: integer arguments and a one-byte write from a live
-            // local; the child pauses until killed.
-            unsafe {
-                libc::setresgid(NOBODY, NOBODY, NOBODY);
-                libc::setresuid(NOBODY, NOBODY, NOBODY);
-                libc::write(ready_w.as_raw_fd(), b"r".as_ptr().cast(), 1);
-                loop {
-                    libc::pause();
-                }
-            }
-        }
-        drop(ready_w);
-        let mut byte = [0u8; 1];
-        std::io::Read::read_exact(&mut &ready_r, &mut byte).expect("the victim starts");
-        Self(pid)
-    }
-}
-
-impl Drop for Victim {
-    fn drop(&mut self) {
-        // SAFETY: our own unreaped child: its pid cannot be reused yet.
-        unsafe {
-            libc::kill(self.0, libc::SIGKILL);
-            libc::waitpid(self.0, std::ptr::null_mut(), 0);
-        }
-    }
-}
-
 fn signals_to_others_refused_by_landlock_scope() {
     require_root();
-    let victim = Victim::start();
+    let victim = support::Victim::start();
     let pid = victim.0;
     let probe = move || -> i32 {
         // SAFETY: kill with signal 0 only checks permission.

@@ -449,45 +449,6 @@ const HANDED_CASES: [fn(); 10] = [
     || check_with(&HANDED_OPS[9], run_handed),
 ];
 
-/// A process as nobody outside any sandbox: the target of the operations
-/// on other pids. Killed and reaped on drop.
-struct Victim(libc::pid_t);
-
-impl Victim {
-    fn start() -> Self {
-        let (r, w) = rustix::pipe::pipe().unwrap();
-        // SAFETY: single-threaded case process; the child drops to nobody,
-        // says so on the pipe and sleeps until killed.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            // SAFETY: integer arguments, then a one-byte write from a static.
-            unsafe {
-                libc::setresgid(NOBODY, NOBODY, NOBODY);
-                libc::setresuid(NOBODY, NOBODY, NOBODY);
-                libc::write(w.as_raw_fd(), b"x".as_ptr().cast(), 1);
-                loop {
-                    libc::pause();
-                }
-            }
-        }
-        drop(w);
-        let mut b = [0u8];
-        assert_eq!(rustix::io::read(&r, &mut b).unwrap(), 1, "victim ready");
-        Self(pid)
-    }
-}
-
-impl Drop for Victim {
-    fn drop(&mut self) {
-        // SAFETY: our own unreaped child: its pid cannot be reused yet.
-        unsafe {
-            libc::kill(self.0, libc::SIGKILL);
-            libc::waitpid(self.0, std::ptr::null_mut(), 0);
-        }
-    }
-}
-
 /// A world-writable directory with a world-readable file in it.
 fn world_dir(tag: &str) -> TempDir {
     let d = TempDir::new(tag);
@@ -594,7 +555,7 @@ fn check_with(op: &Op, run: Runner) {
     let inside = world_dir("matrix-in");
     let outside = world_dir("matrix-out");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let victim = Victim::start();
+    let victim = support::Victim::start();
     let port = listener.local_addr().unwrap().port();
     let mut w = World {
         inside: inside.path().to_owned(),

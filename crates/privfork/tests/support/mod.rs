@@ -336,3 +336,45 @@ pub fn listener_at_fd3(cmd: &mut std::process::Command, listener: &std::os::fd::
         });
     }
 }
+
+/// A process running as nobody (65534) outside any sandbox, pausing until
+/// killed: the target of signal tests. Killed and reaped on drop.
+pub struct Victim(pub libc::pid_t);
+
+impl Victim {
+    /// Starts it and returns once it runs as nobody. The caller must be
+    /// single-threaded (a case process).
+    pub fn start() -> Self {
+        use std::os::fd::AsRawFd;
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        // SAFETY: single-threaded case process; the child drops to nobody,
+        // says so on the pipe and sleeps until killed.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: integer arguments, then a one-byte write from a static.
+            unsafe {
+                libc::setresgid(65534, 65534, 65534);
+                libc::setresuid(65534, 65534, 65534);
+                libc::write(w.as_raw_fd(), b"x".as_ptr().cast(), 1);
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        drop(w);
+        let mut b = [0u8];
+        assert_eq!(rustix::io::read(&r, &mut b).unwrap(), 1, "victim ready");
+        Self(pid)
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        // SAFETY: our own unreaped child: its pid cannot be reused yet.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}
