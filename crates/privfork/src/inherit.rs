@@ -142,6 +142,24 @@ pub enum InheritError {
 pub fn check_from_parent(fd: std::os::fd::BorrowedFd<'_>) -> Result<i32, InheritError> {
     use std::os::fd::AsRawFd;
     let n = fd.as_raw_fd();
+    // A socketpair: both ends unnamed. A client connected to a listener
+    // has a named peer, and SO_PEERCRED would then name whoever listened —
+    // the parent, perhaps, on a socket someone else can reach.
+    let unnamed = |addr: Option<rustix::net::SocketAddrAny>| match addr {
+        None => true,
+        Some(a) => rustix::net::SocketAddrUnix::try_from(a).is_ok_and(|u| {
+            u.path().is_none_or(|p| p.to_bytes().is_empty())
+                && u.abstract_name().is_none_or(<[u8]>::is_empty)
+        }),
+    };
+    let peer_unnamed = rustix::net::getpeername(fd).is_ok_and(unnamed);
+    let own_unnamed = rustix::net::getsockname(fd).is_ok_and(|a| unnamed(Some(a)));
+    if !peer_unnamed || !own_unnamed {
+        return Err(InheritError::Inspect {
+            fd: n,
+            source: io::Error::other("not an end of a socketpair (its peer has an address)"),
+        });
+    }
     let peer =
         crate::ipc::peer_cred(fd).map_err(|source| InheritError::Inspect { fd: n, source })?;
     let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
@@ -176,6 +194,19 @@ pub use crate::sys::spawn::capture;
 /// [`capture`], for the crate's entry points documented as the first line
 /// of `main`.
 pub(crate) fn capture_inner() {
+    capture_now();
+}
+
+/// [`capture_inner`] only when this process was started with fds to adopt:
+/// a role in argv, or systemd's socket activation. Otherwise inherited fds
+/// are left as they are (a make jobserver's, say, stays inheritable).
+pub(crate) fn capture_if_started_with_fds() {
+    if crate::exe::role().is_some() || std::env::var_os("LISTEN_FDS").is_some() {
+        capture_now();
+    }
+}
+
+fn capture_now() {
     let mut set = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
     if set.is_some() {
         return;

@@ -355,7 +355,7 @@ fn bind_unix(spec: &ListenSpec, path: &Path, addr: &str) -> Result<OwnedFd, List
     // would let them swap in a symlink between those steps (root would
     // chmod, chown or unlink its target). Refused, like sshd's key paths.
     // A sticky directory (/tmp) is fine: its entries of root's stay root's.
-    let dir = path.parent().unwrap_or(Path::new("/"));
+    let dir = path.parent().unwrap_or(Path::new(""));
     crate::trusted_path::check_dir(dir, &[]).map_err(|e| ListenError::Bind {
         addr: addr.to_owned(),
         step: "checking the socket's directory",

@@ -25,11 +25,12 @@ use std::path::{Component, Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UntrustedPath {
-    /// A directory on the way can be written by someone else.
+    /// The file, or a directory on the way, can be written by someone
+    /// else.
     #[error(
-        "{path}: {dir} is writable by uid {owner} or by others (mode {mode:o}), so a file \
-         there could be swapped between the check and its use; move it to a directory only \
-         root can write"
+        "{path}: {dir} is writable by uid {owner} or by others (mode {mode:o}), so it could \
+         be changed between the check and its use; keep it owned by root (or the caller) and \
+         writable by no one else, in directories only root can write"
     )]
     Writable {
         /// The path checked.
@@ -67,6 +68,7 @@ pub enum UntrustedPath {
 ///
 /// [`UntrustedPath`] naming the first directory that others can write.
 pub fn check(path: &Path, trusted: &[u32]) -> Result<(), UntrustedPath> {
+    absolute(path)?;
     let mut budget = 40; // symlinks followed
     check_inner(path, path, trusted, false, &mut budget)
 }
@@ -79,8 +81,22 @@ pub fn check(path: &Path, trusted: &[u32]) -> Result<(), UntrustedPath> {
 ///
 /// [`UntrustedPath`] naming the first directory that others can write.
 pub fn check_dir(dir: &Path, trusted: &[u32]) -> Result<(), UntrustedPath> {
+    absolute(dir)?;
     let mut budget = 40;
     check_inner(dir, dir, trusted, true, &mut budget)
+}
+
+/// A relative path would be checked from `/`, not from where it is used.
+fn absolute(path: &Path) -> Result<(), UntrustedPath> {
+    if path.is_absolute() {
+        Ok(())
+    } else {
+        Err(UntrustedPath::Stat {
+            path: path.to_path_buf(),
+            dir: path.to_path_buf(),
+            source: io::Error::other("the path must be absolute"),
+        })
+    }
 }
 
 fn check_inner(
@@ -145,7 +161,18 @@ fn check_inner(
                 }
                 cur = next;
                 if comps.peek().is_none() && !last_is_dir {
-                    break; // the last component: its directory was checked
+                    // The file itself: whoever owns it or can write it
+                    // can change it between the check and its use (a
+                    // program's execstack header, a library's code).
+                    if !ok_owner(meta.uid()) || meta.mode() & 0o022 != 0 {
+                        return Err(UntrustedPath::Writable {
+                            path: original.to_path_buf(),
+                            dir: cur,
+                            owner: meta.uid(),
+                            mode: meta.mode() & 0o7777,
+                        });
+                    }
+                    break;
                 }
             }
             Component::Prefix(_) => {}
@@ -184,6 +211,43 @@ mod tests {
                 check(Path::new(p), &[]).unwrap_or_else(|e| panic!("{p}: {e}"));
             }
         }
+    }
+
+    #[test]
+    fn relative_paths_are_refused() {
+        for p in ["x", "", "./usr/bin/true"] {
+            let e = check(Path::new(p), &[]).unwrap_err();
+            assert!(e.to_string().contains("absolute"), "{p:?}: {e}");
+            assert!(check_dir(Path::new(p), &[]).is_err(), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn the_file_itself_must_be_trusted() {
+        let me = rustix::process::geteuid().as_raw();
+        let dir =
+            std::env::temp_dir().join(format!("privfork-trusted-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let file = dir.join("prog");
+        std::fs::write(&file, "x").unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        assert!(check(&file, &[me]).is_ok());
+        // Writable by others: refused.
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        let e = check(&file, &[me]).unwrap_err();
+        assert!(e.to_string().contains("prog"), "{e}");
+        // Owned by someone else (when the test may chown): refused.
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        if me == 0 {
+            std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+            assert!(check(&file, &[]).is_err());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

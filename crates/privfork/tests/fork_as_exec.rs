@@ -106,6 +106,10 @@ fn main() {
                 "a_channel_from_another_process_is_refused",
                 a_channel_from_another_process_is_refused,
             ),
+            (
+                "a_connected_client_is_not_a_channel",
+                a_connected_client_is_not_a_channel,
+            ),
         ],
         &[("orphan_helper", orphan_helper)],
     )
@@ -633,6 +637,36 @@ fn a_channel_from_another_process_is_refused() {
     rustix::io::write(&here, b"x").unwrap();
     // SAFETY: our own child, reaped once.
     unsafe { libc::waitpid(attacker, std::ptr::null_mut(), 0) };
+}
+
+/// The parent listens on a unix socket and hands a client end it
+/// connected (as any process that can reach the socket could) as fd 3:
+/// SO_PEERCRED names the parent (it listened), but the channel must be a
+/// socketpair — refused before anything is read.
+fn a_connected_client_is_not_a_channel() {
+    require_root();
+    let dir = support::TempDir::new("client-channel");
+    let path = dir.path().join("s");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let (_accepted, _) = listener.accept().unwrap();
+    let child = privfork::exe::Spawn::new(exe())
+        .role(EXEC_ROLE)
+        .fd(3, client.as_fd())
+        .fd(2, std::io::stderr().as_fd())
+        .spawn()
+        .unwrap();
+    let status = rustix::process::waitid(
+        rustix::process::WaitId::PidFd(child.pidfd.as_fd()),
+        rustix::process::WaitIdOptions::EXITED,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        status.exit_status(),
+        Some(125),
+        "the child served a connected client"
+    );
 }
 
 fn started_without_a_channel_it_runs_nothing() {

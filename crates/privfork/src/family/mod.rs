@@ -260,7 +260,7 @@ impl Family {
     pub fn dispatch(&self) {
         // The fds that came through exec (a member's channel, listeners
         // and peers; main's from systemd), before anything else opens one.
-        crate::inherit::capture_inner();
+        crate::inherit::capture_if_started_with_fds();
         if crate::exe::role().is_some() {
             child::main(self.roles)
         }

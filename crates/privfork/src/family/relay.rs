@@ -177,23 +177,45 @@ impl Sink {
     pub(crate) fn for_stderr() -> (Self, Option<String>) {
         use rustix::fs::{FileType, Mode, OFlags};
         let stderr = std::io::stderr();
+        // Reopened (a new, non-blocking open file description) only when it
+        // is a pipe or a terminal that fd 2 already has open for writing:
+        // reopening through /proc runs the driver's open with root's rights
+        // whatever fd 2 was opened as (an O_PATH fd to a device would do).
+        let writable = rustix::fs::fcntl_getfl(stderr.as_fd()).is_ok_and(|fl| {
+            !fl.contains(OFlags::PATH) && (fl.contains(OFlags::WRONLY) || fl.contains(OFlags::RDWR))
+        });
         let (out, note) = match rustix::fs::fstat(stderr.as_fd()) {
             Ok(st) => match FileType::from_raw_mode(st.st_mode) {
                 FileType::RegularFile => (Out::File, None),
                 FileType::Socket => (Out::Socket, None),
-                _ => match rustix::fs::open(
-                    "/proc/self/fd/2",
-                    OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
-                    Mode::empty(),
-                ) {
-                    Ok(fd) => (Out::Reopened(fd), None),
-                    Err(e) => (
-                        Out::Blocking,
-                        Some(format!(
-                            "cannot reopen stderr non-blocking ({e}); a stalled terminal may block main"
-                        )),
+                FileType::Fifo | FileType::CharacterDevice
+                    if writable
+                        && (FileType::from_raw_mode(st.st_mode) == FileType::Fifo
+                            || std::io::IsTerminal::is_terminal(&stderr)) =>
+                {
+                    match rustix::fs::open(
+                        "/proc/self/fd/2",
+                        OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+                        Mode::empty(),
+                    ) {
+                        Ok(fd) => (Out::Reopened(fd), None),
+                        Err(e) => (
+                            Out::Blocking,
+                            Some(format!(
+                                "cannot reopen stderr non-blocking ({e}); a stalled terminal \
+                                 may block main"
+                            )),
+                        ),
+                    }
+                }
+                _ => (
+                    Out::Blocking,
+                    Some(
+                        "stderr is neither a file, a socket, a pipe nor a terminal open for \
+                          writing: written as it is"
+                            .to_owned(),
                     ),
-                },
+                ),
             },
             Err(e) => (Out::Blocking, Some(format!("fstat of stderr: {e}"))),
         };

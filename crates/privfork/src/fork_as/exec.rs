@@ -313,7 +313,7 @@ fn send_request(pending: &Pending, frame: &[u8], deadline: Instant) -> Result<()
 /// ```
 pub fn exec_entry(functions: &Functions) {
     // The fds that came through exec, before anything else opens one.
-    crate::inherit::capture_inner();
+    crate::inherit::capture_if_started_with_fds();
     if crate::exe::role().as_deref() != Some(EXEC_ROLE) {
         return;
     }
