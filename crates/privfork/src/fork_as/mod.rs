@@ -508,6 +508,13 @@ impl ForkAs {
             what: "listing /proc/self/fd",
             source,
         })?;
+        // Every signal blocked across the fork (restored in the parent right
+        // after): none may run a handler of the program's in the child
+        // before the child has reset them.
+        let all_blocked = sys::block_all_signals().map_err(|source| ForkAsError::Spawn {
+            what: "pthread_sigmask",
+            source,
+        })?;
         let pid = match sys::fork() {
             Ok(Forked::Parent(pid)) => pid,
             Ok(Forked::Child(token)) => {
@@ -536,6 +543,7 @@ impl ForkAs {
                 });
             }
         };
+        drop(all_blocked);
         drop(write_end);
         let child = Child::after_fork(pid).map_err(process_err)?;
         Ok(Pending::new(

@@ -492,7 +492,16 @@ impl ForkServerBuilder {
             what: "pthread_sigmask",
             source,
         })?;
+        // Every signal blocked across the fork (see fork-as): the server
+        // resets the program's handlers before it unblocks them.
+        let all_blocked = sys::block_all_signals().map_err(|source| ForkServerError::Spawn {
+            what: "pthread_sigmask",
+            source,
+        })?;
         let forked = sys::fork();
+        if !matches!(forked, Ok(Forked::Child(_))) {
+            drop(all_blocked);
+        }
         let pid = match forked {
             Ok(Forked::Parent(pid)) => pid,
             Ok(Forked::Child(token)) => {

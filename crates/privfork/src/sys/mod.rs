@@ -412,6 +412,31 @@ pub(crate) fn block_sigchld() -> io::Result<SavedMask> {
     block_signals(&[libc::SIGCHLD])
 }
 
+/// Blocks every signal the C library lets a program block on the calling
+/// thread, and returns the previous mask: around a fork, so that no signal
+/// runs a handler of the parent's in the child before the child has reset
+/// its handlers (the child-setup routine resets them, then empties the
+/// mask).
+///
+/// See sigfillset(3), pthread_sigmask(3).
+pub(crate) fn block_all_signals() -> io::Result<SavedMask> {
+    // SAFETY: an all-zero sigset_t is a valid value for sigfillset to
+    // initialise; glibc's sigfillset leaves out the signals it reserves.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer is to the live local above.
+    unsafe { libc::sigfillset(&mut set) };
+    // SAFETY: an all-zero sigset_t is a valid value for the kernel to
+    // overwrite.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals; pthread_sigmask only reads
+    // `set` and writes `old`.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(SavedMask(old))
+}
+
 /// A C `sigset_t` holding exactly `signals`.
 ///
 /// # Errors
