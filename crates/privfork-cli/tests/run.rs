@@ -518,7 +518,7 @@ fn nothing_the_program_started_outlives_it() {
 fn descendants_die_even_when_the_program_exits_at_once() {
     let _limit = time_limit!();
     let dir = Dir::new("reap-now");
-    let marker = format!("1000.{}", std::process::id());
+    let marker = format!("1000.{}0", std::process::id());
     let script = format!(
         "setsid sleep {marker} & (sleep {marker} &) ; (sleep {marker} & exec sleep {marker}) & exit 0"
     );
