@@ -856,10 +856,10 @@ fn a_kernel_without_landlock_is_refused_unless_best_effort() {
     assert_eq!(stderr(&o), "");
 }
 
-#[test]
-fn an_interrupt_reaches_the_program_and_ends_its_tree() {
-    let _limit = time_limit!();
-    let marker = format!("1000.{}1", std::process::id());
+/// Runs `script` under `privfork run` with a shell that may start
+/// programs, waits until two processes carry `marker`, sends privfork
+/// `signal`, and returns how privfork ended.
+fn signal_a_running_tree(script: &str, marker: &str, signal: rustix::process::Signal) -> Output {
     let child = Command::new(env!("CARGO_BIN_EXE_privfork"))
         .args(["run", "-u", "nobody", "-p", "stdio rpath proc exec"])
         .args([
@@ -870,14 +870,14 @@ fn an_interrupt_reaches_the_program_and_ends_its_tree() {
             "--",
             "/bin/sh",
             "-c",
+            script,
         ])
-        .arg(format!("sleep {marker} & sleep {marker}"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while processes_with(&marker).len() < 2 {
+    while processes_with(marker).len() < 2 {
         assert!(
             std::time::Instant::now() < deadline,
             "the sleeps never started"
@@ -885,8 +885,19 @@ fn an_interrupt_reaches_the_program_and_ends_its_tree() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
-    let o = child.wait_with_output().unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn an_interrupt_reaches_the_program_and_ends_its_tree() {
+    let _limit = time_limit!();
+    let marker = format!("1000.{}1", std::process::id());
+    let o = signal_a_running_tree(
+        &format!("sleep {marker} & sleep {marker}"),
+        &marker,
+        rustix::process::Signal::INT,
+    );
     // The shell's foreground sleep took the SIGINT, as from a terminal;
     // the background one (SIGINT ignored) went with the tree.
     assert_eq!(code(&o), 128 + libc::SIGINT, "{}", stderr(&o));
@@ -1028,33 +1039,11 @@ fn the_invokers_environment_stays_with_the_invoker() {
 fn a_quit_reaches_the_program_and_ends_its_tree() {
     let _limit = time_limit!();
     let marker = format!("1000.{}3", std::process::id());
-    let child = Command::new(env!("CARGO_BIN_EXE_privfork"))
-        .args(["run", "-u", "nobody", "-p", "stdio rpath proc exec"])
-        .args([
-            "-v",
-            "rx:/usr/bin",
-            "-v",
-            "rw:/dev/null",
-            "--",
-            "/bin/sh",
-            "-c",
-        ])
-        .arg(format!("setsid sleep {marker} & sleep {marker}"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while processes_with(&marker).len() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the sleeps never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::QUIT).unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = signal_a_running_tree(
+        &format!("setsid sleep {marker} & sleep {marker}"),
+        &marker,
+        rustix::process::Signal::QUIT,
+    );
     let left = processes_with(&marker);
     for p in &left {
         // Not left behind if the test fails: the pid each line starts with.

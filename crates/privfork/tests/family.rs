@@ -373,6 +373,27 @@ impl Main {
         Self::spawn(cmd, addr)
     }
 
+    /// Main started as systemd starts it: a listener on 127.0.0.1 at fd 3
+    /// named `name`, `LISTEN_FDS=1` and `LISTEN_PID` its own pid (set by a
+    /// shell that then execs it). The listener is returned to keep open.
+    fn socket_activated(name: &str) -> (Self, OwnedFd) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let fd = OwnedFd::from(listener);
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args([
+            "-c",
+            &format!("LISTEN_PID=$$ exec \"$0\" {CASE} family_main"),
+            std::env::current_exe().unwrap().to_str().unwrap(),
+        ])
+        .env("PF_SCENARIO", "basic")
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", name)
+        .env_remove("PF_LISTEN");
+        support::listener_at_fd3(&mut cmd, &fd);
+        (Self::spawn(cmd, addr), fd)
+    }
+
     fn spawn(mut cmd: Command, addr: String) -> Self {
         let mut child = cmd
             .stdin(Stdio::null())
@@ -707,21 +728,7 @@ fn members_die_with_main() {
 
 fn socket_activation() {
     require_root();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let fd = OwnedFd::from(listener);
-    let mut cmd = Command::new("/bin/sh");
-    cmd.args([
-        "-c",
-        &format!("LISTEN_PID=$$ exec \"$0\" {CASE} family_main"),
-        std::env::current_exe().unwrap().to_str().unwrap(),
-    ])
-    .env("PF_SCENARIO", "basic")
-    .env("LISTEN_FDS", "1")
-    .env("LISTEN_FDNAMES", "http")
-    .env_remove("PF_LISTEN");
-    support::listener_at_fd3(&mut cmd, &fd);
-    let main = Main::spawn(cmd, addr);
+    let (main, fd) = Main::socket_activated("http");
     main.wait_log(&["every role is ready"], 1, 20);
     let body = get_ok(&main.addr, 10);
     assert!(body.contains("worker uid=65534"), "{body}");
@@ -841,21 +848,7 @@ fn systemd_fd_names_are_checked() {
     require_root();
     // A name that spec names may not have (control character, space):
     // refused with the same rule.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let fd = OwnedFd::from(listener);
-    let mut cmd = Command::new("/bin/sh");
-    cmd.args([
-        "-c",
-        &format!("LISTEN_PID=$$ exec \"$0\" {CASE} family_main"),
-        std::env::current_exe().unwrap().to_str().unwrap(),
-    ])
-    .env("PF_SCENARIO", "basic")
-    .env("LISTEN_FDS", "1")
-    .env("LISTEN_FDNAMES", "ht tp\x1b")
-    .env_remove("PF_LISTEN");
-    support::listener_at_fd3(&mut cmd, &fd);
-    let mut main = Main::spawn(cmd, addr);
+    let (mut main, fd) = Main::socket_activated("ht tp\x1b");
     main.wait_log(&["LISTEN_FDNAMES", "must be printable ASCII"], 1, 20);
     assert_eq!(main.wait_exit(20), Some(1));
     drop(fd);
