@@ -22,7 +22,7 @@ use support::require_root;
 
 const CASE: &str = "--privfork-case";
 
-fn worker_sandbox() -> Result<Sandbox, privfork::sandbox::SandboxError> {
+fn worker_sandbox(_args: &[String]) -> Result<Sandbox, privfork::sandbox::SandboxError> {
     Sandbox::new().promises("stdio accept")
 }
 
@@ -56,10 +56,25 @@ const CHATTER: Role = Role {
     app_messages: true,
     ..Role::new("chatter", chatter)
 };
+/// Its promises come from the family's arguments (`--promises P`).
+fn promises_from_args(args: &[String]) -> Result<Sandbox, privfork::sandbox::SandboxError> {
+    let i = args
+        .iter()
+        .position(|a| a == "--promises")
+        .expect("--promises");
+    Sandbox::new().promises(&args[i + 1])
+}
+const STATUSER: Role = Role {
+    status: true,
+    sandbox: Some(promises_from_args),
+    ..Role::new("statuser", statuser)
+};
+const NOSY: Role = Role::new("nosy", nosy);
 
 /// Every role, for members to find theirs in.
 static ALL: &[Role] = &[
-    WORKER, CRASHER, ROGUE, SPINNER, FLOODER, QUITTER, LINKER, DEAF, PING, PONG, CHATTER,
+    WORKER, CRASHER, ROGUE, SPINNER, FLOODER, QUITTER, LINKER, DEAF, PING, PONG, CHATTER, STATUSER,
+    NOSY,
 ];
 static BASIC: &[Role] = &[WORKER];
 static CRASHY: &[Role] = &[WORKER, CRASHER];
@@ -70,6 +85,8 @@ static QUITTING: &[Role] = &[WORKER, QUITTER];
 static DEAFENED: &[Role] = &[LINKER, DEAF];
 static PINGPONG: &[Role] = &[PING, PONG];
 static CHATTY: &[Role] = &[WORKER, CHATTER];
+static STATUSY: &[Role] = &[WORKER, STATUSER];
+static NOSEY: &[Role] = &[WORKER, NOSY];
 
 fn main() {
     Family::new(ALL).dispatch();
@@ -129,6 +146,18 @@ fn main() {
                 main_started_without_stdio_opens_dev_null,
             ),
             ("systemd_fd_names_are_checked", systemd_fd_names_are_checked),
+            (
+                "status_agrees_with_proc_and_args_and_user_reach_members",
+                status_agrees_with_proc_and_args_and_user_reach_members,
+            ),
+            (
+                "status_query_without_the_row_kills_the_member",
+                status_query_without_the_row_kills_the_member,
+            ),
+            (
+                "unknown_user_stops_main_naming_it",
+                unknown_user_stops_main_naming_it,
+            ),
         ],
         &[("family_main", family_main)],
     )
@@ -247,6 +276,57 @@ fn sleeper(mut cx: RoleContext) -> i32 {
     }
 }
 
+/// Says ready, asks main for the family's status until every member
+/// runs, prints it as one line on stderr (main's log), then waits for
+/// stop.
+fn statuser(mut cx: RoleContext) -> i32 {
+    cx.set_detail("a detail line");
+    cx.ready().unwrap();
+    for _ in 0..200 {
+        let s = cx.family_status(Duration::from_secs(5)).unwrap();
+        if s.members.iter().all(|m| m.state == "running") {
+            let mut line = format!("STATUS gen={} main={}", s.generation, s.main.pid);
+            for m in &s.members {
+                let p = m.process.as_ref().unwrap();
+                let r = m.reported.as_ref().unwrap();
+                let landlock = r.layers.iter().find(|(n, _)| n == "landlock").unwrap();
+                line.push_str(&format!(
+                    " | {} pid={} uid={} user={} seccomp={} filters={} nnp={} promises={} landlock={} detail={}",
+                    m.role,
+                    p.pid,
+                    p.uids[1],
+                    p.user.as_deref().unwrap_or("-"),
+                    p.seccomp,
+                    p.seccomp_filters,
+                    p.no_new_privs,
+                    r.promises.as_deref().unwrap_or("-").replace(' ', "+"),
+                    landlock.1,
+                    r.detail.as_deref().unwrap_or("-").replace(' ', "+"),
+                ));
+            }
+            eprintln!("{line}");
+            eprintln!("ARGS {:?}", cx.args());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    loop {
+        if cx.poll_stop().is_some() {
+            cx.stopped();
+            return 0;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Says ready, then asks for the status its row does not allow.
+fn nosy(mut cx: RoleContext) -> i32 {
+    cx.ready().unwrap();
+    let _ = cx.family_status(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(60));
+    0
+}
+
 /// Sends a byte to `pong` and says ready once it comes back.
 fn ping(cx: RoleContext) -> i32 {
     peer_echo(cx, "pong", true)
@@ -335,9 +415,23 @@ fn family_main() {
         Ok("deaf") => DEAFENED,
         Ok("pingpong") => PINGPONG,
         Ok("chatty") => CHATTY,
+        Ok("status") => STATUSY,
+        Ok("nosy") => NOSEY,
         _ => BASIC,
     };
     let mut family = Family::new(roles).stop_timeout(Duration::from_secs(5));
+    if std::ptr::eq(roles, STATUSY) {
+        let user = std::env::var("PF_STATUS_USER").unwrap_or_else(|_| "4001".into());
+        family = family
+            .args(vec![
+                "--promises".into(),
+                "stdio".into(),
+                "a b".into(),
+                "--privfork-user".into(),
+                "0".into(),
+            ])
+            .user("statuser", user);
+    }
     if let Ok(spec) = std::env::var("PF_LISTEN") {
         family = family.listen(vec![spec.parse().unwrap()]);
     }
@@ -1008,4 +1102,74 @@ fn terminal_nobody_reads_does_not_block_main() {
         start.elapsed()
     );
     drop(master);
+}
+
+fn status_agrees_with_proc_and_args_and_user_reach_members() {
+    require_root();
+    let main = Main::start("status");
+    let line = main.wait_log(&["STATUS gen="], 1, 30).remove(0);
+    let args = main.wait_log(&["ARGS "], 1, 10).remove(0);
+    // The arguments arrive whole, in order; one that looks like a
+    // privfork flag stays an argument and changes nothing.
+    assert!(
+        args.ends_with(r#"ARGS ["--promises", "stdio", "a b", "--privfork-user", "0"]"#),
+        "{args}"
+    );
+    assert!(line.contains(&format!("main={}", main.pid())), "{line}");
+    assert!(line.contains("gen=1"), "{line}");
+    for (role, uid, promises) in [
+        ("worker", 65534, "stdio+accept"),
+        ("statuser", 4001, "stdio"),
+    ] {
+        let pid = main.member(role);
+        let part = line
+            .split(" | ")
+            .find(|p| p.starts_with(&format!("{role} ")))
+            .unwrap_or_else(|| panic!("{role} in {line}"));
+        // What main told the member agrees with what the kernel says.
+        assert!(part.contains(&format!("pid={pid} ")), "{part}");
+        assert_eq!(
+            status_field(pid, "Uid"),
+            format!("{uid}\t{uid}\t{uid}\t{uid}"),
+            "{role}"
+        );
+        assert!(part.contains(&format!(" uid={uid} ")), "{part}");
+        assert!(
+            part.contains(&format!(" seccomp={} ", status_field(pid, "Seccomp"))),
+            "{part}"
+        );
+        assert!(
+            part.contains(&format!(
+                " filters={} ",
+                status_field(pid, "Seccomp_filters")
+            )),
+            "{part}"
+        );
+        assert!(part.contains(" nnp=true "), "{part}");
+        assert!(part.contains(&format!(" promises={promises} ")), "{part}");
+        assert!(part.contains(" landlock=full "), "{part}");
+    }
+    assert!(line.contains(" user=nobody "), "{line}");
+    assert!(line.contains("detail=a+detail+line"), "{line}");
+}
+
+fn status_query_without_the_row_kills_the_member() {
+    require_root();
+    let main = Main::start("nosy");
+    main.wait_log(&["[nosy:0", "broke the protocol"], 1, 20);
+    main.wait_log(&["[nosy:0", "started"], 2, 10);
+}
+
+fn unknown_user_stops_main_naming_it() {
+    require_root();
+    let mut main = Main::start_with("status", |c| {
+        c.env("PF_STATUS_USER", "no-such-user-pf");
+    });
+    assert_eq!(main.wait_exit(20), Some(1));
+    let log = main.log();
+    assert!(
+        log.contains(r#"role "statuser": user "no-such-user-pf""#),
+        "{log}"
+    );
+    assert!(!log.contains("started"), "{log}");
 }

@@ -29,7 +29,7 @@ pub fn render(path: String) -> String {
     )
 }
 
-fn worker_sandbox() -> Result<Sandbox, SandboxError> {
+fn worker_sandbox(_args: &[String]) -> Result<Sandbox, SandboxError> {
     // Accept, read, write and close connections on the listener it was
     // given; nothing else on the network, no files, no exec.
     Sandbox::new().promises(WORKER_PROMISES)

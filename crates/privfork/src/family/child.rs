@@ -1,13 +1,15 @@
 //! A member of the family, from exec to its role's function.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::protocol::{self, ToChild, ToMain};
+use super::status::{FamilyStatus, MemberReport};
 use super::{CHANNEL_FD, FIRST_LISTENER_FD, Role};
+use crate::event::{Interest, wait_fd};
 use crate::identity::Identity;
 use crate::inherit::{FdKind, take_inherited_fd};
-use crate::ipc::{Channel, SendError};
+use crate::ipc::{Channel, RecvError, SendError};
 use crate::listen::Listeners;
 use crate::privdrop::DropOptions;
 use crate::sandbox::Report;
@@ -26,6 +28,28 @@ pub struct RoleContext {
     listeners: Listeners,
     peers: Vec<(String, OwnedFd)>,
     report: Report,
+    /// Its promises, for the report to main.
+    promises: Option<String>,
+    detail: Option<String>,
+    args: Vec<String>,
+    /// A stop request read while waiting for something else.
+    stop: Option<Duration>,
+}
+
+/// Why [`RoleContext::family_status`] has no answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StatusError {
+    /// The query could not be sent.
+    #[error("sending the status query to main: {0}")]
+    Send(#[from] SendError),
+    /// The channel broke (main is gone, or the role may not ask: main
+    /// closes the channel of a role whose row does not allow queries).
+    #[error("reading main's status answer: {0}")]
+    Recv(#[from] RecvError),
+    /// No answer in time.
+    #[error("main did not answer the status query within {0:?}")]
+    Timeout(Duration),
 }
 
 impl RoleContext {
@@ -66,14 +90,57 @@ impl RoleContext {
         &self.report
     }
 
-    /// Tells main the member is set up and serving. Main counts the role
-    /// as started only then (and restarts a member that never says it).
+    /// The arguments main passes to every member ([`super::Family::args`]).
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+
+    /// A line main shows in the family's status beside this member's
+    /// sandbox (e.g. how a helper sandboxes the children it forks); set it
+    /// before [`RoleContext::ready`].
+    pub fn set_detail(&mut self, detail: impl Into<String>) {
+        self.detail = Some(detail.into());
+    }
+
+    /// Tells main the member is set up and serving, with what its sandbox
+    /// enforced. Main counts the role as started only then (and restarts
+    /// a member that never says it).
     ///
     /// # Errors
     ///
     /// The channel to main is gone.
     pub fn ready(&mut self) -> Result<(), SendError> {
-        self.channel.send(&ToMain::Ready)
+        let mut report = MemberReport::new(self.promises.clone(), &self.report);
+        report.detail = self.detail.clone();
+        self.channel.send(&ToMain::Ready(report))
+    }
+
+    /// Asks main for the family's status (every member's pid, user, what
+    /// the kernel says of its sandbox, what it reported, restarts), for a
+    /// role whose row sets `status`. Waits up to `timeout`; a stop request
+    /// that arrives meanwhile is kept for [`RoleContext::poll_stop`].
+    ///
+    /// # Errors
+    ///
+    /// [`StatusError`]: the channel broke, or no answer in time.
+    pub fn family_status(&mut self, timeout: Duration) -> Result<FamilyStatus, StatusError> {
+        self.channel.send(&ToMain::StatusQuery)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(m) = self.channel.try_recv()? {
+                match m.msg {
+                    ToChild::Status(s) => return Ok(s),
+                    ToChild::Stop(ms) => self.stop = Some(Duration::from_millis(ms)),
+                    ToChild::App(_) => {}
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(StatusError::Timeout(timeout));
+            }
+            wait_fd(self.channel.as_fd(), Interest::READABLE, Some(deadline))
+                .map_err(|source| StatusError::Recv(RecvError::Io { source }))?;
+        }
     }
 
     /// The channel to main, readable when main has something to say: poll
@@ -87,13 +154,19 @@ impl RoleContext {
     /// then call [`RoleContext::stopped`] and return); also `Some` (zero)
     /// when main is gone.
     pub fn poll_stop(&mut self) -> Option<Duration> {
+        if let Some(d) = self.stop {
+            return Some(d);
+        }
         loop {
             match self.channel.try_recv() {
                 Ok(Some(m)) => match m.msg {
                     ToChild::Stop(deadline_ms) => {
-                        return Some(Duration::from_millis(deadline_ms));
+                        let d = Duration::from_millis(deadline_ms);
+                        self.stop = Some(d);
+                        return Some(d);
                     }
-                    ToChild::App(_) => continue,
+                    // An answer nobody waits for any more.
+                    ToChild::App(_) | ToChild::Status(_) => continue,
                 },
                 Ok(None) => return None,
                 Err(_) => return Some(Duration::ZERO),
@@ -119,10 +192,23 @@ struct Args {
     parent: rustix::process::Pid,
     listeners: Vec<String>,
     peers: Vec<String>,
+    /// The user main chose instead of the row's.
+    user: Option<String>,
+    /// The program's arguments, after `--`.
+    rest: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // Main's flags come first; the program's own arguments follow `--`.
+    let rest = match args.iter().position(|a| a == "--") {
+        Some(i) => {
+            let rest = args.split_off(i + 1);
+            args.pop();
+            rest
+        }
+        None => Vec::new(),
+    };
     let value = |flag: &str| -> Result<&str, String> {
         args.iter()
             .position(|a| a == flag)
@@ -148,6 +234,8 @@ fn parse_args() -> Result<Args, String> {
         parent: rustix::process::Pid::from_raw(parent).ok_or("bad --privfork-parent")?,
         listeners: list(value("--privfork-listeners")?),
         peers: list(value("--privfork-peers")?),
+        user: value("--privfork-user").ok().map(str::to_owned),
+        rest,
     })
 }
 
@@ -204,14 +292,27 @@ fn setup(roles: &'static [Role]) -> Result<(&'static Role, RoleContext), String>
     }
     // The sandbox, prepared while still root (its paths opened now).
     let sandbox = match role.sandbox {
-        Some(build) => Some(
-            build()
-                .and_then(|s| s.prepare())
+        Some(build) => {
+            Some(build(&args.rest).map_err(|e| format!("role {:?}: sandbox: {e}", role.name))?)
+        }
+        None => None,
+    };
+    let promises = sandbox.as_ref().map(|s| s.promise_set().to_string());
+    let sandbox = match sandbox {
+        Some(s) => Some(
+            s.prepare()
                 .map_err(|e| format!("role {:?}: sandbox: {e}", role.name))?,
         ),
         None => None,
     };
-    let identity = match role.user {
+    // Main's choice of user applies only to a role with a user of its
+    // own: one that keeps main's user and capabilities stays as it is.
+    let user = match (role.user, &args.user) {
+        (None, _) => None,
+        (Some(_), Some(chosen)) => Some(chosen.as_str()),
+        (Some(row), None) => Some(row),
+    };
+    let identity = match user {
         Some(u) => Some(Identity::user(u).map_err(|e| format!("role {:?}: {e}", role.name))?),
         None => None,
     };
@@ -249,6 +350,10 @@ fn setup(roles: &'static [Role]) -> Result<(&'static Role, RoleContext), String>
             listeners,
             peers,
             report: applied.report,
+            promises,
+            detail: None,
+            args: args.rest,
+            stop: None,
         },
     ))
 }

@@ -20,7 +20,7 @@
 //! }
 //!
 //! static ROLES: &[Role] = &[Role {
-//!     sandbox: Some(|| Sandbox::new().promises("stdio")),
+//!     sandbox: Some(|_args| Sandbox::new().promises("stdio")),
 //!     listeners: &["http"],
 //!     ..Role::new("worker", worker)
 //! }];
@@ -70,6 +70,7 @@
 mod child;
 pub mod protocol;
 mod relay;
+pub mod status;
 mod supervisor;
 
 use std::time::Duration;
@@ -79,7 +80,8 @@ use rustix::thread::CapabilitySet;
 use crate::listen::ListenSpec;
 use crate::sandbox::{Sandbox, SandboxError};
 
-pub use child::RoleContext;
+pub use child::{RoleContext, StatusError};
+pub use status::{FamilyStatus, MemberReport, MemberStatus, ProcessFacts};
 
 /// What main does when a member exits while the family is not stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,12 +118,13 @@ pub struct Role {
     pub user: Option<&'static str>,
     /// Capabilities it keeps (a role with a `user` keeps none).
     pub keep_caps: CapabilitySet,
-    /// Its sandbox, built in the member (paths opened as root before the
-    /// drop). `None` only for a role whose job needs what no promise
+    /// Its sandbox, built in the member from the family's arguments
+    /// ([`Family::args`]; paths opened as root before the drop). `None`
+    /// only for a role whose job needs what no promise
     /// allows — the fork server, which sets up and sandboxes each of its
     /// children instead (their setup needs `keyctl`, `setsid`, `setuid`…);
     /// such a role still gets every other stage of the setup routine.
-    pub sandbox: Option<fn() -> Result<Sandbox, SandboxError>>,
+    pub sandbox: Option<fn(&[String]) -> Result<Sandbox, SandboxError>>,
     /// Names of the listeners it receives.
     pub listeners: &'static [&'static str],
     /// Roles it gets a channel to (an `AF_UNIX` stream socketpair, one end
@@ -134,6 +137,10 @@ pub struct Role {
     /// Whether it may send application messages to main
     /// ([`protocol::ToMain::App`]); if not, one closes its channel.
     pub app_messages: bool,
+    /// Whether it may ask main for the family's status
+    /// ([`RoleContext::family_status`]: every member's pid, user, sandbox
+    /// and restarts); if not, a query closes its channel.
+    pub status: bool,
     /// How many processes of this role run.
     pub instances: u32,
     /// What happens when one exits.
@@ -148,8 +155,9 @@ pub struct Role {
 
 impl Role {
     /// A row with the defaults: user `nobody`, no capability, promises
-    /// `stdio` only, no listener or peer, one instance, restarted with the
-    /// default backoff, 10 s to get ready.
+    /// `stdio` only, no listener or peer, no application message or
+    /// status query, one instance, restarted with the default backoff,
+    /// 10 s to get ready.
     pub const fn new(name: &'static str, run: fn(RoleContext) -> i32) -> Self {
         Self {
             name,
@@ -159,6 +167,7 @@ impl Role {
             listeners: &[],
             peers: &[],
             app_messages: false,
+            status: false,
             instances: 1,
             restart: Restart::DEFAULT,
             ready_timeout: Duration::from_secs(10),
@@ -167,7 +176,7 @@ impl Role {
     }
 }
 
-fn default_sandbox() -> Result<Sandbox, SandboxError> {
+fn default_sandbox(_: &[String]) -> Result<Sandbox, SandboxError> {
     Sandbox::new().promises("stdio")
 }
 
@@ -180,6 +189,7 @@ impl std::fmt::Debug for Role {
             .field("listeners", &self.listeners)
             .field("peers", &self.peers)
             .field("app_messages", &self.app_messages)
+            .field("status", &self.status)
             .field("instances", &self.instances)
             .field("restart", &self.restart)
             .finish_non_exhaustive()
@@ -197,6 +207,8 @@ pub struct Family {
     roles: &'static [Role],
     listen: Vec<ListenSpec>,
     stop_timeout: Duration,
+    args: Vec<String>,
+    users: Vec<(&'static str, String)>,
 }
 
 impl Family {
@@ -239,7 +251,50 @@ impl Family {
             roles,
             listen: Vec::new(),
             stop_timeout: Duration::from_secs(10),
+            args: Vec::new(),
+            users: Vec::new(),
         }
+    }
+
+    /// Arguments main passes to every member, after its own (typically
+    /// the program's configuration, so a member reads the same settings
+    /// main started with). A member finds them in [`RoleContext::args`],
+    /// and its sandbox builder gets them.
+    pub fn args(mut self, args: Vec<String>) -> Self {
+        self.args = args;
+        self
+    }
+
+    /// Runs role `role` as `user` (a name or numeric uid) instead of the
+    /// user in its row, e.g. from a `--user` option. The user is resolved
+    /// when main starts: an unknown one stops it there, naming the role.
+    ///
+    /// # Panics
+    ///
+    /// If no role is named `role`, or its row keeps main's user (a role
+    /// that keeps capabilities cannot change users: a programming error).
+    pub fn user(mut self, role: &str, user: impl Into<String>) -> Self {
+        let row = self
+            .roles
+            .iter()
+            .find(|r| r.name == role)
+            .unwrap_or_else(|| panic!("Family::user: no role named {role:?}"));
+        assert!(
+            row.user.is_some(),
+            "Family::user: role {role:?} keeps main's user"
+        );
+        self.users.retain(|(r, _)| *r != row.name);
+        self.users.push((row.name, user.into()));
+        self
+    }
+
+    /// The user role `r` runs as: its override, or its row's.
+    fn user_of(&self, r: &Role) -> Option<String> {
+        self.users
+            .iter()
+            .find(|(n, _)| *n == r.name)
+            .map(|(_, u)| u.clone())
+            .or_else(|| r.user.map(str::to_owned))
     }
 
     /// The listeners main binds (unless systemd passed its own).
@@ -276,7 +331,7 @@ impl Family {
             eprintln!("privfork family: opening /dev/null on fds 0-2: {e}");
             return 1;
         }
-        match supervisor::run(self.roles, &self.listen, self.stop_timeout) {
+        match supervisor::run(&self) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("privfork family: {e}");

@@ -6,6 +6,7 @@
 //! `Stopped`) is accepted once; anything else closes the channel, and the
 //! child is killed and restarted.
 
+use super::status::{FamilyStatus, MemberReport};
 use crate::ipc::{Bytes, Limits};
 use crate::ipc_message;
 
@@ -13,8 +14,8 @@ ipc_message! {
     /// Child to main.
     #[derive(Debug, PartialEq)]
     pub enum ToMain / ToMainKind {
-        /// Set up and serving (one-shot).
-        1 => Ready,
+        /// Set up and serving (one-shot), with what its sandbox enforced.
+        1 => Ready(MemberReport),
         /// Asked to stop: in-flight work is done, the child exits now
         /// (one-shot).
         2 => Stopped,
@@ -22,6 +23,9 @@ ipc_message! {
         /// it. Main passes it to the application's handler; main itself
         /// never parses it.
         3 => App(Bytes),
+        /// Asks for the family's status, for roles whose row allows it;
+        /// main answers [`ToChild::Status`].
+        4 => StatusQuery,
     }
 }
 
@@ -34,6 +38,8 @@ ipc_message! {
         1 => Stop(u64),
         /// A message of the application's own.
         2 => App(Bytes),
+        /// The answer to a [`ToMain::StatusQuery`].
+        3 => Status(FamilyStatus),
     }
 }
 
@@ -56,17 +62,31 @@ pub enum ChildState {
     Stopped,
 }
 
-/// The kinds main accepts from a child in `state`; `App` only if the
-/// role's row allows application messages.
-pub fn accepted(state: ChildState, app: bool) -> &'static [ToMainKind] {
+/// What a role's row lets it send beyond the life-cycle messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowed {
+    /// Application messages ([`ToMain::App`]).
+    pub app: bool,
+    /// Status queries ([`ToMain::StatusQuery`]).
+    pub status: bool,
+}
+
+/// The kinds main accepts from a child in `state`: `App` and
+/// `StatusQuery` only while running or stopping, and only if the role's
+/// row allows them.
+pub fn accepted(state: ChildState, allowed: Allowed) -> &'static [ToMainKind] {
     use ToMainKind::*;
-    match (state, app) {
-        (ChildState::Starting, _) => &[Ready],
-        (ChildState::Running, true) => &[App],
-        (ChildState::Running, false) => &[],
-        (ChildState::Stopping, true) => &[Stopped, App],
-        (ChildState::Stopping, false) => &[Stopped],
-        (ChildState::Stopped, _) => &[],
+    match (state, allowed.app, allowed.status) {
+        (ChildState::Starting, _, _) => &[Ready],
+        (ChildState::Running, true, true) => &[App, StatusQuery],
+        (ChildState::Running, true, false) => &[App],
+        (ChildState::Running, false, true) => &[StatusQuery],
+        (ChildState::Running, false, false) => &[],
+        (ChildState::Stopping, true, true) => &[Stopped, App, StatusQuery],
+        (ChildState::Stopping, true, false) => &[Stopped, App],
+        (ChildState::Stopping, false, true) => &[Stopped, StatusQuery],
+        (ChildState::Stopping, false, false) => &[Stopped],
+        (ChildState::Stopped, _, _) => &[],
     }
 }
 
@@ -87,16 +107,30 @@ mod tests {
     #[test]
     fn one_shot_kinds_are_accepted_once() {
         use ToMainKind::*;
-        assert_eq!(accepted(ChildState::Starting, true), &[Ready]);
+        let all = Allowed {
+            app: true,
+            status: true,
+        };
+        let none = Allowed {
+            app: false,
+            status: false,
+        };
+        assert_eq!(accepted(ChildState::Starting, all), &[Ready]);
         // After Ready, Ready is never accepted again.
         for s in [
             ChildState::Running,
             ChildState::Stopping,
             ChildState::Stopped,
         ] {
-            assert!(!accepted(s, true).contains(&Ready), "{s:?}");
+            assert!(!accepted(s, all).contains(&Ready), "{s:?}");
         }
-        assert!(!accepted(ChildState::Stopped, true).contains(&Stopped));
-        assert!(!accepted(ChildState::Running, false).contains(&App));
+        assert!(!accepted(ChildState::Stopped, all).contains(&Stopped));
+        // What a row does not allow is never accepted.
+        for s in [ChildState::Running, ChildState::Stopping] {
+            assert!(!accepted(s, none).contains(&App), "{s:?}");
+            assert!(!accepted(s, none).contains(&StatusQuery), "{s:?}");
+            assert!(accepted(s, all).contains(&StatusQuery), "{s:?}");
+        }
+        assert!(!accepted(ChildState::Starting, all).contains(&StatusQuery));
     }
 }

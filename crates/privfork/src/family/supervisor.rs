@@ -5,13 +5,14 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use super::protocol::{self, ChildState, ToChild, ToMain};
+use super::protocol::{self, Allowed, ChildState, ToChild, ToMain};
 use super::relay::{Sink, Source};
-use super::{CHANNEL_FD, FIRST_LISTENER_FD, Restart, Role};
+use super::status::{FamilyStatus, MemberReport, MemberStatus, ProcessFacts, UserNames, unix_ms};
+use super::{CHANNEL_FD, FIRST_LISTENER_FD, Family, Restart, Role};
 use crate::event::{Interest, Poller, Signals};
 use crate::exe::{Exe, Spawn};
 use crate::ipc::{Channel, RecvError};
-use crate::listen::{ListenSpec, Listeners};
+use crate::listen::Listeners;
 use crate::process::{Child, ExitStatus};
 
 /// A member that ran at least this long before dying is not crash-looping:
@@ -31,6 +32,9 @@ const MESSAGE_BUDGET: usize = 256;
 struct Member {
     role: &'static Role,
     instance: u32,
+    /// The user it runs as, when main's caller chose one
+    /// ([`Family::user`]) instead of the row's.
+    user: Option<String>,
     run: Option<Running>,
     next_start: Option<Instant>,
     backoff: Duration,
@@ -59,11 +63,21 @@ struct Running {
     /// Told to stop: killed if still running then (dropped once acted on,
     /// so a past deadline does not keep waking main).
     stop_by: Option<Instant>,
+    /// What it reported about itself when it said ready (cut to size).
+    report: Option<MemberReport>,
 }
 
 impl Member {
     fn tag(&self, pid: u32) -> String {
         format!("[{}:{} {pid}]", self.role.name, self.instance)
+    }
+}
+
+/// What role `r`'s row lets it send.
+fn allowed(r: &Role) -> Allowed {
+    Allowed {
+        app: r.app_messages,
+        status: r.status,
     }
 }
 
@@ -97,6 +111,12 @@ enum PeerEnd {
 struct Main<'a> {
     exe: &'static Exe,
     listeners: &'a Listeners,
+    /// Arguments passed on to every member.
+    args: &'a [String],
+    /// The generation running (a smooth restart adds one).
+    generation: u64,
+    started: std::time::SystemTime,
+    user_names: UserNames,
     members: Vec<Member>,
     pending_ends: Vec<PendingEnd>,
     /// The serial of the last run started.
@@ -109,11 +129,15 @@ struct Main<'a> {
 }
 
 /// Runs main until the family stops; the exit code.
-pub(super) fn run(
-    roles: &'static [Role],
-    specs: &[ListenSpec],
-    stop_timeout: Duration,
-) -> Result<i32, String> {
+pub(super) fn run(family: &Family) -> Result<i32, String> {
+    let (roles, specs, stop_timeout) = (family.roles, &family.listen[..], family.stop_timeout);
+    // Every role's user exists, before anything is bound or started.
+    for r in roles {
+        if let Some(u) = family.user_of(r) {
+            crate::identity::Identity::user(&u)
+                .map_err(|e| format!("role {:?}: user {u:?}: {e}", r.name))?;
+        }
+    }
     let exe = Exe::current().map_err(|e| e.to_string())?;
     let listeners = match Listeners::from_systemd().map_err(|e| e.to_string())? {
         Some(l) => l,
@@ -140,12 +164,21 @@ pub(super) fn run(
     let mut main = Main {
         exe,
         listeners: &listeners,
+        args: &family.args,
+        generation: 1,
+        started: std::time::SystemTime::now(),
+        user_names: UserNames::default(),
         members: roles
             .iter()
             .flat_map(|r| (0..r.instances).map(move |i| (r, i)))
             .map(|(role, instance)| Member {
                 role,
                 instance,
+                user: family
+                    .users
+                    .iter()
+                    .find(|(n, _)| *n == role.name)
+                    .map(|(_, u)| u.clone()),
                 run: None,
                 next_start: Some(Instant::now()),
                 backoff: Duration::ZERO,
@@ -291,7 +324,7 @@ impl Main<'_> {
         for m in &mut self.members {
             m.next_start = None;
             if let Some(r) = &mut m.run {
-                stop_member(r, m.role.app_messages, self.stop_timeout);
+                stop_member(r, allowed(m.role), self.stop_timeout);
             }
         }
     }
@@ -372,7 +405,7 @@ impl Main<'_> {
                     let m = &mut self.members[j];
                     if let Some(r) = &mut m.run {
                         m.restart_now = true;
-                        stop_member(r, m.role.app_messages, RESTART_STOP_TIMEOUT);
+                        stop_member(r, allowed(m.role), RESTART_STOP_TIMEOUT);
                     }
                 }
             }
@@ -383,7 +416,7 @@ impl Main<'_> {
             .map_err(|e| e.to_string())?;
         channel.set_accepting(
             protocol::state_name(ChildState::Starting),
-            protocol::accepted(ChildState::Starting, role.app_messages),
+            protocol::accepted(ChildState::Starting, allowed(role)),
         );
         let m = &mut self.members[i];
         let tag = m.tag(child.pid());
@@ -400,6 +433,7 @@ impl Main<'_> {
             ready_by: Some(Instant::now() + role.ready_timeout),
             stop_by: None,
             unhandled_app: 0,
+            report: None,
         });
         Ok(())
     }
@@ -480,7 +514,15 @@ impl Main<'_> {
                 &listener_names,
                 "--privfork-peers",
                 &peer_names,
-            ])
+            ]);
+        if let Some(user) = &self.members[i].user {
+            spawn.args(["--privfork-user", user]);
+        }
+        // The program's own arguments, after a `--` the member's parser
+        // stops at.
+        spawn
+            .args(["--"])
+            .args(self.args.iter().map(String::as_str))
             .env_clear()
             .fd(0, devnull)
             .fd(1, err_w.as_fd())
@@ -540,7 +582,7 @@ impl Main<'_> {
                 && run.links.contains(&(i, Link::Held(r.serial)))
             {
                 other.restart_now = true;
-                stop_member(run, other.role.app_messages, RESTART_STOP_TIMEOUT);
+                stop_member(run, allowed(other.role), RESTART_STOP_TIMEOUT);
             }
         }
         let m = &mut self.members[i];
@@ -574,10 +616,40 @@ impl Main<'_> {
             match r.channel.try_recv() {
                 Ok(Some(msg)) => {
                     match msg.msg {
-                        ToMain::Ready => {
+                        ToMain::Ready(report) => {
                             r.state = ChildState::Running;
                             r.ready_by = None;
+                            r.report = Some(report.bounded());
                             self.log.log(&format!("{tag} ready"));
+                        }
+                        ToMain::StatusQuery => {
+                            let status = self.status();
+                            let Some(r) = &mut self.members[i].run else {
+                                return;
+                            };
+                            // Never wait on a member: one that does not
+                            // read its answers fills its channel, and is
+                            // killed.
+                            let sent = r
+                                .channel
+                                .sender()
+                                .queue(msg.request_id, &ToChild::Status(status), Vec::new())
+                                .and_then(|()| r.channel.sender().try_flush());
+                            match sent {
+                                Ok(true) => {}
+                                Ok(false) => {
+                                    self.log.log(&format!(
+                                        "{tag} does not read its channel; killing it"
+                                    ));
+                                    r.channel_closed = true;
+                                    let _ = r.child.kill();
+                                    return;
+                                }
+                                Err(e) => {
+                                    self.log.log(&format!("{tag}: status answer: {e}"));
+                                }
+                            }
+                            continue;
                         }
                         ToMain::Stopped => r.state = ChildState::Stopped,
                         ToMain::App(bytes) => {
@@ -598,7 +670,7 @@ impl Main<'_> {
                     }
                     r.channel.set_accepting(
                         protocol::state_name(r.state),
-                        protocol::accepted(r.state, role.app_messages),
+                        protocol::accepted(r.state, allowed(role)),
                     );
                     // Ready does not reset the crash-loop count: one that
                     // says Ready and dies at once is still looping (only
@@ -625,6 +697,48 @@ impl Main<'_> {
                     return;
                 }
             }
+        }
+    }
+
+    /// The family's status: each member slot with what the kernel says
+    /// of its process and what it reported.
+    fn status(&mut self) -> FamilyStatus {
+        let mut main = ProcessFacts::read(std::process::id()).unwrap_or_default();
+        self.user_names.name(&mut main);
+        let mut members = Vec::with_capacity(self.members.len());
+        for m in &self.members {
+            let (state, uptime_ms, process, reported) = match &m.run {
+                Some(r) => {
+                    // Main has not reaped it (`run` is dropped when it
+                    // is), so its pid cannot name another process yet.
+                    let facts = ProcessFacts::read(r.child.pid()).map(|mut f| {
+                        self.user_names.name(&mut f);
+                        f
+                    });
+                    (
+                        protocol::state_name(r.state),
+                        u64::try_from(r.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        facts,
+                        r.report.clone(),
+                    )
+                }
+                None => ("down", 0, None, None),
+            };
+            members.push(MemberStatus {
+                role: m.role.name.to_owned(),
+                instance: m.instance,
+                state: state.to_owned(),
+                restarts: m.restarts,
+                uptime_ms,
+                process,
+                reported,
+            });
+        }
+        FamilyStatus {
+            generation: self.generation,
+            started_unix_ms: unix_ms(self.started),
+            main,
+            members,
         }
     }
 
@@ -725,14 +839,14 @@ impl Main<'_> {
 
 /// Tells `r` to stop within `timeout`; it is killed if it has not exited
 /// by then.
-fn stop_member(r: &mut Running, app: bool, timeout: Duration) {
+fn stop_member(r: &mut Running, allowed: Allowed, timeout: Duration) {
     if matches!(r.state, ChildState::Stopping | ChildState::Stopped) {
         return;
     }
     // From now on it may say `Stopped` (once).
     r.channel.set_accepting(
         protocol::state_name(ChildState::Stopping),
-        protocol::accepted(ChildState::Stopping, app),
+        protocol::accepted(ChildState::Stopping, allowed),
     );
     // A member that cannot be told (its channel is full or gone) is
     // killed; one that is told has the deadline to finish.
