@@ -107,6 +107,9 @@ impl Restart {
     };
 }
 
+/// Builds a role's sandbox from the family's arguments ([`Family::args`]).
+pub type SandboxBuilder = fn(&[String]) -> Result<Sandbox, SandboxError>;
+
 /// One kind of process of the family. Build rows with [`Role::new`] and
 /// struct update syntax (`Role { listeners: &["http"], ..Role::new(..) }`).
 #[derive(Clone, Copy)]
@@ -124,7 +127,7 @@ pub struct Role {
     /// allows — the fork server, which sets up and sandboxes each of its
     /// children instead (their setup needs `keyctl`, `setsid`, `setuid`…);
     /// such a role still gets every other stage of the setup routine.
-    pub sandbox: Option<fn(&[String]) -> Result<Sandbox, SandboxError>>,
+    pub sandbox: Option<SandboxBuilder>,
     /// Names of the listeners it receives.
     pub listeners: &'static [&'static str],
     /// Roles it gets a channel to (an `AF_UNIX` stream socketpair, one end
