@@ -107,6 +107,9 @@ impl Restart {
     };
 }
 
+/// A role's `listeners` that receives every listener main has.
+pub const ALL_LISTENERS: &[&str] = &["*"];
+
 /// Builds a role's sandbox from the family's arguments ([`Family::args`]).
 pub type SandboxBuilder = fn(&[String]) -> Result<Sandbox, SandboxError>;
 
@@ -128,7 +131,9 @@ pub struct Role {
     /// children instead (their setup needs `keyctl`, `setsid`, `setuid`…);
     /// such a role still gets every other stage of the setup routine.
     pub sandbox: Option<SandboxBuilder>,
-    /// Names of the listeners it receives.
+    /// Names of the listeners it receives ([`ALL_LISTENERS`]: every
+    /// listener main has, in order, e.g. for a server with a repeatable
+    /// `--listen` option).
     pub listeners: &'static [&'static str],
     /// Roles it gets a channel to (an `AF_UNIX` stream socketpair, one end
     /// in each; the peer finds it in [`RoleContext::peers`] under this

@@ -144,6 +144,9 @@ pub(super) fn run(family: &Family) -> Result<i32, String> {
         None => Listeners::bind(specs).map_err(|e| e.to_string())?,
     };
     for r in roles {
+        if r.listeners == super::ALL_LISTENERS {
+            continue;
+        }
         for name in r.listeners {
             if listeners.get(name).is_none() {
                 return Err(format!(
@@ -484,11 +487,14 @@ impl Main<'_> {
                 (self.members[*j].role.name, fd)
             })
             .collect();
-        let listeners: Vec<_> = role
-            .listeners
-            .iter()
-            .map(|n| self.listeners.get(n).expect("checked at start"))
-            .collect();
+        let listeners: Vec<_> = if role.listeners == super::ALL_LISTENERS {
+            self.listeners.iter().collect()
+        } else {
+            role.listeners
+                .iter()
+                .map(|n| self.listeners.get(n).expect("checked at start"))
+                .collect()
+        };
         let names = |v: &mut dyn Iterator<Item = &str>| {
             let s: Vec<&str> = v.collect();
             if s.is_empty() {
