@@ -239,6 +239,16 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
+/// Whether this process already is `id`'s user and group (every real,
+/// effective and saved id), and that user is not root.
+fn already_unprivileged(id: &Identity) -> bool {
+    let (ru, eu, su) = crate::sys::get_res_uid();
+    let (rg, eg, sg) = crate::sys::get_res_gid();
+    id.uid() != 0
+        && [ru, eu, su].iter().all(|u| u.as_raw() == id.uid())
+        && [rg, eg, sg].iter().all(|g| g.as_raw() == id.gid())
+}
+
 /// The member's `main`: set up, run the role, exit with its code.
 pub(super) fn main(roles: &'static [Role]) -> ! {
     let code = match setup(roles) {
@@ -313,7 +323,13 @@ fn setup(roles: &'static [Role]) -> Result<(&'static Role, RoleContext), String>
         (Some(row), None) => Some(row),
     };
     let identity = match user {
-        Some(u) => Some(Identity::user(u).map_err(|e| format!("role {:?}: {e}", role.name))?),
+        Some(u) => {
+            let id = Identity::user(u).map_err(|e| format!("role {:?}: {e}", role.name))?;
+            // A main that is not root starts its members as its own user
+            // (it cannot change users): there is nothing to drop, and its
+            // supplementary groups are its own to keep.
+            (!already_unprivileged(&id)).then_some(id)
+        }
         None => None,
     };
     let drop_opts = DropOptions::new();

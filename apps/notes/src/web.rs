@@ -1,0 +1,709 @@
+//! HTTP: the listeners' accept loops (a cap on connections, header and
+//! body read timeouts, graceful stop) and the routes — the HTML pages and
+//! the JSON API.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use privfork::fork_server::{ForkServer, ForkServerError};
+use privfork::listen::Listeners;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::Config;
+use crate::pages;
+use crate::roles::RENDER;
+use crate::store::{NoteId, Store};
+use crate::worker::StatusClient;
+
+/// What every handler shares.
+pub struct App {
+    config: Config,
+    store: Arc<Store>,
+    render: Arc<ForkServer>,
+    status: Arc<StatusClient>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// The shared state of the handlers.
+    pub fn new(
+        config: Config,
+        store: Arc<Store>,
+        render: ForkServer,
+        status: Arc<StatusClient>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            store,
+            render: Arc::new(render),
+            status,
+        })
+    }
+}
+
+type Shared = Arc<App>;
+
+/// A listener the worker accepts on.
+#[derive(Debug)]
+pub enum AnyListener {
+    /// TCP.
+    Tcp(tokio::net::TcpListener),
+    /// A unix stream socket.
+    Unix(tokio::net::UnixListener),
+}
+
+/// The family's listeners as tokio listeners (inside the runtime).
+pub fn listeners(mut l: Listeners) -> std::io::Result<Vec<AnyListener>> {
+    let names: Vec<String> = l.iter().map(|x| x.name().to_owned()).collect();
+    let mut out = Vec::new();
+    for name in names {
+        let Some(listener) = l.take(&name) else {
+            continue;
+        };
+        let fd = listener.into_fd();
+        if is_unix(&fd) {
+            let std = std::os::unix::net::UnixListener::from(fd);
+            std.set_nonblocking(true)?;
+            out.push(AnyListener::Unix(tokio::net::UnixListener::from_std(std)?));
+        } else {
+            let std = std::net::TcpListener::from(fd);
+            std.set_nonblocking(true)?;
+            out.push(AnyListener::Tcp(tokio::net::TcpListener::from_std(std)?));
+        }
+    }
+    Ok(out)
+}
+
+fn is_unix(fd: &std::os::fd::OwnedFd) -> bool {
+    rustix::net::sockopt::socket_domain(fd).is_ok_and(|d| d == rustix::net::AddressFamily::UNIX)
+}
+
+/// Serves every listener until `stop` turns true, then lets the
+/// connections finish: each answers its request in flight with
+/// `Connection: close`; idle ones are closed.
+pub async fn serve(listeners: Vec<AnyListener>, app: Shared, mut stop: watch::Receiver<bool>) {
+    let router = router(Arc::clone(&app));
+    let permits = Arc::new(Semaphore::new(
+        usize::try_from(app.config.max_connections).unwrap_or(usize::MAX),
+    ));
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(app.config.read_timeout())
+        .keep_alive(true)
+        .max_buf_size(64 << 10);
+    let builder = Arc::new(builder);
+    let mut accepts = tokio::task::JoinSet::new();
+    let (conn_tx, mut conn_rx) =
+        tokio::sync::mpsc::channel::<(Conn, tokio::sync::OwnedSemaphorePermit)>(64);
+    for l in listeners {
+        let (permits, conn_tx, mut stop) = (Arc::clone(&permits), conn_tx.clone(), stop.clone());
+        accepts.spawn(async move {
+            loop {
+                // A connection over the cap waits in the backlog.
+                let permit = tokio::select! {
+                    p = Arc::clone(&permits).acquire_owned() => p,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                let Ok(permit) = permit else { return };
+                let conn = tokio::select! {
+                    c = accept(&l) => c,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                match conn {
+                    Ok(c) => {
+                        if conn_tx.send((c, permit)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        // EMFILE and the like: wait a little, not spin.
+                        eprintln!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+    drop(conn_tx);
+    loop {
+        tokio::select! {
+            c = conn_rx.recv() => {
+                let Some((conn, permit)) = c else { break };
+                let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                let builder = Arc::clone(&builder);
+                match conn {
+                    Conn::Tcp(s) => {
+                        let _ = s.set_nodelay(true);
+                        let c = builder.serve_connection(TokioIo::new(s), service);
+                        let c = graceful.watch(c);
+                        tokio::spawn(async move { let _ = c.await; drop(permit); });
+                    }
+                    Conn::Unix(s) => {
+                        let c = builder.serve_connection(TokioIo::new(s), service);
+                        let c = graceful.watch(c);
+                        tokio::spawn(async move { let _ = c.await; drop(permit); });
+                    }
+                }
+            }
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    accepts.abort_all();
+    graceful.shutdown().await;
+}
+
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(l: &AnyListener) -> std::io::Result<Conn> {
+    match l {
+        AnyListener::Tcp(t) => t.accept().await.map(|(s, _)| Conn::Tcp(s)),
+        AnyListener::Unix(u) => u.accept().await.map(|(s, _)| Conn::Unix(s)),
+    }
+}
+
+/// The routes.
+pub fn router(app: Shared) -> Router {
+    let body_timeout = app.config.read_timeout();
+    Router::new()
+        .route("/", get(index))
+        .route("/style.css", get(style))
+        .route("/notes", post(form_create))
+        .route("/notes/{id}", get(note_page))
+        .route("/notes/{id}/delete", post(form_delete))
+        .route("/api/notes", get(api_list).post(api_create))
+        .route("/api/notes/{id}", get(api_get).delete(api_delete))
+        .route("/api/status", get(api_status))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(middleware::from_fn(same_origin_writes))
+        .layer(middleware::from_fn(security_headers))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
+        .with_state(app)
+}
+
+// ---- errors -------------------------------------------------------------
+
+/// A JSON error: `{"error": message}` with `status`.
+fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// An HTML error page.
+fn html_error(status: StatusCode, message: &str) -> Response {
+    (status, Html(pages::error(status, message))).into_response()
+}
+
+fn is_api(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
+}
+
+async fn not_found(req: Request) -> Response {
+    let path = req.uri().path();
+    if path.starts_with("/api/notes/") || path.starts_with("/notes/") {
+        // `/api/notes/a/b`: what follows is not an id.
+        let msg = "not a note id: an id is 32 lowercase hex digits";
+        return if is_api(path) {
+            json_error(StatusCode::BAD_REQUEST, msg)
+        } else {
+            html_error(StatusCode::BAD_REQUEST, msg)
+        };
+    }
+    if is_api(path) {
+        json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"))
+    } else {
+        html_error(StatusCode::NOT_FOUND, "There is no page here.")
+    }
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let msg = format!(
+        "method {} is not allowed on {}",
+        req.method(),
+        req.uri().path()
+    );
+    json_error(StatusCode::METHOD_NOT_ALLOWED, msg)
+}
+
+/// The id in a path, or the error to answer.
+fn parse_id(id: Result<Path<String>, PathRejection>) -> Result<NoteId, String> {
+    let Path(id) = id.map_err(|e| format!("not a note id: {e}"))?;
+    NoteId::parse(&id).map_err(|_| "not a note id: an id is 32 lowercase hex digits".to_owned())
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> String {
+    eprintln!("{what}: {e}");
+    format!("{what} failed")
+}
+
+// ---- middleware ---------------------------------------------------------
+
+/// Headers on every answer: no script at all, nothing framed or sniffed.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let api = is_api(req.uri().path());
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self' https:; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Not `no-referrer`: under it a browser sends `Origin: null` even on a
+    // same-site form post, which the origin check must refuse. Other
+    // sites still get no referrer.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if api {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+/// Refuses writes (anything but GET and HEAD) that a browser sends from
+/// another site: a cross-site form post cannot create or delete notes.
+/// Clients that are not browsers send no `Origin` and pass.
+async fn same_origin_writes(req: Request, next: Next) -> Response {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return next.run(req).await;
+    }
+    if let Err(why) = check_same_origin(req.headers()) {
+        let msg = format!("cross-site request refused: {why}");
+        return if is_api(req.uri().path()) {
+            json_error(StatusCode::FORBIDDEN, msg)
+        } else {
+            html_error(StatusCode::FORBIDDEN, &msg)
+        };
+    }
+    next.run(req).await
+}
+
+fn check_same_origin(h: &HeaderMap) -> Result<(), String> {
+    if let Some(origin) = h.get(header::ORIGIN) {
+        let origin = origin
+            .to_str()
+            .map_err(|_| "unreadable Origin".to_owned())?;
+        let host = h
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .ok_or("Origin without Host")?;
+        let same = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|o| o.eq_ignore_ascii_case(host));
+        if !same {
+            return Err(format!("Origin {origin} is not this site ({host})"));
+        }
+        return Ok(());
+    }
+    match h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        None | Some("same-origin") | Some("none") => Ok(()),
+        Some(other) => Err(format!("Sec-Fetch-Site: {other}")),
+    }
+}
+
+// ---- bodies -------------------------------------------------------------
+
+/// Reads a request body up to the limit: 413 over it (checked first from
+/// Content-Length, so a large body is not read), 408 when it is too slow.
+async fn read_body(
+    app: &App,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, (StatusCode, String)> {
+    let limit = usize::try_from(app.config.max_body).unwrap_or(usize::MAX);
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over the limit of {limit} bytes"),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > app.config.max_body
+    {
+        return Err(too_large());
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let mut src: Option<&dyn std::error::Error> = Some(&e);
+            while let Some(s) = src {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return Err(too_large());
+                }
+                if s.is::<tower_http::timeout::TimeoutError>() {
+                    return Err((
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the body was not sent in time".to_owned(),
+                    ));
+                }
+                src = s.source();
+            }
+            Err((StatusCode::BAD_REQUEST, format!("reading the body: {e}")))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewNote {
+    text: String,
+}
+
+/// A note's text from a JSON or form body, checked.
+fn note_text(bytes: &[u8], form: bool) -> Result<String, String> {
+    let note: NewNote = if form {
+        serde_urlencoded::from_bytes(bytes).map_err(|e| format!("bad form: {e}"))?
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| format!("bad JSON: {e}"))?
+    };
+    if note.text.trim().is_empty() {
+        return Err("the note is empty".into());
+    }
+    Ok(note.text)
+}
+
+// ---- the JSON API -------------------------------------------------------
+
+async fn api_create(State(app): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    let bytes = match read_body(&app, &headers, body).await {
+        Ok(b) => b,
+        Err((s, m)) => return json_error(s, m),
+    };
+    let text = match note_text(&bytes, false) {
+        Ok(t) => t,
+        Err(m) => return json_error(StatusCode::BAD_REQUEST, m),
+    };
+    match create(&app, text).await {
+        Ok(id) => (
+            StatusCode::CREATED,
+            [(header::LOCATION, format!("/api/notes/{id}"))],
+            axum::Json(json!({ "id": id.to_string() })),
+        )
+            .into_response(),
+        Err(m) => json_error(StatusCode::INTERNAL_SERVER_ERROR, m),
+    }
+}
+
+/// Stores a note; returns once it is durable (file and directory synced).
+async fn create(app: &App, text: String) -> Result<NoteId, String> {
+    let store = Arc::clone(&app.store);
+    match tokio::task::spawn_blocking(move || store.create(&text)).await {
+        Ok(Ok(note)) => Ok(note.id),
+        Ok(Err(e)) => Err(internal("storing the note", e)),
+        Err(e) => Err(internal("storing the note", e)),
+    }
+}
+
+async fn api_get(State(app): State<Shared>, id: Result<Path<String>, PathRejection>) -> Response {
+    let id = match parse_id(id) {
+        Ok(id) => id,
+        Err(m) => return json_error(StatusCode::BAD_REQUEST, m),
+    };
+    let store = Arc::clone(&app.store);
+    match tokio::task::spawn_blocking(move || store.get(&id)).await {
+        Ok(Ok(Some(note))) => axum::Json(json!({
+            "id": note.id.to_string(),
+            "text": note.text,
+            "created": time_text(note.created),
+        }))
+        .into_response(),
+        Ok(Ok(None)) => json_error(StatusCode::NOT_FOUND, "no such note"),
+        Ok(Err(e)) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            internal("reading the note", e),
+        ),
+        Err(e) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            internal("reading the note", e),
+        ),
+    }
+}
+
+async fn api_delete(
+    State(app): State<Shared>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match parse_id(id) {
+        Ok(id) => id,
+        Err(m) => return json_error(StatusCode::BAD_REQUEST, m),
+    };
+    match delete(&app, id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => json_error(StatusCode::NOT_FOUND, "no such note"),
+        Err(m) => json_error(StatusCode::INTERNAL_SERVER_ERROR, m),
+    }
+}
+
+async fn delete(app: &App, id: NoteId) -> Result<bool, String> {
+    let store = Arc::clone(&app.store);
+    match tokio::task::spawn_blocking(move || store.delete(&id)).await {
+        Ok(Ok(found)) => Ok(found),
+        Ok(Err(e)) => Err(internal("deleting the note", e)),
+        Err(e) => Err(internal("deleting the note", e)),
+    }
+}
+
+/// Pagination of the list.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    20
+}
+
+/// Most notes on one page of the list.
+const MAX_LIMIT: usize = 100;
+
+async fn list(app: &App, page: &Page) -> Result<(Vec<crate::store::NoteMeta>, usize), String> {
+    let store = Arc::clone(&app.store);
+    let (offset, limit) = (page.offset, page.limit);
+    match tokio::task::spawn_blocking(move || store.list(offset, limit)).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(internal("listing notes", e)),
+        Err(e) => Err(internal("listing notes", e)),
+    }
+}
+
+fn check_page(page: Result<Query<Page>, QueryRejection>) -> Result<Page, String> {
+    let Query(page) = page.map_err(|e| format!("bad query: {}", e.body_text()))?;
+    if page.limit == 0 || page.limit > MAX_LIMIT {
+        return Err(format!("limit must be 1 to {MAX_LIMIT}"));
+    }
+    Ok(page)
+}
+
+async fn api_list(
+    State(app): State<Shared>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Response {
+    let page = match check_page(page) {
+        Ok(p) => p,
+        Err(m) => return json_error(StatusCode::BAD_REQUEST, m),
+    };
+    match list(&app, &page).await {
+        Ok((notes, total)) => {
+            let next = (page.offset + notes.len() < total).then(|| {
+                format!(
+                    "/api/notes?offset={}&limit={}",
+                    page.offset + notes.len(),
+                    page.limit
+                )
+            });
+            axum::Json(json!({
+                "notes": notes.iter().map(|n| json!({
+                    "id": n.id.to_string(),
+                    "title": n.title,
+                    "created": time_text(n.created),
+                })).collect::<Vec<_>>(),
+                "total": total,
+                "offset": page.offset,
+                "limit": page.limit,
+                "next": next,
+            }))
+            .into_response()
+        }
+        Err(m) => json_error(StatusCode::INTERNAL_SERVER_ERROR, m),
+    }
+}
+
+async fn api_status(State(app): State<Shared>) -> Response {
+    if app.config.no_status {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "status is switched off (--no-status)",
+        );
+    }
+    match app.status.get().await {
+        Ok(s) => axum::Json(s).into_response(),
+        Err(m) => json_error(StatusCode::SERVICE_UNAVAILABLE, m),
+    }
+}
+
+/// A note's creation time as RFC 3339 (UTC).
+pub fn time_text(unix_ms: u64) -> String {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+// ---- the pages ----------------------------------------------------------
+
+async fn style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        pages::STYLE,
+    )
+        .into_response()
+}
+
+async fn index(State(app): State<Shared>, page: Result<Query<Page>, QueryRejection>) -> Response {
+    let page = match check_page(page) {
+        Ok(p) => p,
+        Err(m) => return html_error(StatusCode::BAD_REQUEST, &m),
+    };
+    let notes = match list(&app, &page).await {
+        Ok(n) => n,
+        Err(m) => return html_error(StatusCode::INTERNAL_SERVER_ERROR, &m),
+    };
+    let status = if app.config.no_status {
+        None
+    } else {
+        Some(app.status.get().await)
+    };
+    Html(pages::index(
+        &notes.0,
+        notes.1,
+        page.offset,
+        page.limit,
+        status.as_ref(),
+    ))
+    .into_response()
+}
+
+async fn form_create(State(app): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    let bytes = match read_body(&app, &headers, body).await {
+        Ok(b) => b,
+        Err((s, m)) => return html_error(s, &m),
+    };
+    let text = match note_text(&bytes, true) {
+        // Browsers send a textarea's line breaks as CRLF.
+        Ok(t) => t.replace("\r\n", "\n"),
+        Err(m) => return html_error(StatusCode::BAD_REQUEST, &m),
+    };
+    match create(&app, text).await {
+        Ok(id) => Redirect::to(&format!("/notes/{id}")).into_response(),
+        Err(m) => html_error(StatusCode::INTERNAL_SERVER_ERROR, &m),
+    }
+}
+
+async fn form_delete(
+    State(app): State<Shared>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match parse_id(id) {
+        Ok(id) => id,
+        Err(m) => return html_error(StatusCode::BAD_REQUEST, &m),
+    };
+    match delete(&app, id).await {
+        Ok(true) => Redirect::to("/").into_response(),
+        Ok(false) => html_error(StatusCode::NOT_FOUND, "There is no such note."),
+        Err(m) => html_error(StatusCode::INTERNAL_SERVER_ERROR, &m),
+    }
+}
+
+async fn note_page(State(app): State<Shared>, id: Result<Path<String>, PathRejection>) -> Response {
+    let id = match parse_id(id) {
+        Ok(id) => id,
+        Err(m) => return html_error(StatusCode::BAD_REQUEST, &m),
+    };
+    let store = Arc::clone(&app.store);
+    let note = match tokio::task::spawn_blocking(move || store.get(&id)).await {
+        Ok(Ok(Some(n))) => n,
+        Ok(Ok(None)) => return html_error(StatusCode::NOT_FOUND, "There is no such note."),
+        Ok(Err(e)) => {
+            return html_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &internal("reading the note", e),
+            );
+        }
+        Err(e) => {
+            return html_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &internal("reading the note", e),
+            );
+        }
+    };
+    let render = Arc::clone(&app.render);
+    let (user, timeout) = (app.config.render_user.clone(), app.config.render_timeout());
+    let max = usize::try_from(app.config.render_max).unwrap_or(usize::MAX);
+    let text = note.text.clone();
+    let rendered = tokio::task::spawn_blocking(move || {
+        render.call_with::<String, String>(RENDER.name(), &user, &text, timeout, max)
+    })
+    .await;
+    match rendered {
+        Ok(Ok(html)) => Html(pages::note(&note, &html)).into_response(),
+        Ok(Err(e)) => {
+            let (status, why) = render_failure(&e, &app.config);
+            eprintln!("rendering note {}: {e}", note.id);
+            (status, Html(pages::note_failed(&note, &why))).into_response()
+        }
+        Err(e) => html_error(StatusCode::INTERNAL_SERVER_ERROR, &internal("rendering", e)),
+    }
+}
+
+/// What to tell the reader when a render fails.
+fn render_failure(e: &ForkServerError, config: &Config) -> (StatusCode, String) {
+    use privfork::ForkAsError;
+    match e {
+        ForkServerError::ForkAs(ForkAsError::Timeout { .. }) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "Rendering took longer than {} ms, so the renderer was stopped.",
+                config.render_timeout_ms
+            ),
+        ),
+        ForkServerError::ForkAs(ForkAsError::TooLarge { len, limit }) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "The rendered note would be {len} bytes, over the limit of {limit}; the renderer was stopped."
+            ),
+        ),
+        ForkServerError::ForkAs(ForkAsError::Signaled { name, .. }) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("The renderer crashed on this note ({name})."),
+        ),
+        ForkServerError::ForkAs(ForkAsError::Panicked { .. }) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "The renderer failed on this note.".to_owned(),
+        ),
+        ForkServerError::Busy { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many notes are being rendered right now; try again.".to_owned(),
+        ),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The renderer is not available.".to_owned(),
+        ),
+    }
+}
