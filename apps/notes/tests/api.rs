@@ -408,3 +408,44 @@ fn no_arguments_serves_on_8080_with_notes_data() {
     let st = child.wait().unwrap();
     assert_eq!(st.code(), Some(0), "{}", lines.lock().unwrap());
 }
+
+/// A data directory main did not make for the worker is refused at start,
+/// naming the problem: another user's, open to others, or a symlink.
+#[test]
+fn unsuitable_data_directory_is_refused_at_start() {
+    let _limit = time_limit!();
+    require_root();
+    let dir = common::TempDir::new("baddata");
+    let root_owned = dir.path().join("root-owned");
+    std::fs::create_dir(&root_owned).unwrap();
+    std::fs::set_permissions(
+        &root_owned,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::os::unix::fs::chown(&open, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&open, &link).unwrap();
+    for (data, says) in [
+        (&root_owned, "belongs to uid 0"),
+        (&open, "others can reach the notes"),
+        (&link, "not a directory (or a symlink"),
+    ] {
+        let mut n = Notes::spawn(data, &[]);
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = n.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(std::time::Instant::now() < end, "{}", n.log());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(1), "{}", n.log());
+        // The log reader may still be draining.
+        n.wait_log(says, 1, 5);
+        assert!(!n.log().contains("started"), "{}", n.log());
+    }
+}
