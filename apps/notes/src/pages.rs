@@ -102,10 +102,12 @@ pub fn index(
     } else {
         b.push_str("<ul class=\"notes\">\n");
         for n in notes {
-            let title = if n.title.is_empty() {
+            // A markdown heading's hashes are not part of the title.
+            let title = n.title.trim_start_matches('#').trim();
+            let title = if title.is_empty() {
                 "(untitled)"
             } else {
-                &n.title
+                title
             };
             b.push_str(&format!(
                 "<li><a href=\"/notes/{id}\">{title}</a><time>{time}</time></li>\n",
