@@ -19,6 +19,13 @@ pub struct Config {
     #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: Vec<String>,
 
+    /// A host name the service is reached by, beyond IP addresses and
+    /// `localhost` (e.g. `notes.example.org` behind a proxy); repeatable.
+    /// A request naming any other host is refused (421), so a page
+    /// elsewhere cannot reach the app through DNS rebinding.
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
+
     /// The data directory: one file per note. Created (mode 0700, owned by
     /// the worker's user) if missing.
     #[arg(long, value_name = "DIR", default_value = "notes-data")]
@@ -91,6 +98,10 @@ impl Config {
         for l in &self.listen {
             a.push(format!("--listen={l}"));
         }
+        for h in &self.hosts {
+            a.push(format!("--host={h}"));
+        }
+        // `prepare` refuses a path that is not UTF-8, so this is exact.
         a.push(format!("--data={}", self.data.display()));
         a.push(format!("--user={}", self.user));
         a.push(format!("--render-user={}", self.render_user));

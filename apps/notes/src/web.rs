@@ -20,6 +20,7 @@ use privfork::listen::Listeners;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{Semaphore, watch};
+use tokio_io_timeout::TimeoutStream;
 
 use crate::config::Config;
 use crate::pages;
@@ -150,15 +151,20 @@ pub async fn serve(listeners: Vec<AnyListener>, app: Shared, mut stop: watch::Re
                 let Some((conn, permit)) = c else { break };
                 let service = hyper_util::service::TowerToHyperService::new(router.clone());
                 let builder = Arc::clone(&builder);
+                let write_timeout = Some(app.config.read_timeout());
                 match conn {
                     Conn::Tcp(s) => {
                         let _ = s.set_nodelay(true);
-                        let c = builder.serve_connection(TokioIo::new(s), service);
+                        let mut s = TimeoutStream::new(s);
+                        s.set_write_timeout(write_timeout);
+                        let c = builder.serve_connection(TokioIo::new(Box::pin(s)), service);
                         let c = graceful.watch(c);
                         tokio::spawn(async move { let _ = c.await; drop(permit); });
                     }
                     Conn::Unix(s) => {
-                        let c = builder.serve_connection(TokioIo::new(s), service);
+                        let mut s = TimeoutStream::new(s);
+                        s.set_write_timeout(write_timeout);
+                        let c = builder.serve_connection(TokioIo::new(Box::pin(s)), service);
                         let c = graceful.watch(c);
                         tokio::spawn(async move { let _ = c.await; drop(permit); });
                     }
@@ -198,6 +204,7 @@ pub fn router(app: Shared) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(middleware::from_fn(same_origin_writes))
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), known_host))
         .layer(middleware::from_fn(security_headers))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             body_timeout,
@@ -291,6 +298,54 @@ async fn security_headers(req: Request, next: Next) -> Response {
     res
 }
 
+/// Refuses a request that names a host the service is not known by: with
+/// DNS rebinding, a page on `evil.example` resolves its own name to this
+/// machine and then reads and writes here as a same-origin page — but its
+/// requests still say `Host: evil.example`. IP addresses (which no one
+/// can rebind), `localhost` and the `--host` names pass; a request with
+/// no `Host` (not a browser's) too.
+async fn known_host(State(app): State<Shared>, req: Request, next: Next) -> Response {
+    if let Err(why) = check_host(req.headers(), &app.config.hosts) {
+        return if is_api(req.uri().path()) {
+            json_error(StatusCode::MISDIRECTED_REQUEST, why)
+        } else {
+            html_error(StatusCode::MISDIRECTED_REQUEST, &why)
+        };
+    }
+    next.run(req).await
+}
+
+fn check_host(h: &HeaderMap, allowed: &[String]) -> Result<(), String> {
+    let Some(host) = h.get(header::HOST) else {
+        return Ok(());
+    };
+    let host = host.to_str().map_err(|_| "unreadable Host".to_owned())?;
+    let name = host_name(host);
+    let ok = name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed
+            .iter()
+            .any(|a| host_name(a).eq_ignore_ascii_case(name));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "this service is not known as {host:?} (start it with --host NAME to serve a name)"
+        ))
+    }
+}
+
+/// The name in a `Host` value: without the port, without an IPv6
+/// literal's brackets.
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // An unclosed bracket is no IPv6 literal: the whole text, which
+        // matches nothing.
+        return rest.split_once(']').map_or(host, |(ip, _)| ip);
+    }
+    host.rsplit_once(':').map_or(host, |(n, _)| n)
+}
+
 /// Refuses writes (anything but GET and HEAD) that a browser sends from
 /// another site: a cross-site form post cannot create or delete notes.
 /// Clients that are not browsers send no `Origin` and pass.
@@ -357,7 +412,17 @@ async fn read_body(
     {
         return Err(too_large());
     }
-    match axum::body::to_bytes(body, limit).await {
+    // The whole body within the read timeout (the body timeout layer only
+    // bounds the wait for each piece: a byte now and then would hold the
+    // connection forever).
+    let read = tokio::time::timeout(app.config.read_timeout(), axum::body::to_bytes(body, limit));
+    let Ok(read) = read.await else {
+        return Err((
+            StatusCode::REQUEST_TIMEOUT,
+            "the body was not sent in time".to_owned(),
+        ));
+    };
+    match read {
         Ok(b) => Ok(b),
         Err(e) => {
             let mut src: Option<&dyn std::error::Error> = Some(&e);
@@ -705,5 +770,65 @@ fn render_failure(e: &ForkServerError, config: &Config) -> (StatusCode, String) 
             StatusCode::INTERNAL_SERVER_ERROR,
             "The renderer is not available.".to_owned(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(h: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert(header::HOST, HeaderValue::from_str(h).unwrap());
+        m
+    }
+
+    #[test]
+    fn only_ip_addresses_localhost_and_named_hosts_pass() {
+        let named = ["notes.example.org".to_owned()];
+        for ok in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "[::1]:8080",
+            "10.1.2.3:80",
+            "localhost:8080",
+            "LOCALHOST",
+            "notes.example.org",
+            "Notes.Example.Org:443",
+        ] {
+            assert!(check_host(&host(ok), &named).is_ok(), "{ok}");
+        }
+        for bad in [
+            "evil.example:8080",
+            "evil.example",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "notes.example.org.evil.example",
+            "[::1",
+        ] {
+            assert!(check_host(&host(bad), &named).is_err(), "{bad}");
+        }
+        assert!(check_host(&HeaderMap::new(), &[]).is_ok());
+    }
+
+    #[test]
+    fn same_origin_needs_origin_to_name_the_host() {
+        let mut h = host("127.0.0.1:8080");
+        assert!(check_same_origin(&h).is_ok());
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:8080"),
+        );
+        assert!(check_same_origin(&h).is_ok());
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:9090"),
+        );
+        assert!(check_same_origin(&h).is_err());
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(check_same_origin(&h).is_err());
+        h.remove(header::ORIGIN);
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-site"));
+        assert!(check_same_origin(&h).is_err());
     }
 }

@@ -129,15 +129,15 @@ fn hostile_requests_get_their_status_and_the_app_keeps_serving() {
     // not UTF-8 at all.
     for (raw, want) in [
         (
-            "GET /api/notes/.. HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "GET /api/notes/.. HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
             400,
         ),
         (
-            "GET /api/notes/../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "GET /api/notes/../../etc/passwd HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
             400,
         ),
         (
-            "GET /notes/..%2f..%2fetc%2fpasswd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "GET /notes/..%2f..%2fetc%2fpasswd HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
             400,
         ),
     ] {
@@ -146,14 +146,14 @@ fn hostile_requests_get_their_status_and_the_app_keeps_serving() {
     // Over the body limit: announced (answered before the body is sent),
     // and chunked without a length (answered once the limit is passed).
     assert_eq!(
-        n.raw_status("POST /api/notes HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n"),
+        n.raw_status("POST /api/notes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2097152\r\n\r\n"),
         413
     );
     assert_eq!(chunked_over_limit(&n.addr), 413);
     let mut s = std::net::TcpStream::connect(&n.addr).unwrap();
     std::io::Write::write_all(
         &mut s,
-        b"POST /api/notes HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{\"text\":\"\xff\"}",
+        b"POST /api/notes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{\"text\":\"\xff\"}",
     )
     .unwrap();
     let mut out = String::new();
@@ -175,7 +175,7 @@ fn chunked_over_limit(addr: &str) -> u16 {
     let writer = std::thread::spawn(move || {
         use std::io::Write;
         let _ = w.write_all(
-            b"POST /api/notes HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST /api/notes HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n",
         );
         let chunk = vec![b'a'; 64 << 10];
         for _ in 0..17 {
@@ -448,4 +448,76 @@ fn unsuitable_data_directory_is_refused_at_start() {
         n.wait_log(says, 1, 5);
         assert!(!n.log().contains("started"), "{}", n.log());
     }
+}
+
+/// DNS rebinding: a page on another name that resolves to this machine
+/// sends its own name as `Host`; every request of it is refused, reads
+/// too. IP addresses, `localhost` and `--host` names pass.
+#[test]
+fn requests_for_other_host_names_are_refused() {
+    let _limit = time_limit!();
+    require_root();
+    let n = Notes::start(&["--host", "notes.test"]);
+    let port = n.addr.rsplit(':').next().unwrap().to_owned();
+    let evil = format!("evil.example:{port}");
+    for (method, path, body) in [
+        ("GET", "/api/notes", None),
+        ("GET", "/api/status", None),
+        ("GET", "/", None),
+        ("POST", "/api/notes", Some("{\"text\":\"planted\"}")),
+    ] {
+        let (s, b) = n.call_with(
+            method,
+            path,
+            &[("Host", &evil), ("Origin", &format!("http://{evil}"))],
+            body,
+        );
+        assert_eq!(s, 421, "{method} {path}: {b}");
+    }
+    assert_eq!(json(&n.call("GET", "/api/notes", None).1)["total"], 0);
+    for name in [format!("localhost:{port}"), format!("notes.test:{port}")] {
+        let (s, b) = n.call_with(
+            "POST",
+            "/api/notes",
+            &[("Host", &name), ("Origin", &format!("http://{name}"))],
+            Some("{\"text\":\"fine\"}"),
+        );
+        assert_eq!(s, 201, "{name}: {b}");
+    }
+}
+
+/// A body trickled a byte at a time is cut off at the read timeout as a
+/// whole, not per byte.
+#[test]
+fn trickled_body_is_cut_off_at_the_read_timeout() {
+    let _limit = time_limit!();
+    require_root();
+    let n = Notes::start(&["--read-timeout", "2"]);
+    let mut s = std::net::TcpStream::connect(&n.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"POST /api/notes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    // One byte every 500 ms, for up to 20 s, until the server answers.
+    while started.elapsed() < std::time::Duration::from_secs(20) {
+        let mut buf = [0u8; 4096];
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => {
+                out.extend_from_slice(&buf[..k]);
+                break;
+            }
+            Err(_) => {}
+        }
+        if s.write_all(b" ").is_err() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
 }
