@@ -146,7 +146,9 @@ fn hostile_requests_get_their_status_and_the_app_keeps_serving() {
     // Over the body limit: announced (answered before the body is sent),
     // and chunked without a length (answered once the limit is passed).
     assert_eq!(
-        n.raw_status("POST /api/notes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2097152\r\n\r\n"),
+        n.raw_status(
+            "POST /api/notes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2097152\r\n\r\n"
+        ),
         413
     );
     assert_eq!(chunked_over_limit(&n.addr), 413);

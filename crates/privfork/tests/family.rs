@@ -70,11 +70,15 @@ const STATUSER: Role = Role {
     ..Role::new("statuser", statuser)
 };
 const NOSY: Role = Role::new("nosy", nosy);
+const LATE: Role = Role {
+    status: true,
+    ..Role::new("late", late)
+};
 
 /// Every role, for members to find theirs in.
 static ALL: &[Role] = &[
     WORKER, CRASHER, ROGUE, SPINNER, FLOODER, QUITTER, LINKER, DEAF, PING, PONG, CHATTER, STATUSER,
-    NOSY,
+    NOSY, LATE,
 ];
 static BASIC: &[Role] = &[WORKER];
 static CRASHY: &[Role] = &[WORKER, CRASHER];
@@ -87,6 +91,7 @@ static PINGPONG: &[Role] = &[PING, PONG];
 static CHATTY: &[Role] = &[WORKER, CHATTER];
 static STATUSY: &[Role] = &[WORKER, STATUSER];
 static NOSEY: &[Role] = &[WORKER, NOSY];
+static LATECOMER: &[Role] = &[WORKER, LATE];
 
 fn main() {
     Family::new(ALL).dispatch();
@@ -157,6 +162,10 @@ fn main() {
             (
                 "unknown_user_stops_main_naming_it",
                 unknown_user_stops_main_naming_it,
+            ),
+            (
+                "a_late_status_answer_is_not_taken_for_the_next",
+                a_late_status_answer_is_not_taken_for_the_next,
             ),
         ],
         &[("family_main", family_main)],
@@ -319,6 +328,25 @@ fn statuser(mut cx: RoleContext) -> i32 {
     }
 }
 
+/// Leaves one status answer unread (a query that timed out), waits, then
+/// asks properly: the answer must be the fresh one, not the old one still
+/// in the channel. Prints its own uptime as main saw it.
+fn late(mut cx: RoleContext) -> i32 {
+    cx.ready().unwrap();
+    cx.channel().send(&ToMain::StatusQuery).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let s = cx.family_status(Duration::from_secs(5)).unwrap();
+    let me = s.members.iter().find(|m| m.role == "late").unwrap();
+    eprintln!("LATE uptime_ms={}", me.uptime_ms);
+    loop {
+        if cx.poll_stop().is_some() {
+            cx.stopped();
+            return 0;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Says ready, then asks for the status its row does not allow.
 fn nosy(mut cx: RoleContext) -> i32 {
     cx.ready().unwrap();
@@ -417,6 +445,7 @@ fn family_main() {
         Ok("chatty") => CHATTY,
         Ok("status") => STATUSY,
         Ok("nosy") => NOSEY,
+        Ok("late") => LATECOMER,
         _ => BASIC,
     };
     let mut family = Family::new(roles).stop_timeout(Duration::from_secs(5));
@@ -1166,10 +1195,16 @@ fn unknown_user_stops_main_naming_it() {
         c.env("PF_STATUS_USER", "no-such-user-pf");
     });
     assert_eq!(main.wait_exit(20), Some(1));
-    let log = main.log();
-    assert!(
-        log.contains(r#"role "statuser": user "no-such-user-pf""#),
-        "{log}"
-    );
-    assert!(!log.contains("started"), "{log}");
+    // The log reader may still be draining the pipe.
+    main.wait_log(&[r#"role "statuser": user "no-such-user-pf""#], 1, 5);
+    assert!(!main.log().contains("started"), "{}", main.log());
+}
+
+fn a_late_status_answer_is_not_taken_for_the_next() {
+    require_root();
+    let main = Main::start("late");
+    let line = main.wait_log(&["LATE uptime_ms="], 1, 30).remove(0);
+    let ms: u64 = line.rsplit('=').next().unwrap().trim().parse().unwrap();
+    // The unread answer was made at once; the right one after 600 ms.
+    assert!(ms >= 600, "stale answer: {line}");
 }

@@ -34,6 +34,9 @@ pub struct RoleContext {
     args: Vec<String>,
     /// A stop request read while waiting for something else.
     stop: Option<Duration>,
+    /// The request id of the last status query (answers to earlier,
+    /// abandoned ones are dropped).
+    query: u64,
 }
 
 /// Why [`RoleContext::family_status`] has no answer.
@@ -124,12 +127,17 @@ impl RoleContext {
     ///
     /// [`StatusError`]: the channel broke, or no answer in time.
     pub fn family_status(&mut self, timeout: Duration) -> Result<FamilyStatus, StatusError> {
-        self.channel.send(&ToMain::StatusQuery)?;
+        self.query += 1;
+        self.channel
+            .send_with(self.query, &ToMain::StatusQuery, Vec::new())?;
         let deadline = Instant::now() + timeout;
         loop {
             while let Some(m) = self.channel.try_recv()? {
                 match m.msg {
-                    ToChild::Status(s) => return Ok(s),
+                    // A late answer to a query that timed out is not this
+                    // one's.
+                    ToChild::Status(s) if m.request_id == self.query => return Ok(s),
+                    ToChild::Status(_) => {}
                     ToChild::Stop(ms) => self.stop = Some(Duration::from_millis(ms)),
                     ToChild::App(_) => {}
                 }
@@ -370,6 +378,7 @@ fn setup(roles: &'static [Role]) -> Result<(&'static Role, RoleContext), String>
             detail: None,
             args: args.rest,
             stop: None,
+            query: 0,
         },
     ))
 }

@@ -11,7 +11,7 @@ use super::status::{FamilyStatus, MemberReport, MemberStatus, ProcessFacts, User
 use super::{CHANNEL_FD, FIRST_LISTENER_FD, Family, Restart, Role};
 use crate::event::{Interest, Poller, Signals};
 use crate::exe::{Exe, Spawn};
-use crate::ipc::{Channel, RecvError};
+use crate::ipc::{Channel, RecvError, SendError};
 use crate::listen::Listeners;
 use crate::process::{Child, ExitStatus};
 
@@ -25,6 +25,9 @@ const CRASH_LOOP: u32 = 3;
 const RESTART_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Unhandled application messages are logged as a count this often.
 const UNHANDLED_APP_EVERY: u64 = 10_000;
+/// How long a status answer is reused: a member that asks in a loop costs
+/// main one `/proc` read per member this often, not per query.
+const STATUS_REUSE: Duration = Duration::from_millis(250);
 /// Most messages read from one member per wake-up.
 const MESSAGE_BUDGET: usize = 256;
 
@@ -117,6 +120,8 @@ struct Main<'a> {
     generation: u64,
     started: std::time::SystemTime,
     user_names: UserNames,
+    /// The last status answer and when it was made.
+    status_cache: Option<(Instant, FamilyStatus)>,
     members: Vec<Member>,
     pending_ends: Vec<PendingEnd>,
     /// The serial of the last run started.
@@ -171,6 +176,7 @@ pub(super) fn run(family: &Family) -> Result<i32, String> {
         generation: 1,
         started: std::time::SystemTime::now(),
         user_names: UserNames::default(),
+        status_cache: None,
         members: roles
             .iter()
             .flat_map(|r| (0..r.instances).map(move |i| (r, i)))
@@ -424,6 +430,7 @@ impl Main<'_> {
         let m = &mut self.members[i];
         let tag = m.tag(child.pid());
         self.log.log(&format!("{tag} started"));
+        self.status_cache = None;
         m.run = Some(Running {
             stderr: Source::new(err_r, tag).map_err(|e| e.to_string())?,
             child,
@@ -562,6 +569,7 @@ impl Main<'_> {
             }
         };
         let mut r = self.members[i].run.take().expect("just matched");
+        self.status_cache = None;
         // What it wrote last.
         r.stderr.read(&mut self.log);
         let m = &mut self.members[i];
@@ -626,6 +634,7 @@ impl Main<'_> {
                             r.state = ChildState::Running;
                             r.ready_by = None;
                             r.report = Some(report.bounded());
+                            self.status_cache = None;
                             self.log.log(&format!("{tag} ready"));
                         }
                         ToMain::StatusQuery => {
@@ -636,11 +645,25 @@ impl Main<'_> {
                             // Never wait on a member: one that does not
                             // read its answers fills its channel, and is
                             // killed.
-                            let sent = r
-                                .channel
-                                .sender()
-                                .queue(msg.request_id, &ToChild::Status(status), Vec::new())
-                                .and_then(|()| r.channel.sender().try_flush());
+                            let mut queued = r.channel.sender().queue(
+                                msg.request_id,
+                                &ToChild::Status(status.clone()),
+                                Vec::new(),
+                            );
+                            if let Err(SendError::TooLarge { .. }) = queued {
+                                // Too many members with long reports for
+                                // one frame: the kernel's facts alone.
+                                let mut bare = status;
+                                for m in &mut bare.members {
+                                    m.reported = None;
+                                }
+                                queued = r.channel.sender().queue(
+                                    msg.request_id,
+                                    &ToChild::Status(bare),
+                                    Vec::new(),
+                                );
+                            }
+                            let sent = queued.and_then(|()| r.channel.sender().try_flush());
                             match sent {
                                 Ok(true) => {}
                                 Ok(false) => {
@@ -707,8 +730,20 @@ impl Main<'_> {
     }
 
     /// The family's status: each member slot with what the kernel says
-    /// of its process and what it reported.
+    /// of its process and what it reported (reused for
+    /// [`STATUS_REUSE`]).
     fn status(&mut self) -> FamilyStatus {
+        if let Some((at, s)) = &self.status_cache
+            && at.elapsed() < STATUS_REUSE
+        {
+            return s.clone();
+        }
+        let s = self.fresh_status();
+        self.status_cache = Some((Instant::now(), s.clone()));
+        s
+    }
+
+    fn fresh_status(&mut self) -> FamilyStatus {
         let mut main = ProcessFacts::read(std::process::id()).unwrap_or_default();
         self.user_names.name(&mut main);
         let mut members = Vec::with_capacity(self.members.len());
