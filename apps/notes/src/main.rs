@@ -23,12 +23,13 @@ fn main() {
     // A member finds its role in the same table main used: the one
     // without the worker's sandbox only when main passed `--no-sandbox`.
     let member = privfork::exe::role().is_some();
+    // (`args_os`: an argument that is not UTF-8 is clap's to report.)
     let no_sandbox = if member {
-        std::env::args()
+        std::env::args_os()
             .skip_while(|a| a != "--")
             .any(|a| a == "--no-sandbox")
     } else {
-        std::env::args().skip(1).any(|a| a == "--no-sandbox")
+        std::env::args_os().skip(1).any(|a| a == "--no-sandbox")
     };
     let table = if no_sandbox {
         roles::ROLES_NO_SANDBOX

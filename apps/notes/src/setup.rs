@@ -18,6 +18,12 @@ pub fn prepare(mut config: Config) -> Result<(Config, Vec<ListenSpec>), String> 
     let root = rustix::process::geteuid().is_root();
     let worker = resolve("--user", &config.user)?;
     resolve("--render-user", &config.render_user)?;
+    if config.data.to_str().is_none() {
+        return Err(format!(
+            "--data {}: the path must be valid UTF-8 (it is passed on to the worker as text)",
+            config.data.display()
+        ));
+    }
     let worker = if root {
         worker
     } else {
@@ -123,6 +129,13 @@ fn check_data_dir(config: &Config, worker: Option<&Identity>) -> Result<String, 
         }
         Err(e) => Err(format!("{}: {e}", dir.display())),
         Ok(_) => {
+            if rustix::process::geteuid().is_root()
+                && let Some(parent) = dir.parent()
+            {
+                privfork::trusted_path::check_dir(parent, &[]).map_err(|e| {
+                    format!("the data directory's parent is not safe for root to work in: {e}")
+                })?;
+            }
             let fd = open_dir(&dir)?;
             if let Some(w) = worker
                 && rustix::process::geteuid().is_root()
@@ -151,8 +164,16 @@ fn render_self_test() -> Result<String, String> {
     Ok(String::new())
 }
 
+/// Resolves a user option; root is refused (the point is to run as
+/// someone else).
 fn resolve(flag: &str, user: &str) -> Result<Identity, String> {
-    Identity::user(user).map_err(|e| format!("{flag} {user}: {e}"))
+    let id = Identity::user(user).map_err(|e| format!("{flag} {user}: {e}"))?;
+    if id.uid() == 0 {
+        return Err(format!(
+            "{flag} {user}: uid 0 is refused: the worker and the render children must not run as root"
+        ));
+    }
+    Ok(id)
 }
 
 fn absolute(p: &Path) -> Result<PathBuf, String> {
@@ -224,10 +245,46 @@ fn check_owner(
 /// Makes the data directory if it is missing: mode 0700, owned by the
 /// worker's user (`None`: not root, it stays the caller's). An existing
 /// one must be a real directory (not a symlink) owned by that user.
+///
+/// As root, the parent must be writable by root alone (or sticky, like
+/// `/tmp`): whoever else could write it could swap their own directory in
+/// between the `mkdir` and the `chown`, and get it handed to the worker's
+/// user. The directory is made and opened relative to the parent, opened
+/// once.
 fn data_dir(dir: &Path, worker: Option<&Identity>) -> Result<(), String> {
-    match rustix::fs::mkdir(dir, Mode::RWXU) {
+    let (parent, name) = match (dir.parent(), dir.file_name()) {
+        (Some(p), Some(n)) => (p, n),
+        _ => return Err(format!("{}: not a directory path", dir.display())),
+    };
+    if worker.is_some() {
+        privfork::trusted_path::check_dir(parent, &[]).map_err(|e| {
+            format!("the data directory's parent is not safe for root to work in: {e}")
+        })?;
+    }
+    let parent_fd = rustix::fs::open(
+        parent,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("{}: {e}", parent.display()))?;
+    let open = || {
+        rustix::fs::openat(
+            &parent_fd,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => format!(
+                "{}: not a directory (or a symlink, which is refused)",
+                dir.display()
+            ),
+            e => format!("{}: {e}", dir.display()),
+        })
+    };
+    match rustix::fs::mkdirat(&parent_fd, name, Mode::RWXU) {
         Ok(()) => {
-            let fd = open_dir(dir)?;
+            let fd = open()?;
             if let Some(w) = worker {
                 rustix::fs::fchown(
                     &fd,
@@ -242,7 +299,7 @@ fn data_dir(dir: &Path, worker: Option<&Identity>) -> Result<(), String> {
             Ok(())
         }
         Err(rustix::io::Errno::EXIST) => {
-            let fd = open_dir(dir)?;
+            let fd = open()?;
             match worker {
                 Some(w) => check_owner(dir, fd.as_fd(), w),
                 None => Ok(()),

@@ -3,6 +3,8 @@
 //! `--check`. Runs as root (the app drops its worker to nobody).
 
 mod common;
+
+use std::os::unix::ffi::OsStrExt;
 #[path = "../../../crates/privfork/tests/time_limit/mod.rs"]
 mod time_limit;
 
@@ -431,12 +433,24 @@ fn unsuitable_data_directory_is_refused_at_start() {
     std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let link = dir.path().join("link");
     std::os::unix::fs::symlink(&open, &link).unwrap();
-    for (data, says) in [
-        (&root_owned, "belongs to uid 0"),
-        (&open, "others can reach the notes"),
-        (&link, "not a directory (or a symlink"),
+    // A parent others can write: they could swap in their own directory
+    // between root's mkdir and chown.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let in_shared = shared.join("notes");
+    let not_utf8 = dir.path().join(std::ffi::OsStr::from_bytes(b"notes-\xff"));
+    let fine = dir.path().join("fine");
+    for (data, extra, says) in [
+        (&root_owned, &[][..], "belongs to uid 0"),
+        (&open, &[][..], "others can reach the notes"),
+        (&link, &[][..], "not a directory (or a symlink"),
+        (&in_shared, &[][..], "parent is not safe for root"),
+        (&not_utf8, &[][..], "must be valid UTF-8"),
+        (&fine, &["--user", "root"][..], "uid 0 is refused"),
+        (&fine, &["--render-user", "0"][..], "uid 0 is refused"),
     ] {
-        let mut n = Notes::spawn(data, &[]);
+        let mut n = Notes::spawn(data, extra);
         let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let status = loop {
             if let Some(s) = n.child.try_wait().unwrap() {
@@ -450,6 +464,7 @@ fn unsuitable_data_directory_is_refused_at_start() {
         n.wait_log(says, 1, 5);
         assert!(!n.log().contains("started"), "{}", n.log());
     }
+    assert!(!in_shared.exists() && !fine.exists() && !not_utf8.exists());
 }
 
 /// DNS rebinding: a page on another name that resolves to this machine

@@ -267,7 +267,8 @@ impl Family {
     /// Arguments main passes to every member, after its own (typically
     /// the program's configuration, so a member reads the same settings
     /// main started with). A member finds them in [`RoleContext::args`],
-    /// and its sandbox builder gets them.
+    /// and its sandbox builder gets them. They travel in argv, which
+    /// every local user can read (`/proc/PID/cmdline`): no secrets here.
     pub fn args(mut self, args: Vec<String>) -> Self {
         self.args = args;
         self
