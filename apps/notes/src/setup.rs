@@ -129,13 +129,6 @@ fn check_data_dir(config: &Config, worker: Option<&Identity>) -> Result<String, 
         }
         Err(e) => Err(format!("{}: {e}", dir.display())),
         Ok(_) => {
-            if rustix::process::geteuid().is_root()
-                && let Some(parent) = dir.parent()
-            {
-                privfork::trusted_path::check_dir(parent, &[]).map_err(|e| {
-                    format!("the data directory's parent is not safe for root to work in: {e}")
-                })?;
-            }
             let fd = open_dir(&dir)?;
             if let Some(w) = worker
                 && rustix::process::geteuid().is_root()
@@ -247,21 +240,17 @@ fn check_owner(
 /// worker's user (`None`: not root, it stays the caller's). An existing
 /// one must be a real directory (not a symlink) owned by that user.
 ///
-/// As root, the parent must be writable by root alone (or sticky, like
-/// `/tmp`): whoever else could write it could swap their own directory in
-/// between the `mkdir` and the `chown`, and get it handed to the worker's
-/// user. The directory is made and opened relative to the parent, opened
-/// once.
+/// The directory is made and opened relative to the parent, opened once,
+/// the last step without following a symlink. Whoever can write the parent
+/// (the user who ran `sudo` in their home, say) could still swap another
+/// directory in between root's `mkdir` and its `open`; so before handing it
+/// to the worker's user, root checks that what it opened is what it made:
+/// a directory of root's, mode 0700, empty.
 fn data_dir(dir: &Path, worker: Option<&Identity>) -> Result<(), String> {
     let (parent, name) = match (dir.parent(), dir.file_name()) {
         (Some(p), Some(n)) => (p, n),
         _ => return Err(format!("{}: not a directory path", dir.display())),
     };
-    if worker.is_some() {
-        privfork::trusted_path::check_dir(parent, &[]).map_err(|e| {
-            format!("the data directory's parent is not safe for root to work in: {e}")
-        })?;
-    }
     let parent_fd = rustix::fs::open(
         parent,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -287,6 +276,7 @@ fn data_dir(dir: &Path, worker: Option<&Identity>) -> Result<(), String> {
         Ok(()) => {
             let fd = open()?;
             if let Some(w) = worker {
+                made_by_us(dir, &fd)?;
                 rustix::fs::fchown(
                     &fd,
                     Some(rustix::process::Uid::from_raw(w.uid())),
@@ -307,5 +297,64 @@ fn data_dir(dir: &Path, worker: Option<&Identity>) -> Result<(), String> {
             }
         }
         Err(e) => Err(format!("creating {}: {e}", dir.display())),
+    }
+}
+
+/// Whether `fd` is the directory root just made: root's, mode 0700 (the
+/// umask may only have taken bits away), with no entry.
+fn made_by_us(dir: &Path, fd: &std::os::fd::OwnedFd) -> Result<(), String> {
+    let swapped = || {
+        format!(
+            "{}: the directory changed between its creation and its opening (someone who \
+             can write its parent swapped it?); not handing it to the worker",
+            dir.display()
+        )
+    };
+    let st = rustix::fs::fstat(fd).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if st.st_uid != 0 || st.st_mode & 0o077 != 0 {
+        return Err(swapped());
+    }
+    let entries = rustix::fs::Dir::read_from(fd).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for e in entries {
+        let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let name = e.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            return Err(swapped());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_roots_own_empty_private_directory_counts_as_made_here() {
+        assert!(rustix::process::geteuid().is_root(), "run as root");
+        let base = std::env::temp_dir().join(format!("notes-made-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir(&base).unwrap();
+        let open = |p: &Path| open_dir(p).unwrap();
+        let fresh = base.join("fresh");
+        std::fs::create_dir(&fresh).unwrap();
+        std::fs::set_permissions(&fresh, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        assert!(made_by_us(&fresh, &open(&fresh)).is_ok());
+        // Someone else's, open to others, or with something in it: swapped.
+        let theirs = base.join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::set_permissions(&theirs, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        std::os::unix::fs::chown(&theirs, Some(4004), Some(4004)).unwrap();
+        assert!(made_by_us(&theirs, &open(&theirs)).is_err());
+        let wide = base.join("wide");
+        std::fs::create_dir(&wide).unwrap();
+        std::fs::set_permissions(&wide, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        assert!(made_by_us(&wide, &open(&wide)).is_err());
+        std::fs::write(fresh.join("planted"), "x").unwrap();
+        assert!(made_by_us(&fresh, &open(&fresh)).is_err());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -433,19 +433,18 @@ fn unsuitable_data_directory_is_refused_at_start() {
     std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let link = dir.path().join("link");
     std::os::unix::fs::symlink(&open, &link).unwrap();
-    // A parent others can write: they could swap in their own directory
-    // between root's mkdir and chown.
-    let shared = dir.path().join("shared");
-    std::fs::create_dir(&shared).unwrap();
-    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let in_shared = shared.join("notes");
+    // A parent that a user owns (as when root runs it in someone's home):
+    // fine, the directory is made there and handed to the worker.
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(4003), Some(4003)).unwrap();
+    let in_home = home.join("notes-data");
     let not_utf8 = dir.path().join(std::ffi::OsStr::from_bytes(b"notes-\xff"));
     let fine = dir.path().join("fine");
     for (data, extra, says) in [
         (&root_owned, &[][..], "belongs to uid 0"),
         (&open, &[][..], "others can reach the notes"),
         (&link, &[][..], "not a directory (or a symlink"),
-        (&in_shared, &[][..], "parent is not safe for root"),
         (&not_utf8, &[][..], "must be valid UTF-8"),
         (&fine, &["--user", "root"][..], "uid 0 is refused"),
         (&fine, &["--render-user", "0"][..], "uid 0 is refused"),
@@ -464,7 +463,11 @@ fn unsuitable_data_directory_is_refused_at_start() {
         n.wait_log(says, 1, 5);
         assert!(!n.log().contains("started"), "{}", n.log());
     }
-    assert!(!in_shared.exists() && !fine.exists() && !not_utf8.exists());
+    assert!(!fine.exists() && !not_utf8.exists());
+    let n = Notes::start_at(&in_home, &[]);
+    assert_eq!(n.call("GET", "/api/notes", None).0, 200);
+    let meta = std::fs::metadata(&in_home).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65534);
 }
 
 /// DNS rebinding: a page on another name that resolves to this machine
