@@ -484,14 +484,27 @@ async fn api_create(State(app): State<Shared>, headers: HeaderMap, body: Body) -
     }
 }
 
+/// Runs a store operation on the blocking pool (the store syncs files);
+/// a failure is logged and becomes "`what` failed".
+async fn on_store<T: Send + 'static>(
+    app: &App,
+    what: &'static str,
+    op: impl FnOnce(&Store) -> std::io::Result<T> + Send + 'static,
+) -> Result<T, String> {
+    let store = Arc::clone(&app.store);
+    match tokio::task::spawn_blocking(move || op(&store)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(internal(what, e)),
+        Err(e) => Err(internal(what, e)),
+    }
+}
+
 /// Stores a note; returns once it is durable (file and directory synced).
 async fn create(app: &App, text: String) -> Result<NoteId, String> {
-    let store = Arc::clone(&app.store);
-    match tokio::task::spawn_blocking(move || store.create(&text)).await {
-        Ok(Ok(note)) => Ok(note.id),
-        Ok(Err(e)) => Err(internal("storing the note", e)),
-        Err(e) => Err(internal("storing the note", e)),
-    }
+    on_store(app, "storing the note", move |s| {
+        s.create(&text).map(|n| n.id)
+    })
+    .await
 }
 
 async fn api_get(State(app): State<Shared>, id: Result<Path<String>, PathRejection>) -> Response {
@@ -499,23 +512,15 @@ async fn api_get(State(app): State<Shared>, id: Result<Path<String>, PathRejecti
         Ok(id) => id,
         Err(m) => return json_error(StatusCode::BAD_REQUEST, m),
     };
-    let store = Arc::clone(&app.store);
-    match tokio::task::spawn_blocking(move || store.get(&id)).await {
-        Ok(Ok(Some(note))) => axum::Json(json!({
+    match on_store(&app, "reading the note", move |s| s.get(&id)).await {
+        Ok(Some(note)) => axum::Json(json!({
             "id": note.id.to_string(),
             "text": note.text,
             "created": time_text(note.created),
         }))
         .into_response(),
-        Ok(Ok(None)) => json_error(StatusCode::NOT_FOUND, "no such note"),
-        Ok(Err(e)) => json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            internal("reading the note", e),
-        ),
-        Err(e) => json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            internal("reading the note", e),
-        ),
+        Ok(None) => json_error(StatusCode::NOT_FOUND, "no such note"),
+        Err(m) => json_error(StatusCode::INTERNAL_SERVER_ERROR, m),
     }
 }
 
@@ -535,12 +540,7 @@ async fn api_delete(
 }
 
 async fn delete(app: &App, id: NoteId) -> Result<bool, String> {
-    let store = Arc::clone(&app.store);
-    match tokio::task::spawn_blocking(move || store.delete(&id)).await {
-        Ok(Ok(found)) => Ok(found),
-        Ok(Err(e)) => Err(internal("deleting the note", e)),
-        Err(e) => Err(internal("deleting the note", e)),
-    }
+    on_store(app, "deleting the note", move |s| s.delete(&id)).await
 }
 
 /// Pagination of the list.
@@ -561,13 +561,8 @@ fn default_limit() -> usize {
 const MAX_LIMIT: usize = 100;
 
 async fn list(app: &App, page: &Page) -> Result<(Vec<crate::store::NoteMeta>, usize), String> {
-    let store = Arc::clone(&app.store);
     let (offset, limit) = (page.offset, page.limit);
-    match tokio::task::spawn_blocking(move || store.list(offset, limit)).await {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(internal("listing notes", e)),
-        Err(e) => Err(internal("listing notes", e)),
-    }
+    on_store(app, "listing notes", move |s| s.list(offset, limit)).await
 }
 
 fn check_page(page: Result<Query<Page>, QueryRejection>) -> Result<Page, String> {
@@ -701,22 +696,10 @@ async fn note_page(State(app): State<Shared>, id: Result<Path<String>, PathRejec
         Ok(id) => id,
         Err(m) => return html_error(StatusCode::BAD_REQUEST, &m),
     };
-    let store = Arc::clone(&app.store);
-    let note = match tokio::task::spawn_blocking(move || store.get(&id)).await {
-        Ok(Ok(Some(n))) => n,
-        Ok(Ok(None)) => return html_error(StatusCode::NOT_FOUND, "There is no such note."),
-        Ok(Err(e)) => {
-            return html_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &internal("reading the note", e),
-            );
-        }
-        Err(e) => {
-            return html_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &internal("reading the note", e),
-            );
-        }
+    let note = match on_store(&app, "reading the note", move |s| s.get(&id)).await {
+        Ok(Some(n)) => n,
+        Ok(None) => return html_error(StatusCode::NOT_FOUND, "There is no such note."),
+        Err(m) => return html_error(StatusCode::INTERNAL_SERVER_ERROR, &m),
     };
     let render = Arc::clone(&app.render);
     let (user, timeout) = (app.config.render_user.clone(), app.config.render_timeout());

@@ -241,14 +241,20 @@ async fn screenshot(c: &Client, name: &str) -> PathBuf {
     path
 }
 
-#[tokio::test]
-async fn a_note_written_in_the_browser_renders_and_is_listed() {
-    let _limit = time_limit!(LIMIT_SECS);
-    require_root();
+/// A chromedriver, the app, and a browser session on a 1024×768 window.
+async fn session() -> (Driver, Notes, Client) {
     let driver = Driver::start();
     let n = Notes::start(&[]);
     let c = driver.browser().await;
     c.set_window_size(1024, 768).await.expect("window size");
+    (driver, n, c)
+}
+
+#[tokio::test]
+async fn a_note_written_in_the_browser_renders_and_is_listed() {
+    let _limit = time_limit!(LIMIT_SECS);
+    require_root();
+    let (_driver, n, c) = session().await;
     let front = format!("{}/", n.base);
 
     c.goto(&front).await.expect("loading the front page");
@@ -285,10 +291,7 @@ async fn a_note_written_in_the_browser_renders_and_is_listed() {
 async fn a_notes_markup_runs_no_script_in_the_browser() {
     let _limit = time_limit!(LIMIT_SECS);
     require_root();
-    let driver = Driver::start();
-    let n = Notes::start(&[]);
-    let c = driver.browser().await;
-    c.set_window_size(1024, 768).await.expect("window size");
+    let (_driver, n, c) = session().await;
 
     c.goto(&format!("{}/", n.base))
         .await
