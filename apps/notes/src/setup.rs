@@ -18,12 +18,6 @@ pub fn prepare(mut config: Config) -> Result<(Config, Vec<ListenSpec>), String> 
     let root = rustix::process::geteuid().is_root();
     let worker = resolve("--user", &config.user)?;
     resolve("--render-user", &config.render_user)?;
-    if config.data.to_str().is_none() {
-        return Err(format!(
-            "--data {}: the path must be valid UTF-8 (it is passed on to the worker as text)",
-            config.data.display()
-        ));
-    }
     let worker = if root {
         worker
     } else {
@@ -33,6 +27,13 @@ pub fn prepare(mut config: Config) -> Result<(Config, Vec<ListenSpec>), String> 
         )?
     };
     config.data = absolute(&config.data)?;
+    // Checked once absolute: the working directory is part of it.
+    if config.data.to_str().is_none() {
+        return Err(format!(
+            "--data {}: the path must be valid UTF-8 (it is passed on to the worker as text)",
+            config.data.display()
+        ));
+    }
     let specs = listen_specs(&config.listen)?;
     if !root {
         // Everything runs as the caller: the only user it can be.

@@ -464,6 +464,18 @@ fn unsuitable_data_directory_is_refused_at_start() {
         assert!(!n.log().contains("started"), "{}", n.log());
     }
     assert!(!fine.exists() && !not_utf8.exists());
+    // The default `--data` (relative) under a working directory whose name
+    // is not UTF-8.
+    let odd_cwd = dir.path().join(std::ffi::OsStr::from_bytes(b"cwd-\xfe"));
+    std::fs::create_dir(&odd_cwd).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_notes"))
+        .args(["--listen", &format!("127.0.0.1:{}", common::free_port())])
+        .current_dir(&odd_cwd)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be valid UTF-8"));
+    assert!(!odd_cwd.join("notes-data").exists());
     let n = Notes::start_at(&in_home, &[]);
     assert_eq!(n.call("GET", "/api/notes", None).0, 200);
     let meta = std::fs::metadata(&in_home).unwrap();

@@ -68,6 +68,8 @@ struct Running {
     stop_by: Option<Instant>,
     /// What it reported about itself when it said ready (cut to size).
     report: Option<MemberReport>,
+    /// Status answers that could not be sent to it.
+    status_failures: u64,
 }
 
 impl Member {
@@ -444,6 +446,7 @@ impl Main<'_> {
             stop_by: None,
             unhandled_app: 0,
             report: None,
+            status_failures: 0,
         });
         Ok(())
     }
@@ -675,7 +678,14 @@ impl Main<'_> {
                                     return;
                                 }
                                 Err(e) => {
-                                    self.log.log(&format!("{tag}: status answer: {e}"));
+                                    // Once per run: a member asking in a
+                                    // loop must not fill main's log.
+                                    r.status_failures += 1;
+                                    if r.status_failures == 1 {
+                                        self.log.log(&format!(
+                                            "{tag}: status answer: {e} (further failures not logged)"
+                                        ));
+                                    }
                                 }
                             }
                             continue;
