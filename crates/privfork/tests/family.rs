@@ -70,6 +70,11 @@ const STATUSER: Role = Role {
     ..Role::new("statuser", statuser)
 };
 const NOSY: Role = Role::new("nosy", nosy);
+const SLOWREADY: Role = Role {
+    peers: &["dier"],
+    ..Role::new("slowready", slow_ready)
+};
+const DIER: Role = Role::new("dier", dier);
 const LATE: Role = Role {
     status: true,
     ..Role::new("late", late)
@@ -78,7 +83,7 @@ const LATE: Role = Role {
 /// Every role, for members to find theirs in.
 static ALL: &[Role] = &[
     WORKER, CRASHER, ROGUE, SPINNER, FLOODER, QUITTER, LINKER, DEAF, PING, PONG, CHATTER, STATUSER,
-    NOSY, LATE,
+    NOSY, LATE, SLOWREADY, DIER,
 ];
 static BASIC: &[Role] = &[WORKER];
 static CRASHY: &[Role] = &[WORKER, CRASHER];
@@ -92,6 +97,7 @@ static CHATTY: &[Role] = &[WORKER, CHATTER];
 static STATUSY: &[Role] = &[WORKER, STATUSER];
 static NOSEY: &[Role] = &[WORKER, NOSY];
 static LATECOMER: &[Role] = &[WORKER, LATE];
+static CROSSING: &[Role] = &[SLOWREADY, DIER];
 
 fn main() {
     Family::new(ALL).dispatch();
@@ -166,6 +172,10 @@ fn main() {
             (
                 "a_late_status_answer_is_not_taken_for_the_next",
                 a_late_status_answer_is_not_taken_for_the_next,
+            ),
+            (
+                "ready_crossing_a_stop_is_not_a_protocol_break",
+                ready_crossing_a_stop_is_not_a_protocol_break,
             ),
         ],
         &[("family_main", family_main)],
@@ -347,6 +357,26 @@ fn late(mut cx: RoleContext) -> i32 {
     }
 }
 
+/// Takes a second to get ready (its peer has died meanwhile, so main has
+/// told it to stop before it said Ready), then stops when told.
+fn slow_ready(mut cx: RoleContext) -> i32 {
+    std::thread::sleep(Duration::from_millis(1000));
+    cx.ready().unwrap();
+    loop {
+        if cx.poll_stop().is_some() {
+            cx.stopped();
+            return 0;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Exits after 200 ms, taking its peer with it.
+fn dier(_: RoleContext) -> i32 {
+    std::thread::sleep(Duration::from_millis(200));
+    0
+}
+
 /// Says ready, then asks for the status its row does not allow.
 fn nosy(mut cx: RoleContext) -> i32 {
     cx.ready().unwrap();
@@ -446,6 +476,7 @@ fn family_main() {
         Ok("status") => STATUSY,
         Ok("nosy") => NOSEY,
         Ok("late") => LATECOMER,
+        Ok("crossing") => CROSSING,
         _ => BASIC,
     };
     let mut family = Family::new(roles).stop_timeout(Duration::from_secs(5));
@@ -1207,4 +1238,16 @@ fn a_late_status_answer_is_not_taken_for_the_next() {
     let ms: u64 = line.rsplit('=').next().unwrap().trim().parse().unwrap();
     // The unread answer was made at once; the right one after 600 ms.
     assert!(ms >= 600, "stale answer: {line}");
+}
+
+fn ready_crossing_a_stop_is_not_a_protocol_break() {
+    require_root();
+    let main = Main::start("crossing");
+    // Its peer died while it was starting: told to stop, it says Ready
+    // (crossing the Stop), then Stopped, and exits on its own.
+    main.wait_log(&["[slowready:0", "] ready"], 1, 20);
+    main.wait_log(&["[slowready:0", "exited with status 0"], 1, 20);
+    let log = main.log();
+    assert!(!log.contains("broke the protocol"), "{log}");
+    assert!(!log.contains("did not stop in time"), "{log}");
 }

@@ -634,7 +634,12 @@ impl Main<'_> {
                 Ok(Some(msg)) => {
                     match msg.msg {
                         ToMain::Ready(report) => {
-                            r.state = ChildState::Running;
+                            // Stopping already: its Ready crossed our Stop
+                            // (it stays stopping; Ready is not accepted
+                            // again once the kinds are reset below).
+                            if r.state == ChildState::Starting {
+                                r.state = ChildState::Running;
+                            }
                             r.ready_by = None;
                             r.report = Some(report.bounded());
                             self.status_cache = None;
@@ -894,11 +899,14 @@ fn stop_member(r: &mut Running, allowed: Allowed, timeout: Duration) {
     if matches!(r.state, ChildState::Stopping | ChildState::Stopped) {
         return;
     }
-    // From now on it may say `Stopped` (once).
-    r.channel.set_accepting(
-        protocol::state_name(ChildState::Stopping),
-        protocol::accepted(ChildState::Stopping, allowed),
-    );
+    // From now on it may say `Stopped` (once); one stopped before it said
+    // `Ready` may still say that (once): its Ready and our Stop crossed.
+    let mut kinds = protocol::accepted(ChildState::Stopping, allowed).to_vec();
+    if r.state == ChildState::Starting {
+        kinds.push(protocol::ToMainKind::Ready);
+    }
+    r.channel
+        .set_accepting(protocol::state_name(ChildState::Stopping), &kinds);
     // A member that cannot be told (its channel is full or gone) is
     // killed; one that is told has the deadline to finish.
     let deadline_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
