@@ -329,13 +329,7 @@ fn statuser(mut cx: RoleContext) -> i32 {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    loop {
-        if cx.poll_stop().is_some() {
-            cx.stopped();
-            return 0;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    until_stopped(cx)
 }
 
 /// Leaves one status answer unread (a query that timed out), waits, then
@@ -348,13 +342,7 @@ fn late(mut cx: RoleContext) -> i32 {
     let s = cx.family_status(Duration::from_secs(5)).unwrap();
     let me = s.members.iter().find(|m| m.role == "late").unwrap();
     eprintln!("LATE uptime_ms={}", me.uptime_ms);
-    loop {
-        if cx.poll_stop().is_some() {
-            cx.stopped();
-            return 0;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    until_stopped(cx)
 }
 
 /// Takes a second to get ready (its peer has died meanwhile, so main has
@@ -362,18 +350,21 @@ fn late(mut cx: RoleContext) -> i32 {
 fn slow_ready(mut cx: RoleContext) -> i32 {
     std::thread::sleep(Duration::from_millis(1000));
     cx.ready().unwrap();
-    loop {
-        if cx.poll_stop().is_some() {
-            cx.stopped();
-            return 0;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until_stopped(cx)
 }
 
 /// Exits after 200 ms, taking its peer with it.
 fn dier(_: RoleContext) -> i32 {
     std::thread::sleep(Duration::from_millis(200));
+    0
+}
+
+/// Waits until main says stop, says stopped; the exit code.
+fn until_stopped(mut cx: RoleContext) -> i32 {
+    while cx.poll_stop().is_none() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cx.stopped();
     0
 }
 
