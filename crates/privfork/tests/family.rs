@@ -177,6 +177,10 @@ fn main() {
                 "ready_crossing_a_stop_is_not_a_protocol_break",
                 ready_crossing_a_stop_is_not_a_protocol_break,
             ),
+            (
+                "a_second_ready_after_a_crossing_breaks_the_protocol",
+                a_second_ready_after_a_crossing_breaks_the_protocol,
+            ),
         ],
         &[("family_main", family_main)],
     )
@@ -349,7 +353,16 @@ fn late(mut cx: RoleContext) -> i32 {
 /// told it to stop before it said Ready), then stops when told.
 fn slow_ready(mut cx: RoleContext) -> i32 {
     std::thread::sleep(Duration::from_millis(1000));
+    // Whether the Stop came first (it is kept for `until_stopped`).
+    let crossed = cx.poll_stop().is_some();
+    eprintln!("CROSSED {crossed}");
     cx.ready().unwrap();
+    if cx.args().iter().any(|a| a == "ready-twice") {
+        // A second Ready is never accepted, crossing or not.
+        cx.ready().unwrap();
+    }
+    // Main reads the Ready before it sees this process exit.
+    std::thread::sleep(Duration::from_millis(300));
     until_stopped(cx)
 }
 
@@ -471,6 +484,10 @@ fn family_main() {
         _ => BASIC,
     };
     let mut family = Family::new(roles).stop_timeout(Duration::from_secs(5));
+    if std::env::var_os("PF_READY_TWICE").is_some() {
+        // Members start with an empty environment: tell them in argv.
+        family = family.args(vec!["ready-twice".into()]);
+    }
     if std::ptr::eq(roles, STATUSY) {
         let user = std::env::var("PF_STATUS_USER").unwrap_or_else(|_| "4001".into());
         family = family
@@ -1235,10 +1252,27 @@ fn ready_crossing_a_stop_is_not_a_protocol_break() {
     require_root();
     let main = Main::start("crossing");
     // Its peer died while it was starting: told to stop, it says Ready
-    // (crossing the Stop), then Stopped, and exits on its own.
-    main.wait_log(&["[slowready:0", "] ready"], 1, 20);
-    main.wait_log(&["[slowready:0", "exited with status 0"], 1, 20);
+    // (crossing the Stop), then Stopped, and exits on its own — the same
+    // process, seen through each step.
+    let crossed = main
+        .wait_log(&["[slowready:0", "CROSSED true"], 1, 20)
+        .remove(0);
+    let tag = crossed.split(']').next().unwrap().to_owned() + "]";
+    main.wait_log(&[&tag, "] ready"], 1, 10);
+    main.wait_log(&[&tag, "exited with status 0"], 1, 10);
     let log = main.log();
     assert!(!log.contains("broke the protocol"), "{log}");
     assert!(!log.contains("did not stop in time"), "{log}");
+}
+
+fn a_second_ready_after_a_crossing_breaks_the_protocol() {
+    require_root();
+    let main = Main::start_with("crossing", |c| {
+        c.env("PF_READY_TWICE", "1");
+    });
+    let crossed = main
+        .wait_log(&["[slowready:0", "CROSSED true"], 1, 20)
+        .remove(0);
+    let tag = crossed.split(']').next().unwrap().to_owned() + "]";
+    main.wait_log(&[&tag, "broke the protocol"], 1, 10);
 }

@@ -2,9 +2,10 @@
 //!
 //! Every byte from a child is hostile to main: the frames have a size
 //! limit ([`LIMITS`]), and main accepts in each state of a child only the
-//! kinds of that state ([`accepted`]) — a one-shot kind (`Ready`,
-//! `Stopped`) is accepted once; anything else closes the channel, and the
-//! child is killed and restarted.
+//! kinds of that state ([`accepted`]; right after a stop,
+//! [`accepted_on_stop`]) — a one-shot kind (`Ready`, `Stopped`) is
+//! accepted once; anything else closes the channel, and the child is
+//! killed and restarted.
 
 use super::status::{FamilyStatus, MemberReport};
 use crate::ipc::{Bytes, Limits};
@@ -48,6 +49,19 @@ pub const LIMITS: Limits = Limits {
     max_payload: 64 << 10,
     max_fds: 0,
 };
+
+/// The kinds main accepts from a child it has just told to stop, coming
+/// from state `from`: the stopping state's, plus `Ready` once if it had
+/// not said it yet (its Ready and main's Stop can cross on the channel).
+/// After any message main resets the kinds to [`accepted`]`(Stopping)`,
+/// which has no `Ready`: it stays one-shot.
+pub fn accepted_on_stop(from: ChildState, allowed: Allowed) -> Vec<ToMainKind> {
+    let mut kinds = accepted(ChildState::Stopping, allowed).to_vec();
+    if from == ChildState::Starting {
+        kinds.push(ToMainKind::Ready);
+    }
+    kinds
+}
 
 /// Where a child is in its life, as main sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,5 +146,11 @@ mod tests {
             assert!(accepted(s, all).contains(&StatusQuery), "{s:?}");
         }
         assert!(!accepted(ChildState::Starting, all).contains(&StatusQuery));
+        // Stopped before it said Ready: it may still say it (the messages
+        // crossed); stopped after: never again.
+        assert!(accepted_on_stop(ChildState::Starting, none).contains(&Ready));
+        assert!(accepted_on_stop(ChildState::Starting, none).contains(&Stopped));
+        assert!(!accepted_on_stop(ChildState::Running, all).contains(&Ready));
+        assert!(!accepted(ChildState::Stopping, all).contains(&Ready));
     }
 }

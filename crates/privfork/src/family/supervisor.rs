@@ -901,12 +901,10 @@ fn stop_member(r: &mut Running, allowed: Allowed, timeout: Duration) {
     }
     // From now on it may say `Stopped` (once); one stopped before it said
     // `Ready` may still say that (once): its Ready and our Stop crossed.
-    let mut kinds = protocol::accepted(ChildState::Stopping, allowed).to_vec();
-    if r.state == ChildState::Starting {
-        kinds.push(protocol::ToMainKind::Ready);
-    }
-    r.channel
-        .set_accepting(protocol::state_name(ChildState::Stopping), &kinds);
+    r.channel.set_accepting(
+        protocol::state_name(ChildState::Stopping),
+        &protocol::accepted_on_stop(r.state, allowed),
+    );
     // A member that cannot be told (its channel is full or gone) is
     // killed; one that is told has the deadline to finish.
     let deadline_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
