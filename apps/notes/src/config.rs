@@ -47,6 +47,12 @@ pub struct Config {
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(1024..=(64 << 20)))]
     pub render_max: u64,
 
+    /// Address space each render child may use, in MiB (RLIMIT_AS; the
+    /// helper's own mappings count too). A note that makes the renderer
+    /// allocate past it ends that child alone.
+    #[arg(long, value_name = "MIB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(64..=65_536))]
+    pub render_max_memory: u64,
+
     /// Largest request body, in bytes (a note's JSON or form).
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1024..=(16 << 20)))]
     pub max_body: u64,
@@ -107,6 +113,7 @@ impl Config {
         a.push(format!("--render-user={}", self.render_user));
         a.push(format!("--render-timeout-ms={}", self.render_timeout_ms));
         a.push(format!("--render-max={}", self.render_max));
+        a.push(format!("--render-max-memory={}", self.render_max_memory));
         a.push(format!("--max-body={}", self.max_body));
         a.push(format!("--max-connections={}", self.max_connections));
         a.push(format!("--read-timeout={}", self.read_timeout));

@@ -95,6 +95,7 @@ fn render_helper(mut cx: RoleContext) -> i32 {
         .register_fn(RENDER, render_note)
         .max_timeout(config.render_timeout())
         .max_result(usize::try_from(config.render_max).unwrap_or(usize::MAX))
+        .max_memory(config.render_max_memory << 20)
         .max_args(usize::try_from(config.max_body).unwrap_or(usize::MAX) + 64)
         .allow_sandboxed(RENDER.name(), &config.render_user, &sandbox)
     {
@@ -105,8 +106,8 @@ fn render_helper(mut cx: RoleContext) -> i32 {
         }
     };
     cx.set_detail(format!(
-        "each render: a fresh child as {} under \"{RENDER_PROMISES}\", killed after {} ms",
-        config.render_user, config.render_timeout_ms
+        "each render: a fresh child as {} under \"{RENDER_PROMISES}\", killed after {} ms, at most {} MiB",
+        config.render_user, config.render_timeout_ms, config.render_max_memory
     ));
     if cx.ready().is_err() {
         return 1;

@@ -739,7 +739,11 @@ fn render_failure(e: &ForkServerError, config: &Config) -> (StatusCode, String) 
         ),
         ForkServerError::ForkAs(ForkAsError::Signaled { name, .. }) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("The renderer crashed on this note ({name})."),
+            format!(
+                "The renderer crashed on this note ({name}; SIGABRT is usually its memory \
+                 limit of {} MiB), so the renderer was stopped.",
+                config.render_max_memory
+            ),
         ),
         ForkServerError::ForkAs(ForkAsError::Panicked { .. }) => (
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -154,6 +154,18 @@ fn render_child_is_nobody_under_seccomp_and_dies_at_its_deadline() {
         status_field(child, "CapEff").as_deref(),
         Some("0000000000000000")
     );
+    // Its address space is capped (512 MiB by default), soft and hard.
+    let limits = std::fs::read_to_string(format!("/proc/{child}/limits")).unwrap_or_default();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))
+        .unwrap_or_else(|| panic!("{limits}"));
+    let cap = (512u64 << 20).to_string();
+    assert_eq!(
+        line.split_whitespace().filter(|w| *w == cap).count(),
+        2,
+        "{line}"
+    );
     let (status, body) = page.join().unwrap();
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("longer than 500 ms"), "{body}");

@@ -20,6 +20,10 @@ fn main() {
         &[
             ("round_trip_of_several_types", round_trip_of_several_types),
             (
+                "max_memory_caps_the_child_alone",
+                max_memory_caps_the_child_alone,
+            ),
+            (
                 "child_ids_groups_caps_are_as_asked",
                 child_ids_groups_caps_are_as_asked,
             ),
@@ -302,6 +306,44 @@ fn panic_gives_its_message() {
         other => panic!("expected Panicked, got {other:?}"),
     }
     assert!(err.to_string().contains("boom at step 42"), "{err}");
+    assert_no_children();
+}
+
+/// A child over its address-space cap dies alone (the allocation fails,
+/// Rust aborts); the cap is the child's only, and a call within it runs.
+fn max_memory_caps_the_child_alone() {
+    require_root();
+    let cap: u64 = 256 << 20;
+    // Within the cap: its own limit is what was asked, soft and hard.
+    let (soft, hard) = nobody()
+        .max_memory(cap)
+        .run(|| {
+            let l = rustix::process::getrlimit(rustix::process::Resource::As);
+            (l.current, l.maximum)
+        })
+        .unwrap();
+    assert_eq!((soft, hard), (Some(cap), Some(cap)));
+    // Over it: 1 GiB, touched.
+    let err = nobody()
+        .max_memory(cap)
+        .run(|| {
+            let v = vec![1u8; 1 << 30];
+            v.iter().map(|&b| u64::from(b)).sum::<u64>()
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ForkAsError::Signaled {
+                signal: libc::SIGABRT,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The caller's own limit is untouched.
+    let mine = rustix::process::getrlimit(rustix::process::Resource::As);
+    assert_ne!(mine.current, Some(cap));
     assert_no_children();
 }
 

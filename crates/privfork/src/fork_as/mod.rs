@@ -330,6 +330,8 @@ pub struct ForkAs {
     stdio: Stdio,
     no_new_privs: bool,
     sandbox: Option<Arc<PreparedSandbox>>,
+    /// `RLIMIT_AS` of the child, if set.
+    max_memory: Option<u64>,
 }
 
 /// Runs `f` as `user` (a name or numeric uid) with the default limits.
@@ -359,6 +361,7 @@ impl ForkAs {
             stdio: Stdio::Null,
             no_new_privs: true,
             sandbox: None,
+            max_memory: None,
         }
     }
 
@@ -381,6 +384,18 @@ impl ForkAs {
     /// Sets the limit on the encoded result in bytes (default 16 MiB).
     pub fn max_result(mut self, bytes: usize) -> Self {
         self.max_result = bytes;
+        self
+    }
+
+    /// Caps the child's address space (`RLIMIT_AS`, set in the child
+    /// before the drop; default: the caller's limit). The child starts as
+    /// a copy of the caller, whose mappings count too: leave room for
+    /// them. An allocation over the cap fails, which Rust's allocator
+    /// turns into an abort: the call fails with
+    /// [`ForkAsError::Signaled`] (SIGABRT) instead of the machine running
+    /// out of memory.
+    pub fn max_memory(mut self, bytes: u64) -> Self {
+        self.max_memory = Some(bytes);
         self
     }
 
@@ -1098,6 +1113,9 @@ where
     //    personality, limits, not dumpable, bounding set, the verified
     //    drop, the death signal, capabilities, no_new_privs, the sandbox.
     let keep = [pipe.as_raw_fd(), fds.skip];
+    let memory = call
+        .max_memory
+        .map(|bytes| (rustix::process::Resource::As, bytes));
     let setup = Setup {
         parent: Some(parent),
         fds: Fds::Null {
@@ -1112,6 +1130,7 @@ where
         identity: Some((&call.identity, &call.drop)),
         no_new_privs: call.no_new_privs,
         sandbox: call.sandbox.as_deref(),
+        rlimits: memory.as_slice(),
         ..Setup::default()
     };
     match setup.run(Some(token)) {

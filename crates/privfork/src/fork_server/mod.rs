@@ -235,6 +235,7 @@ pub struct ForkServerBuilder {
     max_result: usize,
     max_args: usize,
     max_children: u32,
+    pub(crate) max_memory: Option<u64>,
 }
 
 impl fmt::Debug for ForkServerBuilder {
@@ -246,6 +247,7 @@ impl fmt::Debug for ForkServerBuilder {
             .field("max_result", &self.max_result)
             .field("max_args", &self.max_args)
             .field("max_children", &self.max_children)
+            .field("max_memory", &self.max_memory)
             .finish()
     }
 }
@@ -260,6 +262,7 @@ impl Default for ForkServerBuilder {
             max_result: DEFAULT_MAX_RESULT,
             max_args: DEFAULT_MAX_ARGS,
             max_children: DEFAULT_MAX_CHILDREN,
+            max_memory: None,
         }
     }
 }
@@ -431,6 +434,14 @@ impl ForkServerBuilder {
     /// answered [`ForkServerError::Busy`].
     pub fn max_children(mut self, n: u32) -> Self {
         self.max_children = n.max(1);
+        self
+    }
+
+    /// Caps each child's address space (`RLIMIT_AS`; see
+    /// [`ForkAs::max_memory`](crate::ForkAs::max_memory)): a function that allocates without bound
+    /// dies alone (SIGABRT) instead of taking the machine's memory.
+    pub fn max_memory(mut self, bytes: u64) -> Self {
+        self.max_memory = Some(bytes);
         self
     }
 

@@ -245,6 +245,9 @@ impl Server {
                 if let Some(sandbox) = &allowed.sandbox {
                     call = call.prepared_sandbox(Arc::clone(sandbox));
                 }
+                if let Some(bytes) = self.config.max_memory {
+                    call = call.max_memory(bytes);
+                }
                 self.stats.forks += 1;
                 match call.spawn(|| f(&args.0)) {
                     Ok(pending) => {
