@@ -741,7 +741,7 @@ fn render_failure(e: &ForkServerError, config: &Config) -> (StatusCode, String) 
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
                 "The renderer crashed on this note ({name}; SIGABRT is usually its memory \
-                 limit of {} MiB), so the renderer was stopped.",
+                 limit of {} MiB), so rendering failed.",
                 config.render_max_memory
             ),
         ),

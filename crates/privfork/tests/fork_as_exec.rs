@@ -35,6 +35,18 @@ fn functions() -> Functions {
         .register("scan", |needles: Needles| scan_self(&needles))
         .register("panic", |(): ()| -> u8 { panic!("exec boom {}", 7) })
         .register("abort", |(): ()| -> u8 { std::process::abort() })
+        .register("aslimit", |(): ()| {
+            let l = rustix::process::getrlimit(rustix::process::Resource::As);
+            // Raising it back must fail (the hard limit was lowered).
+            let raised = rustix::process::setrlimit(
+                rustix::process::Resource::As,
+                rustix::process::Rlimit {
+                    current: None,
+                    maximum: None,
+                },
+            );
+            (l.current, l.maximum, raised.is_ok())
+        })
         .register("sleep", |secs: u64| {
             std::thread::sleep(Duration::from_secs(secs));
             0u8
@@ -74,6 +86,10 @@ fn main() {
             ),
             ("panic_gives_its_message", panic_gives_its_message),
             ("abort_gives_sigabrt", abort_gives_sigabrt),
+            (
+                "max_memory_reaches_the_exec_child",
+                max_memory_reaches_the_exec_child,
+            ),
             (
                 "slow_function_times_out_and_is_reaped",
                 slow_function_times_out_and_is_reaped,
@@ -414,6 +430,19 @@ fn abort_gives_sigabrt() {
         ),
         "{err:?}"
     );
+    assert_no_children();
+}
+
+/// The address-space cap set on the call is the exec child's, soft and
+/// hard, and it cannot raise it back.
+fn max_memory_reaches_the_exec_child() {
+    require_root();
+    let cap: u64 = 256 << 20;
+    let got: (Option<u64>, Option<u64>, bool) = nobody()
+        .max_memory(cap)
+        .run_exec(exe(), "aslimit", &())
+        .unwrap();
+    assert_eq!(got, (Some(cap), Some(cap), false));
     assert_no_children();
 }
 

@@ -10,7 +10,8 @@
 //! `/dev/null` (unless [`Stdio::Inherit`]) and no other fd. Over the socket
 //! it sends one request — the function's name, its encoded argument, the
 //! caller's pid, the numeric uid, gid and groups to drop to, the drop and
-//! `no_new_privs` options, the environment to set and the result limit —
+//! `no_new_privs` options, the environment to set, the result limit and
+//! the address-space cap —
 //! and reads back the same result frame as a forked child's, under the same
 //! deadline (watching the child's pidfd), so every [`ForkAsError`] means
 //! what it means for [`ForkAs::run`].
@@ -83,6 +84,8 @@ struct Request {
     env: Option<Vec<(Vec<u8>, Vec<u8>)>>,
     stdio_null: bool,
     max_result: u64,
+    /// `RLIMIT_AS` to set (only ever lowered: a forged value gains nothing).
+    max_memory: Option<u64>,
 }
 
 /// Why an exec-mode child refused a request before running anything (the
@@ -240,6 +243,7 @@ impl ForkAs {
             env,
             stdio_null: self.stdio == Stdio::Null,
             max_result: self.max_result as u64,
+            max_memory: self.max_memory,
         }
     }
 }
@@ -427,6 +431,9 @@ fn call_of(request: &Request) -> Result<ForkAs, String> {
         } else {
             Stdio::Inherit
         });
+    if let Some(bytes) = request.max_memory {
+        call = call.max_memory(bytes);
+    }
     if let Some(vars) = &request.env {
         let mut set = Vec::with_capacity(vars.len());
         for (k, v) in vars {

@@ -110,7 +110,8 @@
 //! unix socket at fd [`CHANNEL_FD`], stdio on `/dev/null` (unless
 //! [`Stdio::Inherit`]), no other fd. The request (function name, encoded
 //! argument, the caller's pid, the numeric uid, gid and groups, the drop
-//! and `no_new_privs` options, the environment, the result limit) goes down
+//! and `no_new_privs` options, the environment, the result limit, the
+//! address-space cap) goes down
 //! the socket, and the same result frame as a forked child's comes back,
 //! read under the same deadline while the child's pidfd is watched: every
 //! [`ForkAsError`] means what it means for [`ForkAs::run`]. The program

@@ -235,7 +235,7 @@ pub struct ForkServerBuilder {
     max_result: usize,
     max_args: usize,
     max_children: u32,
-    pub(crate) max_memory: Option<u64>,
+    max_memory: Option<u64>,
 }
 
 impl fmt::Debug for ForkServerBuilder {
