@@ -169,6 +169,16 @@ impl Exe {
         Ok(Exe { fd, path })
     }
 
+    /// An fd that pins a binary already (a smooth restart's state record
+    /// hands the running generation's over), with the path it was pinned
+    /// at.
+    pub(crate) fn from_fd(fd: OwnedFd, path: impl Into<PathBuf>) -> Exe {
+        Exe {
+            fd,
+            path: path.into(),
+        }
+    }
+
     /// Where the binary was when it was pinned.
     pub fn path(&self) -> &Path {
         &self.path

@@ -198,10 +198,14 @@ pub(crate) fn capture_inner() {
 }
 
 /// [`capture_inner`] only when this process was started with fds to adopt:
-/// a role in argv, or systemd's socket activation. Otherwise inherited fds
+/// a role in argv, systemd's socket activation, or a smooth restart's exec
+/// in place (its state record names what to adopt). Otherwise inherited fds
 /// are left as they are (a make jobserver's, say, stays inheritable).
 pub(crate) fn capture_if_started_with_fds() {
-    if crate::exe::role().is_some() || std::env::var_os("LISTEN_FDS").is_some() {
+    if crate::exe::role().is_some()
+        || std::env::var_os("LISTEN_FDS").is_some()
+        || std::env::var_os(crate::family::STATE_ENV).is_some()
+    {
         capture_now();
     }
 }

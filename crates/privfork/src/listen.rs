@@ -498,9 +498,23 @@ impl Listeners {
     /// An fd that is not open, did not come through exec, or is not a
     /// listening TCP or unix stream socket; duplicate names.
     pub fn adopt(first: RawFd, names: &[String]) -> Result<Self, ListenError> {
+        let numbered: Vec<(String, RawFd)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let fd = first + RawFd::try_from(i).unwrap_or(RawFd::MAX - first);
+                (name.clone(), fd)
+            })
+            .collect();
+        Self::adopt_numbered(&numbered)
+    }
+
+    /// As [`Listeners::adopt`], for listeners at the fd numbers given
+    /// with their names (a smooth restart's state record names them).
+    pub(crate) fn adopt_numbered(list: &[(String, RawFd)]) -> Result<Self, ListenError> {
         let mut out = Self::default();
-        for (i, name) in names.iter().enumerate() {
-            let fd = first + RawFd::try_from(i).unwrap_or(RawFd::MAX - first);
+        for (name, fd) in list {
+            let fd = *fd;
             let err = |source| ListenError::Inherited {
                 name: name.clone(),
                 fd,

@@ -37,6 +37,48 @@ pub struct RoleContext {
     /// The request id of the last status query (answers to earlier,
     /// abandoned ones are dropped).
     query: u64,
+    /// The generation it belongs to (1, then one more per restart).
+    generation: u64,
+    /// The stop came as a restart's drain (a new generation serves).
+    draining: bool,
+    /// Main's channel broke: main is gone.
+    orphaned: bool,
+    /// Connections handed over by the previous generation, not taken yet.
+    handed: std::collections::VecDeque<HandedOver>,
+}
+
+/// A connection the previous generation handed over
+/// ([`RoleContext::take_connection`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct HandedOver {
+    /// The connected stream socket (TCP or unix), close-on-exec.
+    pub socket: OwnedFd,
+    /// What the previous owner had read from it but not answered: the
+    /// start of the next request. Read these before the socket's own.
+    pub buffered: Vec<u8>,
+}
+
+/// Why [`RoleContext::hand_over`] did not send a connection (the caller
+/// still owns the decision: close it).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandoverError {
+    /// Only while draining for a restart (a plain stop has nobody to take
+    /// the connection).
+    #[error("not draining for a restart: nobody takes the connection")]
+    NotDraining,
+    /// More buffered bytes than one frame carries.
+    #[error("{len} buffered bytes, more than the {max} a handover carries")]
+    TooManyBytes {
+        /// The bytes given.
+        len: usize,
+        /// [`protocol::MAX_HANDOVER_BYTES`].
+        max: usize,
+    },
+    /// The channel to main broke.
+    #[error("sending the connection to main: {0}")]
+    Send(#[from] SendError),
 }
 
 /// Why [`RoleContext::family_status`] has no answer.
@@ -137,9 +179,7 @@ impl RoleContext {
                     // A late answer to a query that timed out is not this
                     // one's.
                     ToChild::Status(s) if m.request_id == self.query => return Ok(s),
-                    ToChild::Status(_) => {}
-                    ToChild::Stop(ms) => self.stop = Some(Duration::from_millis(ms)),
-                    ToChild::App(_) => {}
+                    other => self.keep(other, m.fds),
                 }
             }
             let now = Instant::now();
@@ -160,25 +200,100 @@ impl RoleContext {
     /// Reads what main said, without blocking: `Some(deadline)` once main
     /// asks the member to stop (finish in-flight work within the deadline,
     /// then call [`RoleContext::stopped`] and return); also `Some` (zero)
-    /// when main is gone.
+    /// when main is gone. After a restart's stop,
+    /// [`RoleContext::is_draining`] is true.
     pub fn poll_stop(&mut self) -> Option<Duration> {
-        if let Some(d) = self.stop {
-            return Some(d);
+        self.read_main();
+        if self.orphaned {
+            return Some(Duration::ZERO);
         }
-        loop {
+        self.stop
+    }
+
+    /// Whether the stop main sent is a restart's drain: a new generation
+    /// accepts on the same listeners, and takes idle connections
+    /// ([`RoleContext::hand_over`]). False for a plain stop (the family
+    /// stops: idle connections are closed).
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// The generation this member belongs to: 1 at first, one more per
+    /// smooth restart.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// A connection the previous generation handed over, if one came (it
+    /// reads what main sent, without blocking; a stop read meanwhile is
+    /// kept for [`RoleContext::poll_stop`]). Serve it as if accepted,
+    /// reading [`HandedOver::buffered`] first.
+    pub fn take_connection(&mut self) -> Option<HandedOver> {
+        if self.handed.is_empty() {
+            self.read_main();
+        }
+        self.handed.pop_front()
+    }
+
+    /// Hands idle connection `socket` to the next generation, with the
+    /// bytes read from it but not answered (at most
+    /// [`protocol::MAX_HANDOVER_BYTES`]). Only while draining
+    /// ([`RoleContext::is_draining`]), and only for a role whose row sets
+    /// `handover` (main closes the channel of any other).
+    ///
+    /// # Errors
+    ///
+    /// [`HandoverError`]: not draining, too many bytes, or the channel
+    /// broke; the socket is closed then (the caller keeps nothing).
+    pub fn hand_over(&mut self, socket: OwnedFd, buffered: &[u8]) -> Result<(), HandoverError> {
+        if !self.draining {
+            return Err(HandoverError::NotDraining);
+        }
+        if buffered.len() > protocol::MAX_HANDOVER_BYTES {
+            return Err(HandoverError::TooManyBytes {
+                len: buffered.len(),
+                max: protocol::MAX_HANDOVER_BYTES,
+            });
+        }
+        let msg = ToMain::Handover(crate::ipc::Bytes(buffered.to_vec()));
+        Ok(self.channel.send_fds(&msg, vec![socket])?)
+    }
+
+    /// Reads every message main has sent so far, without blocking.
+    fn read_main(&mut self) {
+        while !self.orphaned {
             match self.channel.try_recv() {
-                Ok(Some(m)) => match m.msg {
-                    ToChild::Stop(deadline_ms) => {
-                        let d = Duration::from_millis(deadline_ms);
-                        self.stop = Some(d);
-                        return Some(d);
-                    }
-                    // An answer nobody waits for any more.
-                    ToChild::App(_) | ToChild::Status(_) => continue,
-                },
-                Ok(None) => return None,
-                Err(_) => return Some(Duration::ZERO),
+                Ok(Some(m)) => self.keep(m.msg, m.fds),
+                Ok(None) => return,
+                Err(_) => self.orphaned = true,
             }
+        }
+    }
+
+    /// Keeps what a message from main asks for later.
+    fn keep(&mut self, msg: ToChild, mut fds: Vec<OwnedFd>) {
+        match msg {
+            ToChild::Stop(ms) => {
+                self.stop.get_or_insert(Duration::from_millis(ms));
+            }
+            ToChild::Drain(ms) => {
+                if self.stop.is_none() {
+                    self.draining = true;
+                    self.stop = Some(Duration::from_millis(ms));
+                }
+            }
+            ToChild::Connection(bytes) => {
+                // The kind declares one fd: the channel checked it came.
+                if let Some(socket) = fds.pop() {
+                    self.handed.push_back(HandedOver {
+                        socket,
+                        buffered: bytes.0,
+                    });
+                }
+            }
+            // An answer nobody waits for any more; no application
+            // handler here.
+            ToChild::App(_) | ToChild::Status(_) => {}
         }
     }
 
@@ -202,6 +317,7 @@ struct Args {
     peers: Vec<String>,
     /// The user main chose instead of the row's.
     user: Option<String>,
+    generation: u64,
     /// The program's arguments, after `--`.
     rest: Vec<String>,
 }
@@ -243,6 +359,12 @@ fn parse_args() -> Result<Args, String> {
         listeners: list(value("--privfork-listeners")?),
         peers: list(value("--privfork-peers")?),
         user: value("--privfork-user").ok().map(str::to_owned),
+        generation: match value("--privfork-generation") {
+            Ok(g) => g
+                .parse()
+                .map_err(|_| "bad --privfork-generation".to_owned())?,
+            Err(_) => 1,
+        },
         rest,
     })
 }
@@ -379,6 +501,10 @@ fn setup(roles: &'static [Role]) -> Result<(&'static Role, RoleContext), String>
             args: args.rest,
             stop: None,
             query: 0,
+            generation: args.generation,
+            draining: false,
+            orphaned: false,
+            handed: std::collections::VecDeque::new(),
         },
     ))
 }

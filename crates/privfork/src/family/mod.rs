@@ -69,6 +69,8 @@
 
 mod child;
 pub mod protocol;
+mod record;
+pub(crate) use record::STATE_ENV;
 mod relay;
 pub mod status;
 mod supervisor;
@@ -80,8 +82,8 @@ use rustix::thread::CapabilitySet;
 use crate::listen::ListenSpec;
 use crate::sandbox::{Sandbox, SandboxError};
 
-pub use child::{RoleContext, StatusError};
-pub use status::{FamilyStatus, MemberReport, MemberStatus, ProcessFacts};
+pub use child::{HandedOver, HandoverError, RoleContext, StatusError};
+pub use status::{FamilyStatus, MemberReport, MemberStatus, ProcessFacts, RestartReport};
 
 /// What main does when a member exits while the family is not stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +151,11 @@ pub struct Role {
     /// ([`RoleContext::family_status`]: every member's pid, user, sandbox
     /// and restarts); if not, a query closes its channel.
     pub status: bool,
+    /// Whether, on a smooth restart, its idle connections move to the
+    /// next generation's member of the same role
+    /// ([`RoleContext::hand_over`], [`RoleContext::take_connection`])
+    /// instead of being closed (a server on the family's listeners).
+    pub handover: bool,
     /// How many processes of this role run.
     pub instances: u32,
     /// What happens when one exits.
@@ -176,6 +183,7 @@ impl Role {
             peers: &[],
             app_messages: false,
             status: false,
+            handover: false,
             instances: 1,
             restart: Restart::DEFAULT,
             ready_timeout: Duration::from_secs(10),
@@ -198,6 +206,7 @@ impl std::fmt::Debug for Role {
             .field("peers", &self.peers)
             .field("app_messages", &self.app_messages)
             .field("status", &self.status)
+            .field("handover", &self.handover)
             .field("instances", &self.instances)
             .field("restart", &self.restart)
             .finish_non_exhaustive()
@@ -215,6 +224,9 @@ pub struct Family {
     roles: &'static [Role],
     listen: Vec<ListenSpec>,
     stop_timeout: Duration,
+    drain_timeout: Duration,
+    preflight_timeout: Duration,
+    check_args: Vec<String>,
     args: Vec<String>,
     users: Vec<(&'static str, String)>,
 }
@@ -259,6 +271,9 @@ impl Family {
             roles,
             listen: Vec::new(),
             stop_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+            preflight_timeout: Duration::from_secs(30),
+            check_args: vec!["--check".to_owned()],
             args: Vec::new(),
             users: Vec::new(),
         }
@@ -318,6 +333,30 @@ impl Family {
         self
     }
 
+    /// On a smooth restart, how long the old generation gets to finish its
+    /// requests in flight once the new one serves (default 10 s); what is
+    /// left of it then is killed.
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.drain_timeout = d;
+        self
+    }
+
+    /// On a smooth restart, how long the new binary's check may run
+    /// (default 30 s); a check that takes longer fails the restart.
+    pub fn preflight_timeout(mut self, d: Duration) -> Self {
+        self.preflight_timeout = d;
+        self
+    }
+
+    /// The arguments a smooth restart's preflight appends to main's own
+    /// command line to run the new binary's self-check (default
+    /// `--check`): it must exit 0 only if that binary can start with this
+    /// configuration, and must bind, change and start nothing.
+    pub fn check_args(mut self, args: Vec<String>) -> Self {
+        self.check_args = args;
+        self
+    }
+
     /// If this process was started as a member (`--privfork-role` in
     /// argv), sets it up, runs its role and exits; otherwise returns. Call
     /// it first thing in `main`, before any thread starts.
@@ -325,6 +364,9 @@ impl Family {
         // The fds that came through exec (a member's channel, listeners
         // and peers; main's from systemd), before anything else opens one.
         crate::inherit::capture_if_started_with_fds();
+        // A smooth restart's preflight: this binary must read the state
+        // record the running main writes, or the restart stops here.
+        record::check_preflight_version();
         if crate::exe::role().is_some() {
             child::main(self.roles)
         }

@@ -27,6 +27,11 @@ ipc_message! {
         /// Asks for the family's status, for roles whose row allows it;
         /// main answers [`ToChild::Status`].
         4 => StatusQuery,
+        /// While draining for a restart, for roles whose row sets
+        /// `handover`: an idle connection (one fd: a connected stream
+        /// socket) for the next generation, with the bytes already read
+        /// from it but not yet answered. Main passes both on, unread.
+        5 => Handover(Bytes) + fds 1,
     }
 }
 
@@ -41,14 +46,26 @@ ipc_message! {
         2 => App(Bytes),
         /// The answer to a [`ToMain::StatusQuery`].
         3 => Status(FamilyStatus),
+        /// A restart: a new generation is serving. Stop accepting, hand
+        /// idle connections over ([`ToMain::Handover`], roles that do),
+        /// finish the rest within the deadline (milliseconds), say
+        /// `Stopped`, exit.
+        4 => Drain(u64),
+        /// A connection handed over by the previous generation (one fd),
+        /// with the bytes to read before the socket's own.
+        5 => Connection(Bytes) + fds 1,
     }
 }
 
 /// Frame limits of the family channel: small messages only.
 pub const LIMITS: Limits = Limits {
     max_payload: 64 << 10,
-    max_fds: 0,
+    max_fds: 1,
 };
+
+/// Most bytes a handed-over connection may carry (what the old worker had
+/// read but not answered); the rest of a frame is the header.
+pub const MAX_HANDOVER_BYTES: usize = 60 << 10;
 
 /// The kinds main accepts from a child it has just told to stop, coming
 /// from state `from`: the stopping state's, plus `Ready` once if it had
@@ -56,7 +73,7 @@ pub const LIMITS: Limits = Limits {
 /// After any message main resets the kinds to [`accepted`]`(Stopping)`,
 /// which has no `Ready`: it stays one-shot.
 pub fn accepted_on_stop(from: ChildState, allowed: Allowed) -> Vec<ToMainKind> {
-    let mut kinds = accepted(ChildState::Stopping, allowed).to_vec();
+    let mut kinds = accepted(ChildState::Stopping, allowed);
     if from == ChildState::Starting {
         kinds.push(ToMainKind::Ready);
     }
@@ -83,25 +100,35 @@ pub struct Allowed {
     pub app: bool,
     /// Status queries ([`ToMain::StatusQuery`]).
     pub status: bool,
+    /// Connections handed over while draining ([`ToMain::Handover`]).
+    pub handover: bool,
 }
 
 /// The kinds main accepts from a child in `state`: `App` and
-/// `StatusQuery` only while running or stopping, and only if the role's
-/// row allows them.
-pub fn accepted(state: ChildState, allowed: Allowed) -> &'static [ToMainKind] {
+/// `StatusQuery` only while running or stopping, `Handover` only while
+/// stopping, and each only if the role's row allows it.
+pub fn accepted(state: ChildState, allowed: Allowed) -> Vec<ToMainKind> {
     use ToMainKind::*;
-    match (state, allowed.app, allowed.status) {
-        (ChildState::Starting, _, _) => &[Ready],
-        (ChildState::Running, true, true) => &[App, StatusQuery],
-        (ChildState::Running, true, false) => &[App],
-        (ChildState::Running, false, true) => &[StatusQuery],
-        (ChildState::Running, false, false) => &[],
-        (ChildState::Stopping, true, true) => &[Stopped, App, StatusQuery],
-        (ChildState::Stopping, true, false) => &[Stopped, App],
-        (ChildState::Stopping, false, true) => &[Stopped, StatusQuery],
-        (ChildState::Stopping, false, false) => &[Stopped],
-        (ChildState::Stopped, _, _) => &[],
+    let mut kinds = Vec::with_capacity(4);
+    match state {
+        ChildState::Starting => kinds.push(Ready),
+        ChildState::Running | ChildState::Stopping => {
+            if state == ChildState::Stopping {
+                kinds.push(Stopped);
+                if allowed.handover {
+                    kinds.push(Handover);
+                }
+            }
+            if allowed.app {
+                kinds.push(App);
+            }
+            if allowed.status {
+                kinds.push(StatusQuery);
+            }
+        }
+        ChildState::Stopped => {}
     }
+    kinds
 }
 
 /// The name of a state, for the channel's errors.
@@ -124,10 +151,12 @@ mod tests {
         let all = Allowed {
             app: true,
             status: true,
+            handover: true,
         };
         let none = Allowed {
             app: false,
             status: false,
+            handover: false,
         };
         assert_eq!(accepted(ChildState::Starting, all), &[Ready]);
         // After Ready, Ready is never accepted again.
@@ -146,6 +175,12 @@ mod tests {
             assert!(accepted(s, all).contains(&StatusQuery), "{s:?}");
         }
         assert!(!accepted(ChildState::Starting, all).contains(&StatusQuery));
+        // Connections move only while draining, and only for rows that
+        // say so.
+        assert!(accepted(ChildState::Stopping, all).contains(&Handover));
+        assert!(!accepted(ChildState::Stopping, none).contains(&Handover));
+        assert!(!accepted(ChildState::Running, all).contains(&Handover));
+        assert!(!accepted(ChildState::Starting, all).contains(&Handover));
         // Stopped before it said Ready: it may still say it (the messages
         // crossed); stopped after: never again.
         assert!(accepted_on_stop(ChildState::Starting, none).contains(&Ready));

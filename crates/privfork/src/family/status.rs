@@ -160,6 +160,8 @@ pub struct MemberStatus {
     /// `starting`, `running`, `stopping`, `stopped`, or `down` (waiting
     /// to be started again).
     pub state: String,
+    /// The generation it belongs to (during a smooth restart two run).
+    pub generation: u64,
     /// How many times main restarted it.
     pub restarts: u64,
     /// How long the current process has run, in milliseconds.
@@ -179,8 +181,32 @@ pub struct FamilyStatus {
     pub started_unix_ms: u64,
     /// Main itself.
     pub main: ProcessFacts,
-    /// Every member slot.
+    /// Every member slot, of every generation running.
     pub members: Vec<MemberStatus>,
+    /// Smooth restarts begun since main first started.
+    pub restarts: u64,
+    /// Whether one is under way.
+    pub restarting: bool,
+    /// The last one that finished.
+    pub last_restart: Option<RestartReport>,
+}
+
+/// How a smooth restart ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartReport {
+    /// Which restart (1 for the first since main started).
+    pub number: u64,
+    /// Whether the new generation took over.
+    pub ok: bool,
+    /// The generation serving after it.
+    pub generation: u64,
+    /// What happened: the handover's times, or why it failed.
+    pub detail: String,
+    /// From the SIGHUP to the end (old generation gone, or the failure
+    /// cleaned up), in milliseconds.
+    pub duration_ms: u64,
+    /// When it ended (Unix time, milliseconds).
+    pub finished_unix_ms: u64,
 }
 
 /// User names by uid, looked up once each (main answers status queries

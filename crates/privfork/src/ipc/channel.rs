@@ -150,6 +150,13 @@ impl<Rx: Message> Receiver<Rx> {
     pub fn has_buffered(&self) -> bool {
         self.core.has_ready()
     }
+
+    /// True if this end holds nothing it has read: no message waiting, no
+    /// part of one (another reader of the socket could take over here).
+    #[must_use]
+    pub fn is_quiet(&self) -> bool {
+        self.core.is_quiet()
+    }
 }
 
 impl<Rx: Message> AsFd for Receiver<Rx> {
@@ -166,6 +173,18 @@ pub struct Sender<Tx: Message> {
 }
 
 impl<Tx: Message> Sender<Tx> {
+    /// True if nothing queued is waiting to be written.
+    #[must_use]
+    pub fn is_flushed(&self) -> bool {
+        self.core.is_empty()
+    }
+
+    /// How many frames are queued, not yet wholly written.
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.core.len()
+    }
+
     /// Sends `msg` (request id 0, no fds) and waits until it is written.
     ///
     /// # Errors
@@ -355,6 +374,20 @@ impl<Tx: Message, Rx: Message> Channel<Tx, Rx> {
     #[must_use]
     pub fn has_buffered(&self) -> bool {
         self.rx.has_buffered()
+    }
+
+    /// See [`Sender::is_flushed`].
+    #[must_use]
+    pub fn is_flushed(&self) -> bool {
+        self.tx.is_flushed()
+    }
+
+    /// True if this end holds nothing read and nothing queued to send:
+    /// another process could take over the socket here without a message
+    /// lost or cut (a smooth restart's exec checks it).
+    #[must_use]
+    pub fn is_quiet(&self) -> bool {
+        self.rx.is_quiet() && self.tx.is_flushed()
     }
 
     /// See [`Sender::send`].

@@ -218,6 +218,11 @@ impl<Rx: Message> ReadCore<Rx> {
     pub(crate) fn has_ready(&self) -> bool {
         !self.ready.is_empty()
     }
+
+    /// True if nothing read is held: no complete frame, no partial one.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.ready.is_empty() && self.decoder.is_idle()
+    }
 }
 
 #[derive(Debug)]
@@ -309,6 +314,10 @@ impl<Tx: Message> WriteCore<Tx> {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
     }
 
     /// Takes back the last queued frame if none of it was written yet;

@@ -1035,3 +1035,49 @@ pub(crate) fn notif_send(
     }
     Ok(())
 }
+
+/// `execveat(exe, "", argv, envp, AT_EMPTY_PATH)`—Replaces this process's
+/// image with the binary `exe` pins, keeping its pid, its fds without
+/// close-on-exec, its signal mask and pending signals (a smooth restart's
+/// exec in place). Returns only on failure, with the error; the process
+/// is then unchanged.
+///
+/// The caller must be single-threaded: the exec would end every other
+/// thread, and a child whose parent-death signal was armed by such a
+/// thread would get it. Checked here: a process with more threads gets
+/// an error and no exec.
+///
+/// See execveat(2).
+pub(crate) fn exec_in_place(exe: BorrowedFd<'_>, argv: &[CString], envp: &[CString]) -> io::Error {
+    match thread_count() {
+        Ok(1) => {}
+        Ok(n) => {
+            return io::Error::other(format!(
+                "main has {n} threads; a process execs in place only with one"
+            ));
+        }
+        Err(e) => return e,
+    }
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
+    debug_assert!(argv_ptrs.last().is_some_and(|p| p.is_null()));
+    // SAFETY: `exe` is an open fd for the call's duration (borrowed);
+    // the path is a NUL-terminated empty string; `argv_ptrs` and
+    // `envp_ptrs` are NULL-terminated arrays of pointers to NUL-terminated
+    // strings owned by `argv`/`envp`, which outlive the call. On success
+    // the call does not return; on failure it has changed nothing.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            exe.as_raw_fd(),
+            c"".as_ptr(),
+            argv_ptrs.as_ptr(),
+            envp_ptrs.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    debug_assert_eq!(rc, -1);
+    io::Error::last_os_error()
+}

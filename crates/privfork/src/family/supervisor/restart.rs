@@ -1,0 +1,821 @@
+//! The smooth restart: SIGHUP starts a new generation without a moment in
+//! which nothing accepts on the listeners, and without losing a request.
+//!
+//! 1. **Preflight.** The binary at the path main first started from is
+//!    opened once (pinned); that opened file runs with main's arguments
+//!    and the family's check arguments (`--check`) under a deadline, with
+//!    [`record::PREFLIGHT_ENV`] naming the state record version this
+//!    image writes (a binary that cannot read it exits
+//!    [`record::EXIT_WRONG_VERSION`]). Any failure: the restart ends
+//!    there, the running generation serves on, the log and sd_notify's
+//!    STATUS say why.
+//! 2. **Exec in place.** Once every member's channel is quiet (nothing
+//!    half-read, nothing queued), main writes the state record to a
+//!    sealed memfd, clears close-on-exec on exactly the fds the record
+//!    names (listeners, the serving generation's pinned binary, each
+//!    member's pidfd, channel and stderr pipe, channel ends waiting for a
+//!    partner, the record), and execs the *pinned* file with its own argv
+//!    — same pid, so systemd and the members' parent-death signal and
+//!    parent check stay right. Main is single-threaded (checked) and the
+//!    signals it handles stay blocked across the exec, pending ones
+//!    included. If the exec fails, the flags are set back and the old
+//!    image serves on.
+//! 3. **Adopt and start.** The new image ([`adopt`]) reads the record
+//!    (version first), takes each fd it names, checking its kind, and
+//!    supervises the old generation as serving; then it starts every role
+//!    anew from its own image, as the next generation.
+//! 4. **Cutover.** When every new member has said ready (it accepts on
+//!    the same listening sockets), the old generation gets `Drain`: stop
+//!    accepting, hand idle connections over (main passes each to a new
+//!    member of the same role), finish requests in flight (answered with
+//!    `Connection: close`) within the drain deadline; what is left then is
+//!    killed. A new member that dies or is not ready in time fails the
+//!    restart: the new generation is killed and the old one serves on.
+//! 5. The restart ends when the old generation is gone (or the failed new
+//!    one is): READY=1 and STATUS to systemd, one log line with the
+//!    handover's times. SIGHUPs during a restart are coalesced into one
+//!    more, run after it.
+
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, Instant};
+
+use super::members::{Generation, Link, Member, PendingEnd, Phase, Running, allowed, stop_member};
+use super::{Handovers, Main, slots};
+use crate::exe::{Exe, Spawn};
+use crate::family::protocol::{self, ChildState};
+use crate::family::record::{
+    self, EXIT_WRONG_VERSION, MemberRecord, PREFLIGHT_ENV, PendingRecord, Record, RunRecord,
+    STATE_ENV,
+};
+use crate::family::relay::{Sink, Source};
+use crate::family::status::{RestartReport, UserNames, unix_ms};
+use crate::family::{Family, Restart, Role};
+use crate::inherit::{FdKind, take_inherited_fd};
+use crate::ipc::Channel;
+use crate::listen::Listeners;
+use crate::process::Child;
+
+/// How long main waits for every member's channel to be quiet before it
+/// gives the exec up.
+const QUIET_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often it looks again meanwhile.
+const QUIET_RETRY: Duration = Duration::from_millis(5);
+/// Variables of main's environment that describe this image's start, not
+/// the next one's: never passed to a preflight or across the exec.
+const START_ONLY_ENV: &[&str] = &[STATE_ENV, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
+
+/// Main's restarts: counters, the one under way, the last one's outcome.
+#[derive(Default)]
+pub(super) struct Restarts {
+    /// Restarts begun since main first started.
+    pub count: u64,
+    pub last: Option<RestartReport>,
+    pub current: Option<InProgress>,
+    /// A SIGHUP came during the current one: one more follows.
+    pub again: bool,
+}
+
+pub(super) struct InProgress {
+    number: u64,
+    /// When its SIGHUP came (`CLOCK_MONOTONIC`, ns: the same clock in the
+    /// new image).
+    began_ns: u64,
+    stage: Stage,
+}
+
+enum Stage {
+    /// The new binary's check runs.
+    Preflight {
+        child: Child,
+        out: Source,
+        until: Instant,
+        exe: Exe,
+    },
+    /// Checked; waiting for every channel to be quiet, then the exec.
+    Exec { since: Instant, exe: Exe },
+    /// In the new image: the new generation starts.
+    Starting,
+    /// The new generation serves; the old one drains.
+    Draining { accepting_ms: u64 },
+    /// Failed; the new generation's processes are being ended.
+    Failing { reason: String },
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds.
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
+}
+
+fn ms_since(ns: u64) -> u64 {
+    monotonic_ns().saturating_sub(ns) / 1_000_000
+}
+
+impl Main<'_> {
+    pub(super) fn on_sighup(&mut self) {
+        if self.stopping.is_some() {
+            self.log.log("SIGHUP while stopping: ignored");
+            return;
+        }
+        if let Some(r) = &self.restarts.current {
+            if !self.restarts.again {
+                self.restarts.again = true;
+                self.log.log(&format!(
+                    "SIGHUP during restart {}: one more restart follows it \
+                     (further ones are folded into that)",
+                    r.number
+                ));
+            }
+            return;
+        }
+        self.begin_restart();
+    }
+
+    fn begin_restart(&mut self) {
+        self.restarts.count += 1;
+        let number = self.restarts.count;
+        let began_ns = monotonic_ns();
+        let mut states = vec![sd_notify::NotifyState::Reloading];
+        if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+            states.push(now);
+        }
+        let _ = sd_notify::notify(&states);
+        self.status_cache = None;
+        self.log.log(&format!(
+            "restart {number}: checking {} ({})",
+            self.path.display(),
+            self.family.check_args.join(" ")
+        ));
+        match self.spawn_preflight() {
+            Ok(stage) => {
+                self.restarts.current = Some(InProgress {
+                    number,
+                    began_ns,
+                    stage,
+                });
+            }
+            Err(reason) => {
+                self.restarts.current = Some(InProgress {
+                    number,
+                    began_ns,
+                    stage: Stage::Starting,
+                });
+                self.finish(false, format!("preflight: {reason}"));
+            }
+        }
+    }
+
+    /// Pins the binary at main's path and starts its check.
+    fn spawn_preflight(&mut self) -> Result<Stage, String> {
+        let exe = Exe::from_path(&self.path).map_err(|e| e.to_string())?;
+        let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| format!("pipe: {e}"))?;
+        let devnull = crate::fork_as::dev_null().map_err(|e| format!("/dev/null: {e}"))?;
+        let mut argv = std::env::args_os();
+        let arg0 = argv.next().unwrap_or_else(|| self.path.clone().into());
+        let mut spawn = Spawn::new(&exe);
+        spawn
+            .arg0(&arg0)
+            .args(argv)
+            .args(&self.family.check_args)
+            .env(PREFLIGHT_ENV, record::VERSION.to_string())
+            .fd(0, devnull.as_fd())
+            .fd(1, out_w.as_fd())
+            .fd(2, out_w.as_fd());
+        for k in START_ONLY_ENV {
+            spawn.env_remove(k);
+        }
+        let spawned = spawn.spawn().map_err(|e| e.to_string())?;
+        drop(out_w);
+        let child = Child::from_pidfd(spawned.pidfd).map_err(|e| e.to_string())?;
+        let out = Source::new(out_r, format!("[preflight {}]", child.pid()))
+            .map_err(|e| e.to_string())?;
+        Ok(Stage::Preflight {
+            child,
+            out,
+            until: Instant::now() + self.family.preflight_timeout,
+            exe,
+        })
+    }
+
+    /// The preflight's pidfd, output pipe and deadline, while it runs.
+    pub(super) fn preflight_fds(&self) -> Option<(&Child, Option<BorrowedFd<'_>>, Instant)> {
+        match &self.restarts.current.as_ref()?.stage {
+            Stage::Preflight {
+                child, out, until, ..
+            } => Some((child, out.fd(), *until)),
+            _ => None,
+        }
+    }
+
+    /// When main must look at the restart again without an fd waking it.
+    pub(super) fn restart_wake(&self) -> Option<Instant> {
+        match &self.restarts.current.as_ref()?.stage {
+            Stage::Exec { .. } => Some(Instant::now() + QUIET_RETRY),
+            _ => None,
+        }
+    }
+
+    pub(super) fn on_preflight_output(&mut self) {
+        if let Some(InProgress {
+            stage: Stage::Preflight { out, .. },
+            ..
+        }) = &mut self.restarts.current
+        {
+            out.read(&mut self.log);
+        }
+    }
+
+    pub(super) fn on_preflight_exit(&mut self) {
+        let Some(InProgress {
+            stage: Stage::Preflight { child, out, .. },
+            ..
+        }) = &mut self.restarts.current
+        else {
+            return;
+        };
+        let status = match child.try_wait() {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                let reason = format!("preflight: waiting for it: {e}");
+                self.finish(false, reason);
+                return;
+            }
+        };
+        out.read(&mut self.log);
+        if status.success() {
+            let Some(InProgress { stage, .. }) = &mut self.restarts.current else {
+                return;
+            };
+            let Stage::Preflight { exe, .. } = std::mem::replace(stage, Stage::Starting) else {
+                return;
+            };
+            *stage = Stage::Exec {
+                since: Instant::now(),
+                exe,
+            };
+            return;
+        }
+        let path = self.path.display();
+        let reason = if status.code() == Some(EXIT_WRONG_VERSION) {
+            format!(
+                "preflight: {path} cannot read the state record (version {}) this main writes",
+                record::VERSION
+            )
+        } else {
+            format!(
+                "preflight: `{path} {}` {status}",
+                self.family.check_args.join(" ")
+            )
+        };
+        self.finish(false, reason);
+    }
+
+    /// Moves the restart on where no fd event does: the preflight's
+    /// deadline, the exec once the channels are quiet.
+    pub(super) fn restart_step(&mut self) {
+        let Some(current) = &mut self.restarts.current else {
+            return;
+        };
+        match &mut current.stage {
+            Stage::Preflight { child, until, .. } if Instant::now() >= *until => {
+                let _ = child.kill_and_wait();
+                let reason = format!(
+                    "preflight: the check did not finish within {:?}; killed",
+                    self.family.preflight_timeout
+                );
+                self.finish(false, reason);
+            }
+            Stage::Exec { since, .. } => {
+                let since = *since;
+                if self.channels_quiet() {
+                    self.exec_in_place();
+                } else if since.elapsed() >= QUIET_TIMEOUT {
+                    self.finish(
+                        false,
+                        format!(
+                            "a member's channel to main was not quiet within {QUIET_TIMEOUT:?}; \
+                             not re-executing"
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether every member's channel holds nothing read and nothing to
+    /// send (flushing what is queued first).
+    fn channels_quiet(&mut self) -> bool {
+        let mut quiet = true;
+        for gn in &mut self.gens {
+            for m in &mut gn.members {
+                if let Some(r) = &mut m.run
+                    && !r.channel_closed
+                {
+                    let _ = r.channel.sender().try_flush();
+                    quiet &= r.channel.is_quiet();
+                }
+            }
+        }
+        quiet
+    }
+
+    /// Writes the state record and execs the checked binary; returns only
+    /// if that failed (the restart failed then, and the old image serves
+    /// on).
+    fn exec_in_place(&mut self) {
+        let number = self.restarts.current.as_ref().map_or(0, |c| c.number);
+        self.log.log(&format!(
+            "restart {number}: executing the checked binary in place (pid {})",
+            std::process::id()
+        ));
+        self.log.flush_for(Duration::from_millis(200));
+        let why = self.try_exec();
+        self.finish(false, why);
+    }
+
+    /// The exec itself: returns why it did not happen (nothing changed
+    /// then: the flags it cleared are set again).
+    fn try_exec(&self) -> String {
+        let Some(InProgress {
+            stage: Stage::Exec { exe, .. },
+            ..
+        }) = &self.restarts.current
+        else {
+            return "no checked binary".to_owned();
+        };
+        let (record, mut fds) = self.record();
+        let memfd = match record.to_memfd() {
+            Ok(fd) => fd,
+            Err(e) => return e.to_string(),
+        };
+        fds.push(memfd.as_fd());
+        let argv: Vec<CString> = std::env::args_os()
+            .filter_map(|a| CString::new(a.as_bytes()).ok())
+            .collect();
+        let mut envp: Vec<CString> = std::env::vars_os()
+            .filter(|(k, _)| !START_ONLY_ENV.iter().any(|s| OsStr::new(s) == k))
+            .filter_map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                CString::new(kv).ok()
+            })
+            .collect();
+        envp.push(
+            CString::new(format!("{STATE_ENV}={}", memfd.as_raw_fd())).expect("no NUL in digits"),
+        );
+        if let Err(e) = set_inheritable(&fds, true) {
+            let _ = set_inheritable(&fds, false);
+            return format!("clearing close-on-exec: {e}");
+        }
+        let e = crate::sys::exec_in_place(exe.as_fd(), &argv, &envp);
+        // Still here: nothing changed but the flags.
+        let _ = set_inheritable(&fds, false);
+        format!("exec: {e}")
+    }
+
+    /// The state record of the serving generation, and the fds it names.
+    fn record(&self) -> (Record, Vec<BorrowedFd<'_>>) {
+        let gn = &self.gens[self.serving()];
+        let mut fds = vec![gn.exe.as_fd()];
+        let listeners: Vec<(String, i32)> = self
+            .listeners
+            .iter()
+            .map(|l| (l.name().to_owned(), l.as_fd().as_raw_fd()))
+            .collect();
+        fds.extend(self.listeners.iter().map(AsFd::as_fd));
+        let members = gn
+            .members
+            .iter()
+            .map(|m| MemberRecord {
+                role: m.role.name.to_owned(),
+                instance: m.instance,
+                user: m.user.clone(),
+                restarts: m.restarts,
+                quick_deaths: m.quick_deaths,
+                backoff_ms: u64::try_from(m.backoff.as_millis()).unwrap_or(u64::MAX),
+                run: m.run.as_ref().map(|r| {
+                    let pidfd = r.child.as_fd().as_raw_fd();
+                    let channel = r.channel.as_fd().as_raw_fd();
+                    let stderr = r.stderr.fd().map_or(-1, |f| f.as_raw_fd());
+                    fds.extend([r.child.as_fd(), r.channel.as_fd()]);
+                    fds.extend(r.stderr.fd());
+                    RunRecord {
+                        pid: r.child.pid(),
+                        pidfd,
+                        channel,
+                        stderr,
+                        state: protocol::state_name(r.state).to_owned(),
+                        serial: r.serial,
+                        links: r
+                            .links
+                            .iter()
+                            .map(|(j, l)| {
+                                (
+                                    *j as u32,
+                                    match l {
+                                        Link::Held(s) => Some(*s),
+                                        Link::Pending => None,
+                                    },
+                                )
+                            })
+                            .collect(),
+                        uptime_ms: u64::try_from(r.started.elapsed().as_millis())
+                            .unwrap_or(u64::MAX),
+                        report: r.report.clone(),
+                    }
+                }),
+            })
+            .collect();
+        let pending_ends = gn
+            .pending_ends
+            .iter()
+            .map(|e| {
+                fds.push(e.fd.as_fd());
+                PendingRecord {
+                    member: e.member as u32,
+                    from: e.from as u32,
+                    creator: e.creator,
+                    fd: e.fd.as_raw_fd(),
+                }
+            })
+            .collect();
+        let current = self.restarts.current.as_ref();
+        let record = Record {
+            generation: gn.number,
+            path: self.path.to_string_lossy().into_owned(),
+            exe_fd: gn.exe.as_fd().as_raw_fd(),
+            started_unix_ms: self.started_unix_ms,
+            listeners,
+            serial: self.serial,
+            ready_notified: self.ready_notified,
+            restarts: self.restarts.count,
+            last: self.restarts.last.clone(),
+            began_monotonic_ns: current.map_or(0, |c| c.began_ns),
+            again: self.restarts.again,
+            members,
+            pending_ends,
+        };
+        (record, fds)
+    }
+
+    /// Every member of new generation `g` is ready: it serves; the old
+    /// one drains.
+    pub(super) fn cut_over(&mut self, g: usize) {
+        let Some(current) = &mut self.restarts.current else {
+            return;
+        };
+        let accepting_ms = ms_since(current.began_ns);
+        current.stage = Stage::Draining { accepting_ms };
+        let number = current.number;
+        let old = self.serving();
+        let drain = self.family.drain_timeout;
+        self.gens[old].phase = Phase::Ending {
+            until: Instant::now() + drain,
+            killed: false,
+        };
+        for m in &mut self.gens[old].members {
+            m.next_start = None;
+            if let Some(r) = &mut m.run {
+                stop_member(r, allowed(m.role), drain, true);
+            }
+        }
+        self.gens[g].phase = Phase::Serving;
+        self.status_cache = None;
+        self.log.log(&format!(
+            "restart {number}: generation {} accepting after {accepting_ms} ms; \
+             generation {} drains (up to {drain:?})",
+            self.gens[g].number, self.gens[old].number
+        ));
+    }
+
+    /// The restart failed: a new generation being started is killed; the
+    /// old one serves on.
+    pub(super) fn restart_failed(&mut self, reason: String) {
+        let Some(current) = &mut self.restarts.current else {
+            return;
+        };
+        if !matches!(current.stage, Stage::Starting) {
+            return;
+        }
+        current.stage = Stage::Failing {
+            reason: reason.clone(),
+        };
+        let mut any = false;
+        for gn in &mut self.gens {
+            if gn.phase != Phase::Starting {
+                continue;
+            }
+            gn.phase = Phase::Ending {
+                until: Instant::now(),
+                killed: true,
+            };
+            for m in &mut gn.members {
+                m.next_start = None;
+                if let Some(r) = &mut m.run {
+                    any = true;
+                    let _ = r.child.kill();
+                }
+            }
+        }
+        self.log.log(&format!(
+            "restart failed ({reason}); killing the new generation"
+        ));
+        if !any {
+            self.generation_ended();
+        }
+    }
+
+    /// A generation has ended: the restart under way may be done.
+    pub(super) fn generation_ended(&mut self) {
+        if self
+            .gens
+            .iter()
+            .any(|g| matches!(g.phase, Phase::Ending { .. }))
+        {
+            return;
+        }
+        let Some(current) = &self.restarts.current else {
+            return;
+        };
+        match &current.stage {
+            Stage::Draining { accepting_ms } => {
+                let total = ms_since(current.began_ns);
+                let detail = format!(
+                    "generation {} serving; handover {total} ms (SIGHUP → new accepting \
+                     {accepting_ms} ms → old gone {total} ms)",
+                    self.gens[self.serving()].number
+                );
+                self.finish(true, detail);
+            }
+            Stage::Failing { reason } => {
+                let reason = reason.clone();
+                self.finish(false, reason);
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends the restart under way: reports it (log, sd_notify, status)
+    /// and starts the coalesced one, if any.
+    fn finish(&mut self, ok: bool, detail: String) {
+        let Some(current) = self.restarts.current.take() else {
+            return;
+        };
+        let generation = self.gens[self.serving()].number;
+        let line = if ok {
+            format!("restart {} done: {detail}", current.number)
+        } else {
+            format!(
+                "restart {} failed: {detail}; generation {generation} keeps serving",
+                current.number
+            )
+        };
+        self.log.log(&line);
+        self.restarts.last = Some(RestartReport {
+            number: current.number,
+            ok,
+            generation,
+            detail,
+            duration_ms: ms_since(current.began_ns),
+            finished_unix_ms: unix_ms(std::time::SystemTime::now()),
+        });
+        self.status_cache = None;
+        let status = format!("generation {generation} serving; last restart: {line}");
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ]);
+        if std::mem::take(&mut self.restarts.again) && self.stopping.is_none() {
+            self.begin_restart();
+        }
+    }
+
+    /// The family stops: a restart under way ends here (a running check is
+    /// killed; a starting generation is stopped with the rest).
+    pub(super) fn abort_restart_for_stop(&mut self) {
+        self.restarts.again = false;
+        let Some(current) = &mut self.restarts.current else {
+            return;
+        };
+        if let Stage::Preflight { child, .. } = &mut current.stage {
+            let _ = child.kill_and_wait();
+        }
+        current.stage = Stage::Starting;
+        // Whatever generation was starting is stopped with the rest; the
+        // serving one stays the serving one until all are gone.
+        self.finish(false, "the family is stopping".to_owned());
+    }
+}
+
+/// Clears (`inheritable`) or sets close-on-exec on each of `fds`.
+fn set_inheritable(fds: &[BorrowedFd<'_>], inheritable: bool) -> std::io::Result<()> {
+    use rustix::io::FdFlags;
+    let flags = if inheritable {
+        FdFlags::empty()
+    } else {
+        FdFlags::CLOEXEC
+    };
+    for fd in fds {
+        rustix::io::fcntl_setfd(fd, flags)?;
+    }
+    Ok(())
+}
+
+/// In a new image started by a restart's exec ([`STATE_ENV`] set): adopts
+/// the running generation from the state record and starts the next one.
+/// `Ok(Err(log))`: not a restart's image (main starts the first
+/// generation). `Err`: the record could not be read or its fds taken —
+/// this image refuses to run the family (main exits; the members see it
+/// die and exit too, loudly: see the docs).
+pub(super) fn adopt(family: &Family, mut log: Sink) -> Result<Result<Main<'_>, Sink>, String> {
+    let Some(n) = std::env::var_os(STATE_ENV) else {
+        return Ok(Err(log));
+    };
+    let n: RawFd = n
+        .to_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{STATE_ENV}={n:?} is not an fd number"))?;
+    let fd = take_inherited_fd(n, FdKind::File).map_err(|e| format!("state record: {e}"))?;
+    let rec = Record::read(&fd).map_err(|e| e.to_string())?;
+    drop(fd);
+    let take = |n: RawFd, kind: FdKind, what: &str| {
+        take_inherited_fd(n, kind).map_err(|e| format!("state record: {what}: {e}"))
+    };
+    let exe = Exe::from_fd(take(rec.exe_fd, FdKind::File, "pinned binary")?, &rec.path);
+    let listeners = Listeners::adopt_numbered(&rec.listeners).map_err(|e| e.to_string())?;
+    super::check_listeners(family, &listeners)?;
+    let mut members = Vec::with_capacity(rec.members.len());
+    for m in &rec.members {
+        let role = role_named(family.roles, &m.role);
+        let mut member = Member::new(role, m.instance, m.user.clone());
+        member.next_start = None;
+        member.restarts = m.restarts;
+        member.quick_deaths = m.quick_deaths;
+        member.backoff = Duration::from_millis(m.backoff_ms);
+        if let Some(r) = &m.run {
+            let what = format!("{}:{} pid {}", m.role, m.instance, r.pid);
+            let child = Child::from_pidfd(take(r.pidfd, FdKind::Any, &what)?)
+                .map_err(|e| format!("state record: {what}: {e}"))?;
+            if child.pid() != r.pid {
+                return Err(format!(
+                    "state record: {what}: its pidfd is for pid {}",
+                    child.pid()
+                ));
+            }
+            let state = match r.state.as_str() {
+                "starting" => ChildState::Starting,
+                "running" => ChildState::Running,
+                "stopping" => ChildState::Stopping,
+                _ => ChildState::Stopped,
+            };
+            let mut channel = Channel::from_fd(
+                take(r.channel, FdKind::UnixStream, &what)?,
+                protocol::LIMITS,
+            )
+            .map_err(|e| format!("state record: {what}: {e}"))?;
+            channel.set_accepting(
+                protocol::state_name(state),
+                &protocol::accepted(state, allowed(role)),
+            );
+            let tag = member.tag(rec.generation, r.pid);
+            let stderr = if r.stderr >= 0 {
+                Source::new(take(r.stderr, FdKind::Pipe, &what)?, tag)
+            } else {
+                // Its stderr had closed: a source already at its end.
+                let (rd, _) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                    .map_err(|e| format!("pipe: {e}"))?;
+                Source::new(rd, tag)
+            }
+            .map_err(|e| e.to_string())?;
+            let started = Instant::now()
+                .checked_sub(Duration::from_millis(r.uptime_ms))
+                .unwrap_or_else(Instant::now);
+            member.run = Some(Running {
+                child,
+                channel,
+                channel_closed: false,
+                stderr,
+                state,
+                serial: r.serial,
+                links: r
+                    .links
+                    .iter()
+                    .map(|(j, s)| (*j as usize, s.map_or(Link::Pending, Link::Held)))
+                    .collect(),
+                started,
+                // A member still starting gets a fresh ready deadline.
+                ready_by: (state == ChildState::Starting)
+                    .then(|| Instant::now() + role.ready_timeout),
+                stop_by: None,
+                unhandled_app: 0,
+                report: r.report.clone(),
+                status_failures: 0,
+            });
+        } else {
+            member.next_start = Some(Instant::now() + member.backoff);
+        }
+        members.push(member);
+    }
+    let mut pending_ends = Vec::with_capacity(rec.pending_ends.len());
+    for e in &rec.pending_ends {
+        pending_ends.push(PendingEnd {
+            member: e.member as usize,
+            from: e.from as usize,
+            creator: e.creator,
+            fd: take(e.fd, FdKind::UnixStream, "a waiting channel end")?,
+        });
+    }
+    let number = rec.restarts;
+    log.log(&format!(
+        "restart {number}: re-executed in place (pid {}); adopted generation {} \
+         ({} running); starting generation {}",
+        std::process::id(),
+        rec.generation,
+        members.iter().filter(|m| m.run.is_some()).count(),
+        rec.generation + 1
+    ));
+    let mut main = Main {
+        family,
+        listeners,
+        path: rec.path.clone().into(),
+        started_unix_ms: rec.started_unix_ms,
+        user_names: UserNames::default(),
+        status_cache: None,
+        gens: vec![Generation {
+            number: rec.generation,
+            exe,
+            phase: Phase::Serving,
+            members,
+            pending_ends,
+        }],
+        serial: rec.serial,
+        log,
+        stopping: None,
+        killed_at_deadline: false,
+        ready_notified: rec.ready_notified,
+        restarts: Restarts {
+            count: rec.restarts,
+            last: rec.last.clone(),
+            current: Some(InProgress {
+                number,
+                began_ns: rec.began_monotonic_ns,
+                stage: Stage::Starting,
+            }),
+            again: rec.again,
+        },
+        handover: Handovers::default(),
+    };
+    main.start_next_generation(rec.generation + 1);
+    Ok(Ok(main))
+}
+
+impl Main<'_> {
+    /// Starts generation `number` from this image, beside the serving one.
+    fn start_next_generation(&mut self, number: u64) {
+        let exe = match Exe::pin() {
+            Ok(e) => e,
+            Err(e) => return self.finish(false, format!("pinning the new binary: {e}")),
+        };
+        self.gens.push(Generation {
+            number,
+            exe,
+            phase: Phase::Starting,
+            members: slots(self.family),
+            pending_ends: Vec::new(),
+        });
+        let g = self.gens.len() - 1;
+        for i in 0..self.gens[g].members.len() {
+            self.gens[g].members[i].next_start = None;
+            if let Err(e) = self.start(g, i) {
+                let m = &self.gens[g].members[i];
+                let reason = format!("cannot start new {}:{}: {e}", m.role.name, m.instance);
+                self.restart_failed(reason);
+                return;
+            }
+        }
+    }
+}
+
+/// The row named `name`; for a role the new binary no longer has, a row
+/// that is never restarted (its process runs on until it drains).
+fn role_named(roles: &'static [Role], name: &str) -> &'static Role {
+    if let Some(r) = roles.iter().find(|r| r.name == name) {
+        return r;
+    }
+    fn gone(_: crate::family::RoleContext) -> i32 {
+        1
+    }
+    // Once per unknown role per restart, a few bytes: leaked on purpose
+    // (rows are `'static`).
+    let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    Box::leak(Box::new(Role {
+        restart: Restart::Never,
+        ..Role::new(name, gone)
+    }))
+}
