@@ -80,11 +80,24 @@ const LATE: Role = Role {
     ..Role::new("late", late)
 };
 
+/// A worker that, in any generation after the first, hangs before it
+/// says ready (a new binary that cannot get ready).
+const HANGER: Role = Role {
+    listeners: &["http"],
+    sandbox: Some(worker_sandbox),
+    ready_timeout: Duration::from_secs(2),
+    ..Role::new("hanger", hanger)
+};
+/// Never reads its channel: deaf to a drain.
+const STUBBORN: Role = Role::new("stubborn", sleeper);
+
 /// Every role, for members to find theirs in.
 static ALL: &[Role] = &[
     WORKER, CRASHER, ROGUE, SPINNER, FLOODER, QUITTER, LINKER, DEAF, PING, PONG, CHATTER, STATUSER,
-    NOSY, LATE, SLOWREADY, DIER,
+    NOSY, LATE, SLOWREADY, DIER, HANGER, STUBBORN,
 ];
+static HANGING: &[Role] = &[HANGER];
+static STUBBORNLY: &[Role] = &[WORKER, STUBBORN];
 static BASIC: &[Role] = &[WORKER];
 static CRASHY: &[Role] = &[WORKER, CRASHER];
 static ROGUISH: &[Role] = &[WORKER, ROGUE];
@@ -101,7 +114,7 @@ static CROSSING: &[Role] = &[SLOWREADY, DIER];
 
 fn main() {
     Family::new(ALL).dispatch();
-    support::main(
+    support::main_with_limits(
         &[
             (
                 "members_run_as_their_user_sandboxed",
@@ -181,8 +194,49 @@ fn main() {
                 "a_second_ready_after_a_crossing_breaks_the_protocol",
                 a_second_ready_after_a_crossing_breaks_the_protocol,
             ),
+            (
+                "sighup_restarts_in_place_on_the_same_socket",
+                sighup_restarts_in_place_on_the_same_socket,
+            ),
+            (
+                "failed_preflight_keeps_the_old_generation",
+                failed_preflight_keeps_the_old_generation,
+            ),
+            (
+                "new_member_never_ready_fails_the_restart",
+                new_member_never_ready_fails_the_restart,
+            ),
+            (
+                "sighups_during_a_restart_coalesce",
+                sighups_during_a_restart_coalesce,
+            ),
+            (
+                "stuck_old_member_is_killed_at_the_drain_deadline",
+                stuck_old_member_is_killed_at_the_drain_deadline,
+            ),
+            (
+                "request_in_flight_across_a_restart_completes",
+                request_in_flight_across_a_restart_completes,
+            ),
+            (
+                "fds_processes_and_filters_stay_flat_over_restarts",
+                fds_processes_and_filters_stay_flat_over_restarts,
+            ),
+            (
+                "new_image_dying_before_adopting_ends_the_family_loudly",
+                new_image_dying_before_adopting_ends_the_family_loudly,
+            ),
+            (
+                "preflight_refuses_a_record_version_it_cannot_read",
+                preflight_refuses_a_record_version_it_cannot_read,
+            ),
+            ("sd_notify_on_a_restart", sd_notify_on_a_restart),
         ],
         &[("family_main", family_main)],
+        &[(
+            "fds_processes_and_filters_stay_flat_over_restarts",
+            Duration::from_secs(240),
+        )],
     )
 }
 
@@ -246,6 +300,16 @@ fn serve(mut conn: TcpStream) {
         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+}
+
+/// Generation 1: the worker. Later generations: never ready.
+fn hanger(cx: RoleContext) -> i32 {
+    if cx.generation() == 1 {
+        return worker(cx);
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
 }
 
 /// Dies at once, before it is ready.
@@ -459,8 +523,20 @@ fn chatter(mut cx: RoleContext) -> i32 {
     }
 }
 
-/// Helper: main, for `PF_SCENARIO`, listening on `PF_LISTEN`.
+/// Helper: main, for `PF_SCENARIO`, listening on `PF_LISTEN`. With
+/// `--check` (a smooth restart's preflight): exits 0, or 1 if
+/// `PF_CHECK_FAIL` is set, binding nothing. `PF_DIE_AFTER_EXEC`: an image
+/// started by a restart's exec dies before it adopts anything.
 fn family_main() {
+    if std::env::args().any(|a| a == "--check") {
+        std::process::exit(i32::from(std::env::var_os("PF_CHECK_FAIL").is_some()));
+    }
+    if std::env::var_os("PF_DIE_AFTER_EXEC").is_some()
+        && std::env::var_os("PRIVFORK_STATE_FD").is_some()
+    {
+        eprintln!("new image: dying before adopting anything");
+        std::process::exit(7);
+    }
     if std::env::var_os("PF_CLOSE_STDIO").is_some() {
         for fd in 0..3 {
             // SAFETY: nothing in this process uses fds 0-2 as owned
@@ -481,9 +557,17 @@ fn family_main() {
         Ok("nosy") => NOSEY,
         Ok("late") => LATECOMER,
         Ok("crossing") => CROSSING,
+        Ok("hanging") => HANGING,
+        Ok("stubborn") => STUBBORNLY,
         _ => BASIC,
     };
     let mut family = Family::new(roles).stop_timeout(Duration::from_secs(5));
+    if let Some(ms) = std::env::var("PF_DRAIN_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        family = family.drain_timeout(Duration::from_millis(ms));
+    }
     if std::env::var_os("PF_READY_TWICE").is_some() {
         // Members start with an empty environment: tell them in argv.
         family = family.args(vec!["ready-twice".into()]);
@@ -521,13 +605,19 @@ impl Main {
     }
 
     fn start_with(scenario: &str, adjust: impl FnOnce(&mut Command)) -> Self {
+        Self::start_exe(&std::env::current_exe().unwrap(), scenario, adjust)
+    }
+
+    /// As `start_with`, main being the binary at `exe` (a copy of this
+    /// one).
+    fn start_exe(exe: &std::path::Path, scenario: &str, adjust: impl FnOnce(&mut Command)) -> Self {
         // A free port: bound, noted, released (loopback only).
         let addr = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .to_string();
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        let mut cmd = Command::new(exe);
         cmd.args([CASE, "family_main"])
             .env("PF_SCENARIO", scenario)
             .env("PF_LISTEN", format!("{addr},name=http"));
@@ -1275,4 +1365,274 @@ fn a_second_ready_after_a_crossing_breaks_the_protocol() {
         .remove(0);
     let tag = crossed.split(']').next().unwrap().to_owned() + "]";
     main.wait_log(&[&tag, "broke the protocol"], 1, 10);
+}
+
+// ---- smooth restart --------------------------------------------------------
+
+/// The inode of the socket listening on 127.0.0.1:`port` (`/proc/net/tcp`).
+fn listening_inode(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // local_address, state (0A: listen), inode.
+        (f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A"))
+            .then(|| f.get(9).and_then(|i| i.parse().ok()))
+            .flatten()
+    })
+}
+
+/// Whether process `pid` has socket `inode` open.
+fn holds_socket(pid: u32, inode: u64) -> bool {
+    let want = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy() == want))
+        })
+        .unwrap_or(false)
+}
+
+fn fd_count_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Sends SIGHUP and waits for restart `n` to finish well.
+fn restart(main: &Main, n: u64) {
+    main.signal(rustix::process::Signal::HUP);
+    main.wait_log(&[&format!("restart {n} done")], 1, 30);
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn sighup_restarts_in_place_on_the_same_socket() {
+    require_root();
+    let main = Main::start("basic");
+    main.wait_log(&["every role is ready"], 1, 20);
+    let inode = listening_inode(port_of(&main.addr)).expect("the listening socket");
+    assert!(holds_socket(main.pid(), inode));
+    let old = main.member("worker");
+    let old_fd = pidfd(old);
+    restart(&main, 1);
+    let done = main.wait_log(&["restart 1 done"], 1, 1).remove(0);
+    assert!(done.contains("generation 2 serving"), "{done}");
+    // Main is the same process (exec'd in place), with the same socket.
+    assert_ne!(status_field(main.pid(), "State").chars().next(), Some('Z'));
+    main.wait_log(
+        &["re-executed in place", &format!("pid {}", main.pid())],
+        1,
+        1,
+    );
+    assert_eq!(listening_inode(port_of(&main.addr)), Some(inode));
+    assert!(holds_socket(main.pid(), inode));
+    // The old worker is gone; the new one accepts on that same socket.
+    assert!(exits_within(&old_fd, 5.0));
+    let new = main.member("worker");
+    assert_ne!(new, old);
+    assert!(
+        holds_socket(new, inode),
+        "the new worker has the same socket"
+    );
+    assert!(get_ok(&main.addr, 5).contains(&format!("pid={new}")));
+    // It runs as the old one did: sandboxed, as nobody.
+    assert_eq!(status_field(new, "Seccomp"), "2");
+    assert_eq!(
+        status_field(new, "Uid").split_whitespace().next(),
+        Some("65534")
+    );
+}
+
+fn failed_preflight_keeps_the_old_generation() {
+    require_root();
+    let dir = support::TempDir::new("preflight");
+    let bin = dir.path().join("family-main");
+    std::fs::copy(std::env::current_exe().unwrap(), &bin).unwrap();
+    let main = Main::start_exe(&bin, "basic", |_| {});
+    main.wait_log(&["every role is ready"], 1, 20);
+    let old = main.member("worker");
+    // The binary is replaced (renamed over, as a package manager does) by
+    // one that exits at once.
+    let next = dir.path().join("next");
+    std::fs::copy("/bin/false", &next).unwrap();
+    std::fs::rename(&next, &bin).unwrap();
+    main.signal(rustix::process::Signal::HUP);
+    let line = main
+        .wait_log(&["restart 1 failed", "preflight"], 1, 20)
+        .remove(0);
+    assert!(line.contains("exited with status 1"), "{line}");
+    assert!(line.contains("generation 1 keeps serving"), "{line}");
+    // The old generation serves on, untouched.
+    assert!(get_ok(&main.addr, 5).contains(&format!("pid={old}")));
+    assert_eq!(main.member("worker"), old);
+    // A good binary again: the next SIGHUP goes through.
+    std::fs::copy(std::env::current_exe().unwrap(), &next).unwrap();
+    std::fs::rename(&next, &bin).unwrap();
+    restart(&main, 2);
+    assert!(get_ok(&main.addr, 5).contains("worker uid=65534"));
+    assert_ne!(main.member("worker"), old);
+}
+
+fn new_member_never_ready_fails_the_restart() {
+    require_root();
+    let main = Main::start("hanging");
+    main.wait_log(&["every role is ready"], 1, 20);
+    let old = main.member("hanger");
+    let old_fd = pidfd(old);
+    main.signal(rustix::process::Signal::HUP);
+    let line = main.wait_log(&["restart 1 failed"], 1, 20).remove(0);
+    assert!(line.contains("not ready within 2s"), "{line}");
+    assert!(line.contains("generation 1 keeps serving"), "{line}");
+    // The failed generation is gone; the old one never stopped.
+    assert!(!exits_within(&old_fd, 0.2));
+    assert_eq!(main.members().len(), 1, "{:?}", main.members());
+    assert!(get_ok(&main.addr, 5).contains(&format!("pid={old}")));
+}
+
+fn sighups_during_a_restart_coalesce() {
+    require_root();
+    let main = Main::start("basic");
+    main.wait_log(&["every role is ready"], 1, 20);
+    // A request in flight holds the old worker for 1.5 s: the restart
+    // lasts at least that long, so every SIGHUP below comes during it.
+    let addr = main.addr.clone();
+    let slow = std::thread::spawn(move || get(&addr, "/slow"));
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..50 {
+        main.signal(rustix::process::Signal::HUP);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(slow.join().unwrap().starts_with("HTTP/1.1 200"));
+    main.wait_log(&["restart 2 done"], 1, 30);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = main.log();
+    assert!(!log.contains("restart 3"), "{log}");
+    assert_eq!(log.matches("one more restart follows").count(), 1, "{log}");
+}
+
+fn stuck_old_member_is_killed_at_the_drain_deadline() {
+    require_root();
+    let main = Main::start_with("stubborn", |c| {
+        c.env("PF_DRAIN_MS", "1000");
+    });
+    main.wait_log(&["every role is ready"], 1, 20);
+    let stuck = main.member("stubborn");
+    let stuck_fd = pidfd(stuck);
+    main.signal(rustix::process::Signal::HUP);
+    main.wait_log(&["accepting after"], 1, 20);
+    // Deaf to the drain: alive until the deadline, killed at it.
+    assert!(!exits_within(&stuck_fd, 0.5));
+    main.wait_log(
+        &[
+            &format!("[stubborn:0 {stuck}]"),
+            "still running at the drain deadline; killing it",
+        ],
+        1,
+        10,
+    );
+    assert!(exits_within(&stuck_fd, 2.0));
+    main.wait_log(&["restart 1 done"], 1, 10);
+}
+
+fn request_in_flight_across_a_restart_completes() {
+    require_root();
+    let main = Main::start("basic");
+    main.wait_log(&["every role is ready"], 1, 20);
+    let old = main.member("worker");
+    let addr = main.addr.clone();
+    let slow = std::thread::spawn(move || get(&addr, "/slow"));
+    std::thread::sleep(Duration::from_millis(200));
+    main.signal(rustix::process::Signal::HUP);
+    let answer = slow.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(&format!("pid={old}")), "{answer}");
+    main.wait_log(&["restart 1 done"], 1, 20);
+}
+
+fn fds_processes_and_filters_stay_flat_over_restarts() {
+    require_root();
+    let main = Main::start("basic");
+    main.wait_log(&["every role is ready"], 1, 20);
+    restart(&main, 1);
+    let pid = main.pid();
+    let fds = fd_count_of(pid);
+    let members = main.members().len();
+    let filters = status_field(pid, "Seccomp_filters");
+    let threads = status_field(pid, "Threads");
+    for n in 2..=200 {
+        restart(&main, n);
+    }
+    assert_eq!(fd_count_of(pid), fds, "main's fds after 200 restarts");
+    assert_eq!(main.members().len(), members, "{:?}", main.members());
+    assert_eq!(status_field(pid, "Seccomp_filters"), filters);
+    assert_eq!(status_field(pid, "Threads"), threads);
+    assert_eq!(threads, "1");
+    assert!(get_ok(&main.addr, 5).contains("worker uid=65534"));
+}
+
+fn new_image_dying_before_adopting_ends_the_family_loudly() {
+    require_root();
+    let mut main = Main::start_with("basic", |c| {
+        c.env("PF_DIE_AFTER_EXEC", "1");
+    });
+    main.wait_log(&["every role is ready"], 1, 20);
+    let worker_fd = pidfd(main.member("worker"));
+    main.signal(rustix::process::Signal::HUP);
+    // Main exits with the new image's code; the members follow it (their
+    // parent-death signal), none is left behind.
+    assert_eq!(main.wait_exit(20), Some(7));
+    assert!(exits_within(&worker_fd, 5.0));
+    main.wait_log(&["new image: dying before adopting anything"], 1, 5);
+    assert!(TcpStream::connect(&main.addr).is_err(), "nobody listens");
+}
+
+fn preflight_refuses_a_record_version_it_cannot_read() {
+    require_root();
+    let run = |version: &str| {
+        Command::new(std::env::current_exe().unwrap())
+            .args([CASE, "family_main", "--check"])
+            .env("PRIVFORK_PREFLIGHT_RECORD", version)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run("999");
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("version 999") && err.contains("version 1"),
+        "{err}"
+    );
+    assert_eq!(run("1").status.code(), Some(0));
+}
+
+fn sd_notify_on_a_restart() {
+    require_root();
+    let dir = support::TempDir::new("notify");
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let main = Main::start_with("basic", |cmd| {
+        cmd.env("NOTIFY_SOCKET", &path);
+    });
+    let mut buf = [0u8; 4096];
+    let mut recv = || {
+        let n = sock.recv(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(recv().contains("READY=1"));
+    main.signal(rustix::process::Signal::HUP);
+    let reloading = recv();
+    assert!(reloading.contains("RELOADING=1"), "{reloading:?}");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading:?}");
+    let ready = recv();
+    assert!(ready.contains("READY=1"), "{ready:?}");
+    assert!(
+        ready.contains("STATUS=generation 2 serving; last restart: restart 1 done"),
+        "{ready:?}"
+    );
 }

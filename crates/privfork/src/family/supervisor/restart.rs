@@ -184,7 +184,8 @@ impl Main<'_> {
             .fd(0, devnull.as_fd())
             .fd(1, out_w.as_fd())
             .fd(2, out_w.as_fd());
-        for k in START_ONLY_ENV {
+        // A check talks to nobody: not to systemd either.
+        for k in START_ONLY_ENV.iter().chain(&["NOTIFY_SOCKET"]) {
             spawn.env_remove(k);
         }
         let spawned = spawn.spawn().map_err(|e| e.to_string())?;
@@ -369,6 +370,11 @@ impl Main<'_> {
         envp.push(
             CString::new(format!("{STATE_ENV}={}", memfd.as_raw_fd())).expect("no NUL in digits"),
         );
+        // Exactly the fds the record names cross the exec (and 0-2): any
+        // other fd main has without close-on-exec — one its own parent
+        // left it, say — gets the flag now.
+        let keep: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        crate::inherit::cloexec_all_but(&keep);
         if let Err(e) = set_inheritable(&fds, true) {
             let _ = set_inheritable(&fds, false);
             return format!("clearing close-on-exec: {e}");
