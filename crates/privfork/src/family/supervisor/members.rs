@@ -397,6 +397,21 @@ impl Main<'_> {
                 return;
             }
         };
+        // What it said last, before its channel goes: a draining member's
+        // last handovers may still be in the socket (bounded: the socket
+        // buffer of a dead process, read a budget at a time).
+        for _ in 0..64 {
+            match &self.gens[g].members[i].run {
+                Some(r) if !r.channel_closed => {}
+                _ => break,
+            }
+            if self.on_channel(g, i) == 0 {
+                break;
+            }
+        }
+        if self.gens[g].members[i].run.is_none() {
+            return;
+        }
         let number = self.gens[g].number;
         let mut r = self.gens[g].members[i].run.take().expect("just matched");
         self.status_cache = None;

@@ -25,21 +25,23 @@ const MAX_QUEUED: usize = 1024;
 
 impl Main<'_> {
     /// Reads what member `i` of generation `g` sent (a budget per
-    /// wake-up).
-    pub(super) fn on_channel(&mut self, g: usize, i: usize) {
+    /// wake-up); how many messages it read.
+    pub(super) fn on_channel(&mut self, g: usize, i: usize) -> usize {
         let (role, instance, number) = {
             let m = &self.gens[g].members[i];
             (m.role, m.instance, self.gens[g].number)
         };
         // A few messages per wake-up: a chatty member cannot keep main
         // here (the poll is level-triggered: the rest come next time).
+        let mut read = 0;
         for _ in 0..MESSAGE_BUDGET {
             let Some(r) = &mut self.gens[g].members[i].run else {
-                return;
+                return read;
             };
             let tag = super::members::tag(role, instance, number, r.child.pid());
             match r.channel.try_recv() {
                 Ok(Some(mut msg)) => {
+                    read += 1;
                     match msg.msg {
                         ToMain::Ready(report) => {
                             // Stopping already: its Ready crossed our Stop
@@ -86,7 +88,7 @@ impl Main<'_> {
                                 ));
                                 r.channel_closed = true;
                                 let _ = r.child.kill();
-                                return;
+                                return read;
                             }
                             self.pass_connection(g, i, socket, bytes);
                             continue;
@@ -103,13 +105,13 @@ impl Main<'_> {
                         self.on_ready(g);
                     }
                 }
-                Ok(None) => return,
+                Ok(None) => return read,
                 // It closed its end (between messages, or with unread
                 // data: a reset): it is exiting, and its pidfd will say
                 // how.
                 Err(RecvError::PeerClosed | RecvError::Closed { .. } | RecvError::Io { .. }) => {
                     r.channel_closed = true;
-                    return;
+                    return read;
                 }
                 Err(e) => {
                     // A message it may not send: the channel is closed;
@@ -118,10 +120,11 @@ impl Main<'_> {
                         .log(&format!("{tag} broke the protocol ({e}); killing it"));
                     r.channel_closed = true;
                     let _ = r.child.kill();
-                    return;
+                    return read;
                 }
             }
         }
+        read
     }
 
     /// Answers member `i`'s status query without ever waiting on it: one
