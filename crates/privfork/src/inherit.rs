@@ -210,25 +210,6 @@ pub(crate) fn capture_if_started_with_fds() {
     }
 }
 
-/// Sets close-on-exec on every open fd above 2 except those in `keep`
-/// (a smooth restart's exec passes on exactly what its record names).
-/// Call it only while single-threaded: a thread opening an fd meanwhile
-/// could see its number change owners.
-pub(crate) fn cloexec_all_but(keep: &[RawFd]) {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    let open: Vec<RawFd> = dir
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-        .collect();
-    for n in open {
-        if n > 2 && !keep.contains(&n) {
-            crate::sys::spawn::set_cloexec(n);
-        }
-    }
-}
-
 fn capture_now() {
     let mut set = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
     if set.is_some() {

@@ -70,6 +70,15 @@ const STATUSER: Role = Role {
     ..Role::new("statuser", statuser)
 };
 const NOSY: Role = Role::new("nosy", nosy);
+const DEAFASKER: Role = Role {
+    status: true,
+    ..Role::new("deafasker", deaf_asker)
+};
+const LINGERER: Role = Role {
+    handover: true,
+    sandbox: None,
+    ..Role::new("lingerer", lingerer)
+};
 const SLOWREADY: Role = Role {
     peers: &["dier"],
     ..Role::new("slowready", slow_ready)
@@ -94,8 +103,10 @@ const STUBBORN: Role = Role::new("stubborn", sleeper);
 /// Every role, for members to find theirs in.
 static ALL: &[Role] = &[
     WORKER, CRASHER, ROGUE, SPINNER, FLOODER, QUITTER, LINKER, DEAF, PING, PONG, CHATTER, STATUSER,
-    NOSY, LATE, SLOWREADY, DIER, HANGER, STUBBORN,
+    NOSY, LATE, SLOWREADY, DIER, HANGER, STUBBORN, DEAFASKER, LINGERER,
 ];
+static DEAFASKING: &[Role] = &[WORKER, DEAFASKER];
+static LINGERING: &[Role] = &[WORKER, LINGERER];
 static HANGING: &[Role] = &[HANGER];
 static STUBBORNLY: &[Role] = &[WORKER, STUBBORN];
 static BASIC: &[Role] = &[WORKER];
@@ -231,6 +242,18 @@ fn main() {
                 preflight_refuses_a_record_version_it_cannot_read,
             ),
             ("sd_notify_on_a_restart", sd_notify_on_a_restart),
+            (
+                "member_not_reading_its_answers_cannot_hang_a_stop",
+                member_not_reading_its_answers_cannot_hang_a_stop,
+            ),
+            (
+                "member_not_reading_cannot_veto_a_restart",
+                member_not_reading_cannot_veto_a_restart,
+            ),
+            (
+                "lingering_socket_sent_to_main_cannot_block_it",
+                lingering_socket_sent_to_main_cannot_block_it,
+            ),
         ],
         &[("family_main", family_main)],
         &[(
@@ -445,6 +468,44 @@ fn until_stopped(mut cx: RoleContext) -> i32 {
     0
 }
 
+/// Says ready, asks main for the status 600 times without reading an
+/// answer, then sleeps.
+fn deaf_asker(mut cx: RoleContext) -> i32 {
+    cx.ready().unwrap();
+    for _ in 0..600 {
+        if cx.channel().send(&ToMain::StatusQuery).is_err() {
+            break;
+        }
+    }
+    eprintln!("DEAFASKER sent its queries");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Hands main a TCP socket with unsent data to a client that reads
+/// nothing, set to linger for ever, and closes its own copy: the close
+/// of main's copy is the last one (a lingering close blocks).
+fn lingerer(mut cx: RoleContext) -> i32 {
+    cx.ready().unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (conn, _) = l.accept().unwrap();
+    conn.set_nonblocking(true).unwrap();
+    let mut conn = conn;
+    let buf = vec![b'x'; 65536];
+    while conn.write(&buf).is_ok() {}
+    rustix::net::sockopt::set_socket_linger(&conn, Some(Duration::from_secs(1 << 30))).unwrap();
+    eprintln!("LINGERER handing over");
+    let _ = cx.channel().send_fds(
+        &ToMain::Handover(Bytes(Vec::new())),
+        vec![OwnedFd::from(conn)],
+    );
+    std::thread::sleep(Duration::from_secs(60));
+    drop(client);
+    0
+}
+
 /// Says ready, then asks for the status its row does not allow.
 fn nosy(mut cx: RoleContext) -> i32 {
     cx.ready().unwrap();
@@ -559,6 +620,8 @@ fn family_main() {
         Ok("crossing") => CROSSING,
         Ok("hanging") => HANGING,
         Ok("stubborn") => STUBBORNLY,
+        Ok("deafasking") => DEAFASKING,
+        Ok("lingering") => LINGERING,
         _ => BASIC,
     };
     let mut family = Family::new(roles).stop_timeout(Duration::from_secs(5));
@@ -1591,22 +1654,29 @@ fn new_image_dying_before_adopting_ends_the_family_loudly() {
 
 fn preflight_refuses_a_record_version_it_cannot_read() {
     require_root();
-    let run = |version: &str| {
+    let run = |version: &str, listeners: &str| {
         Command::new(std::env::current_exe().unwrap())
             .args([CASE, "family_main", "--check"])
             .env("PRIVFORK_PREFLIGHT_RECORD", version)
+            .env("PRIVFORK_PREFLIGHT_LISTENERS", listeners)
             .stdin(Stdio::null())
             .output()
             .unwrap()
     };
-    let out = run("999");
+    let out = run("999", "http");
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("version 999") && err.contains("version 1"),
         "{err}"
     );
-    assert_eq!(run("1").status.code(), Some(0));
+    assert_eq!(run("1", "http").status.code(), Some(0));
+    // A role needing a listener the running main does not have: refused
+    // here, not after the exec (where it would take the family down).
+    let out = run("1", "other");
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs listener \"http\""), "{err}");
 }
 
 fn sd_notify_on_a_restart() {
@@ -1634,5 +1704,39 @@ fn sd_notify_on_a_restart() {
     assert!(
         ready.contains("STATUS=generation 2 serving; last restart: restart 1 done"),
         "{ready:?}"
+    );
+}
+
+fn member_not_reading_its_answers_cannot_hang_a_stop() {
+    require_root();
+    let mut main = Main::start("deafasking");
+    main.wait_log(&["DEAFASKER sent its queries"], 1, 20);
+    std::thread::sleep(Duration::from_millis(300));
+    main.signal(rustix::process::Signal::TERM);
+    // Main never waits on a member: it exits within its stop deadline
+    // (5 s), whatever that member does.
+    assert!(main.wait_exit(12).is_some());
+}
+
+fn member_not_reading_cannot_veto_a_restart() {
+    require_root();
+    let main = Main::start("deafasking");
+    main.wait_log(&["DEAFASKER sent its queries"], 1, 20);
+    std::thread::sleep(Duration::from_millis(300));
+    main.signal(rustix::process::Signal::HUP);
+    main.wait_log(&["restart 1 done"], 1, 30);
+}
+
+fn lingering_socket_sent_to_main_cannot_block_it() {
+    require_root();
+    let mut main = Main::start("lingering");
+    // Handover while running breaks the protocol: the frame is refused
+    // and its socket closed by main, which must not wait for it.
+    main.wait_log(&["[lingerer:0", "broke the protocol"], 1, 20);
+    main.signal(rustix::process::Signal::TERM);
+    assert!(
+        main.wait_exit(12).is_some(),
+        "main blocked; log:\n{}",
+        main.log()
     );
 }

@@ -366,7 +366,7 @@ impl Family {
         crate::inherit::capture_if_started_with_fds();
         // A smooth restart's preflight: this binary must read the state
         // record the running main writes, or the restart stops here.
-        record::check_preflight_version();
+        record::check_preflight(self.roles);
         if crate::exe::role().is_some() {
             child::main(self.roles)
         }
@@ -377,6 +377,16 @@ impl Family {
     /// supervises, and returns the exit code when the family stops.
     /// Errors before the family starts are printed and give exit code 1.
     pub fn run_main(self) -> i32 {
+        // A preflight's program must stop at its check: a family started
+        // here would run beside the real one, as root.
+        if std::env::var_os(record::PREFLIGHT_ENV).is_some() {
+            eprintln!(
+                "privfork family: started as a restart's preflight, but the program did not \
+                 stop at its check ({}); refusing to start a family",
+                self.check_args.join(" ")
+            );
+            return 2;
+        }
         // First: fds 0-2 open, so no listener or channel lands on them.
         if let Err(e) = crate::sys::open_missing_stdio() {
             eprintln!("privfork family: opening /dev/null on fds 0-2: {e}");

@@ -30,8 +30,11 @@ const MAX_RECORD: usize = 1 << 20;
 pub(crate) const STATE_ENV: &str = "PRIVFORK_STATE_FD";
 /// Set by a preflight to the record version the running image writes.
 pub(crate) const PREFLIGHT_ENV: &str = "PRIVFORK_PREFLIGHT_RECORD";
+/// Set by a preflight to the names of the listeners main has
+/// (`:`-separated): the new binary's roles must need no other.
+pub(crate) const PREFLIGHT_LISTENERS_ENV: &str = "PRIVFORK_PREFLIGHT_LISTENERS";
 /// Exit code of a preflight whose binary cannot read the running image's
-/// record.
+/// record, or whose roles cannot run with what main has.
 pub(crate) const EXIT_WRONG_VERSION: i32 = 3;
 
 /// Everything the new image needs to adopt the running generation.
@@ -133,10 +136,18 @@ impl Record {
         if payload.len() > MAX_RECORD {
             return Err(RecordError::TooLarge(payload.len()));
         }
+        // Not executable where the kernel can say so (6.3+; a system with
+        // vm.memfd_noexec=2 refuses executable memfds).
         let fd = rustix::fs::memfd_create(
             "privfork-state",
-            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING | MemfdFlags::NOEXEC_SEAL,
         )
+        .or_else(|_| {
+            rustix::fs::memfd_create(
+                "privfork-state",
+                MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+            )
+        })
         .map_err(std::io::Error::from)?;
         let mut f = std::fs::File::from(fd);
         f.write_all(MAGIC)?;
@@ -179,9 +190,10 @@ impl Record {
 
 /// In a preflight (the running image set [`PREFLIGHT_ENV`]): exits with
 /// [`EXIT_WRONG_VERSION`] and a message unless this binary reads the
-/// record version the running image writes. Called by
+/// record version the running image writes and its roles can run with
+/// the listeners main has, as their rows' users. Called by
 /// [`super::Family::dispatch`] before the program's own check runs.
-pub(crate) fn check_preflight_version() {
+pub(crate) fn check_preflight(roles: &[super::Role]) {
     let Some(v) = std::env::var_os(PREFLIGHT_ENV) else {
         return;
     };
@@ -193,6 +205,32 @@ pub(crate) fn check_preflight_version() {
             v.to_string_lossy()
         );
         std::process::exit(EXIT_WRONG_VERSION);
+    }
+    // What the new image would need from the running main: its roles'
+    // listeners among main's, their rows' users known. A failure after
+    // the exec would take the family down; here it only stops the restart.
+    let have: Vec<String> = std::env::var(PREFLIGHT_LISTENERS_ENV)
+        .map(|s| s.split(':').map(str::to_owned).collect())
+        .unwrap_or_default();
+    for r in roles {
+        if r.listeners != super::ALL_LISTENERS {
+            for l in r.listeners {
+                if !have.iter().any(|h| h == l) {
+                    eprintln!(
+                        "privfork preflight: role {:?} needs listener {l:?}, which the \
+                         running main does not have (it has {have:?})",
+                        r.name
+                    );
+                    std::process::exit(EXIT_WRONG_VERSION);
+                }
+            }
+        }
+        if let Some(u) = r.user
+            && let Err(e) = crate::identity::Identity::user(u)
+        {
+            eprintln!("privfork preflight: role {:?}: user {u:?}: {e}", r.name);
+            std::process::exit(EXIT_WRONG_VERSION);
+        }
     }
 }
 

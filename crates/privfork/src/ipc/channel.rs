@@ -376,6 +376,12 @@ impl<Tx: Message, Rx: Message> Channel<Tx, Rx> {
         self.rx.has_buffered()
     }
 
+    /// See [`Sender::queued`].
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.tx.queued()
+    }
+
     /// See [`Sender::is_flushed`].
     #[must_use]
     pub fn is_flushed(&self) -> bool {

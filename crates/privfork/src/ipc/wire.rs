@@ -131,6 +131,26 @@ impl<Rx: Message> ReadCore<Rx> {
     }
 
     fn check(&self, frame: RawFrame) -> Result<Received<Rx>, RecvError> {
+        match self.check_inner(&frame).and_then(|()| self.decode(&frame)) {
+            Ok(msg) => Ok(Received {
+                msg,
+                request_id: frame.header.request_id,
+                fds: frame.fds,
+            }),
+            Err(e) => {
+                // The frame's fds are closed here: a socket among them
+                // must not make that close wait (a TCP socket the peer set
+                // to linger blocks the last close, non-blocking or not).
+                for fd in &frame.fds {
+                    let _ = rustix::net::sockopt::set_socket_linger(fd, None);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The header's checks: kind known, allowed now, fds as declared.
+    fn check_inner(&self, frame: &RawFrame) -> Result<(), RecvError> {
         let h = frame.header;
         let kind = Rx::from_code(h.msg_type).ok_or(RecvError::UnknownType { code: h.msg_type })?;
         let desc = Rx::describe(kind);
@@ -150,6 +170,14 @@ impl<Rx: Message> ReadCore<Rx> {
                 declared: h.num_fds,
             });
         }
+        Ok(())
+    }
+
+    /// The payload, decoded: exactly one message of the header's kind.
+    fn decode(&self, frame: &RawFrame) -> Result<Rx, RecvError> {
+        let h = frame.header;
+        let kind = Rx::from_code(h.msg_type).ok_or(RecvError::UnknownType { code: h.msg_type })?;
+        let desc = Rx::describe(kind);
         let (msg, rest) = postcard::take_from_bytes::<Rx>(&frame.payload).map_err(|source| {
             RecvError::BadPayload {
                 name: desc.name,
@@ -169,11 +197,7 @@ impl<Rx: Message> ReadCore<Rx> {
                 payload: Rx::describe(got).name,
             });
         }
-        Ok(Received {
-            msg,
-            request_id: h.request_id,
-            fds: frame.fds,
-        })
+        Ok(msg)
     }
 
     /// One `recvmsg` into the decoder.

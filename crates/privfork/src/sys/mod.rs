@@ -920,6 +920,13 @@ const _: () = assert!(
 ///
 /// See close_range(2).
 pub(crate) fn cloexec_above_stderr(_child: &ChildToken) -> io::Result<()> {
+    cloexec_above_stderr_now()
+}
+
+/// `close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`—Sets close-on-exec on every
+/// fd above 2 (a smooth restart's exec then clears it on exactly the fds
+/// it passes on). Closes nothing, so it is sound in any process.
+pub(crate) fn cloexec_above_stderr_now() -> io::Result<()> {
     // SAFETY: integer arguments only; CLOSE_RANGE_CLOEXEC closes nothing,
     // so no fd owned by a Rust value is invalidated.
     let rc = unsafe {

@@ -86,6 +86,15 @@ pub(super) struct Running {
     pub report: Option<MemberReport>,
     /// Status answers that could not be sent to it.
     pub status_failures: u64,
+    /// Told to drain for a restart (only then may it hand over).
+    pub draining: bool,
+    /// Connections it handed over so far.
+    pub handovers: u64,
+    /// Sockets it sent that main did not pass on. Closed only once it is
+    /// reaped, with lingering off: it may keep a copy and set `SO_LINGER`
+    /// on it, and a lingering TCP close blocks the process that closes
+    /// last (main), whatever its fd flags.
+    pub held: Vec<OwnedFd>,
 }
 
 /// How log lines name a member's process: role, instance, generation
@@ -264,6 +273,9 @@ impl Main<'_> {
             unhandled_app: 0,
             report: None,
             status_failures: 0,
+            draining: false,
+            handovers: 0,
+            held: Vec::new(),
         });
         Ok(())
     }
@@ -414,6 +426,10 @@ impl Main<'_> {
         }
         let number = self.gens[g].number;
         let mut r = self.gens[g].members[i].run.take().expect("just matched");
+        // It is gone: nobody can set lingering on these again.
+        for s in r.held.drain(..) {
+            let _ = rustix::net::sockopt::set_socket_linger(&s, None);
+        }
         self.status_cache = None;
         // What it wrote last.
         r.stderr.read(&mut self.log);
@@ -487,17 +503,24 @@ pub(super) fn stop_member(r: &mut Running, allowed: Allowed, timeout: Duration, 
         protocol::state_name(ChildState::Stopping),
         &protocol::accepted_on_stop(r.state, allowed),
     );
-    // A member that cannot be told (its channel is full or gone) is
-    // killed; one that is told has the deadline to finish.
+    // A member that cannot be told (its channel is gone, or it does not
+    // read it) is killed; one that is told has the deadline to finish.
+    // Never a blocking send: main waits on no member.
     let deadline_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     let order = if drain {
         ToChild::Drain(deadline_ms)
     } else {
         ToChild::Stop(deadline_ms)
     };
-    if r.channel.send(&order).is_err() {
+    let sent = r
+        .channel
+        .sender()
+        .queue(0, &order, Vec::new())
+        .and_then(|()| r.channel.sender().try_flush());
+    if sent.is_err() || r.channel.queued() > super::messages::MAX_QUEUED {
         let _ = r.child.kill();
     }
+    r.draining = drain;
     r.state = ChildState::Stopping;
     r.ready_by = None;
     r.stop_by = Some(Instant::now() + timeout);

@@ -3,7 +3,7 @@
 //! restart. Every byte is hostile: the channel accepts only the kinds of
 //! the member's state ([`protocol::accepted`]).
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use super::Main;
@@ -19,9 +19,19 @@ const UNHANDLED_APP_EVERY: u64 = 10_000;
 const STATUS_REUSE: std::time::Duration = std::time::Duration::from_millis(250);
 /// Most messages read from one member per wake-up.
 const MESSAGE_BUDGET: usize = 256;
-/// Frames main may have queued to one member before a status answer that
-/// cannot be written counts as the member not reading.
-const MAX_QUEUED: usize = 1024;
+/// Frames main may have queued to one member (status answers, orders)
+/// before it counts as not reading its channel, and is killed.
+pub(super) const MAX_QUEUED: usize = 64;
+/// Connections main may have queued to one member of the new generation
+/// before it closes further ones instead (a flood from a draining member
+/// must not pile up fds in main).
+const MAX_QUEUED_CONNECTIONS: usize = 256;
+/// Connections one draining member may hand over; past it, it is killed
+/// (a member does not have this many connections: it is dup'ing them).
+const MAX_HANDOVERS: u64 = 1 << 16;
+/// Sockets a member sent that main did not pass on, kept until it is
+/// reaped (closing one earlier could block: see [`Running::held`]).
+const MAX_HELD: usize = 64;
 
 impl Main<'_> {
     /// Reads what member `i` of generation `g` sent (a budget per
@@ -81,11 +91,28 @@ impl Main<'_> {
                             let Some(socket) = msg.fds.pop() else {
                                 continue;
                             };
-                            if !is_connected_stream(&socket) {
-                                self.log.log(&format!(
-                                    "{tag} handed over something that is not a connected \
-                                     stream socket; killing it"
-                                ));
+                            // Whatever it is, its close never blocks main
+                            // (a lingering TCP close would).
+                            let _ = rustix::net::sockopt::set_socket_linger(&socket, None);
+                            r.handovers += 1;
+                            let why = if !r.draining {
+                                Some("handed over a connection without a drain")
+                            } else if bytes.0.len() > protocol::MAX_HANDOVER_BYTES {
+                                Some("handed over more bytes than a handover carries")
+                            } else if r.handovers > MAX_HANDOVERS {
+                                Some("handed over more connections than it can have")
+                            } else if !self.accepted_on_listener(role, &socket) {
+                                Some(
+                                    "handed over something that is not a connection \
+                                     accepted on its listeners",
+                                )
+                            } else {
+                                None
+                            };
+                            if let Some(why) = why {
+                                self.log.log(&format!("{tag} {why}; killing it"));
+                                let r = self.gens[g].members[i].run.as_mut().expect("runs");
+                                r.held.push(socket);
                                 r.channel_closed = true;
                                 let _ = r.child.kill();
                                 return read;
@@ -153,7 +180,7 @@ impl Main<'_> {
         let sent = queued.and_then(|()| r.channel.sender().try_flush());
         match sent {
             Ok(true) => {}
-            Ok(false) if r.channel.sender().queued() <= MAX_QUEUED => {}
+            Ok(false) if r.channel.queued() <= MAX_QUEUED => {}
             Ok(false) => {
                 self.log
                     .log(&format!("{tag} does not read its channel; killing it"));
@@ -175,7 +202,8 @@ impl Main<'_> {
 
     /// Passes a connection that member `i` of draining generation `g`
     /// handed over to a ready member of the same role in the serving
-    /// generation (in turn); with none, it is closed and counted.
+    /// generation (in turn); with none, or one whose queue is full, it is
+    /// kept until the sender is reaped, then closed, and counted.
     fn pass_connection(&mut self, g: usize, i: usize, socket: OwnedFd, bytes: Bytes) {
         let role = self.gens[g].members[i].role.name;
         let s = self.serving();
@@ -187,14 +215,17 @@ impl Main<'_> {
                 s != g
                     && m.role.name == role
                     && m.role.handover
-                    && m.run
-                        .as_ref()
-                        .is_some_and(|r| r.state == ChildState::Running && !r.channel_closed)
+                    && m.run.as_ref().is_some_and(|r| {
+                        r.state == ChildState::Running
+                            && !r.channel_closed
+                            && r.channel.queued() < MAX_QUEUED_CONNECTIONS
+                    })
             })
             .map(|(j, _)| j)
             .collect();
         if takers.is_empty() {
             self.handover.dropped += 1;
+            self.hold(g, i, socket);
             return;
         }
         self.handover.next = self.handover.next.wrapping_add(1);
@@ -211,6 +242,64 @@ impl Main<'_> {
             Ok(_) => self.handover.passed += 1,
             Err(_) => self.handover.dropped += 1,
         }
+    }
+
+    /// Keeps `socket`, sent by member `i` of `g`, until that member is
+    /// reaped; one holding too many is killed.
+    fn hold(&mut self, g: usize, i: usize, socket: OwnedFd) {
+        if let Some(r) = &mut self.gens[g].members[i].run {
+            r.held.push(socket);
+            if r.held.len() > MAX_HELD {
+                r.channel_closed = true;
+                let _ = r.child.kill();
+            }
+        }
+    }
+
+    /// Whether `socket` is a connection accepted on one of `role`'s
+    /// listeners: connected (it has a peer), and its local address is a
+    /// listener's (same port, and the listener's IP or a wildcard; or the
+    /// same unix path). A socketpair end, an unconnected socket or a
+    /// connection made elsewhere is not.
+    fn accepted_on_listener(&self, role: &crate::family::Role, socket: &OwnedFd) -> bool {
+        use rustix::net::{SocketAddrUnix, SocketType, getpeername, getsockname, sockopt};
+        if !sockopt::socket_type(socket).is_ok_and(|t| t == SocketType::STREAM)
+            || !matches!(getpeername(socket), Ok(Some(_)))
+        {
+            return false;
+        }
+        let Ok(local) = getsockname(socket) else {
+            return false;
+        };
+        let mine: Vec<&crate::listen::Listener> = if role.listeners == crate::family::ALL_LISTENERS
+        {
+            self.listeners.iter().collect()
+        } else {
+            role.listeners
+                .iter()
+                .filter_map(|n| self.listeners.get(n))
+                .collect()
+        };
+        mine.iter().any(|l| {
+            let Ok(bound) = getsockname(l) else {
+                return false;
+            };
+            match (
+                std::net::SocketAddr::try_from(local.clone()),
+                std::net::SocketAddr::try_from(bound.clone()),
+            ) {
+                (Ok(a), Ok(b)) => {
+                    a.port() == b.port() && (b.ip().is_unspecified() || a.ip() == b.ip())
+                }
+                _ => match (
+                    SocketAddrUnix::try_from(local.clone()),
+                    SocketAddrUnix::try_from(bound),
+                ) {
+                    (Ok(a), Ok(b)) => a.path_bytes().is_some() && a.path_bytes() == b.path_bytes(),
+                    _ => false,
+                },
+            }
+        })
     }
 
     /// Writes what is queued for member `i` of generation `g`.
@@ -303,12 +392,4 @@ impl Main<'_> {
             _ => {}
         }
     }
-}
-
-/// Whether `fd` is a connected (not listening) stream socket: what a
-/// handed-over connection must be before main passes it on.
-fn is_connected_stream(fd: &OwnedFd) -> bool {
-    use rustix::net::{SocketType, sockopt};
-    sockopt::socket_type(fd.as_fd()).is_ok_and(|t| t == SocketType::STREAM)
-        && sockopt::socket_acceptconn(fd.as_fd()).is_ok_and(|listening| !listening)
 }

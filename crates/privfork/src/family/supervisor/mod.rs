@@ -58,6 +58,9 @@ pub(super) struct Main<'a> {
     ready_notified: bool,
     restarts: restart::Restarts,
     handover: Handovers,
+    /// Killed children main still has to reap (a preflight cut short);
+    /// reaped as their pidfds say they exited, never waited on.
+    orphans: Vec<crate::process::Child>,
 }
 
 /// Runs main until the family stops; the exit code.
@@ -119,6 +122,7 @@ fn first_start(family: &Family, log: Sink) -> Result<Main<'_>, String> {
         ready_notified: false,
         restarts: restart::Restarts::default(),
         handover: Handovers::default(),
+        orphans: Vec::new(),
     })
 }
 
@@ -168,6 +172,7 @@ enum Event {
     Exit(usize, usize),
     Channel(usize, usize),
     Stderr(usize, usize),
+    Orphan,
 }
 
 impl Main<'_> {
@@ -200,6 +205,10 @@ impl Main<'_> {
                         if readiness.is_readable() || readiness.is_hangup() {
                             self.on_channel(g, i);
                         }
+                    }
+                    Event::Orphan => {
+                        self.orphans
+                            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
                     }
                     Event::Stderr(g, i) => {
                         if let Some(r) = &mut self.gens[g].members[i].run {
@@ -267,6 +276,10 @@ impl Main<'_> {
             earliest(Some(until));
         }
         earliest(self.restart_wake());
+        for c in &self.orphans {
+            events.push(Event::Orphan);
+            p.add(c, Interest::READABLE, events.len() - 1);
+        }
         for (g, gn) in self.gens.iter().enumerate() {
             if let Phase::Ending { until, killed } = gn.phase
                 && !killed

@@ -86,21 +86,51 @@ pub(super) struct InProgress {
 }
 
 enum Stage {
-    /// The new binary's check runs.
+    /// The new binary's check runs (killed at `until`).
     Preflight {
         child: Child,
         out: Source,
         until: Instant,
         exe: Exe,
+        file: FileId,
     },
-    /// Checked; waiting for every channel to be quiet, then the exec.
-    Exec { since: Instant, exe: Exe },
+    /// Checked; waiting for every channel to be quiet and no member
+    /// stopping, then the exec. Members that keep it waiting past
+    /// [`QUIET_TIMEOUT`] are killed (once).
+    Exec {
+        since: Instant,
+        exe: Exe,
+        file: FileId,
+        killed: bool,
+    },
     /// In the new image: the new generation starts.
     Starting,
     /// The new generation serves; the old one drains.
     Draining { accepting_ms: u64 },
     /// Failed; the new generation's processes are being ended.
     Failing { reason: String },
+}
+
+/// What identifies the bytes of a pinned binary: device, inode, size,
+/// modification and change times. The exec runs the file the preflight
+/// checked (the same fd); this catches the same file rewritten in place
+/// in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId([i64; 7]);
+
+impl FileId {
+    fn of(exe: &Exe) -> std::io::Result<Self> {
+        let st = rustix::fs::fstat(exe)?;
+        Ok(Self([
+            st.st_dev as i64,
+            st.st_ino as i64,
+            st.st_size,
+            st.st_mtime,
+            st.st_mtime_nsec as i64,
+            st.st_ctime,
+            st.st_ctime_nsec as i64,
+        ]))
+    }
 }
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds.
@@ -170,6 +200,7 @@ impl Main<'_> {
     /// Pins the binary at main's path and starts its check.
     fn spawn_preflight(&mut self) -> Result<Stage, String> {
         let exe = Exe::from_path(&self.path).map_err(|e| e.to_string())?;
+        let file = FileId::of(&exe).map_err(|e| format!("fstat of the new binary: {e}"))?;
         let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| format!("pipe: {e}"))?;
         let devnull = crate::fork_as::dev_null().map_err(|e| format!("/dev/null: {e}"))?;
@@ -181,6 +212,7 @@ impl Main<'_> {
             .args(argv)
             .args(&self.family.check_args)
             .env(PREFLIGHT_ENV, record::VERSION.to_string())
+            .env(record::PREFLIGHT_LISTENERS_ENV, self.listeners.names())
             .fd(0, devnull.as_fd())
             .fd(1, out_w.as_fd())
             .fd(2, out_w.as_fd());
@@ -198,6 +230,7 @@ impl Main<'_> {
             out,
             until: Instant::now() + self.family.preflight_timeout,
             exe,
+            file,
         })
     }
 
@@ -251,19 +284,24 @@ impl Main<'_> {
             let Some(InProgress { stage, .. }) = &mut self.restarts.current else {
                 return;
             };
-            let Stage::Preflight { exe, .. } = std::mem::replace(stage, Stage::Starting) else {
+            let Stage::Preflight { exe, file, .. } = std::mem::replace(stage, Stage::Starting)
+            else {
                 return;
             };
             *stage = Stage::Exec {
                 since: Instant::now(),
                 exe,
+                file,
+                killed: false,
             };
             return;
         }
         let path = self.path.display();
         let reason = if status.code() == Some(EXIT_WRONG_VERSION) {
             format!(
-                "preflight: {path} cannot read the state record (version {}) this main writes",
+                "preflight: {path} cannot take over from this main (the state record \
+                 version {} it writes, or the listeners or users its roles need: \
+                 the check's output above says which)",
                 record::VERSION
             )
         } else {
@@ -283,42 +321,78 @@ impl Main<'_> {
         };
         match &mut current.stage {
             Stage::Preflight { child, until, .. } if Instant::now() >= *until => {
-                let _ = child.kill_and_wait();
+                // Reaped later, among the orphans (never waited on here: a
+                // check stuck in the kernel must not stop main).
+                let _ = child.kill();
                 let reason = format!(
                     "preflight: the check did not finish within {:?}; killed",
                     self.family.preflight_timeout
                 );
                 self.finish(false, reason);
             }
-            Stage::Exec { since, .. } => {
-                let since = *since;
+            Stage::Exec { since, killed, .. } => {
+                let (since, killed) = (*since, *killed);
                 if self.channels_quiet() {
                     self.exec_in_place();
                 } else if since.elapsed() >= QUIET_TIMEOUT {
-                    self.finish(
-                        false,
-                        format!(
-                            "a member's channel to main was not quiet within {QUIET_TIMEOUT:?}; \
+                    if killed {
+                        self.finish(
+                            false,
+                            "members kept main's channels busy or were still stopping; \
                              not re-executing"
-                        ),
-                    );
+                                .to_owned(),
+                        );
+                    } else {
+                        self.kill_unquiet();
+                    }
                 }
             }
             _ => {}
         }
     }
 
+    /// Kills the members that keep the exec waiting (a channel not quiet,
+    /// or still stopping), and gives them [`QUIET_TIMEOUT`] to be reaped:
+    /// a member must not be able to veto a restart.
+    fn kill_unquiet(&mut self) {
+        for gn in &mut self.gens {
+            for m in &mut gn.members {
+                if let Some(r) = &mut m.run
+                    && !(r.channel_closed
+                        || r.channel.is_quiet() && r.state != ChildState::Stopping)
+                {
+                    self.log.log(&format!(
+                        "{} keeps the restart waiting (its channel is busy, or it is \
+                         stopping); killing it",
+                        super::members::tag(m.role, m.instance, gn.number, r.child.pid())
+                    ));
+                    let _ = r.child.kill();
+                }
+            }
+        }
+        if let Some(InProgress {
+            stage: Stage::Exec { since, killed, .. },
+            ..
+        }) = &mut self.restarts.current
+        {
+            *since = Instant::now();
+            *killed = true;
+        }
+    }
+
     /// Whether every member's channel holds nothing read and nothing to
-    /// send (flushing what is queued first).
+    /// send (flushing what is queued first), and no member is stopping
+    /// (the record keeps no stop deadline).
     fn channels_quiet(&mut self) -> bool {
         let mut quiet = true;
         for gn in &mut self.gens {
             for m in &mut gn.members {
-                if let Some(r) = &mut m.run
-                    && !r.channel_closed
-                {
-                    let _ = r.channel.sender().try_flush();
-                    quiet &= r.channel.is_quiet();
+                if let Some(r) = &mut m.run {
+                    if !r.channel_closed {
+                        let _ = r.channel.sender().try_flush();
+                        quiet &= r.channel.is_quiet();
+                    }
+                    quiet &= r.state != ChildState::Stopping;
                 }
             }
         }
@@ -343,12 +417,18 @@ impl Main<'_> {
     /// then: the flags it cleared are set again).
     fn try_exec(&self) -> String {
         let Some(InProgress {
-            stage: Stage::Exec { exe, .. },
+            stage: Stage::Exec { exe, file, .. },
             ..
         }) = &self.restarts.current
         else {
             return "no checked binary".to_owned();
         };
+        if FileId::of(exe).ok() != Some(*file) {
+            return format!(
+                "{} changed in place after its check; not executing it",
+                self.path.display()
+            );
+        }
         let (record, mut fds) = self.record();
         let memfd = match record.to_memfd() {
             Ok(fd) => fd,
@@ -373,8 +453,9 @@ impl Main<'_> {
         // Exactly the fds the record names cross the exec (and 0-2): any
         // other fd main has without close-on-exec — one its own parent
         // left it, say — gets the flag now.
-        let keep: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-        crate::inherit::cloexec_all_but(&keep);
+        if let Err(e) = crate::sys::cloexec_above_stderr_now() {
+            return format!("setting close-on-exec: {e}");
+        }
         if let Err(e) = set_inheritable(&fds, true) {
             let _ = set_inheritable(&fds, false);
             return format!("clearing close-on-exec: {e}");
@@ -573,9 +654,16 @@ impl Main<'_> {
         let Some(current) = self.restarts.current.take() else {
             return;
         };
+        if let Stage::Preflight { child, .. } = current.stage {
+            // A check still running is killed and reaped when it exits.
+            let _ = child.kill();
+            self.orphans.push(child);
+        }
         let generation = self.gens[self.serving()].number;
         let line = if ok {
             format!("restart {} done: {detail}", current.number)
+        } else if self.stopping.is_some() {
+            format!("restart {} ended: {detail}", current.number)
         } else {
             format!(
                 "restart {} failed: {detail}; generation {generation} keeps serving",
@@ -609,10 +697,9 @@ impl Main<'_> {
         let Some(current) = &mut self.restarts.current else {
             return;
         };
-        if let Stage::Preflight { child, .. } = &mut current.stage {
-            let _ = child.kill_and_wait();
+        if !matches!(current.stage, Stage::Preflight { .. }) {
+            current.stage = Stage::Starting;
         }
-        current.stage = Stage::Starting;
         // Whatever generation was starting is stopped with the rest; the
         // serving one stays the serving one until all are gone.
         self.finish(false, "the family is stopping".to_owned());
@@ -722,6 +809,9 @@ pub(super) fn adopt(family: &Family, mut log: Sink) -> Result<Result<Main<'_>, S
                 unhandled_app: 0,
                 report: r.report.clone(),
                 status_failures: 0,
+                draining: false,
+                handovers: 0,
+                held: Vec::new(),
             });
         } else {
             member.next_start = Some(Instant::now() + member.backoff);
@@ -776,6 +866,7 @@ pub(super) fn adopt(family: &Family, mut log: Sink) -> Result<Result<Main<'_>, S
             again: rec.again,
         },
         handover: Handovers::default(),
+        orphans: Vec::new(),
     };
     main.start_next_generation(rec.generation + 1);
     Ok(Ok(main))
