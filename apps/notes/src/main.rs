@@ -9,6 +9,7 @@ mod config;
 mod pages;
 mod render;
 mod roles;
+mod serve;
 mod setup;
 mod store;
 mod web;

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::store::Store;
-use crate::web;
+use crate::{serve, web};
 
 /// How often the worker sweeps temp files left by writers that died.
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
@@ -116,8 +116,8 @@ fn serve(cx: &mut RoleContext) -> Result<(), String> {
     let app = web::App::new(config, store, render, Arc::clone(&status));
     let server = {
         let _guard = rt.enter();
-        let listeners = web::listeners(listeners).map_err(|e| format!("listeners: {e}"))?;
-        rt.spawn(web::serve(listeners, app, stop_rx))
+        let listeners = serve::listeners(listeners).map_err(|e| format!("listeners: {e}"))?;
+        rt.spawn(serve::serve(listeners, app, stop_rx))
     };
     cx.ready().map_err(|e| format!("telling main: {e}"))?;
     loop {
