@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 mod config;
+mod conn_io;
 mod pages;
 mod render;
 mod roles;

@@ -20,14 +20,14 @@ use crate::config::Config;
 use crate::pages;
 use crate::roles::RENDER;
 use crate::store::{NoteId, Store};
-use crate::worker::StatusClient;
+use crate::worker::Control;
 
 /// What every handler shares.
 pub struct App {
     config: Config,
     store: Arc<Store>,
     render: Arc<ForkServer>,
-    status: Arc<StatusClient>,
+    control: Arc<Control>,
 }
 
 impl std::fmt::Debug for App {
@@ -42,13 +42,13 @@ impl App {
         config: Config,
         store: Arc<Store>,
         render: ForkServer,
-        status: Arc<StatusClient>,
+        control: Arc<Control>,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
             store,
             render: Arc::new(render),
-            status,
+            control,
         })
     }
 
@@ -486,7 +486,7 @@ async fn api_status(State(app): State<Shared>) -> Response {
             "status is switched off (--no-status)",
         );
     }
-    match app.status.get().await {
+    match app.control.status().await {
         Ok(s) => axum::Json(s).into_response(),
         Err(m) => json_error(StatusCode::SERVICE_UNAVAILABLE, m),
     }
@@ -520,7 +520,7 @@ async fn index(State(app): State<Shared>, page: Result<Query<Page>, QueryRejecti
     let status = if app.config.no_status {
         None
     } else {
-        Some(app.status.get().await)
+        Some(app.control.status().await)
     };
     Html(pages::index(
         &notes.0,
