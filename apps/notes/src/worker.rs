@@ -201,6 +201,7 @@ fn serve(cx: &mut RoleContext) -> Result<(), String> {
                     eprintln!("requests still running at the stop deadline");
                 }
                 if cx.is_draining() {
+                    ctl.wait_for_main_to_read(cx, deadline);
                     eprintln!("drained: {}", ctl.control.drained.summary());
                 }
                 cx.stopped();
@@ -295,6 +296,23 @@ impl ControlLoop {
         // The server takes no more: what main still passes on goes
         // through `take_connections` straight on.
         self.handed = None;
+    }
+
+    /// Returns once main has read every connection handed over (or at
+    /// `deadline`). Main reads a member's channel in order, so its answer
+    /// to a status query sent after them says it has them all. Needed
+    /// because main, when it sees a member's process end, drops its
+    /// channel with whatever is still unread on it: the sockets in unread
+    /// handovers would be closed, and a client whose next request waits
+    /// in one would get a reset.
+    fn wait_for_main_to_read(&mut self, cx: &mut RoleContext, deadline: Instant) {
+        if self.control.drained.handed.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Err(e) = cx.family_status(left.min(STATUS_TIMEOUT)) {
+            eprintln!("waiting for main to take the connections handed over: {e}");
+        }
     }
 
     /// Sends main the connections the server queued for handing over.
