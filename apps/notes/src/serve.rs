@@ -342,9 +342,10 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Routes {
 /// would) — it is shut down and closed, as the client expects. An error,
 /// or the client's end of stream, closes it too.
 ///
-/// A client that connects and then sends a few bytes and nothing more is
+/// A fresh connection whose first request head hyper has begun to read
+/// counts as in progress: it is answered once the head is complete, or
 /// ended by the header read timeout or at the drain deadline, whichever
-/// comes first.
+/// comes first (a client that sends a few bytes and then waits).
 async fn serve_conn(
     conns: Arc<Conns>,
     stream: Stream,

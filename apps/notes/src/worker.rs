@@ -304,7 +304,8 @@ impl ControlLoop {
     /// because main, when it sees a member's process end, drops its
     /// channel with whatever is still unread on it: the sockets in unread
     /// handovers would be closed, and a client whose next request waits
-    /// in one would get a reset.
+    /// in one would get a reset. (The worker's row allows status
+    /// queries, in every state but stopped.)
     fn wait_for_main_to_read(&mut self, cx: &mut RoleContext, deadline: Instant) {
         if self.control.drained.handed.load(Ordering::Relaxed) == 0 {
             return;
