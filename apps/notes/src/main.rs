@@ -6,9 +6,11 @@
 #![deny(unsafe_code)]
 
 mod config;
+mod conn_io;
 mod pages;
 mod render;
 mod roles;
+mod serve;
 mod setup;
 mod store;
 mod web;

@@ -154,15 +154,15 @@ fn status_footer(status: &Result<FamilyStatus, String>) -> String {
         }
     };
     let mut f = format!(
-        "<footer><table id=\"family\"><caption>The process family, generation {}</caption>\n\
-         <tr><th>role</th><th>pid</th><th>user</th><th>promises</th><th>seccomp</th><th>landlock</th><th>restarts</th></tr>\n",
+        "<footer><table id=\"family\"><caption>The process family, generation {} serving</caption>\n\
+         <tr><th>role</th><th>generation</th><th>state</th><th>pid</th><th>user</th><th>promises</th><th>seccomp</th><th>landlock</th><th>restarts</th></tr>\n",
         s.generation
     );
     let user = |p: &privfork::family::ProcessFacts| {
         p.user.clone().unwrap_or_else(|| p.uids[1].to_string())
     };
     f.push_str(&format!(
-        "<tr><td>main</td><td>{}</td><td>{}</td><td>(none: binds, supervises)</td><td>{}</td><td>-</td><td>-</td></tr>\n",
+        "<tr><td>main</td><td>-</td><td>running</td><td>{}</td><td>{}</td><td>(none: binds, supervises)</td><td>{}</td><td>-</td><td>-</td></tr>\n",
         s.main.pid,
         esc(&user(&s.main)),
         seccomp_text(&s.main),
@@ -181,8 +181,10 @@ fn status_footer(status: &Result<FamilyStatus, String>) -> String {
             .and_then(|r| r.layers.iter().find(|(n, _)| n == "landlock"))
             .map_or("-".to_owned(), |(_, l)| l.clone());
         f.push_str(&format!(
-            "<tr><td>{}</td><td>{pid}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{pid}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             esc(&m.role),
+            m.generation,
+            esc(&m.state),
             esc(&u),
             esc(&promises),
             esc(&sc),
@@ -190,8 +192,38 @@ fn status_footer(status: &Result<FamilyStatus, String>) -> String {
             m.restarts
         ));
     }
-    f.push_str("</table></footer>\n");
+    f.push_str("</table>\n");
+    f.push_str(&restarts_text(s));
+    f.push_str("</footer>\n");
     f
+}
+
+/// The smooth restarts: how many, whether one is under way, how the last
+/// one ended.
+fn restarts_text(s: &FamilyStatus) -> String {
+    let mut t = format!(
+        "<p id=\"restarts\">Smooth restarts (SIGHUP): {}{}",
+        s.restarts,
+        if s.restarting { ", one under way" } else { "" }
+    );
+    if let Some(r) = &s.last_restart {
+        // A success's detail names the generation serving; a failure's is
+        // only why.
+        let outcome = if r.ok {
+            "succeeded".to_owned()
+        } else {
+            format!("failed (generation {} kept serving)", r.generation)
+        };
+        t.push_str(&format!(
+            "; the last (number {}) {outcome} at {} after {} ms: {}",
+            r.number,
+            esc(&time_text(r.finished_unix_ms)),
+            r.duration_ms,
+            esc(&r.detail)
+        ));
+    }
+    t.push_str("</p>\n");
+    t
 }
 
 fn seccomp_text(p: &privfork::family::ProcessFacts) -> String {
@@ -272,4 +304,60 @@ pub fn error(status: StatusCode, message: &str) -> String {
             esc(message)
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use privfork::family::{MemberStatus, ProcessFacts, RestartReport};
+
+    fn status() -> FamilyStatus {
+        FamilyStatus {
+            generation: 3,
+            started_unix_ms: 0,
+            main: ProcessFacts::default(),
+            members: vec![MemberStatus {
+                role: "worker".into(),
+                instance: 0,
+                state: "stopping".into(),
+                generation: 2,
+                restarts: 0,
+                uptime_ms: 0,
+                process: None,
+                reported: None,
+            }],
+            restarts: 2,
+            restarting: false,
+            last_restart: None,
+        }
+    }
+
+    #[test]
+    fn the_footer_shows_generations_and_the_last_restart() {
+        let mut s = status();
+        let f = status_footer(&Ok(s.clone()));
+        assert!(f.contains("generation 3 serving"), "{f}");
+        assert!(
+            f.contains("<td>worker</td><td>2</td><td>stopping</td>"),
+            "{f}"
+        );
+        assert!(f.contains("Smooth restarts (SIGHUP): 2</p>"), "{f}");
+        s.restarting = true;
+        s.last_restart = Some(RestartReport {
+            number: 2,
+            ok: false,
+            generation: 3,
+            detail: "preflight: <bad>".into(),
+            duration_ms: 12,
+            finished_unix_ms: 0,
+        });
+        let f = status_footer(&Ok(s));
+        assert!(
+            f.contains(
+                "2, one under way; the last (number 2) failed (generation 3 kept serving) at 1970-01-01T00:00:00Z after 12 ms"
+            ),
+            "{f}"
+        );
+        assert!(f.contains("preflight: &lt;bad&gt;"), "{f}");
+    }
 }

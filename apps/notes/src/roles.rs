@@ -3,7 +3,7 @@
 //! | role   | user              | sandbox                                                        | gets |
 //! |--------|-------------------|----------------------------------------------------------------|------|
 //! | main   | root              | none (binds listeners, supervises, never parses requests)      | — |
-//! | worker | `--user` (nobody) | `stdio rpath wpath cpath flock accept`, unveils the data dir `rwc` | every listener, a channel to `render` |
+//! | worker | `--user` (nobody) | `stdio rpath wpath cpath flock accept`, unveils the data dir `rwc` | every listener, a channel to `render`; on a restart, the previous worker's idle connections |
 //! | render | root, SETUID/SETGID/KILL only | none itself: each render is a fresh child as `--render-user` under `stdio` alone | a channel to `worker` |
 
 use privfork::family::{ALL_LISTENERS, Role, RoleContext};
@@ -30,6 +30,9 @@ pub static ROLES: &[Role] = &[
         listeners: ALL_LISTENERS,
         peers: &["render"],
         status: true,
+        // Idle connections move to the next generation's worker on a
+        // smooth restart (none is closed under a waiting client).
+        handover: true,
         sandbox: Some(worker_sandbox),
         ..Role::new("worker", crate::worker::run)
     },
@@ -43,6 +46,7 @@ pub static ROLES_NO_SANDBOX: &[Role] = &[
         listeners: ALL_LISTENERS,
         peers: &["render"],
         status: true,
+        handover: true,
         sandbox: None,
         ..Role::new("worker", crate::worker::run)
     },

@@ -54,6 +54,10 @@ pub fn prepare(mut config: Config) -> Result<(Config, Vec<ListenSpec>), String> 
              This exists to measure the sandbox's cost; never serve anyone like this."
         );
     }
+    if restarted_image() {
+        // The same lines as at the first start: said once is enough.
+        return Ok((config, specs));
+    }
     for l in &config.listen {
         match l.strip_prefix("unix:") {
             Some(path) => eprintln!(
@@ -72,6 +76,13 @@ pub fn prepare(mut config: Config) -> Result<(Config, Vec<ListenSpec>), String> 
         config.user
     );
     Ok((config, specs))
+}
+
+/// Whether this main is the image a smooth restart executed in place
+/// (the family passes it the running generation's state record in this
+/// variable), not a first start.
+fn restarted_image() -> bool {
+    std::env::var_os("PRIVFORK_STATE_FD").is_some()
 }
 
 /// The user main runs the worker as (`--user`; the caller itself when
