@@ -15,9 +15,10 @@
 //! reloads and 10 s quiet on each side of them, per server). Without
 //! `--bench` (as `cargo test --benches` runs it), or with `--quick`, it
 //! runs 5 s of reloads and 2 s quiet. Options after `--`: `--reload-secs
-//! N`, `--quiet-secs N`, `--only notes|nginx`. Needs nginx (`apt-get
-//! install nginx`; `.ci/run` installs it); it runs its own, with a config
-//! in a temp dir, never the system's.
+//! N`, `--quiet-secs N`, `--only notes|nginx`, `--per-second` (figures
+//! for each second). Needs nginx (`apt-get install nginx`; `.ci/run`
+//! installs it); it runs its own, with a config in a temp dir, never the
+//! system's.
 
 #[path = "../tests/common/load.rs"]
 mod load;
@@ -167,6 +168,11 @@ fn main() {
         println!();
         for l in &s.extra {
             println!("{l}");
+        }
+    }
+    if args.iter().any(|a| a == "--per-second") {
+        for s in &sides {
+            print_per_second(s);
         }
     }
     for s in &sides {
@@ -455,6 +461,45 @@ fn print_table(sides: &[Side], schedule: &Schedule) {
                 s.name, s.run.report.unrecorded
             );
         }
+    }
+}
+
+/// Each second's requests, failures and p99 (`*`: a restart second).
+fn print_per_second(s: &Side) {
+    let restart = load::restart_seconds(
+        &s.run
+            .restarts
+            .iter()
+            .filter_map(|r| r.checked_duration_since(s.run.report.started))
+            .collect::<Vec<_>>(),
+    );
+    let mut by: std::collections::BTreeMap<u64, (u64, u64, Vec<u32>)> = Default::default();
+    for r in &s.run.report.records {
+        let e = by.entry(u64::from(r.start_ms) / 1000).or_default();
+        e.0 += 1;
+        if r.outcome.is_ok() {
+            e.2.push(r.latency_us);
+        } else {
+            e.1 += 1;
+        }
+    }
+    println!();
+    println!(
+        "{} per second: second[*: restart] requests/errors p99 ms",
+        s.name
+    );
+    let cells: Vec<String> = by
+        .into_iter()
+        .map(|(sec, (n, err, mut lat))| {
+            lat.sort_unstable();
+            let p99 = load::percentile(&lat, 990)
+                .map_or("-".into(), |us| ms(Duration::from_micros(u64::from(us))));
+            let star = if restart.contains(&sec) { "*" } else { " " };
+            format!("{sec:>3}{star} {n:>6}/{err:<3} {p99:>6}")
+        })
+        .collect();
+    for chunk in cells.chunks(5) {
+        println!("  {}", chunk.join("   "));
     }
 }
 

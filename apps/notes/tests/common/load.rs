@@ -21,9 +21,21 @@
 //! 2xx answer within `per_request_timeout` is a failed request, of one
 //! [`Outcome`]: reset, closed before the answer, timeout, status, body
 //! error. A *new-connection* client opens a connection for each request
-//! (and asks, with `Connection: close`, to have it closed after the
-//! answer); a connect that fails or times out is that request's failure
-//! (and is counted among connect failures too).
+//! and closes it after the answer (it sends no `Connection: close`: like a
+//! client that just does not reuse connections, and see "closed" below);
+//! a connect that fails or times out is that request's failure (and is
+//! counted among connect failures too).
+//!
+//! A connection is closed only once its answer has been read in full
+//! (or the request has failed), and then abortively (`SO_LINGER` 0: a
+//! reset, so no `TIME_WAIT` on either side when the client closes first).
+//! On loopback one client address has some 28 000 ports toward the
+//! server's one; thousands of new connections a second would keep them
+//! all in `TIME_WAIT` within seconds (on the server's side too, if it
+//! closed first), and from then on each connect must hunt for a reusable
+//! 4-tuple: the run would slow down as it goes (seen: p99 doubled after
+//! 10 s), a trend of the load machine that has nothing to do with the
+//! server. That is why new-connection clients close first.
 //!
 //! A request's latency runs from the moment its client wanted to send it
 //! (before the readiness check and any connect it needed) to the last byte
@@ -32,7 +44,7 @@
 //! # Bounds
 //!
 //! Connects are bounded by `connect_timeout`, each request (readiness
-//! check, send, whole answer) by `per_request_timeout`, and the whole run
+//! check, any connect, send, whole answer) by `per_request_timeout`, and the whole run
 //! by `duration` plus a grace of both timeouts and a second: clients start
 //! no request after `duration`, and whatever is still running at the end
 //! of the grace is dropped (counted in `LoadReport::aborted_clients`).
@@ -82,8 +94,8 @@ pub struct LoadConfig {
     /// The `Host` header; default the address.
     pub host: String,
     pub connect_timeout: Duration,
-    /// Bounds a request from the readiness check to its answer's last
-    /// byte.
+    /// Bounds a request from its start (readiness check, any connect,
+    /// which `connect_timeout` bounds too) to its answer's last byte.
     pub per_request_timeout: Duration,
     /// Optional least time between the starts of a client's requests
     /// (default: none, each client sends as fast as it is answered).
@@ -590,12 +602,9 @@ async fn client(shared: Arc<Shared>, index: usize, keepalive: bool, log: Arc<Mut
                 break;
             }
         }
-        let req = request(cfg, n, keepalive);
+        let req = request(cfg, n);
         n += 1;
         let start = Instant::now();
-        if !keepalive {
-            conn = None;
-        }
         // Not a retry: a connection that cannot take a request is
         // replaced before the request is sent.
         if let Some(c) = &mut conn {
@@ -622,8 +631,9 @@ async fn client(shared: Arc<Shared>, index: usize, keepalive: bool, log: Arc<Mut
         };
         let latency = start.elapsed();
         let reused = conn.as_ref().is_some_and(|c| c.used > 1);
-        if !outcome.is_ok() {
-            // After a failure the connection is in an unknown state.
+        if !keepalive || !outcome.is_ok() {
+            // Done with, or in an unknown state after a failure: closed
+            // (with a reset) now.
             conn = None;
         }
         let record = Record {
@@ -651,13 +661,8 @@ async fn client(shared: Arc<Shared>, index: usize, keepalive: bool, log: Arc<Mut
 }
 
 /// The `n`th request of a client.
-fn request(cfg: &LoadConfig, n: u64, keepalive: bool) -> Request<Full<Bytes>> {
+fn request(cfg: &LoadConfig, n: u64) -> Request<Full<Bytes>> {
     let b = Request::builder().header(header::HOST, &cfg.host);
-    let b = if keepalive {
-        b
-    } else {
-        b.header(header::CONNECTION, "close")
-    };
     let post = cfg
         .post
         .as_ref()
@@ -688,6 +693,8 @@ async fn connect(cfg: &LoadConfig) -> Result<Conn, Outcome> {
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
+    // Closed with a reset, not a FIN: see "TIME_WAIT" in the module docs.
+    let _ = rustix::net::sockopt::set_socket_linger(&stream, Some(Duration::ZERO));
     // The handshake does no I/O; it only sets up the connection.
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
