@@ -4,19 +4,20 @@
 //! retrying (see `tests/common/load.rs`), reading the same JSON document
 //! (a note through notes' API; its bytes as a static file from nginx).
 //!
-//! Each side runs a quiet lead-in, then one reload a second, then a quiet
-//! tail. A second in which a reload was sent, and the second after it,
-//! are *restart seconds*; the others are *quiet seconds*; the figures are
-//! split accordingly (so with a reload every second the quiet seconds are
-//! the lead-in and the tail). For notes it also prints what main's log
-//! says of each restart (`restart N done: … handover H ms …`).
+//! Each side runs bursts of reloads, one a second, between quiet
+//! stretches. A second in which a reload was sent, and the second after
+//! it, are *restart seconds*; the others are *quiet seconds*; the figures
+//! are split accordingly. For notes it also prints what main's log says
+//! of each restart (`restart N done: … handover H ms …`).
 //!
-//! Run as root: `cargo bench -p notes --bench restart` (full: 60 s of
-//! reloads and 10 s quiet on each side of them, per server). Without
-//! `--bench` (as `cargo test --benches` runs it), or with `--quick`, it
-//! runs 5 s of reloads and 2 s quiet. Options after `--`: `--reload-secs
-//! N`, `--quiet-secs N`, `--only notes|nginx`, `--per-second` (figures
-//! for each second). Needs nginx (`apt-get install nginx`; `.ci/run`
+//! Run as root: `cargo bench -p notes --bench restart` (full, per server:
+//! 5 s quiet, then 6 × (10 reloads, 5 s quiet) = 60 reloads in 95 s).
+//! Without `--bench` (as `cargo test --benches` runs it), or with
+//! `--quick`: 2 s quiet, 5 reloads, 2 s quiet. Options after `--`:
+//! `--burst N` (reloads per burst), `--bursts N`, `--quiet-secs N`,
+//! `--pace-ms N` (each client sends at most one request every N ms; 0,
+//! the default, as fast as it is answered), `--only notes|nginx`,
+//! `--per-second` (figures for each second). Needs nginx (`apt-get install nginx`; `.ci/run`
 //! installs it); it runs its own, with a config in a temp dir, never the
 //! system's.
 
@@ -61,9 +62,14 @@ fn main() {
         })
     };
     let schedule = Schedule {
-        quiet: Duration::from_secs(secs("--quiet-secs", if quick { 2 } else { 10 })),
-        reloads: u32::try_from(secs("--reload-secs", if quick { 5 } else { 60 })).unwrap(),
+        quiet: Duration::from_secs(secs("--quiet-secs", if quick { 2 } else { 5 })),
+        burst: u32::try_from(secs("--burst", if quick { 5 } else { 10 })).unwrap(),
+        bursts: u32::try_from(secs("--bursts", if quick { 1 } else { 6 })).unwrap(),
         period: Duration::from_secs(1),
+    };
+    let pace = match secs("--pace-ms", 0) {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
     };
     let only = opt("--only").map(String::as_str);
     assert!(
@@ -89,15 +95,22 @@ fn main() {
         "no notes binary at {} (build it: cargo build --release -p notes)",
         notes_bin.display()
     );
+    let keepalive = load_config(loopback(), "/", None).keepalive_clients();
     println!(
-        "restart benchmark ({}): per server {} s quiet, {} reload(s) one a second, {} s quiet; \
-         {CLIENTS} clients ({} keep-alive, {} a new connection per request), no retries",
+        "restart benchmark ({}): per server {} s: {} s quiet, then {} x ({} reloads one a second, \
+         {} s quiet); {CLIENTS} clients ({keepalive} keep-alive, {} a new connection per request), \
+         {}, no retries",
         if quick { "quick" } else { "full" },
+        schedule.duration().as_secs(),
         schedule.quiet.as_secs(),
-        schedule.reloads,
+        schedule.bursts,
+        schedule.burst,
         schedule.quiet.as_secs(),
-        load_config(loopback(), "/").keepalive_clients(),
-        CLIENTS - load_config(loopback(), "/").keepalive_clients(),
+        CLIENTS - keepalive,
+        pace.map_or("each sending as fast as answered".into(), |p| format!(
+            "each at most one request every {} ms",
+            p.as_millis()
+        )),
     );
     println!("notes: {}", notes_bin.display());
 
@@ -116,7 +129,7 @@ fn main() {
         } else {
             let before = app.counts();
             let pid = rustix::process::Pid::from_raw(app.pid() as i32).unwrap();
-            let run = run_side(app.addr, &path, &schedule, &mut || {
+            let run = run_side(app.addr, &path, &schedule, pace, &mut || {
                 rustix::process::kill_process(pid, rustix::process::Signal::HUP)
                     .map_err(|e| format!("SIGHUP to notes' main: {e}"))
             });
@@ -142,7 +155,7 @@ fn main() {
         std::fs::create_dir_all(&www).unwrap();
         std::fs::write(www.join("note.json"), &doc).unwrap();
         let server = NginxProc::start(&nginx, tmp.path());
-        let run = run_side(server.addr, "/note.json", &schedule, &mut || {
+        let run = run_side(server.addr, "/note.json", &schedule, pace, &mut || {
             server.reload()
         });
         if server.exited() {
@@ -188,24 +201,39 @@ fn main() {
     );
 }
 
-/// When reloads are sent: `quiet`, then `reloads` reloads `period`
-/// apart, then `quiet` again.
+/// When reloads are sent: `quiet`, then `bursts` times (`burst` reloads
+/// `period` apart, then `quiet`). Quiet stretches between the bursts,
+/// not only before and after them, so that a drift of the machine over
+/// the run (seen here: p99 from 8 to 16 ms and back within a minute, with
+/// no restart at all) falls on restart and quiet seconds alike.
 #[derive(Debug, Clone, Copy)]
 struct Schedule {
     quiet: Duration,
-    reloads: u32,
+    burst: u32,
+    bursts: u32,
     period: Duration,
 }
 
 impl Schedule {
+    fn reloads(&self) -> u32 {
+        self.burst * self.bursts
+    }
+
+    fn cycle(&self) -> Duration {
+        self.period * self.burst + self.quiet
+    }
+
     fn duration(&self) -> Duration {
-        self.quiet * 2 + self.period * self.reloads
+        self.quiet + self.cycle() * self.bursts
     }
 
     /// When reload `k` is due after the start: 100 ms into its second
     /// (clear of the boundary the split is made at).
     fn due(&self, k: u32) -> Duration {
-        self.quiet + self.period * k + Duration::from_millis(100)
+        self.quiet
+            + self.cycle() * (k / self.burst)
+            + self.period * (k % self.burst)
+            + Duration::from_millis(100)
     }
 }
 
@@ -229,8 +257,9 @@ fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-fn load_config(addr: SocketAddr, path: &str) -> LoadConfig {
+fn load_config(addr: SocketAddr, path: &str, pace: Option<Duration>) -> LoadConfig {
     let mut cfg = LoadConfig::new(addr);
+    cfg.pace = pace;
     cfg.clients = CLIENTS;
     cfg.keepalive_share = KEEPALIVE_SHARE;
     cfg.paths = vec![path.to_owned()];
@@ -247,14 +276,15 @@ fn run_side(
     addr: SocketAddr,
     path: &str,
     schedule: &Schedule,
+    pace: Option<Duration>,
     reload: &mut dyn FnMut() -> Result<(), String>,
 ) -> Run {
-    let mut cfg = load_config(addr, path);
+    let mut cfg = load_config(addr, path, pace);
     cfg.duration = schedule.duration();
     let h = start_load(cfg).expect("starting the load");
     let mut restarts = Vec::new();
     let mut problems = Vec::new();
-    for k in 0..schedule.reloads {
+    for k in 0..schedule.reloads() {
         let due = h.started() + schedule.due(k);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
@@ -368,7 +398,7 @@ fn print_table(sides: &[Side], schedule: &Schedule) {
     row(
         "reloads sent",
         &|r| r.restarts.len().to_string(),
-        &schedule.reloads.to_string(),
+        &schedule.reloads().to_string(),
     );
     row(
         "restart s / quiet s",

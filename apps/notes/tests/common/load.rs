@@ -605,6 +605,9 @@ async fn client(shared: Arc<Shared>, index: usize, keepalive: bool, log: Arc<Mut
         let req = request(cfg, n);
         n += 1;
         let start = Instant::now();
+        if start >= shared.end {
+            break;
+        }
         // Not a retry: a connection that cannot take a request is
         // replaced before the request is sent.
         if let Some(c) = &mut conn {
