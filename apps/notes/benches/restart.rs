@@ -29,7 +29,6 @@ mod restart_log;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -723,9 +722,7 @@ impl NotesProc {
     fn counts(&self) -> (usize, usize) {
         let pid = self.pid();
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .map_or(0, |s| s.split_whitespace().count());
-        (fds, children)
+        (fds, children(pid).len())
     }
 
     fn agent() -> ureq::Agent {
@@ -770,6 +767,22 @@ impl Drop for NotesProc {
     }
 }
 
+/// The child processes of `pid` (of all its threads).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
 fn find_nginx() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p)
@@ -782,9 +795,11 @@ fn find_nginx() -> Option<PathBuf> {
     })
 }
 
-/// An nginx of our own (master and 2 workers, in a process group of
-/// their own), its config, pid file, logs and temp files in `dir`;
-/// stopped on drop (SIGTERM to the group, then SIGKILL).
+/// An nginx of our own (master and 2 workers), its config, pid file,
+/// logs and temp files in `dir`; stopped on drop (SIGTERM to the master,
+/// which stops its workers before it exits; SIGKILL to what is left). It
+/// stays in the bench's process group, so a Ctrl-C at the terminal stops
+/// it too (SIGINT: nginx's fast shutdown).
 struct NginxProc {
     bin: PathBuf,
     dir: PathBuf,
@@ -832,7 +847,6 @@ http {{
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
-            .process_group(0)
             .spawn()
             .expect("starting nginx");
         let n = Self {
@@ -899,8 +913,7 @@ http {{
         }
     }
 
-    /// Whether the master has exited (it is not reaped: until the drop,
-    /// its pid stays its group's, so the group kill cannot hit another).
+    /// Whether the master has exited (it is not reaped here).
     fn exited(&self) -> bool {
         has_exited(&self.child)
     }
@@ -916,15 +929,18 @@ http {{
 
 impl Drop for NginxProc {
     fn drop(&mut self) {
-        // The group is the master's pid: the master, its workers, and
-        // old workers still draining after a reload.
-        // The master is reaped only after the last group kill, so the
-        // group id cannot have passed to processes not ours.
-        let group = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
-        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
-        wait_for(10, || has_exited(&self.child));
-        // Whatever is left: a hung master, workers that outlived it.
-        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        use rustix::process::{Pid, Signal, kill_process};
+        let master = self.child.id();
+        let _ = kill_process(Pid::from_raw(master as i32).unwrap(), Signal::TERM);
+        if !wait_for(10, || has_exited(&self.child)) {
+            // A hung master: its workers (current, and old ones still
+            // draining after a reload) are its children, listed while it
+            // lives, then killed with it.
+            for pid in children(master) {
+                let _ = kill_process(Pid::from_raw(pid as i32).unwrap(), Signal::KILL);
+            }
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }
@@ -934,6 +950,22 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Self {
+        // What a run stopped by a signal (no unwinding) left behind.
+        if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
+            for e in dir.flatten() {
+                let name = e.file_name();
+                let Some(pid) = name
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("notes-restart-bench-"))
+                    .and_then(|p| p.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let p = std::env::temp_dir().join(format!("notes-restart-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
