@@ -45,6 +45,9 @@ fn percentiles_are_nearest_rank() {
     // 1001 values: p99.9 is the 1000th (ceil(0.999 × 1001) = 1000).
     let v: Vec<u32> = (1..=1001).collect();
     assert_eq!(percentile(&v, 999), Some(1000));
+    // The record of a request stays small (the cap's memory is 16 bytes
+    // a request).
+    assert!(std::mem::size_of::<Record>() <= 16);
     let p = load::Percentiles::of(vec![3000, 1000, 2000]).unwrap();
     assert_eq!(p.p50, Duration::from_millis(2));
     assert_eq!(p.max, Duration::from_millis(3));

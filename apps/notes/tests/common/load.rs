@@ -3,8 +3,9 @@
 //! this file with `#[path]`). It depends on nothing else in
 //! `tests/common`.
 //!
-//! `start_load(cfg)` starts `cfg.clients` closed-loop clients on a tokio
-//! runtime of its own (background threads) and returns at once, so the
+//! `start_load(cfg)` starts `cfg.clients` clients (each sends its next
+//! request when the last is done, or paced, see `LoadConfig::pace`) on a
+//! tokio runtime of its own (background threads) and returns at once, so the
 //! caller can act on the server (send SIGHUPs, stop it) while they run;
 //! `LoadHandle::finish` waits for the end and returns a [`LoadReport`] of
 //! every request. [`LoadReport::summary`] splits it into restart seconds
@@ -44,9 +45,9 @@
 //! # Bounds
 //!
 //! Connects are bounded by `connect_timeout`, each request (readiness
-//! check, any connect, send, whole answer) by `per_request_timeout`, and the whole run
-//! by `duration` plus a grace of both timeouts and a second: clients start
-//! no request after `duration`, and whatever is still running at the end
+//! check, any connect, send, whole answer) by `per_request_timeout`, and
+//! the whole run by `duration` plus a grace of both timeouts and a
+//! second: clients start no request after `duration`, and whatever is still running at the end
 //! of the grace is dropped (counted in `LoadReport::aborted_clients`).
 //! At most `max_records` requests are recorded one by one (16 bytes each);
 //! beyond that they are counted (totals and outcomes stay exact) but
