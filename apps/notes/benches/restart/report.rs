@@ -255,6 +255,8 @@ pub(crate) fn notes_notes(
         return out;
     }
     let mut handover = Vec::new();
+    let mut accepting = Vec::new();
+    let mut gone = Vec::new();
     let mut per = Vec::new();
     let mut failed = Vec::new();
     for l in &lines {
@@ -267,6 +269,8 @@ pub(crate) fn notes_notes(
                 old_gone_ms,
             } => {
                 handover.push(*handover_ms);
+                accepting.push(*accepting_ms);
+                gone.push(*old_gone_ms);
                 per.push(format!(
                     "#{n} g{generation} {handover_ms:.1} ({accepting_ms:.1}→{old_gone_ms:.1})"
                 ));
@@ -288,19 +292,28 @@ pub(crate) fn notes_notes(
         run.restarts.len()
     ));
     if !handover.is_empty() {
-        let mut h = handover.clone();
-        h.sort_by(f64::total_cmp);
-        out.push(format!(
-            "  handover ms: min {:.1}, median {:.1}, max {:.1}",
-            h[0],
-            h[h.len() / 2],
-            h[h.len() - 1]
-        ));
+        for (name, mut v) in [
+            ("handover", handover),
+            ("SIGHUP → new accepting", accepting),
+            ("SIGHUP → old gone", gone),
+        ] {
+            v.sort_by(f64::total_cmp);
+            out.push(format!(
+                "  {name} ms: min {:.1}, median {:.1}, max {:.1}",
+                v[0],
+                v[v.len() / 2],
+                v[v.len() - 1]
+            ));
+        }
         out.push("  per restart, ms: handover (new accepting → old gone):".into());
         for chunk in per.iter().take(120).collect::<Vec<_>>().chunks(4) {
             out.push(format!(
                 "    {}",
-                chunk.iter().map(|s| format!("{s:<34}")).collect::<String>()
+                chunk
+                    .iter()
+                    .map(|s| format!("{s:<34}"))
+                    .collect::<String>()
+                    .trim_end()
             ));
         }
         if per.len() > 120 {
