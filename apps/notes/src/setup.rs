@@ -82,7 +82,7 @@ pub fn prepare(mut config: Config) -> Result<(Config, Vec<ListenSpec>), String> 
 /// (the family passes it the running generation's state record in this
 /// variable), not a first start.
 fn restarted_image() -> bool {
-    std::env::var_os("PRIVFORK_STATE_FD").is_some()
+    privfork::family::Family::is_restart()
 }
 
 /// The user main runs the worker as (`--user`; the caller itself when

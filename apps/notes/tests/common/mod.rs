@@ -99,15 +99,21 @@ impl Notes {
     /// Starts the app through `wrapper` (e.g. `setpriv …`, which then
     /// execs it) without waiting for it.
     pub fn spawn_under(wrapper: &[&str], data: &Path, extra: &[&str]) -> Self {
+        Self::spawn_exe(wrapper, Path::new(env!("CARGO_BIN_EXE_notes")), data, extra)
+    }
+
+    /// As `spawn_under`, the app being the binary at `exe` (a copy of
+    /// notes, e.g. one a test replaces on disk).
+    pub fn spawn_exe(wrapper: &[&str], exe: &Path, data: &Path, extra: &[&str]) -> Self {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
-                c.args(args).arg(env!("CARGO_BIN_EXE_notes"));
+                c.args(args).arg(exe);
                 c
             }
-            None => Command::new(env!("CARGO_BIN_EXE_notes")),
+            None => Command::new(exe),
         };
         cmd.arg("--listen")
             .arg(&addr)

@@ -357,6 +357,13 @@ impl Family {
         self
     }
 
+    /// Whether this image was started by a smooth restart's exec in place
+    /// (main then adopts the running generation instead of starting
+    /// fresh): e.g. to print a start-up banner only once.
+    pub fn is_restart() -> bool {
+        std::env::var_os(STATE_ENV).is_some()
+    }
+
     /// If this process was started as a member (`--privfork-role` in
     /// argv), sets it up, runs its role and exits; otherwise returns. Call
     /// it first thing in `main`, before any thread starts.

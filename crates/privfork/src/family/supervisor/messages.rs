@@ -109,6 +109,16 @@ impl Main<'_> {
                             } else {
                                 None
                             };
+                            // Accepted here, but its client is gone (it
+                            // reset the connection meanwhile): nothing to
+                            // pass on.
+                            if why.is_none()
+                                && !matches!(rustix::net::getpeername(&socket), Ok(Some(_)))
+                            {
+                                self.handover.dropped += 1;
+                                self.hold(g, i, socket);
+                                continue;
+                            }
                             if let Some(why) = why {
                                 self.log.log(&format!("{tag} {why}; killing it"));
                                 let r = self.gens[g].members[i].run.as_mut().expect("runs");
@@ -256,15 +266,14 @@ impl Main<'_> {
         }
     }
 
-    /// Whether `socket` is a connection accepted on one of `role`'s
-    /// listeners: connected (it has a peer), and its local address is a
-    /// listener's (same port, and the listener's IP or a wildcard; or the
-    /// same unix path). A socketpair end, an unconnected socket or a
-    /// connection made elsewhere is not.
+    /// Whether `socket` is a stream socket whose local address is one of
+    /// `role`'s listeners' (same port, and the listener's IP or a
+    /// wildcard; or the same unix path): a connection accepted there. A
+    /// socketpair end, a listener or a socket bound elsewhere is not.
     fn accepted_on_listener(&self, role: &crate::family::Role, socket: &OwnedFd) -> bool {
-        use rustix::net::{SocketAddrUnix, SocketType, getpeername, getsockname, sockopt};
+        use rustix::net::{SocketAddrUnix, SocketType, getsockname, sockopt};
         if !sockopt::socket_type(socket).is_ok_and(|t| t == SocketType::STREAM)
-            || !matches!(getpeername(socket), Ok(Some(_)))
+            || sockopt::socket_acceptconn(socket).unwrap_or(true)
         {
             return false;
         }
