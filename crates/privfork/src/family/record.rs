@@ -10,7 +10,7 @@
 //! anything else and refuses a version it does not know before it takes
 //! a single fd ([`RecordError::Version`]); the running image asks the new
 //! binary first (the preflight sets [`PREFLIGHT_ENV`] to the version it
-//! writes, and [`check_preflight_version`] answers in the new binary),
+//! writes, and [`check_preflight`] answers in the new binary),
 //! so an image that cannot read the record is never exec'd.
 
 use std::io::{Read, Seek, Write};

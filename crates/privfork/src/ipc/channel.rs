@@ -157,6 +157,25 @@ impl<Rx: Message> Receiver<Rx> {
     pub fn is_quiet(&self) -> bool {
         self.core.is_quiet()
     }
+
+    /// Reads and drops what is still queued on the socket — bytes, and
+    /// fds (each closed here, lingering off) — without blocking, for at
+    /// most `reads` reads: before the channel of a peer that is gone is
+    /// dropped, so that the kernel does not close queued fds itself.
+    pub fn discard_unread(&mut self, reads: usize) {
+        let mut buf = vec![0u8; 16 << 10];
+        let mut cmsg = super::fdpass::FdRecvBuffer::new(0);
+        for _ in 0..reads {
+            match super::fdpass::recv_with_fds(self.sock.as_fd(), &mut buf, &mut cmsg, true) {
+                Ok((0, _)) => return,
+                Ok(_) => {}
+                Err(e) if e.is_would_block() => return,
+                // A truncated control message: its fds were closed; go on.
+                Err(super::fdpass::RecvFdsError::ControlTruncated { .. }) => {}
+                Err(_) => return,
+            }
+        }
+    }
 }
 
 impl<Rx: Message> AsFd for Receiver<Rx> {
@@ -374,6 +393,11 @@ impl<Tx: Message, Rx: Message> Channel<Tx, Rx> {
     #[must_use]
     pub fn has_buffered(&self) -> bool {
         self.rx.has_buffered()
+    }
+
+    /// See [`Receiver::discard_unread`].
+    pub fn discard_unread(&mut self, reads: usize) {
+        self.rx.discard_unread(reads);
     }
 
     /// See [`Sender::queued`].

@@ -57,11 +57,18 @@ pub struct FdRecvBuffer {
     max_fds: u16,
 }
 
+/// The most fds the kernel passes in one message (`SCM_MAX_FD`).
+const SCM_MAX_FD: usize = 253;
+
 impl FdRecvBuffer {
-    /// Creates a buffer for up to `max_fds` fds per read.
+    /// Creates a buffer for the fds of one read: room for as many as the
+    /// kernel passes in one message (253), so that a peer sending more
+    /// than `max_fds` gets them refused here (each closed by this process
+    /// as it chooses) rather than closed by the kernel in this process's
+    /// context; more than `max_fds` is an error.
     #[must_use]
     pub fn new(max_fds: u16) -> Self {
-        let space = rustix::cmsg_space!(ScmRights(usize::from(max_fds) + 1));
+        let space = rustix::cmsg_space!(ScmRights(usize::from(max_fds).max(SCM_MAX_FD) + 1));
         Self {
             space: vec![MaybeUninit::uninit(); space],
             max_fds,
@@ -107,10 +114,19 @@ pub fn recv_with_fds(
             fds.extend(rights);
         }
     }
+    // A received TCP socket the sender set to linger would make whoever
+    // closes it last wait (in `close`, whatever the fd's flags) until its
+    // data is sent or the linger time passes: lingering is turned off on
+    // every socket that arrives (not a socket: nothing happens).
+    for fd in &fds {
+        let _ = rustix::net::sockopt::set_socket_linger(fd, None);
+    }
     if msg.flags.contains(ReturnFlags::CTRUNC) {
+        let received = fds.len();
+        drop(fds);
         return Err(RecvFdsError::ControlTruncated {
             limit: cmsg.max_fds,
-            received: fds.len(),
+            received,
         });
     }
     Ok((msg.bytes, fds))

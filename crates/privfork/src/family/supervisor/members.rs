@@ -95,6 +95,11 @@ pub(super) struct Running {
     /// on it, and a lingering TCP close blocks the process that closes
     /// last (main), whatever its fd flags.
     pub held: Vec<OwnedFd>,
+    /// Its pidfd said it exited (its last messages are being read).
+    pub exited: bool,
+    /// Since when its channel has not been quiet, while a restart waits
+    /// for quiet channels to exec.
+    pub unquiet_since: Option<Instant>,
 }
 
 /// How log lines name a member's process: role, instance, generation
@@ -276,6 +281,8 @@ impl Main<'_> {
             draining: false,
             handovers: 0,
             held: Vec::new(),
+            exited: false,
+            unquiet_since: None,
         });
         Ok(())
     }
@@ -412,6 +419,9 @@ impl Main<'_> {
         // What it said last, before its channel goes: a draining member's
         // last handovers may still be in the socket (bounded: the socket
         // buffer of a dead process, read a budget at a time).
+        if let Some(r) = &mut self.gens[g].members[i].run {
+            r.exited = true;
+        }
         for _ in 0..64 {
             match &self.gens[g].members[i].run {
                 Some(r) if !r.channel_closed => {}
@@ -426,6 +436,9 @@ impl Main<'_> {
         }
         let number = self.gens[g].number;
         let mut r = self.gens[g].members[i].run.take().expect("just matched");
+        // Whatever is still queued on its channel (fds included) is read
+        // and dropped here, not left for the kernel to close in main.
+        r.channel.discard_unread(1024);
         // It is gone: nobody can set lingering on these again.
         for s in r.held.drain(..) {
             let _ = rustix::net::sockopt::set_socket_linger(&s, None);
@@ -517,7 +530,7 @@ pub(super) fn stop_member(r: &mut Running, allowed: Allowed, timeout: Duration, 
         .sender()
         .queue(0, &order, Vec::new())
         .and_then(|()| r.channel.sender().try_flush());
-    if sent.is_err() || r.channel.queued() > super::messages::MAX_QUEUED {
+    if sent.is_err() || r.channel.queued() > super::messages::MAX_QUEUED_ANY {
         let _ = r.child.kill();
     }
     r.draining = drain;

@@ -26,6 +26,10 @@ pub(super) const MAX_QUEUED: usize = 64;
 /// before it closes further ones instead (a flood from a draining member
 /// must not pile up fds in main).
 const MAX_QUEUED_CONNECTIONS: usize = 256;
+/// Frames of any kind queued to one member past which it counts as not
+/// reading its channel (a taker busy with a burst of handed-over
+/// connections is not killed for it).
+pub(super) const MAX_QUEUED_ANY: usize = MAX_QUEUED + MAX_QUEUED_CONNECTIONS;
 /// Connections one draining member may hand over; past it, it is killed
 /// (a member does not have this many connections: it is dup'ing them).
 const MAX_HANDOVERS: u64 = 1 << 16;
@@ -56,8 +60,9 @@ impl Main<'_> {
                         ToMain::Ready(report) => {
                             // Stopping already: its Ready crossed our Stop
                             // (it stays stopping; Ready is not accepted
-                            // again once the kinds are reset below).
-                            if r.state == ChildState::Starting {
+                            // again once the kinds are reset below). Read
+                            // after it died: it is not ready.
+                            if r.state == ChildState::Starting && !r.exited {
                                 r.state = ChildState::Running;
                             }
                             r.ready_by = None;
@@ -190,7 +195,7 @@ impl Main<'_> {
         let sent = queued.and_then(|()| r.channel.sender().try_flush());
         match sent {
             Ok(true) => {}
-            Ok(false) if r.channel.queued() <= MAX_QUEUED => {}
+            Ok(false) if r.channel.queued() <= MAX_QUEUED_ANY => {}
             Ok(false) => {
                 self.log
                     .log(&format!("{tag} does not read its channel; killing it"));
@@ -255,20 +260,20 @@ impl Main<'_> {
     }
 
     /// Keeps `socket`, sent by member `i` of `g`, until that member is
-    /// reaped; one holding too many is killed.
+    /// reaped (it cannot turn lingering back on then); past [`MAX_HELD`]
+    /// further ones are closed at once (lingering was turned off when they
+    /// arrived). Not the member's fault: no taker, a full queue.
     fn hold(&mut self, g: usize, i: usize, socket: OwnedFd) {
-        if let Some(r) = &mut self.gens[g].members[i].run {
+        if let Some(r) = &mut self.gens[g].members[i].run
+            && r.held.len() < MAX_HELD
+        {
             r.held.push(socket);
-            if r.held.len() > MAX_HELD {
-                r.channel_closed = true;
-                let _ = r.child.kill();
-            }
         }
     }
 
     /// Whether `socket` is a stream socket whose local address is one of
-    /// `role`'s listeners' (same port, and the listener's IP or a
-    /// wildcard; or the same unix path): a connection accepted there. A
+    /// main's listeners' (same port, and the listener's IP or a wildcard;
+    /// or the same unix address): a connection accepted there. A
     /// socketpair end, a listener or a socket bound elsewhere is not.
     fn accepted_on_listener(&self, role: &crate::family::Role, socket: &OwnedFd) -> bool {
         use rustix::net::{SocketAddrUnix, SocketType, getsockname, sockopt};
@@ -280,16 +285,11 @@ impl Main<'_> {
         let Ok(local) = getsockname(socket) else {
             return false;
         };
-        let mine: Vec<&crate::listen::Listener> = if role.listeners == crate::family::ALL_LISTENERS
-        {
-            self.listeners.iter().collect()
-        } else {
-            role.listeners
-                .iter()
-                .filter_map(|n| self.listeners.get(n))
-                .collect()
-        };
-        mine.iter().any(|l| {
+        // Any of main's listeners: after a restart, the old member's row is
+        // the new binary's, whose listener list may differ from the one it
+        // was started with.
+        let _ = role;
+        self.listeners.iter().any(|l| {
             let Ok(bound) = getsockname(l) else {
                 return false;
             };
@@ -304,7 +304,8 @@ impl Main<'_> {
                     SocketAddrUnix::try_from(local.clone()),
                     SocketAddrUnix::try_from(bound),
                 ) {
-                    (Ok(a), Ok(b)) => a.path_bytes().is_some() && a.path_bytes() == b.path_bytes(),
+                    // A path, or an abstract name; never unnamed.
+                    (Ok(a), Ok(b)) => !a.is_unnamed() && a == b,
                     _ => false,
                 },
             }

@@ -87,6 +87,11 @@ pub(super) fn run(family: &Family) -> Result<i32, String> {
     };
     let code = main.run(&signals);
     main.log.flush_for(Duration::from_secs(1));
+    // A killed check not reaped yet: given up, not waited on (main exits;
+    // init reaps it).
+    for c in main.orphans.drain(..) {
+        drop(c.into_pidfd());
+    }
     Ok(code)
 }
 

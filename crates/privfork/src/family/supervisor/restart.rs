@@ -334,13 +334,11 @@ impl Main<'_> {
                 let (since, killed) = (*since, *killed);
                 if self.channels_quiet() {
                     self.exec_in_place();
-                } else if since.elapsed() >= QUIET_TIMEOUT {
+                } else if since.elapsed() >= QUIET_TIMEOUT && !self.any_stopping() {
                     if killed {
                         self.finish(
                             false,
-                            "members kept main's channels busy or were still stopping; \
-                             not re-executing"
-                                .to_owned(),
+                            "members kept main's channels busy; not re-executing".to_owned(),
                         );
                     } else {
                         self.kill_unquiet();
@@ -351,19 +349,30 @@ impl Main<'_> {
         }
     }
 
-    /// Kills the members that keep the exec waiting (a channel not quiet,
-    /// or still stopping), and gives them [`QUIET_TIMEOUT`] to be reaped:
-    /// a member must not be able to veto a restart.
+    /// Whether a member is stopping or stopped but not gone (its own stop
+    /// deadline ends it; the exec waits for that).
+    fn any_stopping(&self) -> bool {
+        self.gens.iter().any(|gn| {
+            gn.members.iter().any(|m| {
+                m.run
+                    .as_ref()
+                    .is_some_and(|r| matches!(r.state, ChildState::Stopping | ChildState::Stopped))
+            })
+        })
+    }
+
+    /// Kills the members whose channel has not been quiet once for
+    /// [`QUIET_TIMEOUT`], and gives them as long again to be reaped: a
+    /// member must not be able to veto a restart.
     fn kill_unquiet(&mut self) {
         for gn in &mut self.gens {
             for m in &mut gn.members {
                 if let Some(r) = &mut m.run
-                    && !(r.channel_closed
-                        || r.channel.is_quiet() && r.state != ChildState::Stopping)
+                    && r.unquiet_since
+                        .is_some_and(|t| t.elapsed() >= QUIET_TIMEOUT)
                 {
                     self.log.log(&format!(
-                        "{} keeps the restart waiting (its channel is busy, or it is \
-                         stopping); killing it",
+                        "{} keeps main's channel busy while a restart waits; killing it",
                         super::members::tag(m.role, m.instance, gn.number, r.child.pid())
                     ));
                     let _ = r.child.kill();
@@ -384,15 +393,20 @@ impl Main<'_> {
     /// send (flushing what is queued first), and no member is stopping
     /// (the record keeps no stop deadline).
     fn channels_quiet(&mut self) -> bool {
-        let mut quiet = true;
+        let mut quiet = self.orphans.is_empty();
         for gn in &mut self.gens {
             for m in &mut gn.members {
                 if let Some(r) = &mut m.run {
                     if !r.channel_closed {
                         let _ = r.channel.sender().try_flush();
-                        quiet &= r.channel.is_quiet();
+                        if r.channel.is_quiet() {
+                            r.unquiet_since = None;
+                        } else {
+                            quiet = false;
+                            r.unquiet_since.get_or_insert_with(Instant::now);
+                        }
                     }
-                    quiet &= r.state != ChildState::Stopping;
+                    quiet &= !matches!(r.state, ChildState::Stopping | ChildState::Stopped);
                 }
             }
         }
@@ -812,6 +826,8 @@ pub(super) fn adopt(family: &Family, mut log: Sink) -> Result<Result<Main<'_>, S
                 draining: false,
                 handovers: 0,
                 held: Vec::new(),
+                exited: false,
+                unquiet_since: None,
             });
         } else {
             member.next_start = Some(Instant::now() + member.backoff);
