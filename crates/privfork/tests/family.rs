@@ -74,6 +74,11 @@ const DEAFASKER: Role = Role {
     status: true,
     ..Role::new("deafasker", deaf_asker)
 };
+const NESTER: Role = Role {
+    handover: true,
+    sandbox: None,
+    ..Role::new("nester", nester)
+};
 const LINGERER: Role = Role {
     handover: true,
     sandbox: None,
@@ -103,8 +108,9 @@ const STUBBORN: Role = Role::new("stubborn", sleeper);
 /// Every role, for members to find theirs in.
 static ALL: &[Role] = &[
     WORKER, CRASHER, ROGUE, SPINNER, FLOODER, QUITTER, LINKER, DEAF, PING, PONG, CHATTER, STATUSER,
-    NOSY, LATE, SLOWREADY, DIER, HANGER, STUBBORN, DEAFASKER, LINGERER,
+    NOSY, LATE, SLOWREADY, DIER, HANGER, STUBBORN, DEAFASKER, LINGERER, NESTER,
 ];
+static NESTING: &[Role] = &[WORKER, NESTER];
 static DEAFASKING: &[Role] = &[WORKER, DEAFASKER];
 static LINGERING: &[Role] = &[WORKER, LINGERER];
 static HANGING: &[Role] = &[HANGER];
@@ -253,6 +259,10 @@ fn main() {
             (
                 "lingering_socket_sent_to_main_cannot_block_it",
                 lingering_socket_sent_to_main_cannot_block_it,
+            ),
+            (
+                "lingering_socket_nested_in_a_unix_socket_cannot_block_main",
+                lingering_socket_nested_in_a_unix_socket_cannot_block_main,
             ),
         ],
         &[("family_main", family_main)],
@@ -506,6 +516,40 @@ fn lingerer(mut cx: RoleContext) -> i32 {
     0
 }
 
+/// Hides a lingering TCP socket (unsent data, a client that reads
+/// nothing, linger for ever) in the queue of a unix socket, and sends
+/// main that unix socket: releasing it would close the TCP socket in main.
+fn nester(mut cx: RoleContext) -> i32 {
+    cx.ready().unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (conn, _) = l.accept().unwrap();
+    conn.set_nonblocking(true).unwrap();
+    let mut conn = conn;
+    let buf = vec![b'x'; 65536];
+    while conn.write(&buf).is_ok() {}
+    rustix::net::sockopt::set_socket_linger(&conn, Some(Duration::from_secs(1 << 30))).unwrap();
+    let (a, b) = privfork::ipc::socketpair().unwrap();
+    let conn = OwnedFd::from(conn);
+    privfork::ipc::fdpass::send_with_fds(
+        a.as_fd(),
+        &[std::io::IoSlice::new(b"x")],
+        std::slice::from_ref(&conn),
+        false,
+    )
+    .unwrap();
+    // Only the copy in `b`'s queue is left.
+    drop(conn);
+    drop(a);
+    eprintln!("NESTER handing over");
+    let _ = cx
+        .channel()
+        .send_fds(&ToMain::Handover(Bytes(Vec::new())), vec![b]);
+    std::thread::sleep(Duration::from_secs(60));
+    drop(client);
+    0
+}
+
 /// Says ready, then asks for the status its row does not allow.
 fn nosy(mut cx: RoleContext) -> i32 {
     cx.ready().unwrap();
@@ -622,6 +666,7 @@ fn family_main() {
         Ok("stubborn") => STUBBORNLY,
         Ok("deafasking") => DEAFASKING,
         Ok("lingering") => LINGERING,
+        Ok("nesting") => NESTING,
         _ => BASIC,
     };
     let mut family = Family::new(roles).stop_timeout(Duration::from_secs(5));
@@ -1733,6 +1778,18 @@ fn lingering_socket_sent_to_main_cannot_block_it() {
     // Handover while running breaks the protocol: the frame is refused
     // and its socket closed by main, which must not wait for it.
     main.wait_log(&["[lingerer:0", "broke the protocol"], 1, 20);
+    main.signal(rustix::process::Signal::TERM);
+    assert!(
+        main.wait_exit(12).is_some(),
+        "main blocked; log:\n{}",
+        main.log()
+    );
+}
+
+fn lingering_socket_nested_in_a_unix_socket_cannot_block_main() {
+    require_root();
+    let mut main = Main::start("nesting");
+    main.wait_log(&["[nester:0", "broke the protocol"], 1, 20);
     main.signal(rustix::process::Signal::TERM);
     assert!(
         main.wait_exit(12).is_some(),

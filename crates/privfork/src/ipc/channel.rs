@@ -163,12 +163,18 @@ impl<Rx: Message> Receiver<Rx> {
     /// most `reads` reads: before the channel of a peer that is gone is
     /// dropped, so that the kernel does not close queued fds itself.
     pub fn discard_unread(&mut self, reads: usize) {
+        // Nothing more comes in (a process still holding the other end
+        // gets EPIPE); what is queued can still be read, then EOF.
+        let _ = rustix::net::shutdown(self.sock.as_fd(), rustix::net::Shutdown::Read);
         let mut buf = vec![0u8; 16 << 10];
         let mut cmsg = super::fdpass::FdRecvBuffer::new(0);
         for _ in 0..reads {
             match super::fdpass::recv_with_fds(self.sock.as_fd(), &mut buf, &mut cmsg, true) {
-                Ok((0, _)) => return,
-                Ok(_) => {}
+                Ok((0, fds)) => {
+                    fds.into_iter().for_each(super::fdpass::close_received);
+                    return;
+                }
+                Ok((_, fds)) => fds.into_iter().for_each(super::fdpass::close_received),
                 Err(e) if e.is_would_block() => return,
                 // A truncated control message: its fds were closed; go on.
                 Err(super::fdpass::RecvFdsError::ControlTruncated { .. }) => {}

@@ -3,9 +3,12 @@
 //! Two thin, safe wrappers around rustix's `sendmsg`/`recvmsg`: one write of
 //! bytes with optional fds, one read of bytes with the fds that came with
 //! them. Received fds are opened with `MSG_CMSG_CLOEXEC`, are `OwnedFd`s from
-//! the first moment (so anything not claimed later is closed on drop), and a
-//! truncated control message (`MSG_CTRUNC`, i.e. more fds than the buffer was
-//! sized for) is an error, never a silent loss.
+//! the first moment (so anything not claimed later is closed on drop), have
+//! lingering turned off if they are sockets (the change is the socket's, so
+//! the sender's copy sees it too), and a truncated control message
+//! (`MSG_CTRUNC`: the buffer takes the kernel's most, 253, so only when this
+//! process is out of fds) is an error, never a silent loss. Fds refused by
+//! a channel are closed with [`close_received`].
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -28,8 +31,8 @@ pub enum RecvFdsError {
         #[source]
         source: std::io::Error,
     },
-    /// The kernel set `MSG_CTRUNC`: more ancillary data arrived than fits,
-    /// so fds were lost (the kernel closed them).
+    /// The kernel set `MSG_CTRUNC`: fds could not all be received (this
+    /// process is out of fds); those that were are closed.
     #[error(
         "control message truncated (MSG_CTRUNC): the peer sent more than {limit} fds at once; {received} were kept and closed"
     )]
@@ -49,8 +52,9 @@ impl RecvFdsError {
     }
 }
 
-/// A reusable control-message buffer sized for `max_fds + 1` fds, so that
-/// one fd over the limit is reported as such rather than as truncation.
+/// A reusable control-message buffer with room for the kernel's most fds
+/// per message (253), so that fds over a channel's limit are received and
+/// refused by the channel rather than dropped by the kernel.
 #[derive(Debug)]
 pub struct FdRecvBuffer {
     space: Vec<MaybeUninit<u8>>,
@@ -123,13 +127,84 @@ pub fn recv_with_fds(
     }
     if msg.flags.contains(ReturnFlags::CTRUNC) {
         let received = fds.len();
-        drop(fds);
+        fds.into_iter().for_each(close_received);
         return Err(RecvFdsError::ControlTruncated {
             limit: cmsg.max_fds,
             received,
         });
     }
     Ok((msg.bytes, fds))
+}
+
+/// Closes `fd`, received from a peer that may be hostile, so that this
+/// process does not wait in `close`: lingering off (a TCP socket set to
+/// linger blocks whoever closes it last); a unix socket is shut down for
+/// reading first and the fds queued in it — which the kernel would
+/// otherwise release here, in this process, lingering sockets included —
+/// are taken out and closed the same way, to the kernel's own nesting
+/// depth; connections waiting on a unix listener likewise. Bounded: a
+/// few reads per socket.
+pub fn close_received(fd: OwnedFd) {
+    close_nested(fd, 0);
+}
+
+fn close_nested(fd: OwnedFd, depth: u32) {
+    use rustix::net::{AddressFamily, Shutdown, sockopt};
+    let _ = sockopt::set_socket_linger(&fd, None);
+    if depth > 4 || !sockopt::socket_domain(&fd).is_ok_and(|d| d == AddressFamily::UNIX) {
+        return;
+    }
+    if sockopt::socket_acceptconn(&fd).unwrap_or(false) {
+        for _ in 0..64 {
+            match rustix::net::accept_with(
+                &fd,
+                rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+            ) {
+                Ok(c) => close_nested(c, depth + 1),
+                Err(_) => return,
+            }
+        }
+        return;
+    }
+    let _ = rustix::net::shutdown(&fd, Shutdown::Read);
+    let mut buf = [0u8; 4096];
+    let mut cmsg = FdRecvBuffer::new(0);
+    for _ in 0..64 {
+        match recv_with_fds_raw(fd.as_fd(), &mut buf, &mut cmsg) {
+            Some((0, fds)) => {
+                fds.into_iter().for_each(|f| close_nested(f, depth + 1));
+                return;
+            }
+            Some((_, fds)) => fds.into_iter().for_each(|f| close_nested(f, depth + 1)),
+            None => return,
+        }
+    }
+}
+
+/// One non-blocking `recvmsg`, its fds whatever the truncation; `None`
+/// when nothing (more) can be read.
+fn recv_with_fds_raw(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    cmsg: &mut FdRecvBuffer,
+) -> Option<(usize, Vec<OwnedFd>)> {
+    let mut control = RecvAncillaryBuffer::new(&mut cmsg.space);
+    let mut iov = [IoSliceMut::new(buf)];
+    let flags = RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT;
+    let msg = loop {
+        match rustix::net::recvmsg(sock, &mut iov, &mut control, flags) {
+            Ok(m) => break m,
+            Err(Errno::INTR) => continue,
+            Err(_) => return None,
+        }
+    };
+    let mut fds = Vec::new();
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = m {
+            fds.extend(rights);
+        }
+    }
+    Some((msg.bytes, fds))
 }
 
 /// `sendmsg(MSG_NOSIGNAL)`—Writes `bufs` (possibly only a prefix of them)

@@ -141,9 +141,10 @@ impl<Rx: Message> ReadCore<Rx> {
                 // The frame's fds are closed here: a socket among them
                 // must not make that close wait (a TCP socket the peer set
                 // to linger blocks the last close, non-blocking or not).
-                for fd in &frame.fds {
-                    let _ = rustix::net::sockopt::set_socket_linger(fd, None);
-                }
+                frame
+                    .fds
+                    .into_iter()
+                    .for_each(super::fdpass::close_received);
                 Err(e)
             }
         }
@@ -231,6 +232,16 @@ impl<Rx: Message> ReadCore<Rx> {
             let e = self.fail(sock, err);
             self.ready = ready;
             return Err(e);
+        }
+        if fds.len() > usize::from(self.decoder.limits().max_fds) {
+            // Refused before the decoder holds them: closed with care.
+            let received = fds.len();
+            fds.into_iter().for_each(super::fdpass::close_received);
+            let e = super::frame::FrameError::TooManyFdsReceived {
+                received,
+                limit: self.decoder.limits().max_fds,
+            };
+            return Err(self.fail(sock, e.into()));
         }
         if let Err(e) = self.decoder.feed(&self.rbuf[..n], fds, &mut self.ready) {
             return Err(self.fail(sock, e.into()));

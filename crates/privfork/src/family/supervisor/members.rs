@@ -97,9 +97,9 @@ pub(super) struct Running {
     pub held: Vec<OwnedFd>,
     /// Its pidfd said it exited (its last messages are being read).
     pub exited: bool,
-    /// Since when its channel has not been quiet, while a restart waits
+    /// How many times its channel was found busy while a restart waited
     /// for quiet channels to exec.
-    pub unquiet_since: Option<Instant>,
+    pub busy_samples: u32,
 }
 
 /// How log lines name a member's process: role, instance, generation
@@ -109,6 +109,40 @@ pub(super) fn tag(role: &Role, instance: u32, generation: u64, pid: u32) -> Stri
         format!("[{}:{instance} g{generation} {pid}]", role.name)
     } else {
         format!("[{}:{instance} {pid}]", role.name)
+    }
+}
+
+impl Running {
+    /// A process of a member, in `state`, with its channel and stderr,
+    /// started now; its deadlines and report are the caller's to set.
+    pub fn new(
+        child: Child,
+        channel: Channel<ToChild, ToMain>,
+        stderr: Source,
+        state: ChildState,
+        serial: u64,
+        links: Vec<(usize, Link)>,
+    ) -> Self {
+        Self {
+            child,
+            channel,
+            channel_closed: false,
+            stderr,
+            state,
+            serial,
+            links,
+            started: Instant::now(),
+            ready_by: None,
+            unhandled_app: 0,
+            stop_by: None,
+            report: None,
+            status_failures: 0,
+            draining: false,
+            handovers: 0,
+            held: Vec::new(),
+            exited: false,
+            busy_samples: 0,
+        }
     }
 }
 
@@ -264,26 +298,10 @@ impl Main<'_> {
         let tag = m.tag(number, child.pid());
         self.log.log(&format!("{tag} started"));
         self.status_cache = None;
-        m.run = Some(Running {
-            stderr: Source::new(err_r, tag).map_err(|e| e.to_string())?,
-            child,
-            channel,
-            channel_closed: false,
-            state: ChildState::Starting,
-            serial,
-            links,
-            started: Instant::now(),
-            ready_by: Some(Instant::now() + role.ready_timeout),
-            stop_by: None,
-            unhandled_app: 0,
-            report: None,
-            status_failures: 0,
-            draining: false,
-            handovers: 0,
-            held: Vec::new(),
-            exited: false,
-            unquiet_since: None,
-        });
+        let stderr = Source::new(err_r, tag).map_err(|e| e.to_string())?;
+        let mut run = Running::new(child, channel, stderr, ChildState::Starting, serial, links);
+        run.ready_by = Some(Instant::now() + role.ready_timeout);
+        m.run = Some(run);
         Ok(())
     }
 
@@ -440,9 +458,9 @@ impl Main<'_> {
         // and dropped here, not left for the kernel to close in main.
         r.channel.discard_unread(1024);
         // It is gone: nobody can set lingering on these again.
-        for s in r.held.drain(..) {
-            let _ = rustix::net::sockopt::set_socket_linger(&s, None);
-        }
+        r.held
+            .drain(..)
+            .for_each(crate::ipc::fdpass::close_received);
         self.status_cache = None;
         // What it wrote last.
         r.stderr.read(&mut self.log);

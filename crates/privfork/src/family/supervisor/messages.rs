@@ -264,10 +264,9 @@ impl Main<'_> {
     /// further ones are closed at once (lingering was turned off when they
     /// arrived). Not the member's fault: no taker, a full queue.
     fn hold(&mut self, g: usize, i: usize, socket: OwnedFd) {
-        if let Some(r) = &mut self.gens[g].members[i].run
-            && r.held.len() < MAX_HELD
-        {
-            r.held.push(socket);
+        match &mut self.gens[g].members[i].run {
+            Some(r) if r.held.len() < MAX_HELD => r.held.push(socket),
+            _ => crate::ipc::fdpass::close_received(socket),
         }
     }
 

@@ -74,6 +74,18 @@ pub(super) fn run(family: &Family) -> Result<i32, String> {
     }
     let signals = Signals::new(&[Signal::CHILD, Signal::TERM, Signal::INT, Signal::HUP])
         .map_err(|e| format!("signalfd: {e}"))?;
+    // Room for what a restart holds at once (connections queued to new
+    // members, sockets held for old ones): the soft fd limit up to the
+    // hard one.
+    if let Some(hard) = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum {
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            },
+        );
+    }
     let _ = rustix::thread::set_name(c"privfork-main");
     let (mut log, note) = Sink::for_stderr();
     if let Some(note) = note {
@@ -213,7 +225,7 @@ impl Main<'_> {
                     }
                     Event::Orphan => {
                         self.orphans
-                            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+                            .retain_mut(|c| matches!(c.try_wait(), Ok(None)));
                     }
                     Event::Stderr(g, i) => {
                         if let Some(r) = &mut self.gens[g].members[i].run {

@@ -102,6 +102,10 @@ enum Stage {
         exe: Exe,
         file: FileId,
         killed: bool,
+        /// How many times the channels were looked at meanwhile.
+        samples: u32,
+        /// When the restart gives up waiting.
+        until: Instant,
     },
     /// In the new image: the new generation starts.
     Starting,
@@ -293,7 +297,17 @@ impl Main<'_> {
                 exe,
                 file,
                 killed: false,
+                samples: 0,
+                until: Instant::now() + QUIET_TIMEOUT * 2 + super::RESTART_STOP_TIMEOUT,
             };
+            // Busy counts start now, not in an earlier restart.
+            for gn in &mut self.gens {
+                for m in &mut gn.members {
+                    if let Some(r) = &mut m.run {
+                        r.busy_samples = 0;
+                    }
+                }
+            }
             return;
         }
         let path = self.path.display();
@@ -330,19 +344,28 @@ impl Main<'_> {
                 );
                 self.finish(false, reason);
             }
-            Stage::Exec { since, killed, .. } => {
-                let (since, killed) = (*since, *killed);
+            Stage::Exec {
+                since,
+                killed,
+                samples,
+                until,
+                ..
+            } => {
+                *samples += 1;
+                let (since, killed, samples, until) = (*since, *killed, *samples, *until);
                 if self.channels_quiet() {
                     self.exec_in_place();
-                } else if since.elapsed() >= QUIET_TIMEOUT && !self.any_stopping() {
-                    if killed {
-                        self.finish(
-                            false,
-                            "members kept main's channels busy; not re-executing".to_owned(),
-                        );
+                } else if Instant::now() >= until {
+                    let why = if self.any_stopping() {
+                        "a member was still stopping"
+                    } else if !self.orphans.is_empty() {
+                        "a killed check was not reaped yet"
                     } else {
-                        self.kill_unquiet();
-                    }
+                        "members kept main's channels busy"
+                    };
+                    self.finish(false, format!("{why}; not re-executing"));
+                } else if since.elapsed() >= QUIET_TIMEOUT && !killed && !self.any_stopping() {
+                    self.kill_unquiet(samples);
                 }
             }
             _ => {}
@@ -361,16 +384,20 @@ impl Main<'_> {
         })
     }
 
-    /// Kills the members whose channel has not been quiet once for
-    /// [`QUIET_TIMEOUT`], and gives them as long again to be reaped: a
+    /// Kills the members whose channel was busy in at least a tenth of
+    /// the `samples` taken while the exec waited (an honest member is
+    /// busy for an instant; members taking turns to keep main busy are
+    /// each busy often), and gives them as long again to be reaped: a
     /// member must not be able to veto a restart.
-    fn kill_unquiet(&mut self) {
+    fn kill_unquiet(&mut self, samples: u32) {
+        let mut any = false;
         for gn in &mut self.gens {
             for m in &mut gn.members {
                 if let Some(r) = &mut m.run
-                    && r.unquiet_since
-                        .is_some_and(|t| t.elapsed() >= QUIET_TIMEOUT)
+                    && r.busy_samples > 0
+                    && r.busy_samples.saturating_mul(10) >= samples
                 {
+                    any = true;
                     self.log.log(&format!(
                         "{} keeps main's channel busy while a restart waits; killing it",
                         super::members::tag(m.role, m.instance, gn.number, r.child.pid())
@@ -379,10 +406,11 @@ impl Main<'_> {
                 }
             }
         }
-        if let Some(InProgress {
-            stage: Stage::Exec { since, killed, .. },
-            ..
-        }) = &mut self.restarts.current
+        if any
+            && let Some(InProgress {
+                stage: Stage::Exec { since, killed, .. },
+                ..
+            }) = &mut self.restarts.current
         {
             *since = Instant::now();
             *killed = true;
@@ -399,14 +427,14 @@ impl Main<'_> {
                 if let Some(r) = &mut m.run {
                     if !r.channel_closed {
                         let _ = r.channel.sender().try_flush();
-                        if r.channel.is_quiet() {
-                            r.unquiet_since = None;
-                        } else {
+                        if !r.channel.is_quiet() {
                             quiet = false;
-                            r.unquiet_since.get_or_insert_with(Instant::now);
+                            r.busy_samples += 1;
                         }
                     }
-                    quiet &= !matches!(r.state, ChildState::Stopping | ChildState::Stopped);
+                    // No stop deadline and no held socket cross the exec.
+                    quiet &= !matches!(r.state, ChildState::Stopping | ChildState::Stopped)
+                        && r.held.is_empty();
                 }
             }
         }
@@ -803,32 +831,23 @@ pub(super) fn adopt(family: &Family, mut log: Sink) -> Result<Result<Main<'_>, S
             let started = Instant::now()
                 .checked_sub(Duration::from_millis(r.uptime_ms))
                 .unwrap_or_else(Instant::now);
-            member.run = Some(Running {
-                child,
-                channel,
-                channel_closed: false,
-                stderr,
-                state,
-                serial: r.serial,
-                links: r
-                    .links
-                    .iter()
-                    .map(|(j, s)| (*j as usize, s.map_or(Link::Pending, Link::Held)))
-                    .collect(),
-                started,
-                // A member still starting gets a fresh ready deadline.
-                ready_by: (state == ChildState::Starting)
-                    .then(|| Instant::now() + role.ready_timeout),
-                stop_by: None,
-                unhandled_app: 0,
-                report: r.report.clone(),
-                status_failures: 0,
-                draining: false,
-                handovers: 0,
-                held: Vec::new(),
-                exited: false,
-                unquiet_since: None,
-            });
+            let links = r
+                .links
+                .iter()
+                .map(|(j, s)| (*j as usize, s.map_or(Link::Pending, Link::Held)))
+                .collect();
+            let mut run = Running::new(child, channel, stderr, state, r.serial, links);
+            run.started = started;
+            // A member still starting gets a fresh ready deadline.
+            run.ready_by =
+                (state == ChildState::Starting).then(|| Instant::now() + role.ready_timeout);
+            run.report = r.report.clone();
+            // One stopping when main exec'd (an older image did not wait
+            // for it) ends within the restart stop deadline.
+            if matches!(state, ChildState::Stopping | ChildState::Stopped) {
+                run.stop_by = Some(Instant::now() + super::RESTART_STOP_TIMEOUT);
+            }
+            member.run = Some(run);
         } else {
             member.next_start = Some(Instant::now() + member.backoff);
         }
