@@ -210,6 +210,13 @@ impl<Tx: Message> Sender<Tx> {
         self.core.len()
     }
 
+    /// Takes the fds of the queued frames not sent yet, for a caller about
+    /// to drop a channel whose peer is gone that wants to close them its
+    /// own way (e.g. [`super::fdpass::close_received`]).
+    pub fn take_queued_fds(&mut self) -> Vec<OwnedFd> {
+        self.core.take_fds()
+    }
+
     /// Sends `msg` (request id 0, no fds) and waits until it is written.
     ///
     /// # Errors

@@ -355,6 +355,16 @@ impl<Tx: Message> WriteCore<Tx> {
         self.queue.len()
     }
 
+    /// Takes the fds of every queued frame not sent yet (the frames stay;
+    /// they can no longer be sent with their fds, so the caller drops the
+    /// channel next).
+    pub(crate) fn take_fds(&mut self) -> Vec<OwnedFd> {
+        self.queue
+            .iter_mut()
+            .flat_map(|f| std::mem::take(&mut f.fds))
+            .collect()
+    }
+
     /// Takes back the last queued frame if none of it was written yet;
     /// `false` if part of it is already out (or nothing is queued).
     pub(crate) fn withdraw_last_if_unsent(&mut self) -> bool {

@@ -457,6 +457,12 @@ impl Main<'_> {
         // Whatever is still queued on its channel (fds included) is read
         // and dropped here, not left for the kernel to close in main.
         r.channel.discard_unread(1024);
+        // Connections main had queued to it go the same careful way.
+        r.channel
+            .sender()
+            .take_queued_fds()
+            .into_iter()
+            .for_each(crate::ipc::fdpass::close_received);
         // It is gone: nobody can set lingering on these again.
         r.held
             .drain(..)
