@@ -105,6 +105,13 @@ fn twenty_sighups_under_load_lose_no_request() {
     // Connections were handed over, not all closed: keep-alive clients
     // kept reusing connections across restarts.
     assert!(n.log().contains("handed over"), "{}", n.log());
+    let passed: u64 = n
+        .log()
+        .lines()
+        .filter_map(|l| l.split("idle connections: ").nth(1))
+        .filter_map(|t| t.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(passed > 0, "main passed no connection on:\n{}", n.log());
     let (s, b) = n.call("GET", "/api/status", None);
     assert_eq!(s, 200);
     let st = common::json(&b);

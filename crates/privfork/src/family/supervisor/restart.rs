@@ -602,6 +602,9 @@ impl Main<'_> {
         let accepting_ms = ms_since(current.began_ns);
         current.stage = Stage::Draining { accepting_ms };
         let number = current.number;
+        // Counted per drain, for its log line.
+        self.handover.passed = 0;
+        self.handover.dropped = 0;
         let old = self.serving();
         let drain = self.family.drain_timeout;
         self.gens[old].phase = Phase::Ending {
@@ -677,8 +680,11 @@ impl Main<'_> {
                 let total = ms_since(current.began_ns);
                 let detail = format!(
                     "generation {} serving; handover {total} ms (SIGHUP → new accepting \
-                     {accepting_ms} ms → old gone {total} ms)",
-                    self.gens[self.serving()].number
+                     {accepting_ms} ms → old gone {total} ms); idle connections: {} passed \
+                     on, {} closed (client gone, or nobody to take them)",
+                    self.gens[self.serving()].number,
+                    self.handover.passed,
+                    self.handover.dropped
                 );
                 self.finish(true, detail);
             }
