@@ -5,8 +5,11 @@
 //! - [`messages`]: what members send, status answers, handed-over
 //!   connections;
 //! - [`restart`]: the smooth restart (preflight, exec in place with the
-//!   state record, the new generation, cutover, drain).
+//!   state record, cutover, drain, the outcome);
+//! - [`adopt`]: the new image's side (adopt the running generation, start
+//!   the next).
 
+mod adopt;
 mod members;
 mod messages;
 mod restart;
@@ -93,7 +96,7 @@ pub(super) fn run(family: &Family) -> Result<i32, String> {
     }
     // A smooth restart's new image adopts the running generation;
     // otherwise main starts the first one.
-    let mut main = match restart::adopt(family, log)? {
+    let mut main = match adopt::adopt(family, log)? {
         Ok(main) => main,
         Err(log) => first_start(family, log)?,
     };
