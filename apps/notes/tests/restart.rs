@@ -8,6 +8,8 @@
 mod common;
 #[path = "common/load.rs"]
 mod load;
+#[path = "../../../crates/privfork/tests/proc_net/mod.rs"]
+mod proc_net;
 #[path = "common/restart_log.rs"]
 mod restart_log;
 #[path = "../../../crates/privfork/tests/time_limit/mod.rs"]
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::Notes;
 use load::{LoadConfig, LoadHandle, start_load};
+use proc_net::listening_inode;
 use time_limit::time_limit;
 
 /// Load on notes: 32 clients, half keep-alive, reading a note and a page
@@ -46,18 +49,6 @@ fn hup(n: &Notes) {
         rustix::process::Signal::HUP,
     )
     .unwrap();
-}
-
-/// The inode of the socket listening on 127.0.0.1:`port`.
-fn listening_inode(port: u16) -> Option<u64> {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    let local = format!("0100007F:{port:04X}");
-    table.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A"))
-            .then(|| f.get(9).and_then(|i| i.parse().ok()))
-            .flatten()
-    })
 }
 
 fn port(n: &Notes) -> u16 {

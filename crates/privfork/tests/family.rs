@@ -4,6 +4,8 @@
 //! helper as a process, talks to it over 127.0.0.1 and reads its log.
 //! Runs as root (main starts members as nobody).
 
+#[path = "proc_net/mod.rs"]
+mod proc_net;
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,6 +20,7 @@ use privfork::family::protocol::ToMain;
 use privfork::family::{Family, Restart, Role, RoleContext};
 use privfork::ipc::Bytes;
 use privfork::sandbox::Sandbox;
+use proc_net::listening_inode;
 use support::require_root;
 
 const CASE: &str = "--privfork-case";
@@ -1474,19 +1477,6 @@ fn a_second_ready_after_a_crossing_breaks_the_protocol() {
 }
 
 // ---- smooth restart --------------------------------------------------------
-
-/// The inode of the socket listening on 127.0.0.1:`port` (`/proc/net/tcp`).
-fn listening_inode(port: u16) -> Option<u64> {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    let local = format!("0100007F:{port:04X}");
-    table.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        // local_address, state (0A: listen), inode.
-        (f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A"))
-            .then(|| f.get(9).and_then(|i| i.parse().ok()))
-            .flatten()
-    })
-}
 
 /// Whether process `pid` has socket `inode` open.
 fn holds_socket(pid: u32, inode: u64) -> bool {
