@@ -95,9 +95,31 @@ fn the_program_cannot_exec_again() {
         "-c",
         "exec /bin/true",
     ]);
-    assert_ne!(code(&o), 0);
+    // Killed, as for any refused call, and named: the supervisor keeps
+    // its listener and refuses every exec after the first.
+    assert_eq!(code(&o), 128 + libc::SIGSYS, "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("Function not implemented"),
+        stderr(&o).contains(r#"refused execve("/bin/true") in sh"#)
+            && stderr(&o).contains("a second exec"),
+        "{}",
+        stderr(&o)
+    );
+    // In errno mode the shell sees EPERM (and exits 126, as sh does).
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath",
+        "--mode",
+        "errno",
+        "--",
+        "/bin/sh",
+        "-c",
+        "exec /bin/true",
+    ]);
+    assert_eq!(code(&o), 126, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Operation not permitted"),
         "{}",
         stderr(&o)
     );

@@ -19,6 +19,8 @@
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use super::Violation;
+use super::explain::{Call, Explainer};
 use super::promises::{promises_allowing, syscall_name};
 use crate::event::{Interest, Poller};
 use crate::sys;
@@ -50,22 +52,84 @@ pub fn supervise(listener: OwnedFd, child: u32, mut log: Option<&mut dyn Write>)
     }
 }
 
-/// The supervisor's state: whether the one exec has been let through.
+/// The supervisor's state: whether the one exec has been let through, and,
+/// under [`Supervisor::supervised`], how refused calls are answered and
+/// reported.
 #[derive(Debug)]
 pub struct Supervisor {
     child: u32,
     log: bool,
     exec_done: bool,
+    supervised: Option<Supervised>,
+}
+
+/// A supervisor that stays for the program's whole life (`privfork run`).
+#[derive(Debug)]
+struct Supervised {
+    explain: Explainer,
+    mode: Violation,
+    reports: Reports,
+    /// Processes killed for a refused call (kill mode).
+    killed: Vec<u32>,
 }
 
 impl Supervisor {
-    /// A supervisor for the process `child` (its pid), in log mode or not.
+    /// A supervisor for the process `child` (its pid), in log mode or not,
+    /// of a sandbox from [`super::Sandbox::prepare_exec_once`].
     pub fn new(child: u32, log: bool) -> Self {
         Self {
             child,
             log,
             exec_done: false,
+            supervised: None,
         }
+    }
+
+    /// A supervisor for the process `child` (its pid) of a sandbox from
+    /// [`super::Sandbox::prepare_supervised`]: every refused call arrives
+    /// here, and is named (see [`Supervisor::take_lines`]) and then answered
+    /// as `mode` says — kill the calling process, or fail the call with
+    /// `EPERM` (errno and log); in log mode the opens Landlock will refuse
+    /// are named too. The listener is needed for as long as the program runs.
+    pub fn supervised(child: u32, mode: Violation, explain: Explainer) -> Self {
+        Self {
+            child,
+            log: true,
+            exec_done: false,
+            supervised: Some(Supervised {
+                explain,
+                mode,
+                reports: Reports::default(),
+                killed: Vec::new(),
+            }),
+        }
+    }
+
+    /// Whether this supervisor killed process `pid` for a refused call (its
+    /// status then says SIGKILL; privfork reports it as SIGSYS, what the
+    /// kernel's own kill would have been).
+    pub fn killed(&self, pid: u32) -> bool {
+        self.supervised
+            .as_ref()
+            .is_some_and(|s| s.killed.contains(&pid))
+    }
+
+    /// The report lines produced since the last call (supervised only):
+    /// each kind of refusal once, then its count at 10, 100, 1000….
+    pub fn take_lines(&mut self) -> Vec<String> {
+        self.supervised
+            .as_mut()
+            .map(|s| std::mem::take(&mut s.reports.lines))
+            .unwrap_or_default()
+    }
+
+    /// The closing lines: how often each refusal seen more than once was
+    /// made in all.
+    pub fn summary(&mut self) -> Vec<String> {
+        self.supervised
+            .as_mut()
+            .map(|s| s.reports.summary())
+            .unwrap_or_default()
     }
 
     /// Handles one notification, once `listener` polls readable: the
@@ -73,6 +137,8 @@ impl Supervisor {
     /// reported to `out` and refused with `EPERM`. Returns whether the
     /// listener is still needed: not once the exec is through outside log
     /// mode (closing it makes every later exec fail with `ENOSYS`).
+    ///
+    /// Under [`Supervisor::supervised`], see there; `out` is not used.
     ///
     /// # Errors
     ///
@@ -92,10 +158,17 @@ impl Supervisor {
         };
         let nr = i64::from(n.nr);
         let is_exec = nr == libc::SYS_execve || nr == libc::SYS_execveat;
+        // The one exec: privfork's own, by the child it forked, before any
+        // of the program's code ran (the child is single-threaded, so its
+        // tid is its pid).
         if is_exec && !self.exec_done && n.pid == self.child {
             answer(listener, n.id, true)?;
             self.exec_done = true;
             return Ok(self.log);
+        }
+        if let Some(s) = &mut self.supervised {
+            s.on_call(listener, &n, self.exec_done)?;
+            return Ok(true);
         }
         if let Some(out) = out {
             let name = syscall_name(nr).unwrap_or("?");
@@ -113,6 +186,143 @@ impl Supervisor {
         }
         answer(listener, n.id, false)?;
         Ok(true)
+    }
+}
+
+impl Supervised {
+    /// One call under a supervisor that stays (see
+    /// [`Supervisor::supervised`]).
+    fn on_call(
+        &mut self,
+        listener: BorrowedFd<'_>,
+        n: &sys::Notification,
+        exec_done: bool,
+    ) -> io::Result<()> {
+        let nr = i64::from(n.nr);
+        // Read while the thread waits for the answer: its registers are the
+        // ones the filter ran on, its memory holds still (for this thread).
+        let call = Call::read(n.pid, nr, n.args);
+        // Log mode sends every open here. Only those the held promises
+        // allow — the same filters, run on the same registers — go on,
+        // and Landlock still decides which files open.
+        if self.mode == Violation::Log
+            && super::seccomp::SUPERVISED_OPENS.contains(&nr)
+            && self.explain.allows(nr, n.args)
+        {
+            if let Some(gap) = self.explain.landlock_refusal(&call) {
+                let key = format!(
+                    "{} in {}: Landlock will refuse it (EACCES): {gap}",
+                    call.text, call.comm
+                );
+                self.reports.note(
+                    key,
+                    format!(
+                        "privfork: Landlock will refuse {} in {} (pid {}), EACCES: {gap}",
+                        call.text, call.comm, call.tgid
+                    ),
+                );
+            }
+            return answer(listener, n.id, true);
+        }
+        let why = self.explain.why(&call, exec_done);
+        let action = match self.mode {
+            Violation::Kill => "killed it (SIGSYS)",
+            _ => "failed it with EPERM",
+        };
+        self.reports.note(
+            format!("{} in {}: {why}", call.text, call.comm),
+            format!(
+                "privfork: refused {} in {} (pid {}); {action}: {why}",
+                call.text, call.comm, call.tgid
+            ),
+        );
+        if self.mode == Violation::Kill && kill_caller(listener, n, call.tgid) {
+            self.killed.push(call.tgid);
+            return Ok(());
+        }
+        // errno and log modes; and kill mode if the process is already
+        // gone: the call does not run.
+        answer(listener, n.id, false)
+    }
+}
+
+/// Kills the process `tgid` whose thread made notification `n`, through a
+/// pidfd opened while the notification is still pending (so `tgid` is
+/// still that process: a waiting thread keeps its group alive). The
+/// thread never returns from the refused call. Returns whether it was
+/// killed here.
+fn kill_caller(listener: BorrowedFd<'_>, n: &sys::Notification, tgid: u32) -> bool {
+    use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+    let Some(pid) = i32::try_from(tgid).ok().and_then(Pid::from_raw) else {
+        return false;
+    };
+    let Ok(pidfd) = pidfd_open(pid, PidfdFlags::empty()) else {
+        return false;
+    };
+    if !sys::notif_id_valid(listener, n.id) {
+        return false;
+    }
+    pidfd_send_signal(&pidfd, Signal::KILL).is_ok()
+}
+
+/// The report lines, each kind of refusal once (see
+/// [`Supervisor::take_lines`]). Bounded: a program repeating one refused
+/// call forever, or making ever new ones, adds a line per power of ten of
+/// the same one and at most [`MAX_KINDS`] kinds.
+#[derive(Debug, Default)]
+struct Reports {
+    counts: std::collections::HashMap<String, u64>,
+    /// Kinds in the order first seen, for the summary.
+    order: Vec<String>,
+    /// Refusals of kinds past [`MAX_KINDS`].
+    hidden: u64,
+    lines: Vec<String>,
+}
+
+/// The most kinds of refusal named one by one.
+const MAX_KINDS: usize = 256;
+
+impl Reports {
+    fn note(&mut self, key: String, line: String) {
+        if let Some(count) = self.counts.get_mut(&key) {
+            *count += 1;
+            let c = *count;
+            if c >= 10 && c.checked_ilog10().is_some_and(|l| 10u64.pow(l) == c) {
+                self.lines
+                    .push(format!("privfork: again {key} ({c} times so far)"));
+            }
+            return;
+        }
+        if self.counts.len() >= MAX_KINDS {
+            self.hidden += 1;
+            if self.hidden == 1 {
+                self.lines.push(format!(
+                    "privfork: more kinds of refused calls follow; only the first {MAX_KINDS} are named"
+                ));
+            }
+            return;
+        }
+        self.counts.insert(key.clone(), 1);
+        self.order.push(key);
+        self.lines.push(line);
+    }
+
+    fn summary(&mut self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .order
+            .iter()
+            .filter_map(|k| {
+                let c = self.counts[k];
+                (c > 1).then(|| format!("privfork: {c} times in all: {k}"))
+            })
+            .collect();
+        if self.hidden > 0 {
+            out.push(format!(
+                "privfork: {} more refused calls of other kinds were not named",
+                self.hidden
+            ));
+        }
+        out
     }
 }
 

@@ -43,6 +43,7 @@
 
 pub mod elf;
 pub mod exec_once;
+pub mod explain;
 pub mod landlock;
 pub mod ldcache;
 pub mod loader;
@@ -347,7 +348,7 @@ impl Sandbox {
                 ),
             });
         }
-        self.prepare_inner(false)
+        self.prepare_inner(Kind::Plain)
     }
 
     /// [`Sandbox::prepare`] for [`Sandbox::apply_exec_once`].
@@ -356,39 +357,74 @@ impl Sandbox {
     ///
     /// As [`Sandbox::prepare`].
     pub fn prepare_exec_once(&self) -> Result<PreparedSandbox, SandboxError> {
-        self.prepare_inner(true)
+        self.prepare_inner(Kind::ExecOnce)
     }
 
-    fn prepare_inner(&self, exec_once: bool) -> Result<PreparedSandbox, SandboxError> {
-        let require = self.policy == Policy::Require;
-        if require {
-            seccomp::check_available()?;
-        }
-        let landlock = landlock::prepare(&self.unveils, &self.bind, &self.connect, require)?;
-        let violation = self
-            .violation
+    /// [`Sandbox::prepare`] for a process about to execute a program under
+    /// a supervisor that stays for the program's whole life (`privfork
+    /// run`): every call the promises refuse — in every violation mode —
+    /// and every `execve` goes to the listener, and the supervisor
+    /// ([`exec_once::Supervisor`] with an [`explain::Explainer`]) lets the
+    /// one exec through, names each refused call, and then kills the
+    /// process, fails the call with `EPERM`, or logs it, as the mode says.
+    /// In log mode the opens the promises allow go to the listener too,
+    /// for the supervisor to report those Landlock will refuse.
+    ///
+    /// If the supervisor is gone (its listener closed), every call it
+    /// would have answered fails with `ENOSYS`: nothing refused runs.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sandbox::prepare`].
+    pub fn prepare_supervised(&self) -> Result<PreparedSandbox, SandboxError> {
+        self.prepare_inner(Kind::Supervised)
+    }
+
+    /// What names refused calls for a supervisor of this sandbox (see
+    /// [`Sandbox::prepare_supervised`]).
+    pub fn explainer(&self) -> explain::Explainer {
+        explain::Explainer::new(self)
+    }
+
+    /// The violation mode in effect: the one set, or kill (`EPERM` under
+    /// the `error` promise).
+    pub fn violation_mode(&self) -> Violation {
+        self.violation
             .unwrap_or(if self.promises.contains(Promise::Error) {
                 Violation::Errno
             } else {
                 Violation::Kill
-            });
+            })
+    }
+
+    /// The seccomp programs for `promises` (this sandbox's, or others when
+    /// [`explain`] asks what another set would answer): the guard, the
+    /// soft refusals, the exec filter if the exec goes to a supervisor
+    /// through its own filter, and the allowlist, compiled with `mismatch`
+    /// as the answer to a refused call.
+    fn compile(
+        &self,
+        promises: &Promises,
+        mismatch: Violation,
+        kind: Kind,
+    ) -> Result<(Vec<seccompiler::BpfProgram>, seccompiler::BpfProgram), SandboxError> {
         // The allowlist goes in last: once it is installed, installing
         // another filter is itself refused.
         let mut filters = vec![seccomp::guard()];
-        let soft = seccomp::soft_refusals(&self.promises, self.loader);
+        let soft = seccomp::soft_refusals(promises, self.loader);
         if !soft.is_empty() {
             filters.push(seccomp::soft_filter(&soft));
         }
-        let log = violation == Violation::Log;
-        let exec_promised = self.promises.contains(Promise::Exec);
-        // Exec goes to the supervisor: through its own filter, or (log
-        // mode) as a refused call of the allowlist.
-        let to_supervisor = exec_once && !exec_promised && !log;
+        let exec_promised = promises.contains(Promise::Exec);
+        // Exec goes to the supervisor through a filter of its own only for
+        // an exec-once sandbox outside log mode: in log mode, and under a
+        // supervisor that stays, it is a refused call of the allowlist.
+        let to_supervisor = kind == Kind::ExecOnce && !exec_promised && mismatch != Violation::Log;
         if to_supervisor {
             filters.push(seccomp::exec_to_supervisor());
         }
         let loader = self.loader;
-        let allowlist = seccomp::allowlist(&self.promises, violation, loader, &|rules| {
+        let allowlist = seccomp::allowlist(promises, mismatch, loader, &|rules| {
             if loader {
                 promises::add_loader(rules);
             }
@@ -398,16 +434,59 @@ impl Sandbox {
                 }
             }
         })?;
+        Ok((filters, allowlist))
+    }
+
+    fn prepare_inner(&self, kind: Kind) -> Result<PreparedSandbox, SandboxError> {
+        let require = self.policy == Policy::Require;
+        if require {
+            seccomp::check_available()?;
+        }
+        let landlock = landlock::prepare(&self.unveils, &self.bind, &self.connect, require)?;
+        let violation = self.violation_mode();
+        // Under a supervisor that stays, every refused call goes to it
+        // (USER_NOTIF, the Log action), whatever the mode: it enacts the
+        // mode itself after naming the call.
+        let mismatch = if kind == Kind::Supervised {
+            Violation::Log
+        } else {
+            violation
+        };
+        let (filters, mut allowlist) = self.compile(&self.promises, mismatch, kind)?;
+        if kind == Kind::Supervised && violation == Violation::Log {
+            allowlist = seccomp::opens_to_supervisor(&allowlist);
+        }
+        let exec_once = kind != Kind::Plain;
+        let listener = match kind {
+            Kind::Supervised => Listener::OnAllowlist,
+            _ => listener_for(
+                exec_once && !self.promises.contains(Promise::Exec) && mismatch != Violation::Log,
+                mismatch == Violation::Log && exec_once,
+            ),
+        };
         Ok(PreparedSandbox {
             landlock,
             filters,
             allowlist,
-            listener: listener_for(to_supervisor, log && exec_once),
+            listener,
             exec_once,
             policy: self.policy,
             layers: self.layers,
         })
     }
+}
+
+/// Which kind of process a sandbox is prepared for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// One that applies it and runs on ([`Sandbox::prepare`]).
+    Plain,
+    /// One about to execute a program, its first exec let through by a
+    /// supervisor that may then go ([`Sandbox::prepare_exec_once`]).
+    ExecOnce,
+    /// One about to execute a program under a supervisor that stays
+    /// ([`Sandbox::prepare_supervised`]).
+    Supervised,
 }
 
 /// Which filter gives the supervisor its listener: the exec filter (for

@@ -146,6 +146,11 @@ impl Promises {
         self.0.contains(&p)
     }
 
+    /// Adds `p`.
+    pub fn insert(&mut self, p: Promise) {
+        self.0.insert(p);
+    }
+
     /// The promises, in order.
     pub fn iter(&self) -> impl Iterator<Item = Promise> + '_ {
         self.0.iter().copied()

@@ -156,7 +156,11 @@ impl Stream {
 /// file status flags it restores.
 #[derive(Debug)]
 pub(crate) struct Relay {
+    /// The program's stdout and stderr (relay mode), then privfork's own
+    /// report lines (to its stderr, in every mode).
     streams: Vec<Stream>,
+    /// Report lines dropped because privfork's stderr was not taking them.
+    dropped: u64,
     /// Flags of privfork's fds 0–2 that the program shares, as they were.
     saved_flags: [Option<OFlags>; 3],
 }
@@ -195,6 +199,15 @@ pub(crate) fn plan(mode: StdioMode) -> io::Result<(ChildStdio, Relay)> {
             [child.fds[0].is_none(), false, false]
         }
     };
+    // privfork's report lines (refused calls): queued, and written when
+    // its stderr takes them — a program sharing that stderr may have made
+    // it non-blocking, or fill it.
+    streams.push(Stream {
+        from: None,
+        to: Out::Stderr(io::stderr()),
+        buf: Vec::new(),
+        start: 0,
+    });
     let mut saved_flags = [None; 3];
     for (i, fd) in std_fds().into_iter().enumerate() {
         if shared[i] {
@@ -205,6 +218,7 @@ pub(crate) fn plan(mode: StdioMode) -> io::Result<(ChildStdio, Relay)> {
         child,
         Relay {
             streams,
+            dropped: 0,
             saved_flags,
         },
     ))
@@ -252,6 +266,26 @@ impl Relay {
         }
     }
 
+    /// Queues `line` (a newline is added) for privfork's stderr; if
+    /// [`BUFFER`] bytes are already waiting, drops it and counts it (said
+    /// at the end, see [`Relay::finish`]).
+    pub(crate) fn report(&mut self, line: &str) {
+        let Some(s) = self.streams.last_mut() else {
+            return;
+        };
+        if s.pending().len() + line.len() + 1 > BUFFER {
+            self.dropped += 1;
+            return;
+        }
+        if s.start > 0 {
+            s.buf.drain(..s.start);
+            s.start = 0;
+        }
+        s.buf.extend_from_slice(line.as_bytes());
+        s.buf.push(b'\n');
+        s.write();
+    }
+
     /// Once the program's processes are all gone: relays what is left in
     /// the pipes (without waiting for an end of file that a process outside
     /// the tree, handed a pipe, could withhold), then restores the flags.
@@ -280,6 +314,17 @@ impl Relay {
                 }
             }
             s.from = None;
+        }
+        if self.dropped > 0 {
+            let line = format!(
+                "privfork: {} report lines were dropped: stderr was not taking them",
+                self.dropped
+            );
+            self.dropped = 0;
+            self.report(&line);
+            if let Some(s) = self.streams.last_mut() {
+                while !s.pending().is_empty() && s.write() {}
+            }
         }
         self.restore_flags();
     }

@@ -560,17 +560,17 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     let env = crate::setup::Environment::Set(environment(opts, target_uid)?);
     // Prepared here, in privfork itself: a bad unveil or a kernel that
     // cannot enforce is reported before any fork.
-    let sb = sandbox(opts, &program)?
-        .prepare_exec_once()
-        .map_err(|e| match e {
-            SandboxError::Unveil(UnveilError::Landlock(_)) if !opts.best_effort => {
-                unenforceable(&e)
-            }
-            SandboxError::Unveil(_) => fail(exit::BAD_UNVEIL, e),
-            SandboxError::Step { .. } if !opts.best_effort => unenforceable(&e),
-            e => fail(exit::SANDBOX, e),
-        })?;
-    let log = opts.violation == Some(Violation::Log);
+    let sb = sandbox(opts, &program)?;
+    // What names refused calls, and how they are answered: in every mode
+    // the supervisor (privfork) sees them first.
+    let explain = sb.explainer();
+    let mode = sb.violation_mode();
+    let sb = sb.prepare_supervised().map_err(|e| match e {
+        SandboxError::Unveil(UnveilError::Landlock(_)) if !opts.best_effort => unenforceable(&e),
+        SandboxError::Unveil(_) => fail(exit::BAD_UNVEIL, e),
+        SandboxError::Step { .. } if !opts.best_effort => unenforceable(&e),
+        e => fail(exit::SANDBOX, e),
+    })?;
     let sys_fail =
         |what: &str, e: &dyn std::fmt::Display| fail(exit::SANDBOX, format!("{what}: {e}"));
     let (child_stdio, mut relay) =
@@ -621,27 +621,37 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
         _ => None,
     };
     drop(parent_end);
-    let watched = watch(&mut child, listener, &signals, &mut relay, log);
+    let mut supervisor = exec_once::Supervisor::supervised(child.pid(), mode, explain);
+    let watched = watch(&mut child, listener, &signals, &mut relay, &mut supervisor);
     if watched.is_err() {
         let _ = child.kill_and_wait();
     }
     // The program is gone: so is everything it started.
     let reaped = reap::kill_descendants();
+    for line in supervisor.summary() {
+        relay.report(&line);
+    }
     relay.finish();
     reaped.map_err(|e| sys_fail("killing the program's remaining processes", &e))?;
-    Ok(watched?.shell_code())
+    let status = watched?;
+    // Killed by the supervisor for a refused call: what the kernel's own
+    // kill would have said.
+    if status.signal() == Some(libc::SIGKILL) && supervisor.killed(child.pid()) {
+        return Ok(128 + libc::SIGSYS);
+    }
+    Ok(status.shell_code())
 }
 
 /// privfork's event loop while the program runs: the seccomp listener (the
-/// one exec; every refused call in log mode), the program's pidfd, signals
-/// and the relayed output. Returns the program's status once it has
+/// one exec, every refused call; every open in log mode), the program's
+/// pidfd, signals and the relayed output. Returns the program's status once it has
 /// exited (the rest of its processes may still run).
 fn watch(
     child: &mut Child,
     mut listener: Option<OwnedFd>,
     signals: &Signals,
     relay: &mut relay::Relay,
-    log: bool,
+    supervisor: &mut exec_once::Supervisor,
 ) -> Result<ExitStatus, RunError> {
     const LISTENER: usize = 0;
     const CHILD: usize = 1;
@@ -649,7 +659,6 @@ fn watch(
     const RELAY: usize = 10;
     let loop_fail =
         |e: std::io::Error| fail(exit::SANDBOX, format!("supervising the program: {e}"));
-    let mut supervisor = exec_once::Supervisor::new(child.pid(), log);
     let mut forwarded = Vec::new();
     loop {
         let ready: Vec<(usize, Readiness)> = {
@@ -669,12 +678,11 @@ fn watch(
                 LISTENER => {
                     let Some(l) = &listener else { continue };
                     // Not readable (hung up): no process uses the filter.
-                    let keep = readiness.is_readable() && {
-                        let mut stderr = std::io::stderr();
-                        let out: Option<&mut dyn Write> =
-                            if log { Some(&mut stderr) } else { None };
-                        supervisor.on_readable(l.as_fd(), out).map_err(loop_fail)?
-                    };
+                    let keep = readiness.is_readable()
+                        && supervisor.on_readable(l.as_fd(), None).map_err(loop_fail)?;
+                    for line in supervisor.take_lines() {
+                        relay.report(&line);
+                    }
                     if !keep {
                         listener = None;
                     }

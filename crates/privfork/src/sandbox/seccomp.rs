@@ -348,11 +348,66 @@ pub(crate) fn install(filters: &[BpfProgram]) -> Result<(), seccompiler::Error> 
     Ok(())
 }
 
+/// The opens that go to the supervisor in log mode (see
+/// [`opens_to_supervisor`]).
+pub(crate) const SUPERVISED_OPENS: [i64; 3] = [libc::SYS_open, libc::SYS_openat, libc::SYS_creat];
+
+/// `allowlist` with a prologue that sends every open (`open`, `openat`,
+/// `creat`) to the supervisor, allowed or not: in log mode the supervisor
+/// reports the opens Landlock will refuse (the kernel's audit of Landlock
+/// is off on most machines), then lets through — with
+/// `SECCOMP_USER_NOTIF_FLAG_CONTINUE` — exactly those the unchanged
+/// `allowlist` allows, judged by [`evaluate`] on the registers the kernel
+/// passed. Landlock still decides which files open.
+///
+/// The prologue's jumps are forward and local, and seccompiler's program
+/// follows unchanged (its jumps are relative).
+pub(crate) fn opens_to_supervisor(allowlist: &[sock_filter]) -> BpfProgram {
+    let mut prog = vec![stmt(LD_W_ABS, OFFSET_NR)];
+    for nr in SUPERVISED_OPENS {
+        prog.push(jump(JMP_JEQ_K, nr as u32, 0, 1));
+        prog.push(stmt(RET_K, RET_USER_NOTIF));
+    }
+    prog.extend_from_slice(allowlist);
+    prog
+}
+
+/// Whether `ret` (a filter's answer) lets the call run.
+pub(crate) fn allows(ret: u32) -> bool {
+    ret == RET_ALLOW
+}
+
+/// The answer the kernel acts on when several filters answer: the most
+/// restrictive, compared as the kernel does (action bits, signed: kill
+/// process first, then kill thread, trap, errno, user notification, trace,
+/// log, allow).
+pub(crate) fn strictest(a: u32, b: u32) -> u32 {
+    let rank = |r: u32| (r & 0xffff_0000) as i32;
+    if rank(b) < rank(a) { b } else { a }
+}
+
+/// What the filters `progs` answer together for syscall `nr` with
+/// `args` on x86_64 ([`strictest`] of each [`evaluate`]); `None` if one
+/// cannot be evaluated.
+pub(crate) fn evaluate_all(progs: &[&[sock_filter]], nr: i64, args: [u64; 6]) -> Option<u32> {
+    let mut ret = RET_ALLOW;
+    for p in progs {
+        ret = strictest(ret, evaluate(p, nr, args)?);
+    }
+    Some(ret)
+}
+
 /// A classic-BPF interpreter for the opcodes seccompiler and this module
-/// emit, run on a synthetic `seccomp_data` — for tests that check what a
-/// compiled filter answers without installing it.
-#[cfg(test)]
-pub(crate) fn evaluate(prog: &[sock_filter], nr: i64, args: [u64; 6]) -> u32 {
+/// emit, run on the `seccomp_data` of syscall `nr` with `args` on x86_64:
+/// what the filter answers, without installing it. The supervisor of
+/// `privfork run` uses it on the registers of a notification (the data the
+/// kernel ran the filter on) to tell allowed opens from refused ones, and
+/// to find the promises that would allow a refused call.
+///
+/// `None` for anything it cannot interpret (an unknown opcode, a jump or
+/// load out of range, no return): the caller then treats the call as
+/// refused.
+pub(crate) fn evaluate(prog: &[sock_filter], nr: i64, args: [u64; 6]) -> Option<u32> {
     let mut data = [0u32; 16];
     data[0] = nr as u32;
     data[1] = AUDIT_ARCH_X86_64;
@@ -362,19 +417,24 @@ pub(crate) fn evaluate(prog: &[sock_filter], nr: i64, args: [u64; 6]) -> u32 {
     }
     let (mut acc, mut pc) = (0u32, 0usize);
     loop {
-        let ins = &prog[pc];
+        let ins = prog.get(pc)?;
         pc += 1;
         let jump_if = |cond: bool| usize::from(if cond { ins.jt } else { ins.jf });
         match ins.code {
-            LD_W_ABS => acc = data[ins.k as usize / 4],
-            0x05 => pc += ins.k as usize,
+            LD_W_ABS => {
+                if ins.k % 4 != 0 {
+                    return None;
+                }
+                acc = *data.get(ins.k as usize / 4)?;
+            }
+            0x05 => pc = pc.checked_add(ins.k as usize)?,
             JMP_JEQ_K => pc += jump_if(acc == ins.k),
             0x25 => pc += jump_if(acc > ins.k),
             0x35 => pc += jump_if(acc >= ins.k),
             JMP_JSET_K => pc += jump_if(acc & ins.k != 0),
             0x54 => acc &= ins.k,
-            RET_K => return ins.k,
-            other => panic!("opcode {other:#x} not interpreted"),
+            RET_K => return Some(ins.k),
+            _ => return None,
         }
     }
 }
@@ -408,9 +468,9 @@ mod tests {
             )
             .unwrap();
             let prog = BpfProgram::try_from(f).unwrap();
-            return evaluate(&prog, nr, args) == RET_ALLOW;
+            return evaluate(&prog, nr, args) == Some(RET_ALLOW);
         }
-        evaluate(&prog, nr, args) == RET_ALLOW
+        evaluate(&prog, nr, args) == Some(RET_ALLOW)
     }
 
     const ADDR: u64 = 0x1000;
@@ -531,14 +591,17 @@ mod tests {
         for nr in [libc::SYS_readlink, libc::SYS_readlinkat] {
             let args = [ADDR, ADDR, 64, 0, 0, 0];
             let soft = soft_filter(&soft_refusals(&p, false));
-            assert_eq!(evaluate(&soft, nr, args), RET_ERRNO | libc::EACCES as u32);
+            assert_eq!(
+                evaluate(&soft, nr, args),
+                Some(RET_ERRNO | libc::EACCES as u32)
+            );
             let soft = soft_filter(&soft_refusals(&p, true));
-            assert_eq!(evaluate(&soft, nr, args), RET_ALLOW);
+            assert_eq!(evaluate(&soft, nr, args), Some(RET_ALLOW));
             let allow = allowlist(&p, Violation::Kill, true, &|r| {
                 crate::sandbox::promises::add_loader(r)
             })
             .unwrap();
-            assert_eq!(evaluate(&allow, nr, args), RET_ALLOW);
+            assert_eq!(evaluate(&allow, nr, args), Some(RET_ALLOW));
         }
     }
 
@@ -548,16 +611,16 @@ mod tests {
         let soft = soft_filter(&soft_refusals(&p, false));
         let args = |pid| [pid, 8, ADDR, 0, 0, 0];
         let nr = libc::SYS_sched_getaffinity;
-        assert_eq!(evaluate(&soft, nr, args(0)), RET_ALLOW);
+        assert_eq!(evaluate(&soft, nr, args(0)), Some(RET_ALLOW));
         assert_eq!(
             evaluate(&soft, nr, args(7)),
-            RET_ERRNO | libc::ENOSYS as u32
+            Some(RET_ERRNO | libc::ENOSYS as u32)
         );
         let allow = allowlist(&p, Violation::Kill, false, &|_| {}).unwrap();
-        assert_eq!(evaluate(&allow, nr, args(0)), RET_ALLOW);
+        assert_eq!(evaluate(&allow, nr, args(0)), Some(RET_ALLOW));
         assert_eq!(
             evaluate(&allow, nr, args(7)),
-            RET_ALLOW,
+            Some(RET_ALLOW),
             "left to the soft filter"
         );
     }

@@ -986,12 +986,15 @@ pub(crate) fn install_filter_with_listener(
     Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
-/// One user notification: which process, which system call.
+/// One user notification: which thread (its tid, in the listener's pid
+/// namespace), which system call, with the argument registers the filter
+/// saw.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Notification {
     pub(crate) id: u64,
     pub(crate) pid: u32,
     pub(crate) nr: i32,
+    pub(crate) args: [u64; 6],
 }
 
 /// `ioctl(SECCOMP_IOCTL_NOTIF_RECV)`—Waits for the next notification.
@@ -1011,7 +1014,27 @@ pub(crate) fn notif_recv(listener: BorrowedFd<'_>) -> io::Result<Notification> {
         id: n.id,
         pid: n.pid,
         nr: n.data.nr,
+        args: n.data.args,
     })
+}
+
+/// `ioctl(SECCOMP_IOCTL_NOTIF_ID_VALID)`—Whether notification `id` is still
+/// pending: its thread is alive and still waits for the answer. Checked
+/// after looking the thread up by its tid (its memory, its thread group):
+/// while it waits, the tid cannot have been reused.
+///
+/// See seccomp_unotify(2).
+pub(crate) fn notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
+    // SAFETY: the pointer is to a live u64, the type the ioctl number
+    // encodes; the kernel only reads it.
+    let rc = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+            &id,
+        )
+    };
+    rc == 0
 }
 
 /// `ioctl(SECCOMP_IOCTL_NOTIF_SEND)`—Answers notification `id`: let the
