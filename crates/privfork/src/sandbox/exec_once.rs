@@ -15,6 +15,15 @@
 //! In log mode the listener stays open: every refused call arrives there,
 //! and the supervisor names it and the promise that would allow it, then
 //! fails it with `EPERM`.
+//!
+//! `privfork run` keeps the listener for the program's whole life, in
+//! every mode ([`Supervisor::supervised`], for a sandbox from
+//! [`super::Sandbox::prepare_supervised`]): there every refused call,
+//! later execs included, arrives here, is named (see [`super::explain`]),
+//! and is then answered as the mode says — the calling process killed, or
+//! the call failed with `EPERM`. Only the first exec is ever let through;
+//! with the listener closed (privfork gone), the calls it would have
+//! answered fail with `ENOSYS`.
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
