@@ -78,8 +78,10 @@ struct Supervised {
     explain: Explainer,
     mode: Violation,
     reports: Reports,
-    /// Processes killed for a refused call (kill mode).
-    killed: Vec<u32>,
+    /// The process privfork started (the program).
+    child: u32,
+    /// Whether it was killed for a refused call (kill mode).
+    killed_child: bool,
 }
 
 impl Supervisor {
@@ -109,18 +111,17 @@ impl Supervisor {
                 explain,
                 mode,
                 reports: Reports::default(),
-                killed: Vec::new(),
+                child,
+                killed_child: false,
             }),
         }
     }
 
-    /// Whether this supervisor killed process `pid` for a refused call (its
-    /// status then says SIGKILL; privfork reports it as SIGSYS, what the
-    /// kernel's own kill would have been).
-    pub fn killed(&self, pid: u32) -> bool {
-        self.supervised
-            .as_ref()
-            .is_some_and(|s| s.killed.contains(&pid))
+    /// Whether this supervisor killed the program (the `child` process) for
+    /// a refused call: its status then says SIGKILL, and privfork reports
+    /// it as SIGSYS, what the kernel's own kill would have been.
+    pub fn killed_child(&self) -> bool {
+        self.supervised.as_ref().is_some_and(|s| s.killed_child)
     }
 
     /// The report lines produced since the last call (supervised only):
@@ -171,8 +172,13 @@ impl Supervisor {
         // of the program's code ran (the child is single-threaded, so its
         // tid is its pid).
         if is_exec && !self.exec_done && n.pid == self.child {
-            answer(listener, n.id, true)?;
-            self.exec_done = true;
+            match sys::notif_send(listener, n.id, true, 0) {
+                Ok(()) => self.exec_done = true,
+                // Withdrawn (interrupted before the answer): the child's
+                // exec restarts and comes back; its code has not run.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
             return Ok(self.log);
         }
         if let Some(s) = &mut self.supervised {
@@ -208,23 +214,26 @@ impl Supervised {
         exec_done: bool,
     ) -> io::Result<()> {
         let nr = i64::from(n.nr);
-        // Read while the thread waits for the answer: its registers are the
-        // ones the filter ran on, its memory holds still (for this thread).
-        let call = Call::read(n.pid, nr, n.args);
         // Log mode sends every open here. Only those the held promises
-        // allow — the same filters, run on the same registers — go on,
-        // and Landlock still decides which files open.
-        if self.mode == Violation::Log
+        // allow — the same filters, run on the same registers (they hold
+        // still while the thread waits) — go on, and Landlock still
+        // decides which files open. Judged before anything is read.
+        let allowed_open = self.mode == Violation::Log
             && super::seccomp::SUPERVISED_OPENS.contains(&nr)
-            && self.explain.allows(nr, n.args)
-        {
+            && self.explain.allows(nr, n.args);
+        let Some((call, pidfd)) = Call::read(listener, n) else {
+            // Gone before it could be read: dead, or interrupted before
+            // privfork received it (the call did not run; a restarted call
+            // comes back).
+            return Ok(());
+        };
+        if allowed_open {
             if let Some(gap) = self.explain.landlock_refusal(&call) {
-                let key = format!(
-                    "{} in {}: Landlock will refuse it (EACCES): {gap}",
-                    call.text, call.comm
-                );
                 self.reports.note(
-                    key,
+                    format!(
+                        "{} in {}: Landlock will refuse it (EACCES): {gap}",
+                        call.text, call.comm
+                    ),
                     format!(
                         "privfork: Landlock will refuse {} in {} (pid {}), EACCES: {gap}",
                         call.text, call.comm, call.tgid
@@ -234,9 +243,19 @@ impl Supervised {
             return answer(listener, n.id, true);
         }
         let why = self.explain.why(&call, exec_done);
-        let action = match self.mode {
-            Violation::Kill => "killed it (SIGSYS)",
-            _ => "failed it with EPERM",
+        // Kill mode: the process dies through the pidfd opened while the
+        // call was pending — even if the call is withdrawn meanwhile.
+        let killed = self.mode == Violation::Kill
+            && pidfd.is_some_and(|fd| {
+                rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL).is_ok()
+            });
+        if killed && call.tgid == self.child {
+            self.killed_child = true;
+        }
+        let action = if killed {
+            "killed it"
+        } else {
+            "failed it with EPERM"
         };
         self.reports.note(
             format!("{} in {}: {why}", call.text, call.comm),
@@ -245,33 +264,13 @@ impl Supervised {
                 call.text, call.comm, call.tgid
             ),
         );
-        if self.mode == Violation::Kill && kill_caller(listener, n, call.tgid) {
-            self.killed.push(call.tgid);
+        if killed {
             return Ok(());
         }
-        // errno and log modes; and kill mode if the process is already
-        // gone: the call does not run.
+        // errno and log modes; kill mode if the process could not be
+        // killed (gone already): the call does not run.
         answer(listener, n.id, false)
     }
-}
-
-/// Kills the process `tgid` whose thread made notification `n`, through a
-/// pidfd opened while the notification is still pending (so `tgid` is
-/// still that process: a waiting thread keeps its group alive). The
-/// thread never returns from the refused call. Returns whether it was
-/// killed here.
-fn kill_caller(listener: BorrowedFd<'_>, n: &sys::Notification, tgid: u32) -> bool {
-    use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
-    let Some(pid) = i32::try_from(tgid).ok().and_then(Pid::from_raw) else {
-        return false;
-    };
-    let Ok(pidfd) = pidfd_open(pid, PidfdFlags::empty()) else {
-        return false;
-    };
-    if !sys::notif_id_valid(listener, n.id) {
-        return false;
-    }
-    pidfd_send_signal(&pidfd, Signal::KILL).is_ok()
 }
 
 /// The report lines, each kind of refusal once (see

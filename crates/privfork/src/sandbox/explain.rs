@@ -14,6 +14,8 @@
 
 use std::cell::OnceCell;
 use std::fmt::Write as _;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -22,6 +24,7 @@ use seccompiler::BpfProgram;
 use super::promises::{ALL, NEVER, Promise, Promises, syscall_name};
 use super::seccomp::{self, Violation};
 use super::{Kind, Perms, Sandbox};
+use crate::sys;
 
 /// The most bytes of a path read from the program's memory.
 const PATH_MAX: usize = 4096;
@@ -147,10 +150,9 @@ impl Explainer {
             return None;
         }
         let spec = perms_text(missing);
+        let target = shown(&target.to_string_lossy());
         Some(format!(
-            "{} is not unveiled for {spec} (add -v {spec}:{})",
-            target.display(),
-            target.display()
+            "{target} is not unveiled for {spec} (add -v {spec}:{target})"
         ))
     }
 
@@ -174,6 +176,17 @@ impl Explainer {
 fn answer(chain: &[BpfProgram], nr: i64, args: [u64; 6]) -> Option<u32> {
     let progs: Vec<&[seccompiler::sock_filter]> = chain.iter().map(Vec::as_slice).collect();
     seccomp::evaluate_all(&progs, nr, args)
+}
+
+/// `text` as a line may show it: as is if it is printable, quoted with
+/// escapes otherwise (a program's name or path must not put control
+/// characters on privfork's terminal).
+fn shown(text: &str) -> String {
+    if text.chars().all(|c| !c.is_control()) {
+        text.to_owned()
+    } else {
+        format!("{text:?}")
+    }
 }
 
 /// `rwxc` letters for `p`.
@@ -351,8 +364,7 @@ fn never_reason(nr: i64) -> Option<&'static str> {
 pub(crate) struct Call {
     pub(crate) nr: i64,
     pub(crate) args: [u64; 6],
-    /// The calling thread and its process.
-    pub(crate) tid: u32,
+    /// The calling thread's process.
     pub(crate) tgid: u32,
     /// The process's name (`/proc/PID/comm`).
     pub(crate) comm: String,
@@ -364,25 +376,62 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    /// Reads the call of thread `tid` (waiting in a seccomp notification:
-    /// its memory and registers hold still) from `/proc`.
-    pub(crate) fn read(tid: u32, nr: i64, args: [u64; 6]) -> Self {
-        let tgid = thread_group(tid).unwrap_or(tid);
-        let comm = std::fs::read_to_string(format!("/proc/{tid}/comm"))
-            .map(|s| s.trim_end().to_owned())
-            .unwrap_or_else(|_| "?".to_owned());
-        let mem = std::fs::File::open(format!("/proc/{tid}/mem")).ok();
+    /// Reads the call of notification `n` (its thread waiting in the
+    /// notification: registers and, for that thread, memory hold still)
+    /// from `/proc`, and opens a pidfd of its process. The thread's `/proc`
+    /// files are opened first, the notification is then checked to be
+    /// still pending (so they are that thread's, not a reused tid's), and
+    /// only then read; the pidfd is checked the same way. `None` if the
+    /// notification is gone (the thread died or was interrupted before
+    /// privfork received it).
+    pub(crate) fn read(
+        listener: BorrowedFd<'_>,
+        n: &sys::Notification,
+    ) -> Option<(Self, Option<OwnedFd>)> {
+        use rustix::fs::{Mode, OFlags, openat};
+        let tid = n.pid;
+        let dir = rustix::fs::open(
+            format!("/proc/{tid}"),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let open = |name: &str| -> Option<std::fs::File> {
+            openat(&dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                .ok()
+                .map(Into::into)
+        };
+        let (status, comm, mem) = (open("status"), open("comm"), open("mem"));
+        if !sys::notif_id_valid(listener, n.id) {
+            return None;
+        }
+        let read = |f: Option<std::fs::File>| -> Option<String> {
+            use std::io::Read;
+            let mut s = String::new();
+            f?.take(64 << 10).read_to_string(&mut s).ok()?;
+            Some(s)
+        };
+        let tgid = read(status).and_then(|s| thread_group(&s)).unwrap_or(tid);
+        let comm = read(comm).map_or_else(|| "?".to_owned(), |s| shown(s.trim_end()));
+        // Opened while the notification is pending: its waiting thread
+        // keeps the process alive, so `tgid` is still that process.
+        let pidfd = i32::try_from(tgid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .and_then(|pid| {
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+            })
+            .filter(|_| sys::notif_id_valid(listener, n.id));
         let mut call = Self {
-            nr,
-            args,
-            tid,
+            nr: i64::from(n.nr),
+            args: n.args,
             tgid,
             comm,
             text: String::new(),
             path: None,
         };
-        call.text = call.render(mem.as_ref());
-        call
+        call.text = call.render(Some(&Task { dir, mem }));
+        Some((call, pidfd))
     }
 
     fn name(&self) -> String {
@@ -395,8 +444,9 @@ impl Call {
     }
 
     /// `name(detail…)`.
-    fn render(&mut self, mem: Option<&std::fs::File>) -> String {
+    fn render(&mut self, task: Option<&Task>) -> String {
         let a = self.args;
+        let mem = task.and_then(|t| t.mem.as_ref());
         let mut parts: Vec<String> = Vec::new();
         let read_path = |addr: u64| mem.and_then(|m| read_cstr(m, addr));
         let mut first_path = None;
@@ -407,9 +457,11 @@ impl Call {
                     continue;
                 };
                 parts.push(format!("{:?}", raw.display().to_string()));
-                if first_path.is_none() {
+                if first_path.is_none()
+                    && let Some(task) = task
+                {
                     let dir = dirfd.map(|d| self.arg_int(d));
-                    first_path = Some(self.resolve(&raw, dir));
+                    first_path = Some(self.resolve(task, &raw, dir));
                 }
             }
         }
@@ -489,16 +541,21 @@ impl Call {
     }
 
     /// `raw` as the program would reach it: from its cwd, or from the
-    /// directory fd `dirfd` (`AT_FDCWD`: the cwd); `/proc/self` as its own.
-    fn resolve(&self, raw: &Path, dirfd: Option<i32>) -> Option<PathBuf> {
+    /// directory fd `dirfd` (`AT_FDCWD`: the cwd). `None` where privfork's
+    /// view of the path would not be the program's: paths through /proc
+    /// and the `/dev/fd` links are the program's own files, not privfork's
+    /// (and a pipe's or socket's `/proc/PID/fd` entry is not Landlock's to
+    /// refuse).
+    fn resolve(&self, task: &Task, raw: &Path, dirfd: Option<i32>) -> Option<PathBuf> {
         let base = if raw.is_absolute() {
             PathBuf::from("/")
         } else {
             let link = match dirfd {
-                Some(fd) if fd != libc::AT_FDCWD => format!("/proc/{}/fd/{fd}", self.tid),
-                _ => format!("/proc/{}/cwd", self.tid),
+                Some(fd) if fd != libc::AT_FDCWD => format!("fd/{fd}"),
+                _ => "cwd".to_owned(),
             };
-            let dir = std::fs::read_link(link).ok()?;
+            let dir = rustix::fs::readlinkat(&task.dir, link.as_str(), Vec::new()).ok()?;
+            let dir = PathBuf::from(std::ffi::OsString::from_vec(dir.into_bytes()));
             dir.is_absolute().then_some(dir)?
         };
         let mut p = base;
@@ -511,28 +568,34 @@ impl Call {
                 Component::Normal(n) => p.push(n),
             }
         }
-        // The program's /proc/self is not privfork's.
-        let own = |rest: &Path, base: String| PathBuf::from(base).join(rest);
-        if let Ok(rest) = p.strip_prefix("/proc/self") {
-            p = own(rest, format!("/proc/{}", self.tgid));
-        } else if let Ok(rest) = p.strip_prefix("/proc/thread-self") {
-            p = own(rest, format!("/proc/{}/task/{}", self.tgid, self.tid));
+        let own = |p: &Path| {
+            p.starts_with("/proc") || p.starts_with("/dev/fd") || p.starts_with("/dev/std")
+        };
+        if own(&p) {
+            return None;
         }
         // Symlinks as the kernel follows them (as root: for the report
         // only); a path that does not exist yet keeps its last part.
-        match p.canonicalize() {
-            Ok(c) => Some(c),
+        let resolved = match p.canonicalize() {
+            Ok(c) => c,
             Err(_) => {
                 let name = p.file_name()?.to_owned();
-                Some(p.parent()?.canonicalize().ok()?.join(name))
+                p.parent()?.canonicalize().ok()?.join(name)
             }
-        }
+        };
+        (!own(&resolved)).then_some(resolved)
     }
 }
 
-/// The thread group (process) of thread `tid`.
-fn thread_group(tid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+/// A waiting thread's `/proc/TID` directory and memory, opened before its
+/// notification was checked to be pending.
+struct Task {
+    dir: OwnedFd,
+    mem: Option<std::fs::File>,
+}
+
+/// The thread group (process) in a thread's `/proc/TID/status`.
+fn thread_group(status: &str) -> Option<u32> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))?
@@ -591,10 +654,10 @@ fn sockaddr(mem: &std::fs::File, addr: u64, len: u64) -> Option<String> {
         libc::AF_UNIX => {
             let path = b.get(2..).unwrap_or_default();
             match path.split_first() {
-                Some((0, abs)) => format!("unix @{}", String::from_utf8_lossy(abs)),
+                Some((0, abs)) => format!("unix @{:?}", String::from_utf8_lossy(abs)),
                 _ => {
                     let end = path.iter().position(|&c| c == 0).unwrap_or(path.len());
-                    format!("unix {}", String::from_utf8_lossy(&path[..end]))
+                    format!("unix {:?}", String::from_utf8_lossy(&path[..end]))
                 }
             }
         }
@@ -1042,7 +1105,6 @@ mod tests {
         let mut c = Call {
             nr,
             args,
-            tid: 0,
             tgid: 0,
             comm: "t".into(),
             text: String::new(),

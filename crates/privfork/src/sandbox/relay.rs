@@ -68,6 +68,8 @@ const WRITE_CHUNK: usize = 4096;
 enum Out {
     Stdout(io::Stdout),
     Stderr(io::Stderr),
+    /// privfork's stderr opened again, non-blocking (see [`report_out`]).
+    Reopened(OwnedFd),
 }
 
 impl Out {
@@ -75,8 +77,33 @@ impl Out {
         match self {
             Self::Stdout(o) => o.as_fd(),
             Self::Stderr(e) => e.as_fd(),
+            Self::Reopened(fd) => fd.as_fd(),
         }
     }
+}
+
+/// Where privfork's report lines go: its stderr, opened again through
+/// `/proc/self/fd/2` with `O_NONBLOCK` when it is a pipe or a terminal —
+/// a description of privfork's own, so a write never blocks privfork's
+/// event loop (a program sharing the terminal can stop its output with
+/// `TCXONC`; a pipe can fill), and the flags of the description the
+/// program shares are not touched. A regular file never blocks and is
+/// used as it is (opening it again would not append); so is anything that
+/// cannot be opened again (a socket).
+fn report_out() -> Out {
+    use rustix::fs::{FileType, Mode};
+    let stderr = rustix::stdio::stderr();
+    let kind = rustix::fs::fstat(stderr).map(|st| FileType::from_raw_mode(st.st_mode));
+    if matches!(kind, Ok(FileType::Fifo | FileType::CharacterDevice))
+        && let Ok(fd) = rustix::fs::open(
+            "/proc/self/fd/2",
+            OFlags::WRONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    {
+        return Out::Reopened(fd);
+    }
+    Out::Stderr(io::stderr())
 }
 
 /// One relayed stream: the program's pipe to privfork's output.
@@ -201,10 +228,10 @@ pub(crate) fn plan(mode: StdioMode) -> io::Result<(ChildStdio, Relay)> {
     };
     // privfork's report lines (refused calls): queued, and written when
     // its stderr takes them — a program sharing that stderr may have made
-    // it non-blocking, or fill it.
+    // it non-blocking, stopped it, or fill it.
     streams.push(Stream {
         from: None,
-        to: Out::Stderr(io::stderr()),
+        to: report_out(),
         buf: Vec::new(),
         start: 0,
     });

@@ -524,6 +524,16 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     let Some(program) = opts.command.first() else {
         return Err(fail(exit::NOT_FOUND, "no command given"));
     };
+    // The supervisor finds a refused call's process and memory by the pid
+    // the kernel gives it: /proc must be this pid namespace's.
+    let me = rustix::process::getpid().as_raw_nonzero().get().to_string();
+    if std::fs::read_link("/proc/self").ok().as_deref() != Some(Path::new(&me)) {
+        return Err(fail(
+            exit::SANDBOX,
+            "/proc is not this pid namespace's (is it mounted?): privfork run needs it \
+             to supervise the program",
+        ));
+    }
     // Without -u, root's program would run as uid 0: capabilities dropped,
     // but still the owner of every root file (chmod, for one, is outside
     // Landlock's reach) and of every root process (prlimit64, kill under
@@ -622,12 +632,22 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     };
     drop(parent_end);
     let mut supervisor = exec_once::Supervisor::supervised(child.pid(), mode, explain);
-    let watched = watch(&mut child, listener, &signals, &mut relay, &mut supervisor);
+    let mut listener = listener;
+    let watched = watch(
+        &mut child,
+        &mut listener,
+        &signals,
+        &mut relay,
+        &mut supervisor,
+    );
     if watched.is_err() {
         let _ = child.kill_and_wait();
     }
-    // The program is gone: so is everything it started.
+    // The program is gone: so is everything it started. The listener stays
+    // open until they are: a refused call of theirs meanwhile waits (it is
+    // not answered ENOSYS and let go on).
     let reaped = reap::kill_descendants();
+    drop(listener);
     for line in supervisor.summary() {
         relay.report(&line);
     }
@@ -636,7 +656,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     let status = watched?;
     // Killed by the supervisor for a refused call: what the kernel's own
     // kill would have said.
-    if status.signal() == Some(libc::SIGKILL) && supervisor.killed(child.pid()) {
+    if status.signal() == Some(libc::SIGKILL) && supervisor.killed_child() {
         return Ok(128 + libc::SIGSYS);
     }
     Ok(status.shell_code())
@@ -648,7 +668,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
 /// exited (the rest of its processes may still run).
 fn watch(
     child: &mut Child,
-    mut listener: Option<OwnedFd>,
+    listener: &mut Option<OwnedFd>,
     signals: &Signals,
     relay: &mut relay::Relay,
     supervisor: &mut exec_once::Supervisor,
@@ -663,7 +683,7 @@ fn watch(
     loop {
         let ready: Vec<(usize, Readiness)> = {
             let mut poller = Poller::<8>::new();
-            if let Some(l) = &listener {
+            if let Some(l) = listener.as_ref() {
                 poller.add(l, Interest::READABLE, LISTENER);
             }
             poller.add(&*child, Interest::READABLE, CHILD);
@@ -676,7 +696,7 @@ fn watch(
         for &(token, readiness) in &ready {
             match token {
                 LISTENER => {
-                    let Some(l) = &listener else { continue };
+                    let Some(l) = listener.as_ref() else { continue };
                     // Not readable (hung up): no process uses the filter.
                     let keep = readiness.is_readable()
                         && supervisor.on_readable(l.as_fd(), None).map_err(loop_fail)?;
@@ -684,7 +704,7 @@ fn watch(
                         relay.report(&line);
                     }
                     if !keep {
-                        listener = None;
+                        *listener = None;
                     }
                 }
                 SIGNALS => {

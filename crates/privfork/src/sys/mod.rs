@@ -968,16 +968,29 @@ pub(crate) fn install_filter_with_listener(
         // above).
         filter: filter.as_ptr().cast::<libc::sock_filter>().cast_mut(),
     };
-    // SAFETY: `prog` points to `filter`, which outlives the call; the kernel
-    // copies the program and only reads it.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-            &prog as *const libc::sock_fprog,
-        )
-    };
+    // Once the supervisor has received a notification, the waiting thread
+    // can leave only by dying (WAIT_KILLABLE_RECV, Linux 5.19): a signal
+    // handler of the program's cannot withdraw a call the supervisor is
+    // answering. Older kernels refuse the flag (EINVAL): installed without.
+    let mut fd = -1;
+    for flags in [
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+    ] {
+        // SAFETY: `prog` points to `filter`, which outlives the call; the
+        // kernel copies the program and only reads it.
+        fd = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if fd >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+            break;
+        }
+    }
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
