@@ -338,3 +338,50 @@ fn a_refused_call_in_a_thread_kills_the_whole_program() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_terminal_the_program_stopped_does_not_block_privfork() {
+    let _limit = time_limit!();
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::process::ExitStatusExt;
+    // A terminal of the test's own, as privfork's stdout and stderr.
+    let master = rustix::pty::openpt(
+        rustix::pty::OpenptFlags::RDWR
+            | rustix::pty::OpenptFlags::NOCTTY
+            | rustix::pty::OpenptFlags::CLOEXEC,
+    )
+    .unwrap();
+    rustix::pty::grantpt(&master).unwrap();
+    rustix::pty::unlockpt(&master).unwrap();
+    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    // The program (sharing the terminal: --tty) stops its output
+    // (tcflow TCOOFF, which tty allows), then makes a refused call, then
+    // exits. privfork's report line must wait, not block privfork.
+    let lib = python_lib();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_privfork"))
+        .args([
+            "run", "-u", "nobody", "-p", "stdio rpath tty", "-v", &lib, "--mode", "errno",
+            "--tty", "--", "/usr/bin/python3", "-c",
+            "import termios, socket\ntermios.tcflow(2, termios.TCOOFF)\ntry:\n socket.socket()\nexcept OSError:\n pass",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{:?}", status.signal());
+    // Output restarted: the line was queued, and written if it could be.
+    let _ = termios_restart(&slave);
+    drop(master);
+}
+
+/// Restarts a terminal's stopped output (tcflow TCOON).
+fn termios_restart(tty: &std::fs::File) -> rustix::io::Result<()> {
+    rustix::termios::tcflow(tty, rustix::termios::Action::OOn)
+}
