@@ -41,6 +41,7 @@
 //! still short of full after installing (capabilities without CAP_SETPCAP)
 //! is an error then too, and the process should exit.
 
+mod allowances;
 pub mod elf;
 pub mod exec_once;
 pub mod landlock;
@@ -364,7 +365,18 @@ impl Sandbox {
         if require {
             seccomp::check_available()?;
         }
-        let landlock = landlock::prepare(&self.unveils, &self.bind, &self.connect, require)?;
+        // The quiet allowances (/dev/null, time zones, the files of dns,
+        // getpw, ps, vminfo, tmppath) hold in every ruleset; with the filter
+        // installed, the caller's unveils keep only the rights a promise
+        // backs (see `allowances`).
+        let strip = self.layers != Layers::LandlockOnly;
+        let quiet = allowances::quiet(&self.promises, self.loader, strip);
+        let landlock =
+            landlock::prepare(&self.unveils, &quiet, &self.bind, &self.connect, require)?;
+        // Opens that create nothing pass the filter and Landlock decides
+        // (how /dev/null opens read-write without wpath) — only when a
+        // ruleset is enforced, which is what then refuses every other file.
+        let quiet_opens = landlock.ruleset.is_some() && self.layers == Layers::Both;
         let violation = self
             .violation
             .unwrap_or(if self.promises.contains(Promise::Error) {
@@ -375,7 +387,7 @@ impl Sandbox {
         // The allowlist goes in last: once it is installed, installing
         // another filter is itself refused.
         let mut filters = vec![seccomp::guard()];
-        let soft = seccomp::soft_refusals(&self.promises, self.loader);
+        let soft = seccomp::soft_refusals(&self.promises, self.loader, quiet_opens);
         if !soft.is_empty() {
             filters.push(seccomp::soft_filter(&soft));
         }
@@ -388,16 +400,20 @@ impl Sandbox {
             filters.push(seccomp::exec_to_supervisor());
         }
         let loader = self.loader;
-        let allowlist = seccomp::allowlist(&self.promises, violation, loader, &|rules| {
-            if loader {
-                promises::add_loader(rules);
-            }
-            if to_supervisor {
-                for nr in [libc::SYS_execve, libc::SYS_execveat] {
-                    rules.insert(nr, None);
+        let allowlist =
+            seccomp::allowlist(&self.promises, violation, loader, quiet_opens, &|rules| {
+                if loader {
+                    promises::add_loader(rules);
                 }
-            }
-        })?;
+                if quiet_opens {
+                    promises::add_quiet_opens(rules);
+                }
+                if to_supervisor {
+                    for nr in [libc::SYS_execve, libc::SYS_execveat] {
+                        rules.insert(nr, None);
+                    }
+                }
+            })?;
         Ok(PreparedSandbox {
             landlock,
             filters,

@@ -15,7 +15,8 @@
 
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch, sock_filter};
 
-use super::promises::{self, Promises};
+use super::promises::{self, Promise, Promises};
+use super::table::{self, Val};
 
 /// What happens when the process makes a call its promises do not allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,122 +90,300 @@ pub(crate) fn guard() -> BpfProgram {
     ]
 }
 
-/// Calls that libraries make on their own and cope with failing, answered
-/// with an error instead of a violation when no promise allows them: glibc's
-/// malloc opens `/proc/sys/vm/overcommit_memory` when a thread's heap
-/// shrinks, time zone code opens `/etc/localtime`, and Rust's panic message
-/// with a backtrace calls `getcwd` and `readlink("/proc/self/exe")`. They
-/// would be refused anyway (Landlock and the allowlist); being killed for
-/// them would make `stdio` alone unusable.
-pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<Soft> {
-    use super::promises::Promise::{Cpath, Rpath, Tty, Unix, Wpath};
-    let mut v = Vec::new();
-    if !promises.contains(Tty) {
-        // isatty(): "not a terminal", as for a pipe.
-        v.push(Soft {
-            nr: libc::SYS_ioctl,
-            arg: Some((1, libc::TCGETS as u32)),
-            other: false,
-            errno: libc::ENOTTY,
-        });
+/// When a soft answer applies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SoftWhen {
+    /// Only under this promise.
+    pub(crate) with: Option<Promise>,
+    /// Only when none of these is promised.
+    pub(crate) without: &'static [Promise],
+    /// Not with the loader rules of `privfork run` (which allow the call).
+    pub(crate) not_loader: bool,
+    /// Not with the quiet opens (Landlock enforced: the filter lets opens
+    /// that create nothing through and Landlock decides).
+    pub(crate) not_quiet_opens: bool,
+}
+
+const ALWAYS: SoftWhen = SoftWhen {
+    with: None,
+    without: &[],
+    not_loader: false,
+    not_quiet_opens: false,
+};
+const fn without(ps: &'static [Promise]) -> SoftWhen {
+    SoftWhen {
+        without: ps,
+        ..ALWAYS
     }
-    if !promises.contains(Unix) {
-        // glibc's NSS probes nscd's socket; "cannot" is an answer it takes.
-        v.push(Soft {
-            nr: libc::SYS_socket,
-            arg: Some((0, libc::AF_UNIX as u32)),
-            other: false,
-            errno: libc::EACCES,
-        });
+}
+const fn under(p: Promise) -> SoftWhen {
+    SoftWhen {
+        with: Some(p),
+        ..ALWAYS
     }
-    // The path forms of chmod, chown and utimes: a path the filter cannot
-    // read, outside Landlock's reach. Under the promise that names them,
-    // "not permitted" (the fd forms are in the table); without it they are
-    // violations like any other call.
-    let path_forms: &[(super::promises::Promise, &[i64])] = &[
-        (
-            super::promises::Promise::Fattr,
-            &[
-                libc::SYS_chmod,
-                libc::SYS_fchmodat,
-                libc::SYS_fchmodat2,
-                libc::SYS_utime,
-                libc::SYS_utimes,
-                libc::SYS_futimesat,
-            ],
-        ),
-        (
-            super::promises::Promise::Chown,
-            &[libc::SYS_chown, libc::SYS_lchown, libc::SYS_fchownat],
-        ),
-    ];
-    for (promise, calls) in path_forms {
-        if promises.contains(*promise) {
-            for &nr in *calls {
-                v.push(Soft::any(nr, libc::EPERM));
-            }
+}
+
+/// How a soft answer looks at the call's arguments.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SoftArg {
+    /// Any arguments.
+    Any,
+    /// The `int` argument is one of the values.
+    In(u8, &'static [Val]),
+    /// The `int` argument is not the value.
+    Not(u8, Val),
+}
+
+/// One start-up probe answered with an errno instead of a violation, and
+/// why: the calls, which of their arguments, when, the errno.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SoftRule {
+    pub(crate) calls: &'static [i64],
+    pub(crate) arg: SoftArg,
+    pub(crate) when: SoftWhen,
+    pub(crate) errno: Val,
+    pub(crate) why: &'static str,
+}
+
+macro_rules! val {
+    ($n:ident) => {
+        Val {
+            v: libc::$n as i64,
+            name: stringify!($n),
         }
-    }
-    if promises.contains(super::promises::Promise::Fattr) {
-        // utimensat with a path (its low half not NULL; a pointer whose low
-        // half is 0 is left to the allowlist, which compares all 64 bits
-        // and refuses it as a violation).
-        v.push(Soft {
-            nr: libc::SYS_utimensat,
-            arg: Some((1, 0)),
-            other: true,
-            errno: libc::EPERM,
-        });
-    }
-    // glibc's pthread_getattr_np (Rust's std calls it for every new
-    // thread) asks for the thread's CPUs by its tid, and takes ENOSYS as
-    // "no such functionality". Only pid 0 (itself) is allowed: another pid
-    // would tell whether that process exists.
-    v.push(Soft {
-        nr: libc::SYS_sched_getaffinity,
-        arg: Some((0, 0)),
-        other: true,
-        errno: libc::ENOSYS,
-    });
-    // Extended attributes (ls -l asks for ACLs and security labels):
-    // "not supported", under any promises — Landlock does not govern them,
-    // so none is allowed.
-    for nr in [
-        libc::SYS_getxattr,
-        libc::SYS_lgetxattr,
-        libc::SYS_fgetxattr,
-        libc::SYS_listxattr,
-        libc::SYS_llistxattr,
-        libc::SYS_flistxattr,
-    ] {
-        v.push(Soft::any(nr, libc::ENOTSUP));
-    }
-    // With the loader rules, read-only opens are allowed (Landlock decides)
-    // and other opens are violations like any other.
-    if !loader && ![Rpath, Wpath, Cpath].iter().any(|p| promises.contains(*p)) {
-        for nr in [libc::SYS_openat, libc::SYS_open, libc::SYS_creat] {
-            v.push(Soft::any(nr, libc::EACCES));
-        }
-    }
-    if !promises.contains(Rpath) {
-        // The dynamic loader checks /etc/ld.so.preload with access(). With
-        // the loader rules, readlink is allowed (the loader's $ORIGIN), so
-        // it is not answered here: this filter's error would win.
-        for nr in [
+    };
+}
+
+/// The terminal queries a program makes to learn whether and how big its
+/// terminal is (`isatty`, `get_terminal_size`, job control's `tcgetpgrp`).
+const TTY_QUERIES: &[Val] = &[
+    val!(TCGETS),
+    val!(TIOCGWINSZ),
+    val!(TIOCGPGRP),
+    val!(TIOCGSID),
+];
+
+/// Calls that libraries and programs make on their own at start-up and cope
+/// with failing, answered with an errno instead of a violation when no
+/// promise allows them (they would be refused anyway; being killed for them
+/// would make small promise sets unusable). The one source of the soft
+/// filter and of the docs' list (`render_soft_markdown`).
+pub(crate) static SOFT: &[SoftRule] = &[
+    SoftRule {
+        calls: &[libc::SYS_ioctl],
+        arg: SoftArg::In(1, TTY_QUERIES),
+        when: without(&[Promise::Tty]),
+        errno: val!(ENOTTY),
+        why: "isatty(), terminal size (python3's shutil.get_terminal_size, ls, less) and tcgetpgrp: \"not a terminal\", as for a pipe",
+    },
+    SoftRule {
+        calls: &[libc::SYS_socket],
+        arg: SoftArg::In(0, &[val!(AF_UNIX)]),
+        when: without(&[Promise::Unix]),
+        errno: val!(EACCES),
+        why: "glibc's NSS probes nscd's socket (getpwnam, getaddrinfo); \"cannot\" is an answer it takes",
+    },
+    SoftRule {
+        calls: &[libc::SYS_socket],
+        arg: SoftArg::In(0, &[val!(AF_NETLINK)]),
+        when: under(Promise::Dns),
+        errno: val!(EACCES),
+        why: "glibc's getaddrinfo asks the kernel for the interfaces' addresses (__check_pf, NETLINK_ROUTE); without an answer it assumes IPv4 and IPv6 both",
+    },
+    SoftRule {
+        calls: &[
+            libc::SYS_chmod,
+            libc::SYS_fchmodat,
+            libc::SYS_fchmodat2,
+            libc::SYS_utime,
+            libc::SYS_utimes,
+            libc::SYS_futimesat,
+        ],
+        arg: SoftArg::Any,
+        when: under(Promise::Fattr),
+        errno: val!(EPERM),
+        why: "path forms of chmod and utimes: the path is behind a pointer and Landlock does not govern them (the fd forms are in the table)",
+    },
+    SoftRule {
+        calls: &[libc::SYS_utimensat],
+        arg: SoftArg::Not(1, Val { v: 0, name: "NULL" }),
+        when: under(Promise::Fattr),
+        errno: val!(EPERM),
+        why: "utimensat with a path (its low half not NULL; a pointer whose low half is 0 is left to the allowlist, which compares all 64 bits)",
+    },
+    SoftRule {
+        calls: &[libc::SYS_chown, libc::SYS_lchown, libc::SYS_fchownat],
+        arg: SoftArg::Any,
+        when: under(Promise::Chown),
+        errno: val!(EPERM),
+        why: "path forms of chown, as chmod's",
+    },
+    SoftRule {
+        calls: &[
+            libc::SYS_fchown,
+            libc::SYS_chown,
+            libc::SYS_lchown,
+            libc::SYS_fchownat,
+        ],
+        arg: SoftArg::Any,
+        when: SoftWhen {
+            with: Some(Promise::Fattr),
+            without: &[Promise::Chown],
+            ..ALWAYS
+        },
+        errno: val!(EPERM),
+        why: "gzip -k, xz -k, sed -i and cp -p give a copy its owner back: under fattr without chown, \"not permitted\" (OpenBSD answers EPERM too)",
+    },
+    SoftRule {
+        calls: &[libc::SYS_sched_getaffinity],
+        arg: SoftArg::Not(0, Val { v: 0, name: "0" }),
+        when: ALWAYS,
+        errno: val!(ENOSYS),
+        why: "glibc's pthread_getattr_np (Rust's std, for every thread) asks by tid; ENOSYS is \"no such functionality\". Only pid 0 is allowed: another pid would tell whether it exists",
+    },
+    SoftRule {
+        calls: &[
+            libc::SYS_getxattr,
+            libc::SYS_lgetxattr,
+            libc::SYS_fgetxattr,
+            libc::SYS_listxattr,
+            libc::SYS_llistxattr,
+            libc::SYS_flistxattr,
+        ],
+        arg: SoftArg::Any,
+        when: ALWAYS,
+        errno: val!(ENOTSUP),
+        why: "ls -l asks for ACLs and security labels: \"not supported\" (Landlock does not govern extended attributes, so no promise allows them)",
+    },
+    SoftRule {
+        calls: &[libc::SYS_capget],
+        arg: SoftArg::Any,
+        when: ALWAYS,
+        errno: val!(EPERM),
+        why: "libcap and programs that check their own capabilities (they have none left)",
+    },
+    SoftRule {
+        calls: &[libc::SYS_statfs, libc::SYS_fstatfs],
+        arg: SoftArg::Any,
+        when: without(&[Promise::Rpath]),
+        errno: val!(EACCES),
+        why: "libselinux's and coreutils' file system probes (is /sys/fs/selinux mounted? which file system is this?)",
+    },
+    SoftRule {
+        calls: &[libc::SYS_openat, libc::SYS_open, libc::SYS_creat],
+        arg: SoftArg::Any,
+        when: SoftWhen {
+            with: None,
+            without: &[Promise::Rpath, Promise::Wpath, Promise::Cpath],
+            not_loader: true,
+            not_quiet_opens: true,
+        },
+        errno: val!(EACCES),
+        why: "only without Landlock: glibc's malloc opens /proc/sys/vm/overcommit_memory, time zone code /etc/localtime",
+    },
+    SoftRule {
+        calls: &[
             libc::SYS_getcwd,
-            libc::SYS_readlink,
-            libc::SYS_readlinkat,
             libc::SYS_access,
             libc::SYS_faccessat,
             libc::SYS_faccessat2,
-        ] {
-            if loader && super::table::LOADER_READLINK.calls.contains(&nr) {
-                continue;
+        ],
+        arg: SoftArg::Any,
+        when: without(&[Promise::Rpath]),
+        errno: val!(EACCES),
+        why: "the dynamic loader checks /etc/ld.so.preload with access(); a Rust panic's backtrace calls getcwd",
+    },
+    SoftRule {
+        calls: &[libc::SYS_readlink, libc::SYS_readlinkat],
+        arg: SoftArg::Any,
+        when: SoftWhen {
+            with: None,
+            without: &[Promise::Rpath],
+            not_loader: true,
+            not_quiet_opens: false,
+        },
+        errno: val!(EACCES),
+        why: "a Rust panic's backtrace reads /proc/self/exe (with the loader rules readlink is allowed, for $ORIGIN)",
+    },
+];
+
+fn applies(w: &SoftWhen, promises: &Promises, loader: bool, quiet_opens: bool) -> bool {
+    w.with.is_none_or(|p| promises.contains(p))
+        && !w.without.iter().any(|p| promises.contains(*p))
+        && (!w.not_loader || !loader)
+        && (!w.not_quiet_opens || !quiet_opens)
+}
+
+/// The soft answers that apply under `promises` (see [`SOFT`]).
+pub(crate) fn soft_refusals(promises: &Promises, loader: bool, quiet_opens: bool) -> Vec<Soft> {
+    let mut v = Vec::new();
+    for rule in SOFT
+        .iter()
+        .filter(|r| applies(&r.when, promises, loader, quiet_opens))
+    {
+        for &nr in rule.calls {
+            let errno = rule.errno.v as i32;
+            match rule.arg {
+                SoftArg::Any => v.push(Soft::any(nr, errno)),
+                SoftArg::In(i, vals) => v.extend(vals.iter().map(|val| Soft {
+                    nr,
+                    arg: Some((i, val.v as u32)),
+                    other: false,
+                    errno,
+                })),
+                SoftArg::Not(i, val) => v.push(Soft {
+                    nr,
+                    arg: Some((i, val.v as u32)),
+                    other: true,
+                    errno,
+                }),
             }
-            v.push(Soft::any(nr, libc::EACCES));
         }
     }
     v
+}
+
+/// The docs' list of soft answers: one line per [`SOFT`] rule.
+pub(crate) fn render_soft_markdown() -> String {
+    let mut out =
+        String::from("| calls | arguments | when | answer | why |\n|---|---|---|---|---|\n");
+    for r in SOFT {
+        let calls: Vec<&str> = r.calls.iter().map(|&nr| table::call_name(nr)).collect();
+        let arg = match r.arg {
+            SoftArg::Any => "any".to_owned(),
+            SoftArg::In(i, vals) => format!(
+                "arg{i} one of {}",
+                vals.iter().map(|v| v.name).collect::<Vec<_>>().join("/")
+            ),
+            SoftArg::Not(i, v) => format!("arg{i} not {}", v.name),
+        };
+        let mut when = Vec::new();
+        if let Some(p) = r.when.with {
+            when.push(format!("under `{p}`"));
+        }
+        if !r.when.without.is_empty() {
+            let names: Vec<String> = r.when.without.iter().map(|p| format!("`{p}`")).collect();
+            when.push(format!("without {}", names.join(", ")));
+        }
+        if r.when.not_loader {
+            when.push("not for a dynamically linked program of `privfork run`".to_owned());
+        }
+        if r.when.not_quiet_opens {
+            when.push("without Landlock".to_owned());
+        }
+        let when = if when.is_empty() {
+            "always".to_owned()
+        } else {
+            when.join("; ")
+        };
+        out.push_str(&format!(
+            "| {} | {arg} | {when} | `{}` | {} |\n",
+            calls.join(", "),
+            r.errno.name,
+            r.why
+        ));
+    }
+    out
 }
 
 /// A soft refusal: syscall `nr` (with its `int` argument `arg.0` equal to
@@ -269,12 +448,13 @@ pub(crate) fn allowlist(
     promises: &Promises,
     violation: Violation,
     loader: bool,
+    quiet_opens: bool,
     extra: &dyn Fn(&mut promises::Rules),
 ) -> Result<BpfProgram, CompileError> {
     let mut rules = promises::rules(promises);
     extra(&mut rules);
     // Answered with an error by the soft filter.
-    for soft in soft_refusals(promises, loader) {
+    for soft in soft_refusals(promises, loader, quiet_opens) {
         match soft.arg {
             None => {
                 rules.insert(soft.nr, None);
@@ -382,14 +562,19 @@ pub(crate) fn evaluate(prog: &[sock_filter], nr: i64, args: [u64; 6]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docs_soft_answers_match() {
+        crate::sandbox::table::check_docs_section("soft answers", &render_soft_markdown());
+    }
     use crate::sandbox::promises::{ALL, Promises};
 
     /// Whether the table's rows for `promises` allow the call (the
     /// allowlist compiled from the table alone, without soft refusals).
     fn table_allows(promises: &str, nr: i64, args: [u64; 6]) -> bool {
         let p = Promises::parse(promises).unwrap();
-        let prog = allowlist(&p, Violation::Errno, false, &|_| {}).unwrap();
-        let soft: Vec<_> = soft_refusals(&p, false)
+        let prog = allowlist(&p, Violation::Errno, false, false, &|_| {}).unwrap();
+        let soft: Vec<_> = soft_refusals(&p, false, false)
             .into_iter()
             .filter(|s| s.nr == nr)
             .collect();
@@ -449,7 +634,21 @@ mod tests {
             ("setsockopt bindtodevice", SYS_setsockopt, [3, i(SOL_SOCKET), i(SO_BINDTODEVICE), ADDR, 4, 0], &["inet", "unix"]),
             ("setsockopt reuseport", SYS_setsockopt, [3, i(SOL_SOCKET), i(SO_REUSEPORT), ADDR, 4, 0], &["inet", "unix"]),
             ("setsockopt tcp_ulp", SYS_setsockopt, [3, i(IPPROTO_TCP), i(TCP_ULP), ADDR, 4, 0], &["inet", "unix"]),
-            ("setsockopt nodelay at ip level", SYS_setsockopt, [3, i(IPPROTO_IP), i(TCP_NODELAY), ADDR, 4, 0], &["inet", "unix"]),
+            ("setsockopt nodelay at ip level", SYS_setsockopt, [3, i(IPPROTO_IP), i(TCP_NODELAY), ADDR, 4, 0], &["inet", "unix", "mcast"]),
+            ("setsockopt ip_add_membership", SYS_setsockopt, [3, i(IPPROTO_IP), i(IP_ADD_MEMBERSHIP), ADDR, 8, 0], &["mcast"]),
+            ("setsockopt ip_multicast_ttl", SYS_setsockopt, [3, i(IPPROTO_IP), i(IP_MULTICAST_TTL), ADDR, 4, 0], &["mcast"]),
+            ("setsockopt mcast_join_group", SYS_setsockopt, [3, i(IPPROTO_IP), i(MCAST_JOIN_GROUP), ADDR, 136, 0], &["mcast"]),
+            ("setsockopt ipv6_join_group", SYS_setsockopt, [3, i(IPPROTO_IPV6), i(IPV6_ADD_MEMBERSHIP), ADDR, 20, 0], &["mcast"]),
+            ("setsockopt ipv6 mcast_join_group", SYS_setsockopt, [3, i(IPPROTO_IPV6), i(MCAST_JOIN_GROUP), ADDR, 136, 0], &["mcast"]),
+            ("setsockopt ipv6_v6only", SYS_setsockopt, [3, i(IPPROTO_IPV6), i(IPV6_V6ONLY), ADDR, 4, 0], &["inet", "unix", "mcast"]),
+            ("setsockopt ip_tos", SYS_setsockopt, [3, i(IPPROTO_IP), i(IP_TOS), ADDR, 4, 0], &["inet", "unix", "mcast"]),
+            ("landlock_restrict_self", SYS_landlock_restrict_self, [3, 0, 0, 0, 0, 0], &["unveil"]),
+            ("landlock_create_ruleset", SYS_landlock_create_ruleset, [ADDR, 16, 0, 0, 0, 0], &["unveil"]),
+            ("getdents64", SYS_getdents64, [3, ADDR, 4096, 0, 0, 0], &["rpath", "ps"]),
+            ("unlink", SYS_unlink, [ADDR, 0, 0, 0, 0, 0], &["cpath", "tmppath"]),
+            ("openat creat", SYS_openat, [i(AT_FDCWD), ADDR, i(O_CREAT | O_RDWR), 0o600, 0, 0], &["cpath", "tmppath"]),
+            ("openat rdwr", SYS_openat, [i(AT_FDCWD), ADDR, i(O_RDWR), 0, 0, 0], &["wpath", "cpath", "tmppath"]),
+            ("capget", SYS_capget, [ADDR, ADDR, 0, 0, 0, 0], &[]),
             ("accept", SYS_accept, [3, ADDR, ADDR, 0, 0, 0], &["inet", "unix", "accept"]),
             ("accept4 no flags", SYS_accept4, [3, 0, 0, 0, 0, 0], &["inet", "unix", "accept"]),
             ("accept4 cloexec", SYS_accept4, [3, ADDR, ADDR, i(SOCK_CLOEXEC), 0, 0], &["inet", "unix", "accept"]),
@@ -530,11 +729,11 @@ mod tests {
         let p = Promises::parse("stdio").unwrap();
         for nr in [libc::SYS_readlink, libc::SYS_readlinkat] {
             let args = [ADDR, ADDR, 64, 0, 0, 0];
-            let soft = soft_filter(&soft_refusals(&p, false));
+            let soft = soft_filter(&soft_refusals(&p, false, false));
             assert_eq!(evaluate(&soft, nr, args), RET_ERRNO | libc::EACCES as u32);
-            let soft = soft_filter(&soft_refusals(&p, true));
+            let soft = soft_filter(&soft_refusals(&p, true, false));
             assert_eq!(evaluate(&soft, nr, args), RET_ALLOW);
-            let allow = allowlist(&p, Violation::Kill, true, &|r| {
+            let allow = allowlist(&p, Violation::Kill, true, false, &|r| {
                 crate::sandbox::promises::add_loader(r)
             })
             .unwrap();
@@ -545,7 +744,7 @@ mod tests {
     #[test]
     fn the_installed_filters_answer_sched_getaffinity_of_another_pid_enosys() {
         let p = Promises::parse("stdio").unwrap();
-        let soft = soft_filter(&soft_refusals(&p, false));
+        let soft = soft_filter(&soft_refusals(&p, false, false));
         let args = |pid| [pid, 8, ADDR, 0, 0, 0];
         let nr = libc::SYS_sched_getaffinity;
         assert_eq!(evaluate(&soft, nr, args(0)), RET_ALLOW);
@@ -553,7 +752,7 @@ mod tests {
             evaluate(&soft, nr, args(7)),
             RET_ERRNO | libc::ENOSYS as u32
         );
-        let allow = allowlist(&p, Violation::Kill, false, &|_| {}).unwrap();
+        let allow = allowlist(&p, Violation::Kill, false, false, &|_| {}).unwrap();
         assert_eq!(evaluate(&allow, nr, args(0)), RET_ALLOW);
         assert_eq!(
             evaluate(&allow, nr, args(7)),
