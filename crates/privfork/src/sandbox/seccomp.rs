@@ -256,11 +256,32 @@ pub(crate) static SOFT: &[SoftRule] = &[
         why: "ls -l asks for ACLs and security labels: \"not supported\" (Landlock does not govern extended attributes, so no promise allows them)",
     },
     SoftRule {
+        calls: &[
+            libc::SYS_setxattr,
+            libc::SYS_lsetxattr,
+            libc::SYS_fsetxattr,
+            libc::SYS_removexattr,
+            libc::SYS_lremovexattr,
+            libc::SYS_fremovexattr,
+        ],
+        arg: SoftArg::Any,
+        when: ALWAYS,
+        errno: val!(ENOTSUP),
+        why: "sed -i and cp -p copy ACLs (fsetxattr): \"not supported\" makes gnulib fall back to fchmod (fattr)",
+    },
+    SoftRule {
         calls: &[libc::SYS_capget],
         arg: SoftArg::Any,
         when: ALWAYS,
         errno: val!(EPERM),
         why: "libcap and programs that check their own capabilities (they have none left)",
+    },
+    SoftRule {
+        calls: &[libc::SYS_pkey_alloc],
+        arg: SoftArg::Any,
+        when: ALWAYS,
+        errno: val!(ENOSPC),
+        why: "node (V8) asks for a memory protection key at start-up: \"none free\" makes it go without",
     },
     SoftRule {
         calls: &[libc::SYS_statfs, libc::SYS_fstatfs],
