@@ -277,6 +277,20 @@ pub(crate) static SOFT: &[SoftRule] = &[
         why: "libcap and programs that check their own capabilities (they have none left)",
     },
     SoftRule {
+        calls: &[
+            libc::SYS_setuid,
+            libc::SYS_setgid,
+            libc::SYS_setreuid,
+            libc::SYS_setregid,
+            libc::SYS_setresuid,
+            libc::SYS_setresgid,
+        ],
+        arg: SoftArg::Any,
+        when: without(&[Promise::Id]),
+        errno: val!(EPERM),
+        why: "busybox gives up set-id privileges at start (setgid(getgid()), setuid(getuid())) and goes on when refused; the ids stay as they are",
+    },
+    SoftRule {
         calls: &[libc::SYS_pkey_alloc],
         arg: SoftArg::Any,
         when: ALWAYS,
