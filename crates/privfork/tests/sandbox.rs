@@ -304,7 +304,9 @@ fn kill_sandbox() {
 }
 
 fn violate_open_for_write() {
-    // rpath only: an open for writing is a violation.
+    // rpath only: an open that creates is a violation. (One that creates
+    // nothing passes the filter and Landlock refuses it — the quiet opens
+    // that let /dev/null open read-write: see rpath_reads_only_unveiled_paths.)
     Sandbox::new()
         .promises("stdio rpath")
         .unwrap()
@@ -312,6 +314,8 @@ fn violate_open_for_write() {
         .unwrap();
     let _ = std::fs::OpenOptions::new()
         .write(true)
+        .create(true)
+        .truncate(false)
         .open("/etc/hostname");
 }
 
@@ -375,13 +379,28 @@ fn rpath_reads_only_unveiled_paths() {
         Some(libc::EACCES)
     );
     assert_eq!(errno_of(std::fs::read("/etc/hostname")), Some(libc::EACCES));
-    // Reading is all: writing needs wpath (seccomp: EPERM).
+    // Reading is all: writing needs wpath. The open creates nothing, so it
+    // passes the filter (the quiet opens) and Landlock refuses it: without
+    // wpath the unveil keeps no write right, whatever it said.
     assert_eq!(
         errno_of(
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(inside.path().join("a"))
         ),
+        Some(libc::EACCES)
+    );
+    // /dev/null opens read-write all the same (a quiet allowance).
+    assert!(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .is_ok()
+    );
+    // Creating is still the filter's (EPERM).
+    assert_eq!(
+        errno_of(std::fs::File::create(inside.path().join("new"))),
         Some(libc::EPERM)
     );
 }
@@ -704,22 +723,19 @@ fn try_operation(op: &str, dir: &std::path::Path) -> std::io::Result<()> {
         }
         "tty-winsize" => {
             // An ioctl only tty allows; ENOTTY on a non-terminal still means
-            // it reached the kernel.
+            // it reached the kernel. Setting, not getting: without tty,
+            // TIOCGWINSZ is answered ENOTTY by the filter (a soft answer),
+            // which this probe could not tell from the kernel's.
             let f = std::fs::File::open("/dev/null")?;
-            let mut ws: libc::winsize = libc::winsize {
+            let ws: libc::winsize = libc::winsize {
                 ws_row: 0,
                 ws_col: 0,
                 ws_xpixel: 0,
                 ws_ypixel: 0,
             };
-            // SAFETY: TIOCGWINSZ writes a winsize into the live local.
-            let rc = unsafe {
-                libc::ioctl(
-                    std::os::fd::AsRawFd::as_raw_fd(&f),
-                    libc::TIOCGWINSZ,
-                    &mut ws,
-                )
-            };
+            // SAFETY: TIOCSWINSZ reads a winsize from the live local.
+            let rc =
+                unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::TIOCSWINSZ, &ws) };
             let e = std::io::Error::last_os_error();
             if rc == 0 || e.raw_os_error() == Some(libc::ENOTTY) {
                 Ok(())
