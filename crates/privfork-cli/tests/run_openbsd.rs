@@ -154,18 +154,27 @@ fn creating_without_cpath_is_still_a_violation() {
 }
 
 /// The time zone files are readable under every promise: /etc/localtime
-/// under stdio alone; a file beside it in /etc is not (Landlock: the open
-/// passed the filter).
+/// and a zone file other than the one it names under stdio alone; a file
+/// beside it in /etc is not (Landlock: the open passed the filter).
 #[test]
 fn time_zone_files_are_readable() {
     let _limit = time_limit!();
-    let code_text = r#"for my $f ("/etc/localtime", "/usr/share/zoneinfo/UTC", "/etc/hostname") {
-        if (open(F, "<", $f)) { print "$f ok\n" } else { print "$f ", $!+0, "\n" } }"#;
-    let o = perl("stdio", &[], code_text);
+    let zone = need("/usr/share/zoneinfo/Europe/Paris");
+    let local = std::fs::canonicalize("/etc/localtime").unwrap();
+    assert_ne!(
+        local,
+        std::fs::canonicalize(zone).unwrap(),
+        "pick another zone"
+    );
+    let code_text = format!(
+        r#"for my $f ("/etc/localtime", "{zone}", "/etc/hostname") {{
+        if (open(F, "<", $f)) {{ print "$f ok\n" }} else {{ print "$f ", $!+0, "\n" }} }}"#
+    );
+    let o = perl("stdio", &[], &code_text);
     assert_eq!(
         stdout(&o),
         format!(
-            "/etc/localtime ok\n/usr/share/zoneinfo/UTC ok\n/etc/hostname {}\n",
+            "/etc/localtime ok\n{zone} ok\n/etc/hostname {}\n",
             libc::EACCES
         ),
         "{}",
