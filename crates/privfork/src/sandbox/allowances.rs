@@ -72,12 +72,12 @@ pub(crate) static ALLOWANCES: &[Allowance] = &[
     ro(
         When::Always,
         "/dev/zero",
-        "read-only: zero pages (OpenBSD's stdio has it)",
+        "zero pages (mmap of /dev/zero, dd if=/dev/zero)",
     ),
     ro(
         When::Always,
         "/dev/urandom",
-        "read-only: randomness for libraries that do not call getrandom",
+        "randomness for libraries that read it instead of calling getrandom (OpenSSL's fallback, older runtimes)",
     ),
     ro(When::Always, "/etc/localtime", TZ),
     ro(When::Always, "/usr/share/zoneinfo", TZ),
@@ -101,7 +101,7 @@ pub(crate) static ALLOWANCES: &[Allowance] = &[
     ro(
         When::Under(Promise::Ps),
         "/proc",
-        "process listing: /proc/PID/{stat,status,cmdline} of every process (DAC still hides other users' environ, fd and mem)",
+        "process listing: /proc/PID/{stat,status,cmdline} of every process, and the rest of /proc read-only (sysctls in /proc/sys included); file permissions still hide other users' environ, fd and mem",
     ),
     ro(When::Under(Promise::Vminfo), "/proc/meminfo", VM),
     ro(When::Under(Promise::Vminfo), "/proc/stat", VM),
