@@ -374,9 +374,11 @@ impl Sandbox {
         let landlock =
             landlock::prepare(&self.unveils, &quiet, &self.bind, &self.connect, require)?;
         // Opens that create nothing pass the filter and Landlock decides
-        // (how /dev/null opens read-write without wpath) — only when a
-        // ruleset is enforced, which is what then refuses every other file.
-        let quiet_opens = landlock.ruleset.is_some() && self.layers == Layers::Both;
+        // (how /dev/null opens read-write without wpath) — only when the
+        // ruleset is fully enforced, which is what then refuses every other
+        // file: before ABI 3 Landlock would not refuse O_RDONLY|O_TRUNC on
+        // a readable file.
+        let quiet_opens = landlock.level == Level::Full && self.layers == Layers::Both;
         let violation = self
             .violation
             .unwrap_or(if self.promises.contains(Promise::Error) {

@@ -535,8 +535,8 @@ pub(crate) fn add_loader(r: &mut Rules) {
 }
 
 /// The quiet opens: `openat`/`open` that create nothing, with any access
-/// mode, for Landlock to decide (see `sandbox::allowances`); only with a
-/// Landlock ruleset enforced.
+/// mode, for Landlock to decide (see `sandbox::allowances`); only with the
+/// Landlock ruleset fully enforced.
 pub(crate) fn add_quiet_opens(r: &mut Rules) {
     for row in [&table::QUIET_OPENAT, &table::QUIET_OPEN] {
         add_row(r, row);

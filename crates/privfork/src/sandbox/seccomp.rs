@@ -99,8 +99,8 @@ pub(crate) struct SoftWhen {
     pub(crate) without: &'static [Promise],
     /// Not with the loader rules of `privfork run` (which allow the call).
     pub(crate) not_loader: bool,
-    /// Not with the quiet opens (Landlock enforced: the filter lets opens
-    /// that create nothing through and Landlock decides).
+    /// Not with the quiet opens (Landlock fully enforced: the filter lets
+    /// opens that create nothing through and Landlock decides).
     pub(crate) not_quiet_opens: bool,
 }
 
@@ -314,7 +314,7 @@ pub(crate) static SOFT: &[SoftRule] = &[
             not_quiet_opens: true,
         },
         errno: val!(EACCES),
-        why: "only without Landlock: glibc's malloc opens /proc/sys/vm/overcommit_memory, time zone code /etc/localtime",
+        why: "with the quiet opens, Landlock answers these (EACCES); without them: glibc's malloc opens /proc/sys/vm/overcommit_memory, time zone code /etc/localtime",
     },
     SoftRule {
         calls: &[
@@ -404,7 +404,7 @@ pub(crate) fn render_soft_markdown() -> String {
             when.push("not for a dynamically linked program of `privfork run`".to_owned());
         }
         if r.when.not_quiet_opens {
-            when.push("without Landlock".to_owned());
+            when.push("without the quiet opens (Landlock not fully enforced)".to_owned());
         }
         let when = if when.is_empty() {
             "always".to_owned()
