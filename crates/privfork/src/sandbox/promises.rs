@@ -150,7 +150,7 @@ pub const REFUSED: &[(&str, &str)] = &[
     ),
     (
         "audio",
-        "audio device ioctls: device numbers differ per driver (ALSA, OSS); unveil the device and use rpath/wpath",
+        "audio ioctls (ALSA, OSS) differ per driver and pass structures behind pointers; not offered (an unveiled device reads and writes with rpath/wpath, its ioctls are refused)",
     ),
     (
         "video",
@@ -180,7 +180,7 @@ pub const REFUSED: &[(&str, &str)] = &[
 pub const OPENBSD: &[(&str, &str)] = &[
     (
         "stdio",
-        "the table's stdio rows; quiet allowances and soft answers below",
+        "the table's stdio rows; the quiet allowances and soft answers (see their sections)",
     ),
     (
         "rpath",
@@ -200,7 +200,7 @@ pub const OPENBSD: &[(&str, &str)] = &[
     ),
     (
         "tmppath",
-        "/tmp itself, read-write-create through Landlock, and the calls mkstemp/mkdtemp/unlink make (see tmppath below)",
+        "/tmp itself, read-write-create through Landlock, and the calls mkstemp/mkdtemp/unlink make (see Quiet allowances)",
     ),
     (
         "inet",
