@@ -35,6 +35,10 @@ fn main() {
                 rpath_reads_only_unveiled_paths,
             ),
             ("wpath_and_cpath", wpath_and_cpath),
+            (
+                "quiet_allowances_hold_for_the_library",
+                quiet_allowances_hold_for_the_library,
+            ),
             ("unveil_escapes_fail", unveil_escapes_fail),
             ("network_ports", network_ports),
             ("bad_input_is_named", bad_input_is_named),
@@ -402,6 +406,30 @@ fn rpath_reads_only_unveiled_paths() {
     assert_eq!(
         errno_of(std::fs::File::create(inside.path().join("new"))),
         Some(libc::EPERM)
+    );
+}
+
+/// The quiet allowances hold in the library's rulesets too (not only
+/// `privfork run`'s): under stdio alone (kill mode: a violation ends the
+/// case) /dev/null opens read-write, /dev/zero and the time zone read;
+/// another file in /etc is Landlock's EACCES (the open passed the filter).
+fn quiet_allowances_hold_for_the_library() {
+    Sandbox::new().promises("stdio").unwrap().apply().unwrap();
+    let mut null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    std::io::Write::write_all(&mut null, b"x").unwrap();
+    let mut zero = [1u8; 4];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/zero").unwrap(), &mut zero).unwrap();
+    assert_eq!(zero, [0; 4]);
+    assert!(!std::fs::read("/etc/localtime").unwrap().is_empty());
+    assert_eq!(errno_of(std::fs::read("/etc/hostname")), Some(libc::EACCES));
+    // Not written: /dev/zero is read-only.
+    assert_eq!(
+        errno_of(std::fs::OpenOptions::new().write(true).open("/dev/zero")),
+        Some(libc::EACCES)
     );
 }
 
