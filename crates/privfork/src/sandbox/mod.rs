@@ -54,6 +54,7 @@ mod reap;
 mod relay;
 pub mod run;
 pub mod seccomp;
+mod soft;
 mod syscall_names;
 pub(crate) mod table;
 

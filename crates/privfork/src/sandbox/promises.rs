@@ -291,7 +291,7 @@ pub fn openbsd_markdown() -> String {
 
 /// The docs' list of start-up probes answered with an errno.
 pub fn soft_answers_markdown() -> String {
-    super::seccomp::render_soft_markdown()
+    super::soft::render_soft_markdown()
 }
 
 /// The docs' list of files every ruleset opens (see `sandbox/allowances.rs`).
