@@ -225,30 +225,68 @@ fn log_mode_lets_through_only_the_opens_the_promises_allow() {
     let file = dir.0.join("data");
     std::fs::write(&file, "kept\n").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let spec = format!("rw:{}", dir.0.display());
-    // Landlock would let the write through (rw unveiled): the promises
-    // alone refuse it, and the supervisor must not continue it.
+    let spec = format!("rwc:{}", dir.0.display());
+    // A creating open (O_CREAT) without cpath: the filter refuses it, and
+    // the supervisor must not let it on — Landlock would not stop it
+    // (rw kept under wpath; the file exists, so nothing is created).
     let code_text = format!(
-        "import os\ntry:\n os.write(os.open({:?}, os.O_WRONLY), b'changed')\nexcept OSError as e:\n print(e.errno)",
+        "import os\ntry:\n os.write(os.open({:?}, os.O_WRONLY | os.O_CREAT), b'changed')\nexcept OSError as e:\n print(e.errno)",
         file.display().to_string()
     );
-    let o = python("stdio rpath", &["-v", &spec, "--mode", "log"], &code_text);
+    let o = python(
+        "stdio rpath wpath",
+        &["-v", &spec, "--mode", "log"],
+        &code_text,
+    );
     assert_eq!(stdout(&o).trim(), libc::EPERM.to_string(), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept\n");
     let e = stderr(&o);
     assert!(
-        e.contains("O_WRONLY|O_CLOEXEC) in python3") && e.contains("would be allowed by wpath"),
+        e.contains("O_WRONLY|O_CREAT|O_CLOEXEC) in python3")
+            && e.contains("would be allowed by cpath"),
         "{e}"
     );
-    // With wpath the same open goes through.
+    // With cpath the same open goes through.
     let o = python(
-        "stdio rpath wpath",
+        "stdio rpath wpath cpath",
         &["-v", &spec, "--mode", "log"],
         &code_text,
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     // Seven bytes over the five of "kept\n".
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "changed");
+}
+
+#[test]
+fn log_mode_says_which_promise_an_unveiled_right_needs() {
+    let _limit = time_limit!();
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new("needs");
+    let file = dir.0.join("data");
+    std::fs::write(&file, "kept\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let spec = format!("rw:{}", dir.0.display());
+    // Unveiled rw, but without wpath the write right is not kept: the
+    // open passes the filter (it creates nothing) and Landlock refuses it.
+    let code_text = format!(
+        "import os\ntry:\n os.open({:?}, os.O_WRONLY)\nexcept OSError as e:\n print(e.errno)",
+        file.display().to_string()
+    );
+    let o = python("stdio rpath", &["-v", &spec, "--mode", "log"], &code_text);
+    assert_eq!(
+        stdout(&o).trim(),
+        libc::EACCES.to_string(),
+        "{}",
+        stderr(&o)
+    );
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "{} is unveiled for w, but only wpath (or cpath) lets the program use it",
+            file.display()
+        )),
+        "{e}"
+    );
 }
 
 #[test]

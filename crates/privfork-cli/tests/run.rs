@@ -878,6 +878,60 @@ fn a_kernel_without_landlock_is_refused_unless_best_effort() {
     assert_eq!(stderr(&o), "");
 }
 
+/// Without Landlock (`--best-effort` on a simulated kernel without it)
+/// there are no quiet opens: the filter alone decides opens again, so a
+/// write-open under stdio rpath is a violation (with the quiet opens and
+/// no Landlock behind them it would write the file). The control: on the
+/// real kernel Landlock refuses it (EACCES, the program goes on).
+#[test]
+fn no_quiet_opens_without_landlock() {
+    let _limit = time_limit!();
+    assert!(
+        std::path::Path::new("/usr/bin/perl").is_file(),
+        "needs perl"
+    );
+    let dir = Dir::new("noquiet");
+    let f = dir.0.join("f");
+    std::fs::write(&f, "x").unwrap();
+    std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let code_text = format!(
+        r#"if (open(F, "+<", "{}")) {{ print F "written"; print "opened\n" }} else {{ print "refused ", $!+0, "\n" }}"#,
+        f.display()
+    );
+    let unveil = format!("rw:{}", f.display());
+    let args = [
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath",
+        "-v",
+        &unveil,
+        "--",
+        "/usr/bin/perl",
+        "-e",
+        &code_text,
+    ];
+    let mut best = vec!["--best-effort"];
+    best.extend_from_slice(&args);
+    let o = privfork_run_without_landlock(&best);
+    assert_eq!(
+        code(&o),
+        128 + libc::SIGSYS,
+        "{} {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "x");
+    let o = privfork_run(&args);
+    assert_eq!(
+        stdout(&o),
+        format!("refused {}\n", libc::EACCES),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "x");
+}
+
 /// Runs `script` under `privfork run` with a shell that may start
 /// programs, waits until two processes carry `marker`, sends privfork
 /// `signal`, and returns how privfork ended.

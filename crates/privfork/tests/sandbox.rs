@@ -35,6 +35,10 @@ fn main() {
                 rpath_reads_only_unveiled_paths,
             ),
             ("wpath_and_cpath", wpath_and_cpath),
+            (
+                "quiet_allowances_hold_for_the_library",
+                quiet_allowances_hold_for_the_library,
+            ),
             ("unveil_escapes_fail", unveil_escapes_fail),
             ("network_ports", network_ports),
             ("bad_input_is_named", bad_input_is_named),
@@ -304,7 +308,9 @@ fn kill_sandbox() {
 }
 
 fn violate_open_for_write() {
-    // rpath only: an open for writing is a violation.
+    // rpath only: an open that creates is a violation. (One that creates
+    // nothing passes the filter and Landlock refuses it — the quiet opens
+    // that let /dev/null open read-write: see rpath_reads_only_unveiled_paths.)
     Sandbox::new()
         .promises("stdio rpath")
         .unwrap()
@@ -312,6 +318,8 @@ fn violate_open_for_write() {
         .unwrap();
     let _ = std::fs::OpenOptions::new()
         .write(true)
+        .create(true)
+        .truncate(false)
         .open("/etc/hostname");
 }
 
@@ -375,14 +383,53 @@ fn rpath_reads_only_unveiled_paths() {
         Some(libc::EACCES)
     );
     assert_eq!(errno_of(std::fs::read("/etc/hostname")), Some(libc::EACCES));
-    // Reading is all: writing needs wpath (seccomp: EPERM).
+    // Reading is all: writing needs wpath. The open creates nothing, so it
+    // passes the filter (the quiet opens) and Landlock refuses it: without
+    // wpath the unveil keeps no write right, whatever it said.
     assert_eq!(
         errno_of(
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(inside.path().join("a"))
         ),
+        Some(libc::EACCES)
+    );
+    // /dev/null opens read-write all the same (a quiet allowance).
+    assert!(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .is_ok()
+    );
+    // Creating is still the filter's (EPERM).
+    assert_eq!(
+        errno_of(std::fs::File::create(inside.path().join("new"))),
         Some(libc::EPERM)
+    );
+}
+
+/// The quiet allowances hold in the library's rulesets too (not only
+/// `privfork run`'s): under stdio alone (kill mode: a violation ends the
+/// case) /dev/null opens read-write, /dev/zero and the time zone read;
+/// another file in /etc is Landlock's EACCES (the open passed the filter).
+fn quiet_allowances_hold_for_the_library() {
+    Sandbox::new().promises("stdio").unwrap().apply().unwrap();
+    let mut null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    std::io::Write::write_all(&mut null, b"x").unwrap();
+    let mut zero = [1u8; 4];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/zero").unwrap(), &mut zero).unwrap();
+    assert_eq!(zero, [0; 4]);
+    assert!(!std::fs::read("/etc/localtime").unwrap().is_empty());
+    assert_eq!(errno_of(std::fs::read("/etc/hostname")), Some(libc::EACCES));
+    // Not written: /dev/zero is read-only.
+    assert_eq!(
+        errno_of(std::fs::OpenOptions::new().write(true).open("/dev/zero")),
+        Some(libc::EACCES)
     );
 }
 
@@ -704,22 +751,19 @@ fn try_operation(op: &str, dir: &std::path::Path) -> std::io::Result<()> {
         }
         "tty-winsize" => {
             // An ioctl only tty allows; ENOTTY on a non-terminal still means
-            // it reached the kernel.
+            // it reached the kernel. Setting, not getting: without tty,
+            // TIOCGWINSZ is answered ENOTTY by the filter (a soft answer),
+            // which this probe could not tell from the kernel's.
             let f = std::fs::File::open("/dev/null")?;
-            let mut ws: libc::winsize = libc::winsize {
+            let ws: libc::winsize = libc::winsize {
                 ws_row: 0,
                 ws_col: 0,
                 ws_xpixel: 0,
                 ws_ypixel: 0,
             };
-            // SAFETY: TIOCGWINSZ writes a winsize into the live local.
-            let rc = unsafe {
-                libc::ioctl(
-                    std::os::fd::AsRawFd::as_raw_fd(&f),
-                    libc::TIOCGWINSZ,
-                    &mut ws,
-                )
-            };
+            // SAFETY: TIOCSWINSZ reads a winsize from the live local.
+            let rc =
+                unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::TIOCSWINSZ, &ws) };
             let e = std::io::Error::last_os_error();
             if rc == 0 || e.raw_os_error() == Some(libc::ENOTTY) {
                 Ok(())

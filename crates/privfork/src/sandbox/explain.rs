@@ -41,14 +41,18 @@ pub struct Explainer {
     /// Each promise not held, and the filters the held ones plus it
     /// compile to; built at the first refusal.
     others: OnceCell<Vec<(Promise, Chain)>>,
-    /// The unveiled paths, canonical, with their permissions.
-    rules: Vec<(PathBuf, Perms)>,
+    /// Whether opens that create nothing pass the filter.
+    quiet_opens: bool,
+    /// The paths Landlock allows, canonical: with the permissions they
+    /// keep, and those the caller asked for (a right no held promise backs
+    /// is not kept).
+    rules: Vec<(PathBuf, Perms, Perms)>,
 }
 
-fn chain_of(sb: &Sandbox, promises: &Promises) -> Chain {
+fn chain_of(sb: &Sandbox, promises: &Promises, quiet_opens: bool) -> Chain {
     // Compiled as the supervised sandbox is; a refused call answers EPERM
     // here, which is all "refused" needs.
-    match sb.compile(promises, Violation::Errno, Kind::Supervised) {
+    match sb.compile(promises, Violation::Errno, Kind::Supervised, quiet_opens) {
         Ok((mut filters, allowlist)) => {
             filters.push(allowlist);
             filters
@@ -59,16 +63,39 @@ fn chain_of(sb: &Sandbox, promises: &Promises) -> Chain {
     }
 }
 
+/// `rwxc` of Landlock rights.
+fn perms_of(a: landlock::BitFlags<landlock::AccessFs>) -> Perms {
+    use landlock::AccessFs;
+    Perms {
+        read: a.contains(AccessFs::ReadFile),
+        write: a.contains(AccessFs::WriteFile),
+        exec: a.contains(AccessFs::Execute),
+        create: a.contains(AccessFs::MakeReg),
+    }
+}
+
 impl Explainer {
-    pub(super) fn new(sb: &Sandbox) -> Self {
+    pub(super) fn new(sb: &Sandbox, quiet_opens: bool) -> Self {
+        let quiet = sb.quiet();
+        let granted = perms_of(quiet.granted);
+        let canonical = |p: &Path| p.canonicalize().ok();
+        // The caller's unveils with the rights they keep (the ones asked
+        // for remembered, for the hint); then the built-in allowances.
         let rules = sb
             .unveils
             .iter()
-            .filter_map(|u| Some((u.path.canonicalize().ok()?, u.perms)))
+            .filter_map(|u| Some((canonical(&u.path)?, and(u.perms, granted), u.perms)))
+            .chain(
+                quiet
+                    .paths
+                    .iter()
+                    .filter_map(|u| Some((canonical(&u.path)?, u.perms, u.perms))),
+            )
             .collect();
         Self {
-            own: chain_of(sb, &sb.promises),
+            own: chain_of(sb, &sb.promises, quiet_opens),
             sandbox: sb.clone(),
+            quiet_opens,
             others: OnceCell::new(),
             rules,
         }
@@ -94,7 +121,7 @@ impl Explainer {
                 .map(|p| {
                     let mut set = self.sandbox.promises.clone();
                     set.insert(p);
-                    (p, chain_of(&self.sandbox, &set))
+                    (p, chain_of(&self.sandbox, &set, self.quiet_opens))
                 })
                 .collect()
         });
@@ -139,36 +166,68 @@ impl Explainer {
     fn landlock_gap(&self, call: &Call) -> Option<String> {
         let path = call.path.as_ref()?;
         let (target, need) = needed(call, path)?;
-        let have = self.perms_at(&target);
-        let missing = Perms {
-            read: need.read && !have.read,
-            write: need.write && !have.write,
-            exec: need.exec && !have.exec,
-            create: need.create && !have.create,
-        };
+        let (have, asked) = self.perms_at(&target);
+        let missing = and(need, not(have));
         if missing == Perms::default() {
             return None;
         }
         let spec = perms_text(missing);
         let target = shown(&target.to_string_lossy());
+        // Unveiled for it, but no held promise backs the right.
+        if and(missing, not(asked)) == Perms::default() {
+            let promise = match (missing.create, missing.write) {
+                (true, _) => "cpath",
+                (false, true) => "wpath (or cpath)",
+                _ => "rpath",
+            };
+            return Some(format!(
+                "{target} is unveiled for {spec}, but only {promise} lets the program use it"
+            ));
+        }
         Some(format!(
             "{target} is not unveiled for {spec} (add -v {spec}:{target})"
         ))
     }
 
-    /// The permissions the unveiled paths give `path` (rules on it and on
-    /// every directory above it add up, as Landlock's do).
-    fn perms_at(&self, path: &Path) -> Perms {
-        let mut p = Perms::default();
-        for (rule, perms) in &self.rules {
+    /// The permissions Landlock gives `path`, and those the caller asked
+    /// for there (rules on it and on every directory above it add up, as
+    /// Landlock's do).
+    fn perms_at(&self, path: &Path) -> (Perms, Perms) {
+        let (mut have, mut asked) = (Perms::default(), Perms::default());
+        for (rule, kept, wanted) in &self.rules {
             if path.starts_with(rule) {
-                p.read |= perms.read;
-                p.write |= perms.write;
-                p.exec |= perms.exec;
-                p.create |= perms.create;
+                have = or(have, *kept);
+                asked = or(asked, *wanted);
             }
         }
-        p
+        (have, asked)
+    }
+}
+
+fn and(a: Perms, b: Perms) -> Perms {
+    Perms {
+        read: a.read && b.read,
+        write: a.write && b.write,
+        exec: a.exec && b.exec,
+        create: a.create && b.create,
+    }
+}
+
+fn or(a: Perms, b: Perms) -> Perms {
+    Perms {
+        read: a.read || b.read,
+        write: a.write || b.write,
+        exec: a.exec || b.exec,
+        create: a.create || b.create,
+    }
+}
+
+fn not(a: Perms) -> Perms {
+    Perms {
+        read: !a.read,
+        write: !a.write,
+        exec: !a.exec,
+        create: !a.create,
     }
 }
 
@@ -1098,6 +1157,14 @@ fn clone_flags(f: u64) -> String {
 }
 
 #[cfg(test)]
+impl Sandbox {
+    /// An explainer with the quiet opens, as on a kernel with full Landlock.
+    fn explainer_for_tests(&self) -> Explainer {
+        Explainer::new(self, true)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1119,7 +1186,7 @@ mod tests {
             .promises(promises)
             .unwrap()
             .for_exec_loader()
-            .explainer()
+            .explainer_for_tests()
     }
 
     #[test]
@@ -1173,17 +1240,18 @@ mod tests {
 
     #[test]
     fn the_held_promises_decide_what_is_allowed() {
+        let open = |flags: i32| [0, 0, flags as u64, 0, 0, 0];
         let e = explainer("stdio");
         assert!(e.allows(libc::SYS_read, [0; 6]));
-        // Read-only opens: the loader rules.
-        assert!(e.allows(libc::SYS_openat, [0, 0, libc::O_RDONLY as u64, 0, 0, 0]));
-        assert!(!e.allows(libc::SYS_openat, [0, 0, libc::O_WRONLY as u64, 0, 0, 0]));
+        // Opens that create nothing pass the filter (Landlock decides).
+        assert!(e.allows(libc::SYS_openat, open(libc::O_RDONLY)));
+        assert!(e.allows(libc::SYS_openat, open(libc::O_WRONLY)));
+        // Creating ones need cpath.
+        assert!(!e.allows(libc::SYS_openat, open(libc::O_WRONLY | libc::O_CREAT)));
         let e = explainer("stdio wpath");
-        assert!(e.allows(libc::SYS_openat, [0, 0, libc::O_WRONLY as u64, 0, 0, 0]));
-        assert!(!e.allows(
-            libc::SYS_openat,
-            [0, 0, (libc::O_WRONLY | libc::O_CREAT) as u64, 0, 0, 0]
-        ));
+        assert!(!e.allows(libc::SYS_openat, open(libc::O_WRONLY | libc::O_CREAT)));
+        let e = explainer("stdio cpath");
+        assert!(e.allows(libc::SYS_openat, open(libc::O_WRONLY | libc::O_CREAT)));
     }
 
     #[test]
@@ -1194,7 +1262,7 @@ mod tests {
             .unwrap()
             .unveil(&format!("r:{}", dir.display()))
             .unwrap();
-        let e = sb.explainer();
+        let e = sb.explainer_for_tests();
         let canon = dir.canonicalize().unwrap();
         let mut c = call(libc::SYS_openat, [0, 0, libc::O_RDONLY as u64, 0, 0, 0]);
         c.path = Some(canon.join("some-file"));

@@ -172,6 +172,25 @@ fn level_for_abi(abi: i32) -> Level {
     }
 }
 
+/// The quiet allowances of a ruleset (`super::allowances`): paths opened
+/// to the program whatever was unveiled, and the rights the caller's
+/// unveils keep (those some promise lets the program use).
+#[derive(Debug, Clone)]
+pub(crate) struct Quiet {
+    pub(crate) paths: Vec<Unveil>,
+    pub(crate) granted: BitFlags<AccessFs>,
+}
+
+impl Quiet {
+    /// No allowance, every right kept (Landlock alone, for tests).
+    pub(crate) fn none() -> Self {
+        Self {
+            paths: Vec::new(),
+            granted: AccessFs::from_all(FS_ABI),
+        }
+    }
+}
+
 /// Builds the ruleset: opens every unveiled path now (before anything is
 /// restricted), so a missing one is reported by name. `require`: a kernel
 /// that cannot enforce every right, port rule and scope handled here is an
@@ -179,6 +198,7 @@ fn level_for_abi(abi: i32) -> Level {
 /// report after the fact.
 pub(crate) fn prepare(
     unveils: &[Unveil],
+    quiet: &Quiet,
     bind: &[u16],
     connect: &[u16],
     require: bool,
@@ -195,7 +215,8 @@ pub(crate) fn prepare(
         .scope(Scope::from_all(SCOPE_ABI))?
         .create()?;
     let mut skipped = Vec::new();
-    for u in unveils {
+    let quiet_unveils = quiet.paths.iter().map(|u| (u, true));
+    for (u, is_quiet) in unveils.iter().map(|u| (u, false)).chain(quiet_unveils) {
         // Opened once (O_PATH): whether it is a directory comes from that
         // fd, not from a second lookup of the name that could find
         // something else.
@@ -204,7 +225,10 @@ pub(crate) fn prepare(
             Err(PathFdError::OpenCall { source, .. })
                 if u.optional && source.kind() == std::io::ErrorKind::NotFound =>
             {
-                skipped.push(u.path.clone());
+                // A quiet allowance missing on this system is no news.
+                if !is_quiet {
+                    skipped.push(u.path.clone());
+                }
                 continue;
             }
             Err(PathFdError::OpenCall { source, .. }) => {
@@ -225,7 +249,10 @@ pub(crate) fn prepare(
             source: e.into(),
         })?;
         let is_dir = rustix::fs::FileType::from_raw_mode(stat.st_mode).is_dir();
-        let access = fs_access(u.perms, is_dir);
+        let mut access = fs_access(u.perms, is_dir);
+        if !is_quiet {
+            access &= quiet.granted;
+        }
         if access.is_empty() {
             continue;
         }

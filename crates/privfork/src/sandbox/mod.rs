@@ -41,6 +41,7 @@
 //! still short of full after installing (capabilities without CAP_SETPCAP)
 //! is an error then too, and the process should exit.
 
+mod allowances;
 pub mod elf;
 pub mod exec_once;
 pub mod explain;
@@ -54,6 +55,7 @@ mod reap;
 mod relay;
 pub mod run;
 pub mod seccomp;
+mod soft;
 mod syscall_names;
 pub(crate) mod table;
 
@@ -380,10 +382,10 @@ impl Sandbox {
         self.prepare_inner(Kind::Supervised)
     }
 
-    /// What names refused calls for a supervisor of this sandbox (see
-    /// [`Sandbox::prepare_supervised`]).
-    pub fn explainer(&self) -> explain::Explainer {
-        explain::Explainer::new(self)
+    /// What names refused calls for a supervisor of this sandbox, as
+    /// `prepared` from it (see [`Sandbox::prepare_supervised`]).
+    pub fn explainer(&self, prepared: &PreparedSandbox) -> explain::Explainer {
+        explain::Explainer::new(self, prepared.quiet_opens)
     }
 
     /// The violation mode in effect: the one set, or kill (`EPERM` under
@@ -407,11 +409,12 @@ impl Sandbox {
         promises: &Promises,
         mismatch: Violation,
         kind: Kind,
+        quiet_opens: bool,
     ) -> Result<(Vec<seccompiler::BpfProgram>, seccompiler::BpfProgram), SandboxError> {
         // The allowlist goes in last: once it is installed, installing
         // another filter is itself refused.
         let mut filters = vec![seccomp::guard()];
-        let soft = seccomp::soft_refusals(promises, self.loader);
+        let soft = seccomp::soft_refusals(promises, self.loader, quiet_opens);
         if !soft.is_empty() {
             filters.push(seccomp::soft_filter(&soft));
         }
@@ -424,9 +427,12 @@ impl Sandbox {
             filters.push(seccomp::exec_to_supervisor());
         }
         let loader = self.loader;
-        let allowlist = seccomp::allowlist(promises, mismatch, loader, &|rules| {
+        let allowlist = seccomp::allowlist(promises, mismatch, loader, quiet_opens, &|rules| {
             if loader {
                 promises::add_loader(rules);
+            }
+            if quiet_opens {
+                promises::add_quiet_opens(rules);
             }
             if to_supervisor {
                 for nr in [libc::SYS_execve, libc::SYS_execveat] {
@@ -437,12 +443,32 @@ impl Sandbox {
         Ok((filters, allowlist))
     }
 
+    /// The Landlock side of the quiet allowances: the built-in files that
+    /// hold under the promises and the rights the caller's unveils keep
+    /// (see `allowances`).
+    fn quiet(&self) -> allowances::Quiet {
+        // With the filter installed, the caller's unveils keep only the
+        // rights a promise backs.
+        let strip = self.layers != Layers::LandlockOnly;
+        allowances::quiet(&self.promises, self.loader, strip)
+    }
+
     fn prepare_inner(&self, kind: Kind) -> Result<PreparedSandbox, SandboxError> {
         let require = self.policy == Policy::Require;
         if require {
             seccomp::check_available()?;
         }
-        let landlock = landlock::prepare(&self.unveils, &self.bind, &self.connect, require)?;
+        // The quiet allowances (/dev/null, time zones, the files of dns,
+        // getpw, ps, vminfo, tmppath) hold in every ruleset.
+        let quiet = self.quiet();
+        let landlock =
+            landlock::prepare(&self.unveils, &quiet, &self.bind, &self.connect, require)?;
+        // Opens that create nothing pass the filter and Landlock decides
+        // (how /dev/null opens read-write without wpath) — only when the
+        // ruleset is fully enforced, which is what then refuses every other
+        // file: before ABI 3 Landlock would not refuse O_RDONLY|O_TRUNC on
+        // a readable file.
+        let quiet_opens = landlock.level == Level::Full && self.layers == Layers::Both;
         let violation = self.violation_mode();
         // Under a supervisor that stays, every refused call goes to it
         // (USER_NOTIF, the Log action), whatever the mode: it enacts the
@@ -452,7 +478,7 @@ impl Sandbox {
         } else {
             violation
         };
-        let (filters, mut allowlist) = self.compile(&self.promises, mismatch, kind)?;
+        let (filters, mut allowlist) = self.compile(&self.promises, mismatch, kind, quiet_opens)?;
         if kind == Kind::Supervised && violation == Violation::Log {
             allowlist = seccomp::opens_to_supervisor(&allowlist);
         }
@@ -470,6 +496,7 @@ impl Sandbox {
             allowlist,
             listener,
             exec_once,
+            quiet_opens,
             policy: self.policy,
             layers: self.layers,
         })
@@ -527,6 +554,9 @@ pub struct PreparedSandbox {
     allowlist: seccompiler::BpfProgram,
     listener: Listener,
     exec_once: bool,
+    /// Whether opens that create nothing pass the filter (Landlock
+    /// decides).
+    quiet_opens: bool,
     policy: Policy,
     layers: Layers,
 }

@@ -32,6 +32,9 @@ pub enum Promise {
     Cpath,
     /// Creating special files (FIFOs, device nodes).
     Dpath,
+    /// Creating, reading, writing and removing files in `/tmp` (Landlock
+    /// `rwc` on `/tmp` itself).
+    Tmppath,
     /// Changing file modes and times.
     Fattr,
     /// Changing file owners.
@@ -40,10 +43,14 @@ pub enum Promise {
     Flock,
     /// IPv4 and IPv6 sockets.
     Inet,
+    /// Multicast socket options (joining groups, multicast TTL/loop/if).
+    Mcast,
     /// Unix-domain sockets.
     Unix,
-    /// UDP sockets for name resolution.
+    /// UDP sockets for name resolution, and the resolver's files.
     Dns,
+    /// The user and group databases (`/etc/passwd`, `/etc/group`).
+    Getpw,
     /// Serving connections accepted on listeners the process was handed:
     /// `accept`, and the socket options of an accepted connection — no
     /// `socket`, `connect`, `bind` or `listen` (not an OpenBSD promise).
@@ -62,6 +69,12 @@ pub enum Promise {
     Tty,
     /// `PROT_EXEC` in `mmap` and `mprotect`.
     ProtExec,
+    /// Listing processes through `/proc`.
+    Ps,
+    /// Memory, CPU and load figures (`/proc/meminfo`, `/proc/stat`...).
+    Vminfo,
+    /// Restricting itself further: the `landlock_*` calls.
+    Unveil,
     /// Violations return `EPERM` instead of killing the process.
     Error,
 }
@@ -73,12 +86,15 @@ pub const ALL: &[(Promise, &str)] = &[
     (Promise::Wpath, "wpath"),
     (Promise::Cpath, "cpath"),
     (Promise::Dpath, "dpath"),
+    (Promise::Tmppath, "tmppath"),
     (Promise::Fattr, "fattr"),
     (Promise::Chown, "chown"),
     (Promise::Flock, "flock"),
     (Promise::Inet, "inet"),
+    (Promise::Mcast, "mcast"),
     (Promise::Unix, "unix"),
     (Promise::Dns, "dns"),
+    (Promise::Getpw, "getpw"),
     (Promise::Accept, "accept"),
     (Promise::Proc, "proc"),
     (Promise::Exec, "exec"),
@@ -87,6 +103,9 @@ pub const ALL: &[(Promise, &str)] = &[
     (Promise::Recvfd, "recvfd"),
     (Promise::Tty, "tty"),
     (Promise::ProtExec, "prot_exec"),
+    (Promise::Ps, "ps"),
+    (Promise::Vminfo, "vminfo"),
+    (Promise::Unveil, "unveil"),
     (Promise::Error, "error"),
 ];
 
@@ -106,14 +125,191 @@ impl fmt::Display for Promise {
     }
 }
 
+/// OpenBSD's promises privfork does not provide on Linux, with the reason
+/// (refused by name, as an unknown promise; see the docs' OpenBSD table).
+pub const REFUSED: &[(&str, &str)] = &[
+    (
+        "tape",
+        "tape drive ioctls (MTIOC*): no tape drives to speak of; refused rather than half-done",
+    ),
+    (
+        "settime",
+        "setting the clock needs CAP_SYS_TIME, which the sandbox drops",
+    ),
+    (
+        "pf",
+        "OpenBSD's packet filter ioctls; Linux's firewall (netfilter) needs CAP_NET_ADMIN, dropped",
+    ),
+    (
+        "route",
+        "routing table reads: would need netlink sockets, whose requests are behind a pointer the filter cannot check",
+    ),
+    (
+        "wroute",
+        "routing table changes need CAP_NET_ADMIN, dropped",
+    ),
+    (
+        "audio",
+        "audio ioctls (ALSA, OSS) differ per driver and pass structures behind pointers; not offered (an unveiled device reads and writes with rpath/wpath, its ioctls are refused)",
+    ),
+    (
+        "video",
+        "video4linux ioctls: dozens of commands behind pointers; not checked, so not offered",
+    ),
+    (
+        "bpf",
+        "OpenBSD's bpf(4) packet capture: on Linux raw packet sockets need CAP_NET_RAW, dropped",
+    ),
+    (
+        "disklabel",
+        "disk label ioctls need CAP_SYS_ADMIN or raw devices; not offered",
+    ),
+    (
+        "drm",
+        "graphics (DRM) ioctls: driver-specific commands behind pointers; not offered",
+    ),
+    (
+        "vmm",
+        "OpenBSD's vmm(4); KVM's ioctls would hand out a whole machine; not offered",
+    ),
+];
+
+/// Every OpenBSD promise, in pledge(2)'s order, and what privfork does for
+/// it on Linux (the refused ones: [`REFUSED`]). Rendered into the docs by
+/// [`openbsd_markdown`].
+pub const OPENBSD: &[(&str, &str)] = &[
+    (
+        "stdio",
+        "the table's stdio rows; the quiet allowances and soft answers (see their sections)",
+    ),
+    (
+        "rpath",
+        "read-only opens, path look-ups; Landlock decides which files (-v r:PATH)",
+    ),
+    (
+        "wpath",
+        "opens for writing without creating, truncate; Landlock decides (-v w:PATH)",
+    ),
+    (
+        "cpath",
+        "create, rename, link, remove; Landlock decides where (-v c:DIR)",
+    ),
+    (
+        "dpath",
+        "mknod/mknodat (FIFOs; device nodes need CAP_MKNOD, dropped)",
+    ),
+    (
+        "tmppath",
+        "/tmp itself, read-write-create through Landlock, and the calls mkstemp/mkdtemp/unlink make (see Quiet allowances)",
+    ),
+    (
+        "inet",
+        "TCP and UDP sockets; TCP ports through Landlock (--bind, --connect); no multicast options (mcast)",
+    ),
+    (
+        "mcast",
+        "the IP/IPv6 multicast socket options (IP_ADD_MEMBERSHIP, IPV6_JOIN_GROUP, MCAST_*, IP_MULTICAST_*)",
+    ),
+    (
+        "fattr",
+        "fchmod (no setuid/setgid bits) and futimens on open files; path forms and fchown without chown answer EPERM",
+    ),
+    ("chown", "fchown on open files; path forms answer EPERM"),
+    ("flock", "flock and fcntl record locks"),
+    (
+        "unix",
+        "Unix-domain sockets; abstract names scoped by Landlock",
+    ),
+    (
+        "dns",
+        "UDP sockets, connect and sendto for the resolver; /etc/resolv.conf, hosts, nsswitch.conf, gai.conf, host.conf, services, protocols read-only; the netlink probe answered EACCES",
+    ),
+    (
+        "getpw",
+        "/etc/passwd, /etc/group, /etc/nsswitch.conf read-only (no shadow); nscd's socket probe answered EACCES",
+    ),
+    (
+        "sendfd",
+        "nothing added: sendmsg is in stdio (control data is behind a pointer)",
+    ),
+    ("recvfd", "nothing added: recvmsg is in stdio"),
+    ("tape", ""),
+    (
+        "tty",
+        "terminal ioctls (never TIOCSTI); without it, terminal queries answer ENOTTY",
+    ),
+    (
+        "proc",
+        "fork, clone without namespaces, signals to others (scoped by Landlock), process groups",
+    ),
+    ("exec", "execve/execveat; Landlock decides which files (x)"),
+    ("prot_exec", "PROT_EXEC in mmap/mprotect"),
+    ("settime", ""),
+    (
+        "ps",
+        "/proc read-only through Landlock, and getdents64 to list it",
+    ),
+    (
+        "vminfo",
+        "/proc/meminfo, stat, loadavg, uptime, cpuinfo and /sys/devices/system/cpu read-only (sysinfo is in stdio)",
+    ),
+    (
+        "id",
+        "set*id, setgroups, setrlimit, prlimit64 and setpriority of itself",
+    ),
+    ("pf", ""),
+    ("route", ""),
+    ("wroute", ""),
+    ("audio", ""),
+    ("video", ""),
+    ("bpf", ""),
+    (
+        "unveil",
+        "landlock_create_ruleset, landlock_add_rule, landlock_restrict_self: the program may restrict itself further",
+    ),
+    (
+        "error",
+        "violations return EPERM instead of killing (as --mode errno)",
+    ),
+    ("disklabel", ""),
+    ("drm", ""),
+    ("vmm", ""),
+];
+
+/// The docs' table of every OpenBSD promise (see [`OPENBSD`]).
+pub fn openbsd_markdown() -> String {
+    let mut out = String::from("| OpenBSD promise | privfork on Linux |\n|---|---|\n");
+    for (name, what) in OPENBSD {
+        let what = match REFUSED.iter().find(|(n, _)| n == name) {
+            Some((_, why)) => format!("**refused** (unknown promise, exit 121): {why}"),
+            None => (*what).to_owned(),
+        };
+        out.push_str(&format!("| `{name}` | {what} |\n"));
+    }
+    out
+}
+
+/// The docs' list of start-up probes answered with an errno.
+pub fn soft_answers_markdown() -> String {
+    super::soft::render_soft_markdown()
+}
+
+/// The docs' list of files every ruleset opens (see `sandbox/allowances.rs`).
+pub fn allowances_markdown() -> String {
+    super::allowances::render_markdown()
+}
+
 /// A promise name that does not exist.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown promise {name:?} (known: {known})")]
+#[error("unknown promise {name:?}{} (known: {known})", reason.map(|r| format!(": an OpenBSD promise privfork does not provide on Linux ({r})")).unwrap_or_default())]
+#[non_exhaustive]
 pub struct UnknownPromise {
     /// The name given.
     pub name: String,
     /// The known names, space-separated.
     pub known: String,
+    /// Why privfork refuses it, for an OpenBSD promise it does not provide.
+    pub reason: Option<&'static str>,
 }
 
 /// A set of promises.
@@ -132,6 +328,7 @@ impl Promises {
         for word in text.split_whitespace() {
             let Some((p, _)) = ALL.iter().find(|(_, n)| *n == word) else {
                 return Err(UnknownPromise {
+                    reason: REFUSED.iter().find(|(n, _)| *n == word).map(|(_, r)| *r),
                     name: word.to_owned(),
                     known: ALL.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(" "),
                 });
@@ -200,9 +397,6 @@ pub const NEVER: &[(&str, i64)] = &[
     ("name_to_handle_at", libc::SYS_name_to_handle_at),
     ("open_by_handle_at", libc::SYS_open_by_handle_at),
     ("seccomp", libc::SYS_seccomp),
-    ("landlock_create_ruleset", libc::SYS_landlock_create_ruleset),
-    ("landlock_add_rule", libc::SYS_landlock_add_rule),
-    ("landlock_restrict_self", libc::SYS_landlock_restrict_self),
 ];
 
 /// The allowed calls: syscall number → `None` (any arguments) or the rules
@@ -252,6 +446,11 @@ fn alternatives(a: &Arg) -> Vec<Vec<SeccompCondition>> {
             mask.v as u64,
         )]],
         Arg::Ne(i, v) => vec![vec![cond(i, Len::Dword, Op::Ne, v.v as u32 as u64)]],
+        Arg::NotIn(i, vals) => vec![
+            vals.iter()
+                .map(|v| cond(i, Len::Dword, Op::Ne, v.v as u32 as u64))
+                .collect(),
+        ],
         Arg::Zero(i) => vec![vec![int_eq(i, 0)]],
         Arg::Null(i) => vec![vec![cond(i, Len::Qword, Op::Eq, 0)]],
         // Sign bit clear and not zero.
@@ -340,6 +539,15 @@ pub(crate) fn add_loader(r: &mut Rules) {
     }
 }
 
+/// The quiet opens: `openat`/`open` that create nothing, with any access
+/// mode, for Landlock to decide (see `sandbox::allowances`); only with the
+/// Landlock ruleset fully enforced.
+pub(crate) fn add_quiet_opens(r: &mut Rules) {
+    for row in [&table::QUIET_OPENAT, &table::QUIET_OPEN] {
+        add_row(r, row);
+    }
+}
+
 /// The rules of `promises` together.
 pub(crate) fn rules(promises: &Promises) -> Rules {
     let mut r = Rules::new();
@@ -389,6 +597,32 @@ mod tests {
         let e = Promises::parse("stdio rpathh").unwrap_err();
         assert_eq!(e.name, "rpathh");
         assert!(e.to_string().contains("rpathh") && e.to_string().contains("stdio"));
+    }
+
+    /// Every OpenBSD promise is either provided or refused with a reason,
+    /// never both, never silently missing.
+    #[test]
+    fn docs_every_openbsd_promise_is_accounted_for() {
+        for (name, what) in OPENBSD {
+            let provided = ALL.iter().any(|(_, n)| n == name);
+            let refused = REFUSED.iter().any(|(n, _)| n == name);
+            assert!(provided != refused, "{name}");
+            assert_eq!(what.is_empty(), refused, "{name}");
+        }
+        for (_, n) in ALL {
+            assert!(*n == "accept" || OPENBSD.iter().any(|(o, _)| o == n), "{n}");
+        }
+        assert_eq!(OPENBSD.len(), 36);
+        crate::sandbox::table::check_docs_section("OpenBSD promises", &openbsd_markdown());
+    }
+
+    #[test]
+    fn refused_openbsd_promises_say_why() {
+        for (name, why) in REFUSED {
+            let e = Promises::parse(&format!("stdio {name}")).unwrap_err();
+            assert_eq!(e.reason, Some(*why));
+            assert!(e.to_string().contains("OpenBSD"), "{e}");
+        }
     }
 
     #[test]

@@ -570,17 +570,17 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     let env = crate::setup::Environment::Set(environment(opts, target_uid)?);
     // Prepared here, in privfork itself: a bad unveil or a kernel that
     // cannot enforce is reported before any fork.
-    let sb = sandbox(opts, &program)?;
-    // What names refused calls, and how they are answered: in every mode
-    // the supervisor (privfork) sees them first.
-    let explain = sb.explainer();
-    let mode = sb.violation_mode();
-    let sb = sb.prepare_supervised().map_err(|e| match e {
+    let unprepared = sandbox(opts, &program)?;
+    let sb = unprepared.prepare_supervised().map_err(|e| match e {
         SandboxError::Unveil(UnveilError::Landlock(_)) if !opts.best_effort => unenforceable(&e),
         SandboxError::Unveil(_) => fail(exit::BAD_UNVEIL, e),
         SandboxError::Step { .. } if !opts.best_effort => unenforceable(&e),
         e => fail(exit::SANDBOX, e),
     })?;
+    // What names refused calls, and how they are answered: in every mode
+    // the supervisor (privfork) sees them first.
+    let explain = unprepared.explainer(&sb);
+    let mode = unprepared.violation_mode();
     let sys_fail =
         |what: &str, e: &dyn std::fmt::Display| fail(exit::SANDBOX, format!("{what}: {e}"));
     let (child_stdio, mut relay) =

@@ -16,6 +16,7 @@
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch, sock_filter};
 
 use super::promises::{self, Promises};
+pub(crate) use super::soft::{Soft, soft_refusals};
 
 /// What happens when the process makes a call its promises do not allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,146 +90,6 @@ pub(crate) fn guard() -> BpfProgram {
     ]
 }
 
-/// Calls that libraries make on their own and cope with failing, answered
-/// with an error instead of a violation when no promise allows them: glibc's
-/// malloc opens `/proc/sys/vm/overcommit_memory` when a thread's heap
-/// shrinks, time zone code opens `/etc/localtime`, and Rust's panic message
-/// with a backtrace calls `getcwd` and `readlink("/proc/self/exe")`. They
-/// would be refused anyway (Landlock and the allowlist); being killed for
-/// them would make `stdio` alone unusable.
-pub(crate) fn soft_refusals(promises: &Promises, loader: bool) -> Vec<Soft> {
-    use super::promises::Promise::{Cpath, Rpath, Tty, Unix, Wpath};
-    let mut v = Vec::new();
-    if !promises.contains(Tty) {
-        // isatty(): "not a terminal", as for a pipe.
-        v.push(Soft {
-            nr: libc::SYS_ioctl,
-            arg: Some((1, libc::TCGETS as u32)),
-            other: false,
-            errno: libc::ENOTTY,
-        });
-    }
-    if !promises.contains(Unix) {
-        // glibc's NSS probes nscd's socket; "cannot" is an answer it takes.
-        v.push(Soft {
-            nr: libc::SYS_socket,
-            arg: Some((0, libc::AF_UNIX as u32)),
-            other: false,
-            errno: libc::EACCES,
-        });
-    }
-    // The path forms of chmod, chown and utimes: a path the filter cannot
-    // read, outside Landlock's reach. Under the promise that names them,
-    // "not permitted" (the fd forms are in the table); without it they are
-    // violations like any other call.
-    let path_forms: &[(super::promises::Promise, &[i64])] = &[
-        (
-            super::promises::Promise::Fattr,
-            &[
-                libc::SYS_chmod,
-                libc::SYS_fchmodat,
-                libc::SYS_fchmodat2,
-                libc::SYS_utime,
-                libc::SYS_utimes,
-                libc::SYS_futimesat,
-            ],
-        ),
-        (
-            super::promises::Promise::Chown,
-            &[libc::SYS_chown, libc::SYS_lchown, libc::SYS_fchownat],
-        ),
-    ];
-    for (promise, calls) in path_forms {
-        if promises.contains(*promise) {
-            for &nr in *calls {
-                v.push(Soft::any(nr, libc::EPERM));
-            }
-        }
-    }
-    if promises.contains(super::promises::Promise::Fattr) {
-        // utimensat with a path (its low half not NULL; a pointer whose low
-        // half is 0 is left to the allowlist, which compares all 64 bits
-        // and refuses it as a violation).
-        v.push(Soft {
-            nr: libc::SYS_utimensat,
-            arg: Some((1, 0)),
-            other: true,
-            errno: libc::EPERM,
-        });
-    }
-    // glibc's pthread_getattr_np (Rust's std calls it for every new
-    // thread) asks for the thread's CPUs by its tid, and takes ENOSYS as
-    // "no such functionality". Only pid 0 (itself) is allowed: another pid
-    // would tell whether that process exists.
-    v.push(Soft {
-        nr: libc::SYS_sched_getaffinity,
-        arg: Some((0, 0)),
-        other: true,
-        errno: libc::ENOSYS,
-    });
-    // Extended attributes (ls -l asks for ACLs and security labels):
-    // "not supported", under any promises — Landlock does not govern them,
-    // so none is allowed.
-    for nr in [
-        libc::SYS_getxattr,
-        libc::SYS_lgetxattr,
-        libc::SYS_fgetxattr,
-        libc::SYS_listxattr,
-        libc::SYS_llistxattr,
-        libc::SYS_flistxattr,
-    ] {
-        v.push(Soft::any(nr, libc::ENOTSUP));
-    }
-    // With the loader rules, read-only opens are allowed (Landlock decides)
-    // and other opens are violations like any other.
-    if !loader && ![Rpath, Wpath, Cpath].iter().any(|p| promises.contains(*p)) {
-        for nr in [libc::SYS_openat, libc::SYS_open, libc::SYS_creat] {
-            v.push(Soft::any(nr, libc::EACCES));
-        }
-    }
-    if !promises.contains(Rpath) {
-        // The dynamic loader checks /etc/ld.so.preload with access(). With
-        // the loader rules, readlink is allowed (the loader's $ORIGIN), so
-        // it is not answered here: this filter's error would win.
-        for nr in [
-            libc::SYS_getcwd,
-            libc::SYS_readlink,
-            libc::SYS_readlinkat,
-            libc::SYS_access,
-            libc::SYS_faccessat,
-            libc::SYS_faccessat2,
-        ] {
-            if loader && super::table::LOADER_READLINK.calls.contains(&nr) {
-                continue;
-            }
-            v.push(Soft::any(nr, libc::EACCES));
-        }
-    }
-    v
-}
-
-/// A soft refusal: syscall `nr` (with its `int` argument `arg.0` equal to
-/// `arg.1`, if given — or, with `other`, anything but `arg.1`) fails with
-/// `errno`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Soft {
-    pub(crate) nr: i64,
-    pub(crate) arg: Option<(u8, u32)>,
-    pub(crate) other: bool,
-    pub(crate) errno: i32,
-}
-
-impl Soft {
-    fn any(nr: i64, errno: i32) -> Self {
-        Self {
-            nr,
-            arg: None,
-            other: false,
-            errno,
-        }
-    }
-}
-
 /// The filter answering [`soft_refusals`] with their errors (the allowlist
 /// lets those calls through to it). Each entry is a block:
 /// `ld nr; jeq NR ? next : skip; [ld arg1; jeq V ? next : skip;] ret ERRNO`
@@ -269,12 +130,13 @@ pub(crate) fn allowlist(
     promises: &Promises,
     violation: Violation,
     loader: bool,
+    quiet_opens: bool,
     extra: &dyn Fn(&mut promises::Rules),
 ) -> Result<BpfProgram, CompileError> {
     let mut rules = promises::rules(promises);
     extra(&mut rules);
     // Answered with an error by the soft filter.
-    for soft in soft_refusals(promises, loader) {
+    for soft in soft_refusals(promises, loader, quiet_opens) {
         match soft.arg {
             None => {
                 rules.insert(soft.nr, None);
@@ -442,14 +304,15 @@ pub(crate) fn evaluate(prog: &[sock_filter], nr: i64, args: [u64; 6]) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::sandbox::promises::{ALL, Promises};
 
     /// Whether the table's rows for `promises` allow the call (the
     /// allowlist compiled from the table alone, without soft refusals).
     fn table_allows(promises: &str, nr: i64, args: [u64; 6]) -> bool {
         let p = Promises::parse(promises).unwrap();
-        let prog = allowlist(&p, Violation::Errno, false, &|_| {}).unwrap();
-        let soft: Vec<_> = soft_refusals(&p, false)
+        let prog = allowlist(&p, Violation::Errno, false, false, &|_| {}).unwrap();
+        let soft: Vec<_> = soft_refusals(&p, false, false)
             .into_iter()
             .filter(|s| s.nr == nr)
             .collect();
@@ -509,7 +372,21 @@ mod tests {
             ("setsockopt bindtodevice", SYS_setsockopt, [3, i(SOL_SOCKET), i(SO_BINDTODEVICE), ADDR, 4, 0], &["inet", "unix"]),
             ("setsockopt reuseport", SYS_setsockopt, [3, i(SOL_SOCKET), i(SO_REUSEPORT), ADDR, 4, 0], &["inet", "unix"]),
             ("setsockopt tcp_ulp", SYS_setsockopt, [3, i(IPPROTO_TCP), i(TCP_ULP), ADDR, 4, 0], &["inet", "unix"]),
-            ("setsockopt nodelay at ip level", SYS_setsockopt, [3, i(IPPROTO_IP), i(TCP_NODELAY), ADDR, 4, 0], &["inet", "unix"]),
+            ("setsockopt nodelay at ip level", SYS_setsockopt, [3, i(IPPROTO_IP), i(TCP_NODELAY), ADDR, 4, 0], &["inet", "unix", "mcast"]),
+            ("setsockopt ip_add_membership", SYS_setsockopt, [3, i(IPPROTO_IP), i(IP_ADD_MEMBERSHIP), ADDR, 8, 0], &["mcast"]),
+            ("setsockopt ip_multicast_ttl", SYS_setsockopt, [3, i(IPPROTO_IP), i(IP_MULTICAST_TTL), ADDR, 4, 0], &["mcast"]),
+            ("setsockopt mcast_join_group", SYS_setsockopt, [3, i(IPPROTO_IP), i(MCAST_JOIN_GROUP), ADDR, 136, 0], &["mcast"]),
+            ("setsockopt ipv6_join_group", SYS_setsockopt, [3, i(IPPROTO_IPV6), i(IPV6_ADD_MEMBERSHIP), ADDR, 20, 0], &["mcast"]),
+            ("setsockopt ipv6 mcast_join_group", SYS_setsockopt, [3, i(IPPROTO_IPV6), i(MCAST_JOIN_GROUP), ADDR, 136, 0], &["mcast"]),
+            ("setsockopt ipv6_v6only", SYS_setsockopt, [3, i(IPPROTO_IPV6), i(IPV6_V6ONLY), ADDR, 4, 0], &["inet", "unix", "mcast"]),
+            ("setsockopt ip_tos", SYS_setsockopt, [3, i(IPPROTO_IP), i(IP_TOS), ADDR, 4, 0], &["inet", "unix", "mcast"]),
+            ("landlock_restrict_self", SYS_landlock_restrict_self, [3, 0, 0, 0, 0, 0], &["unveil"]),
+            ("landlock_create_ruleset", SYS_landlock_create_ruleset, [ADDR, 16, 0, 0, 0, 0], &["unveil"]),
+            ("getdents64", SYS_getdents64, [3, ADDR, 4096, 0, 0, 0], &["rpath", "ps"]),
+            ("unlink", SYS_unlink, [ADDR, 0, 0, 0, 0, 0], &["cpath", "tmppath"]),
+            ("openat creat", SYS_openat, [i(AT_FDCWD), ADDR, i(O_CREAT | O_RDWR), 0o600, 0, 0], &["cpath", "tmppath"]),
+            ("openat rdwr", SYS_openat, [i(AT_FDCWD), ADDR, i(O_RDWR), 0, 0, 0], &["wpath", "cpath", "tmppath"]),
+            ("capget", SYS_capget, [ADDR, ADDR, 0, 0, 0, 0], &[]),
             ("accept", SYS_accept, [3, ADDR, ADDR, 0, 0, 0], &["inet", "unix", "accept"]),
             ("accept4 no flags", SYS_accept4, [3, 0, 0, 0, 0, 0], &["inet", "unix", "accept"]),
             ("accept4 cloexec", SYS_accept4, [3, ADDR, ADDR, i(SOCK_CLOEXEC), 0, 0], &["inet", "unix", "accept"]),
@@ -590,14 +467,14 @@ mod tests {
         let p = Promises::parse("stdio").unwrap();
         for nr in [libc::SYS_readlink, libc::SYS_readlinkat] {
             let args = [ADDR, ADDR, 64, 0, 0, 0];
-            let soft = soft_filter(&soft_refusals(&p, false));
+            let soft = soft_filter(&soft_refusals(&p, false, false));
             assert_eq!(
                 evaluate(&soft, nr, args),
                 Some(RET_ERRNO | libc::EACCES as u32)
             );
-            let soft = soft_filter(&soft_refusals(&p, true));
+            let soft = soft_filter(&soft_refusals(&p, true, false));
             assert_eq!(evaluate(&soft, nr, args), Some(RET_ALLOW));
-            let allow = allowlist(&p, Violation::Kill, true, &|r| {
+            let allow = allowlist(&p, Violation::Kill, true, false, &|r| {
                 crate::sandbox::promises::add_loader(r)
             })
             .unwrap();
@@ -608,7 +485,7 @@ mod tests {
     #[test]
     fn the_installed_filters_answer_sched_getaffinity_of_another_pid_enosys() {
         let p = Promises::parse("stdio").unwrap();
-        let soft = soft_filter(&soft_refusals(&p, false));
+        let soft = soft_filter(&soft_refusals(&p, false, false));
         let args = |pid| [pid, 8, ADDR, 0, 0, 0];
         let nr = libc::SYS_sched_getaffinity;
         assert_eq!(evaluate(&soft, nr, args(0)), Some(RET_ALLOW));
@@ -616,7 +493,7 @@ mod tests {
             evaluate(&soft, nr, args(7)),
             Some(RET_ERRNO | libc::ENOSYS as u32)
         );
-        let allow = allowlist(&p, Violation::Kill, false, &|_| {}).unwrap();
+        let allow = allowlist(&p, Violation::Kill, false, false, &|_| {}).unwrap();
         assert_eq!(evaluate(&allow, nr, args(0)), Some(RET_ALLOW));
         assert_eq!(
             evaluate(&allow, nr, args(7)),

@@ -53,6 +53,8 @@ pub(crate) enum Arg {
     LongSet(u8, Val),
     /// The `int` argument is not the value.
     Ne(u8, Val),
+    /// The `int` argument is none of the values.
+    NotIn(u8, &'static [Val]),
     /// The `int` argument is 0 (a pid: the caller itself).
     Zero(u8),
     /// The pointer argument is NULL.
@@ -118,6 +120,64 @@ const ACCEPT4_FLAGS: &[Val] = &[
     },
 ];
 const SOCKETS: &str = "sockets of the family";
+
+/// linux/in.h: `IP_MULTICAST_IF` .. `IP_MULTICAST_ALL`, the `MCAST_*`
+/// options included — every IPv4 multicast option (32..=49).
+const IP_MULTICAST_OPTS: &[Val] = &[
+    v!(IP_MULTICAST_IF),
+    v!(IP_MULTICAST_TTL),
+    v!(IP_MULTICAST_LOOP),
+    v!(IP_ADD_MEMBERSHIP),
+    v!(IP_DROP_MEMBERSHIP),
+    v!(IP_UNBLOCK_SOURCE),
+    v!(IP_BLOCK_SOURCE),
+    v!(IP_ADD_SOURCE_MEMBERSHIP),
+    v!(IP_DROP_SOURCE_MEMBERSHIP),
+    v!(IP_MSFILTER),
+    v!(MCAST_JOIN_GROUP),
+    v!(MCAST_BLOCK_SOURCE),
+    v!(MCAST_UNBLOCK_SOURCE),
+    v!(MCAST_LEAVE_GROUP),
+    v!(MCAST_JOIN_SOURCE_GROUP),
+    v!(MCAST_LEAVE_SOURCE_GROUP),
+    v!(MCAST_MSFILTER),
+    v!(IP_MULTICAST_ALL),
+];
+/// linux/in6.h: the IPv6 multicast options (the `MCAST_*` ones share
+/// IPv4's numbers at this level).
+const IPV6_MULTICAST_OPTS: &[Val] = &[
+    v!(IPV6_MULTICAST_IF),
+    v!(IPV6_MULTICAST_HOPS),
+    v!(IPV6_MULTICAST_LOOP),
+    v!(IPV6_ADD_MEMBERSHIP),
+    v!(IPV6_DROP_MEMBERSHIP),
+    Val {
+        v: 29,
+        name: "IPV6_MULTICAST_ALL",
+    },
+    v!(MCAST_JOIN_GROUP),
+    v!(MCAST_BLOCK_SOURCE),
+    v!(MCAST_UNBLOCK_SOURCE),
+    v!(MCAST_LEAVE_GROUP),
+    v!(MCAST_JOIN_SOURCE_GROUP),
+    v!(MCAST_LEAVE_SOURCE_GROUP),
+    v!(MCAST_MSFILTER),
+];
+/// The levels whose options the next rows check one by one.
+const CHECKED_LEVELS: &[Val] = &[v!(IPPROTO_TCP), v!(IPPROTO_IP), v!(IPPROTO_IPV6)];
+const SETSOCKOPT_OTHER_LEVELS: &[Arg] = &[Arg::NotIn(1, CHECKED_LEVELS)];
+const SETSOCKOPT_TCP: &[Arg] = &[
+    Arg::In(1, &[v!(IPPROTO_TCP)]),
+    Arg::Ne(2, v!(TCP_FASTOPEN_CONNECT)),
+];
+const SETSOCKOPT_IP: &[Arg] = &[
+    Arg::In(1, &[v!(IPPROTO_IP)]),
+    Arg::NotIn(2, IP_MULTICAST_OPTS),
+];
+const SETSOCKOPT_IPV6: &[Arg] = &[
+    Arg::In(1, &[v!(IPPROTO_IPV6)]),
+    Arg::NotIn(2, IPV6_MULTICAST_OPTS),
+];
 
 /// The table. Rows of one promise stay together, in pledge's order.
 pub(crate) static TABLE: &[Row] = &[
@@ -512,6 +572,22 @@ pub(crate) static TABLE: &[Row] = &[
         openbsd: "special files",
         why: "FIFOs and device nodes (devices need CAP_MKNOD, dropped)",
     },
+    // ---- tmppath
+    Row {
+        promise: Tmppath,
+        calls: &[
+            SYS_openat,
+            SYS_open,
+            SYS_unlink,
+            SYS_unlinkat,
+            SYS_mkdir,
+            SYS_mkdirat,
+            SYS_rmdir,
+        ],
+        args: &[],
+        openbsd: "files in /tmp",
+        why: "mkstemp, mkdtemp and their removal; Landlock allows /tmp (rwc) and nothing else the caller did not back with rpath/wpath/cpath",
+    },
     // ---- fattr
     // Landlock does not govern chmod, chown or utimes, and a path is behind
     // a pointer the filter cannot read: only the fd forms are allowed, on
@@ -604,16 +680,38 @@ pub(crate) static TABLE: &[Row] = &[
     Row {
         promise: Inet,
         calls: &[SYS_setsockopt],
-        args: &[Arg::Ne(1, v!(IPPROTO_TCP))],
+        args: SETSOCKOPT_OTHER_LEVELS,
         openbsd: "IPv4/IPv6",
-        why: "socket options, except TCP_FASTOPEN_CONNECT (next row)",
+        why: "socket-level options (SOL_SOCKET) and levels other than TCP, IP, IPv6",
     },
     Row {
         promise: Inet,
         calls: &[SYS_setsockopt],
-        args: &[Arg::Ne(2, v!(TCP_FASTOPEN_CONNECT))],
+        args: SETSOCKOPT_TCP,
         openbsd: "IPv4/IPv6",
         why: "TCP options other than TCP_FASTOPEN_CONNECT",
+    },
+    Row {
+        promise: Inet,
+        calls: &[SYS_setsockopt],
+        args: SETSOCKOPT_IP,
+        openbsd: "IPv4/IPv6",
+        why: "IP options but the multicast ones (mcast), as OpenBSD's inet",
+    },
+    Row {
+        promise: Inet,
+        calls: &[SYS_setsockopt],
+        args: SETSOCKOPT_IPV6,
+        openbsd: "IPv4/IPv6",
+        why: "IPv6 options but the multicast ones (mcast)",
+    },
+    // ---- mcast
+    Row {
+        promise: Mcast,
+        calls: &[SYS_setsockopt],
+        args: &[Arg::In(1, &[v!(IPPROTO_IP), v!(IPPROTO_IPV6)])],
+        openbsd: "multicast",
+        why: "every IP and IPv6 option, the multicast ones included (joining groups, TTL, loop, interface); sockets still need inet",
     },
     // ---- unix
     Row {
@@ -640,16 +738,30 @@ pub(crate) static TABLE: &[Row] = &[
     Row {
         promise: Unix,
         calls: &[SYS_setsockopt],
-        args: &[Arg::Ne(1, v!(IPPROTO_TCP))],
+        args: SETSOCKOPT_OTHER_LEVELS,
         openbsd: SOCKETS,
-        why: "socket options, except TCP_FASTOPEN_CONNECT (next row)",
+        why: "socket-level options; on a socket of another family it was handed, as inet's rows",
     },
     Row {
         promise: Unix,
         calls: &[SYS_setsockopt],
-        args: &[Arg::Ne(2, v!(TCP_FASTOPEN_CONNECT))],
+        args: SETSOCKOPT_TCP,
         openbsd: SOCKETS,
-        why: "options other than TCP_FASTOPEN_CONNECT",
+        why: "as inet's",
+    },
+    Row {
+        promise: Unix,
+        calls: &[SYS_setsockopt],
+        args: SETSOCKOPT_IP,
+        openbsd: SOCKETS,
+        why: "as inet's: no multicast",
+    },
+    Row {
+        promise: Unix,
+        calls: &[SYS_setsockopt],
+        args: SETSOCKOPT_IPV6,
+        openbsd: SOCKETS,
+        why: "as inet's: no multicast",
     },
     // ---- dns
     Row {
@@ -842,6 +954,26 @@ pub(crate) static TABLE: &[Row] = &[
         openbsd: "terminal ioctls",
         why: "terminal settings; never TIOCSTI (pushing input)",
     },
+    // ---- ps
+    Row {
+        promise: Ps,
+        calls: &[SYS_getdents64],
+        args: &[],
+        openbsd: "process listing",
+        why: "listing /proc (Landlock: /proc read-only under ps)",
+    },
+    // ---- unveil
+    Row {
+        promise: Unveil,
+        calls: &[
+            SYS_landlock_create_ruleset,
+            SYS_landlock_add_rule,
+            SYS_landlock_restrict_self,
+        ],
+        args: &[],
+        openbsd: "unveil(2)",
+        why: "restricting itself further (Landlock only narrows; no_new_privs is set)",
+    },
     // ---- prot_exec
     Row {
         promise: ProtExec,
@@ -860,6 +992,25 @@ pub(crate) const READ_ONLY_OPENAT: Row = Row {
     args: &[Arg::MaskedIn(2, v!(O_READ_MASK), &[v!(O_RDONLY)])],
     openbsd: "read-only paths",
     why: "read-only opens: no write access, O_CREAT, O_TRUNC or O_TMPFILE",
+};
+
+/// The quiet opens (`sandbox::allowances`): opens that create nothing,
+/// any access mode; Landlock decides which file (with a ruleset only).
+pub(crate) const QUIET_OPENAT: Row = Row {
+    promise: Stdio,
+    calls: &[SYS_openat],
+    args: &[Arg::Clear(2, v!(O_CREATE_MASK))],
+    openbsd: "",
+    why: "/dev/null and the quiet allowances; Landlock refuses every other file",
+};
+
+/// As [`QUIET_OPENAT`], for `open`.
+pub(crate) const QUIET_OPEN: Row = Row {
+    promise: Stdio,
+    calls: &[SYS_open],
+    args: &[Arg::Clear(1, v!(O_CREATE_MASK))],
+    openbsd: "",
+    why: "as openat",
 };
 
 /// rpath's read-only `open`.
@@ -926,6 +1077,10 @@ fn render_arg(a: &Arg) -> String {
         Arg::Clear(i, m) | Arg::LongClear(i, m) => format!("arg{i} without {}", m.name),
         Arg::LongSet(i, m) => format!("arg{i} with {}", m.name),
         Arg::Ne(i, v) => format!("arg{i} not {}", v.name),
+        Arg::NotIn(i, vals) => format!(
+            "arg{i} none of {}",
+            vals.iter().map(|v| v.name).collect::<Vec<_>>().join("/")
+        ),
         Arg::Zero(i) => format!("arg{i} 0 (itself)"),
         Arg::Null(i) => format!("arg{i} NULL"),
         Arg::Positive(i) => format!("arg{i} > 0"),
@@ -960,33 +1115,41 @@ pub(crate) fn render_markdown() -> String {
     out
 }
 
+/// Checks that docs/sandbox.md holds exactly `fresh` between the markers
+/// `<!-- BEGIN {name}: generated ... -->` and `<!-- END {name} -->`; with
+/// `PRIVFORK_BLESS_DOCS=1` the docs are rewritten instead (run
+/// `PRIVFORK_BLESS_DOCS=1 cargo test -p privfork --lib docs`).
+#[cfg(test)]
+pub(crate) fn check_docs_section(name: &str, fresh: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/sandbox.md");
+    let docs = std::fs::read_to_string(path).unwrap();
+    let begin = format!("<!-- BEGIN {name}");
+    let end_marker = format!("<!-- END {name} -->");
+    let b = docs
+        .find(&begin)
+        .unwrap_or_else(|| panic!("{begin} marker in docs/sandbox.md"));
+    let start = docs[b..].find("-->\n").expect("end of the begin marker") + b + 4;
+    let end = docs[start..].find(&end_marker).expect("end marker") + start;
+    if docs[start..end] != *fresh {
+        if std::env::var_os("PRIVFORK_BLESS_DOCS").is_some() {
+            let new = format!("{}{fresh}{}", &docs[..start], &docs[end..]);
+            std::fs::write(path, new).unwrap();
+        } else {
+            panic!(
+                "docs/sandbox.md's {name} is stale; replace it with:\n{fresh}\n\
+                 (or run PRIVFORK_BLESS_DOCS=1 cargo test -p privfork --lib docs)"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const BEGIN: &str = "<!-- BEGIN promise table: generated from sandbox/table.rs -->\n";
-    const END: &str = "<!-- END promise table -->";
-
-    /// docs/sandbox.md holds exactly the rendered table between its
-    /// markers. With `PRIVFORK_BLESS_DOCS=1` the docs are rewritten.
     #[test]
     fn docs_table_matches_the_table() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/sandbox.md");
-        let docs = std::fs::read_to_string(path).unwrap();
-        let fresh = render_markdown();
-        let start = docs.find(BEGIN).expect("begin marker in docs/sandbox.md") + BEGIN.len();
-        let end = docs[start..].find(END).expect("end marker") + start;
-        if docs[start..end] != fresh {
-            if std::env::var_os("PRIVFORK_BLESS_DOCS").is_some() {
-                let new = format!("{}{fresh}{}", &docs[..start], &docs[end..]);
-                std::fs::write(path, new).unwrap();
-            } else {
-                panic!(
-                    "docs/sandbox.md's promise table is stale; replace it with:\n{fresh}\n\
-                     (or run PRIVFORK_BLESS_DOCS=1 cargo test -p privfork --lib docs_table)"
-                );
-            }
-        }
+        check_docs_section("promise table", &render_markdown());
     }
 
     #[test]
