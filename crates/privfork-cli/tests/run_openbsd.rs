@@ -700,3 +700,29 @@ fn refused_openbsd_promises_are_named() {
         );
     }
 }
+
+#[test]
+fn the_locale_named_by_lang_loads() {
+    let _limit = time_limit!();
+    // LANG=C.UTF-8 passes to the program; its locale files are a quiet
+    // allowance, so perl sets it without a warning (Landlock alone would
+    // refuse the files: perl warns "Setting locale failed").
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_privfork"))
+        .args([
+            "run",
+            "-u",
+            "nobody",
+            "-p",
+            "stdio",
+            "--",
+            need("/usr/bin/perl"),
+        ])
+        .args(["-e", "print qq(hi\\n)"])
+        .env("LANG", "C.UTF-8")
+        .env_remove("LC_ALL")
+        .env_remove("LC_CTYPE")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "hi\n", "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "perl warns when it cannot set the locale");
+}

@@ -57,6 +57,7 @@ const TZ: &str = "time zone: glibc's tzset, as OpenBSD allows it under any promi
 const DNS: &str =
     "glibc's getaddrinfo reads it (OpenBSD's dns: resolv.conf, hosts, services, protocols)";
 const PW: &str = "glibc 2.36's getpwnam/getgrnam (files module, built into libc) read it";
+const LOCALE: &str = "the locale LANG and LC_* name (privfork run keeps them): glibc's setlocale loads it at start (perl warns, python and coreutils fall back without it); public data";
 const VM: &str = "memory, CPU and load figures (free, uptime, nproc, top's header)";
 
 /// Every quiet allowance. Paths that do not exist are skipped (a system
@@ -82,6 +83,8 @@ pub(crate) static ALLOWANCES: &[Allowance] = &[
     ),
     ro(When::Always, "/etc/localtime", TZ),
     ro(When::Always, "/usr/share/zoneinfo", TZ),
+    ro(When::Always, "/usr/lib/locale", LOCALE),
+    ro(When::Always, "/usr/share/locale/locale.alias", LOCALE),
     ro(When::Under(Promise::Dns), "/etc/resolv.conf", DNS),
     ro(When::Under(Promise::Dns), "/etc/hosts", DNS),
     ro(When::Under(Promise::Dns), "/etc/nsswitch.conf", DNS),
