@@ -242,6 +242,14 @@ impl Supervised {
             }
             return answer(listener, n.id, true);
         }
+        // chmod by path under fattr: done here, where the unveils allow.
+        if super::seccomp::SUPERVISED_CHMODS.contains(&nr) && self.explain.does_chmod() {
+            let errno = self.explain.chmod_for(&call).err().unwrap_or(0);
+            return match sys::notif_send(listener, n.id, false, errno) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+                r => r,
+            };
+        }
         let why = self.explain.why(&call, exec_done);
         // Kill mode: the process dies through the pidfd opened while the
         // call was pending — even if the call is withdrawn meanwhile.

@@ -14,7 +14,7 @@
 
 use std::cell::OnceCell;
 use std::fmt::Write as _;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
@@ -419,7 +419,7 @@ fn never_reason(nr: i64) -> Option<&'static str> {
 
 /// One call as the supervisor saw it: its registers, its thread, and what
 /// could be read of its memory while the thread waited.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Call {
     pub(crate) nr: i64,
     pub(crate) args: [u64; 6],
@@ -432,6 +432,13 @@ pub(crate) struct Call {
     /// The path the call names, resolved as the program would (its cwd,
     /// its dirfd), if it names one and it could be read.
     pub(crate) path: Option<PathBuf>,
+    /// That path as the program wrote it, and the directory fd it is
+    /// relative to (`None`: the cwd, or an absolute path).
+    raw: Option<(PathBuf, Option<i32>)>,
+    /// The process's effective uid (`/proc/PID/status`).
+    euid: Option<u32>,
+    /// The thread's `/proc/TID`, opened while the call was pending.
+    task: Option<Task>,
 }
 
 impl Call {
@@ -470,7 +477,12 @@ impl Call {
             f?.take(64 << 10).read_to_string(&mut s).ok()?;
             Some(s)
         };
-        let tgid = read(status).and_then(|s| thread_group(&s)).unwrap_or(tid);
+        let status = read(status).unwrap_or_default();
+        let tgid = thread_group(&status).unwrap_or(tid);
+        let euid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1)?.parse().ok());
         let comm = read(comm).map_or_else(|| "?".to_owned(), |s| shown(s.trim_end()));
         // Opened while the notification is pending: its waiting thread
         // keeps the process alive, so `tgid` is still that process.
@@ -488,8 +500,13 @@ impl Call {
             comm,
             text: String::new(),
             path: None,
+            raw: None,
+            euid,
+            task: None,
         };
-        call.text = call.render(Some(&Task { dir, mem }));
+        let task = Task { dir, mem };
+        call.text = call.render(Some(&task));
+        call.task = Some(task);
         Some((call, pidfd))
     }
 
@@ -521,6 +538,7 @@ impl Call {
                 {
                     let dir = dirfd.map(|d| self.arg_int(d));
                     first_path = Some(self.resolve(task, &raw, dir));
+                    self.raw = Some((raw, dir.filter(|&d| d != libc::AT_FDCWD)));
                 }
             }
         }
@@ -588,6 +606,10 @@ impl Call {
                     self.arg_int(2).to_string(),
                 ];
             }
+            libc::SYS_chmod => parts.push(format!("{:#o}", self.arg_int(1))),
+            libc::SYS_fchmodat | libc::SYS_fchmodat2 => {
+                parts.push(format!("{:#o}", self.arg_int(2)));
+            }
             libc::SYS_fchmod => {
                 parts = vec![
                     format!("fd {}", self.arg_int(0)),
@@ -646,8 +668,83 @@ impl Call {
     }
 }
 
+impl Explainer {
+    /// Whether the supervisor does `chmod` by path for the program: under
+    /// `fattr` (the filter then sends those calls to it).
+    pub(crate) fn does_chmod(&self) -> bool {
+        self.sandbox.promises.contains(Promise::Fattr)
+    }
+
+    /// Does a `chmod` by path for the program (`privfork run` under
+    /// `fattr`; see docs/sandbox.md): Landlock does not govern `chmod` and
+    /// the filter cannot read the path, so the supervisor does it where
+    /// OpenBSD's unveil would let it happen, and nowhere else. Returns
+    /// the call's result: `Ok(())`, or the errno to answer.
+    ///
+    /// The path is read once, from the waiting thread's memory, into
+    /// privfork's own copy (the program cannot change it under privfork's
+    /// feet), and opened `O_PATH` from the program's cwd or dirfd with
+    /// `openat2(RESOLVE_NO_MAGICLINKS)`, following symlinks as `chmod`
+    /// does. The file that fd names must be the program's user's (the
+    /// kernel's own rule for `chmod` without `CAP_FOWNER`) and lie under a
+    /// path Landlock lets the program write; the mode must have no setuid
+    /// or setgid bit (as `fchmod` under `fattr`). Then privfork, root,
+    /// changes the mode of that fd's file — not of a name again.
+    pub(crate) fn chmod_for(&self, call: &Call) -> Result<(), i32> {
+        debug_assert!(self.does_chmod());
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        let mode_arg = match call.nr {
+            libc::SYS_chmod => 1,
+            libc::SYS_fchmodat => 2,
+            libc::SYS_fchmodat2 if call.args[3] == 0 => 2,
+            // fchmodat2's flags (AT_SYMLINK_NOFOLLOW, AT_EMPTY_PATH): not
+            // done for the program.
+            _ => return Err(libc::EPERM),
+        };
+        let mode = call.args[mode_arg] as u32;
+        if mode & !0o7777 != 0 || mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+            return Err(libc::EPERM);
+        }
+        let (Some((raw, dirfd)), Some(task), Some(euid)) = (&call.raw, &call.task, call.euid)
+        else {
+            return Err(libc::EFAULT);
+        };
+        let how = rustix::fs::openat2;
+        let flags = OFlags::PATH | OFlags::CLOEXEC;
+        let resolve = ResolveFlags::NO_MAGICLINKS;
+        let fd = if raw.is_absolute() {
+            how(rustix::fs::CWD, raw, flags, Mode::empty(), resolve)
+        } else {
+            let base = match dirfd {
+                Some(fd) => format!("fd/{fd}"),
+                None => "cwd".to_owned(),
+            };
+            let base = rustix::fs::openat(
+                &task.dir,
+                base.as_str(),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| e.raw_os_error())?;
+            how(base.as_fd(), raw, flags, Mode::empty(), resolve)
+        }
+        .map_err(|e| e.raw_os_error())?;
+        let stat = rustix::fs::fstat(&fd).map_err(|e| e.raw_os_error())?;
+        if stat.st_uid != euid {
+            return Err(libc::EPERM);
+        }
+        let through = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        let at = std::fs::read_link(&through).map_err(|_| libc::EACCES)?;
+        if !self.perms_at(&at).0.write {
+            return Err(libc::EACCES);
+        }
+        rustix::fs::chmod(through.as_str(), Mode::from_raw_mode(mode)).map_err(|e| e.raw_os_error())
+    }
+}
+
 /// A waiting thread's `/proc/TID` directory and memory, opened before its
 /// notification was checked to be pending.
+#[derive(Debug)]
 struct Task {
     dir: OwnedFd,
     mem: Option<std::fs::File>,
@@ -1176,6 +1273,9 @@ mod tests {
             comm: "t".into(),
             text: String::new(),
             path: None,
+            raw: None,
+            euid: None,
+            task: None,
         };
         c.text = c.render(None);
         c

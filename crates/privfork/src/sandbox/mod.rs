@@ -414,7 +414,13 @@ impl Sandbox {
         // The allowlist goes in last: once it is installed, installing
         // another filter is itself refused.
         let mut filters = vec![seccomp::guard()];
-        let soft = seccomp::soft_refusals(promises, self.loader, quiet_opens);
+        let mut soft = seccomp::soft_refusals(promises, self.loader, quiet_opens);
+        // Under a supervisor that stays, chmod by path under fattr goes to
+        // it, which does it for the program where the unveils allow (see
+        // `exec_once`): not answered EPERM here.
+        if kind == Kind::Supervised && promises.contains(Promise::Fattr) {
+            soft.retain(|s| !seccomp::SUPERVISED_CHMODS.contains(&s.nr));
+        }
         if !soft.is_empty() {
             filters.push(seccomp::soft_filter(&soft));
         }
@@ -427,7 +433,7 @@ impl Sandbox {
             filters.push(seccomp::exec_to_supervisor());
         }
         let loader = self.loader;
-        let allowlist = seccomp::allowlist(promises, mismatch, loader, quiet_opens, &|rules| {
+        let allowlist = seccomp::allowlist(promises, mismatch, &soft, &|rules| {
             if loader {
                 promises::add_loader(rules);
             }

@@ -129,14 +129,14 @@ pub(crate) fn soft_filter(refusals: &[Soft]) -> BpfProgram {
 pub(crate) fn allowlist(
     promises: &Promises,
     violation: Violation,
-    loader: bool,
-    quiet_opens: bool,
+    soft: &[Soft],
     extra: &dyn Fn(&mut promises::Rules),
 ) -> Result<BpfProgram, CompileError> {
     let mut rules = promises::rules(promises);
     extra(&mut rules);
-    // Answered with an error by the soft filter.
-    for soft in soft_refusals(promises, loader, quiet_opens) {
+    // Answered with an error by the soft filter (`soft`, installed with
+    // this allowlist).
+    for soft in soft {
         match soft.arg {
             None => {
                 rules.insert(soft.nr, None);
@@ -213,6 +213,11 @@ pub(crate) fn install(filters: &[BpfProgram]) -> Result<(), seccompiler::Error> 
 /// The opens that go to the supervisor in log mode (see
 /// [`opens_to_supervisor`]).
 pub(crate) const SUPERVISED_OPENS: [i64; 3] = [libc::SYS_open, libc::SYS_openat, libc::SYS_creat];
+
+/// The path forms of chmod, which the supervisor of `privfork run` does
+/// for the program under `fattr` (see `exec_once`).
+pub(crate) const SUPERVISED_CHMODS: [i64; 3] =
+    [libc::SYS_chmod, libc::SYS_fchmodat, libc::SYS_fchmodat2];
 
 /// `allowlist` with a prologue that sends every open (`open`, `openat`,
 /// `creat`) to the supervisor, allowed or not: in log mode the supervisor
@@ -311,7 +316,13 @@ mod tests {
     /// allowlist compiled from the table alone, without soft refusals).
     fn table_allows(promises: &str, nr: i64, args: [u64; 6]) -> bool {
         let p = Promises::parse(promises).unwrap();
-        let prog = allowlist(&p, Violation::Errno, false, false, &|_| {}).unwrap();
+        let prog = allowlist(
+            &p,
+            Violation::Errno,
+            &soft_refusals(&p, false, false),
+            &|_| {},
+        )
+        .unwrap();
         let soft: Vec<_> = soft_refusals(&p, false, false)
             .into_iter()
             .filter(|s| s.nr == nr)
@@ -474,7 +485,7 @@ mod tests {
             );
             let soft = soft_filter(&soft_refusals(&p, true, false));
             assert_eq!(evaluate(&soft, nr, args), Some(RET_ALLOW));
-            let allow = allowlist(&p, Violation::Kill, true, false, &|r| {
+            let allow = allowlist(&p, Violation::Kill, &soft_refusals(&p, true, false), &|r| {
                 crate::sandbox::promises::add_loader(r)
             })
             .unwrap();
@@ -493,7 +504,13 @@ mod tests {
             evaluate(&soft, nr, args(7)),
             Some(RET_ERRNO | libc::ENOSYS as u32)
         );
-        let allow = allowlist(&p, Violation::Kill, false, false, &|_| {}).unwrap();
+        let allow = allowlist(
+            &p,
+            Violation::Kill,
+            &soft_refusals(&p, false, false),
+            &|_| {},
+        )
+        .unwrap();
         assert_eq!(evaluate(&allow, nr, args(0)), Some(RET_ALLOW));
         assert_eq!(
             evaluate(&allow, nr, args(7)),
