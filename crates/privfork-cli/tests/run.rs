@@ -6,32 +6,9 @@ mod time_limit;
 use time_limit::time_limit;
 
 mod common;
-use common::{code, privfork_run, random, stderr, stdout};
+use common::{Dir, code, privfork_run, pty, stderr, stdout};
 
 use std::process::{Command, Output};
-
-/// A directory of the test's own, writable by nobody, removed on drop.
-struct Dir(std::path::PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Self {
-        use std::os::unix::fs::PermissionsExt;
-        let r = random();
-        let p = std::env::temp_dir().join(format!("privfork-run-{tag}-{r:016x}"));
-        std::fs::create_dir(&p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
-        Self(p)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 #[test]
 fn dynamic_program_starts_as_nobody_under_stdio() {
@@ -575,27 +552,6 @@ fn log_mode_returns_when_the_program_exits() {
         "log mode waited for the daemon"
     );
 }
-
-/// A pty pair: the master (non-blocking) and the slave.
-fn pty() -> (std::os::fd::OwnedFd, std::fs::File) {
-    use rustix::pty::OpenptFlags;
-    let master =
-        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
-            .unwrap();
-    rustix::pty::grantpt(&master).unwrap();
-    rustix::pty::unlockpt(&master).unwrap();
-    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
-    let slave = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open(name.to_str().unwrap())
-        .unwrap();
-    rustix::fs::fcntl_setfl(&master, rustix::fs::OFlags::NONBLOCK).unwrap();
-    (master, slave)
-}
-
-use std::os::unix::fs::OpenOptionsExt;
 
 /// Everything the pty's master has to read now.
 fn drain(master: &std::os::fd::OwnedFd) -> String {
