@@ -598,9 +598,11 @@ fn the_callers_terminal_is_not_the_programs() {
         "{out}"
     );
     assert!(!out.contains(tty), "{out}");
-    // Unless asked for.
-    let out = run(&["--inherit-stdio"]);
-    assert_eq!(out, format!("{tty}\n{tty}\n{tty}\n"));
+    // Unless asked for (--inherit-stdio is the old name of --tty).
+    for flag in ["--tty", "--inherit-stdio"] {
+        let out = run(&[flag]);
+        assert_eq!(out, format!("{tty}\n{tty}\n{tty}\n"), "{flag}");
+    }
 }
 
 #[test]
