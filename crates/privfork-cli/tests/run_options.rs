@@ -406,6 +406,18 @@ fn net_none_cuts_the_program_off_the_host() {
     assert!(err.contains("Connection refused"), "{err}");
     let ifs: Vec<&str> = out.lines().filter(|l| l.starts_with("if ")).collect();
     assert_eq!(ifs, ["if lo"], "{out}");
+    // Not root, privfork cannot make the namespace: refused before any
+    // fork, in one line, rather than run on the host's network.
+    let o = Command::new("/usr/bin/setpriv")
+        .args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_privfork"))
+        .args(["run", "--net", "none", "--", "/bin/echo", "ran"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(code(&o), 125, "{e}");
+    assert!(e.lines().count() == 1 && e.contains("--net none"), "{e}");
+    assert_eq!(stdout(&o), "");
 }
 
 /// Malformed values are refused with one line naming the input, exit 2,

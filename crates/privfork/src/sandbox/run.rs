@@ -611,6 +611,14 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_os_str());
     let program = resolve(Path::new(program), path)?;
+    // unshare(CLONE_NEWNET) needs CAP_SYS_ADMIN: said here, before any fork,
+    // rather than by the child.
+    if opts.net == Net::None && !rustix::process::geteuid().is_root() {
+        return Err(fail(
+            exit::SANDBOX,
+            "--net none needs privfork to run as root (unshare(CLONE_NEWNET) needs CAP_SYS_ADMIN)",
+        ));
+    }
     let env = crate::setup::Environment::Set(env);
     // Checked in the child as the target user: privfork (root) reads the
     // program fine where the user may not reach it.
@@ -951,6 +959,15 @@ fn child(
                     &format!("cannot run {} as {who}: {source}", program.display()),
                 )
             };
+        }
+        Err(SetupError::Step {
+            step: SetupStep::Network,
+            source,
+        }) => {
+            return say(
+                exit::SANDBOX,
+                &format!("--net none: cannot make a network namespace: {source}"),
+            );
         }
         Err(SetupError::Sandbox(e @ SandboxError::Unveil(_))) => return say(exit::BAD_UNVEIL, &e),
         Err(SetupError::Sandbox(e @ SandboxError::NotFullyEnforced { .. })) => {
