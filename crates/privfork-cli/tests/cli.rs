@@ -42,15 +42,37 @@ fn id_with_group() {
     assert!(out.trim().ends_with("gid=4242 groups=4242"), "{out}");
 }
 
+/// `id` and `run` refuse the same bad user or group with the same code
+/// (123) and message.
 #[test]
 fn unknown_user_and_group_are_named() {
     let _limit = time_limit!();
     let (code, _, err) = privfork(&["id", "no-such-user-pf"]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 123);
     assert!(err.contains("unknown user \"no-such-user-pf\""), "{err}");
     let (code, _, err) = privfork(&["id", "nobody", "-g", "no-such-group-pf"]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 123);
     assert!(err.contains("unknown group \"no-such-group-pf\""), "{err}");
+    let (run_code, _, run_err) = privfork(&["run", "-u", "no-such-user-pf", "--", "/bin/true"]);
+    assert_eq!(run_code, 123, "{run_err}");
+    assert!(
+        run_err.contains("unknown user \"no-such-user-pf\""),
+        "{run_err}"
+    );
+    let (run_code, _, run_err) = privfork(&[
+        "run",
+        "-u",
+        "nobody",
+        "-g",
+        "no-such-group-pf",
+        "--",
+        "/bin/true",
+    ]);
+    assert_eq!(run_code, 123, "{run_err}");
+    assert!(
+        run_err.contains("unknown group \"no-such-group-pf\""),
+        "{run_err}"
+    );
 }
 
 #[test]
@@ -59,4 +81,31 @@ fn help_lists_the_commands() {
     let (code, out, _) = privfork(&["--help"]);
     assert_eq!(code, 0);
     assert!(out.contains("id"), "{out}");
+    // What exists today, not "run and serve to come".
+    assert!(out.contains("run") && !out.contains("to come"), "{out}");
+}
+
+/// `run --help` says who the program runs as without -u, and names the
+/// options of a clean start.
+#[test]
+fn run_help_says_who_the_program_runs_as() {
+    let _limit = time_limit!();
+    let (code, out, _) = privfork(&["run", "--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("without -u, as the caller"), "{out}");
+    for opt in [
+        "--tty",
+        "--inherit-env",
+        "--chdir",
+        "--cpu",
+        "--memory",
+        "--file-size",
+        "--processes",
+        "--open-files",
+        "--timeout",
+        "--net",
+    ] {
+        assert!(out.contains(opt), "{opt}: {out}");
+    }
+    assert!(out.contains("every process"), "RLIMIT_NPROC's scope: {out}");
 }

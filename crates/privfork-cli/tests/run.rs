@@ -6,32 +6,9 @@ mod time_limit;
 use time_limit::time_limit;
 
 mod common;
-use common::{code, privfork_run, random, stderr, stdout};
+use common::{Dir, code, privfork_run, pty, stderr, stdout};
 
 use std::process::{Command, Output};
-
-/// A directory of the test's own, writable by nobody, removed on drop.
-struct Dir(std::path::PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Self {
-        use std::os::unix::fs::PermissionsExt;
-        let r = random();
-        let p = std::env::temp_dir().join(format!("privfork-run-{tag}-{r:016x}"));
-        std::fs::create_dir(&p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
-        Self(p)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 #[test]
 fn dynamic_program_starts_as_nobody_under_stdio() {
@@ -598,27 +575,6 @@ fn log_mode_returns_when_the_program_exits() {
     );
 }
 
-/// A pty pair: the master (non-blocking) and the slave.
-fn pty() -> (std::os::fd::OwnedFd, std::fs::File) {
-    use rustix::pty::OpenptFlags;
-    let master =
-        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
-            .unwrap();
-    rustix::pty::grantpt(&master).unwrap();
-    rustix::pty::unlockpt(&master).unwrap();
-    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
-    let slave = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open(name.to_str().unwrap())
-        .unwrap();
-    rustix::fs::fcntl_setfl(&master, rustix::fs::OFlags::NONBLOCK).unwrap();
-    (master, slave)
-}
-
-use std::os::unix::fs::OpenOptionsExt;
-
 /// Everything the pty's master has to read now.
 fn drain(master: &std::os::fd::OwnedFd) -> String {
     let mut out = Vec::new();
@@ -664,9 +620,11 @@ fn the_callers_terminal_is_not_the_programs() {
         "{out}"
     );
     assert!(!out.contains(tty), "{out}");
-    // Unless asked for.
-    let out = run(&["--inherit-stdio"]);
-    assert_eq!(out, format!("{tty}\n{tty}\n{tty}\n"));
+    // Unless asked for (--inherit-stdio is the old name of --tty).
+    for flag in ["--tty", "--inherit-stdio"] {
+        let out = run(&[flag]);
+        assert_eq!(out, format!("{tty}\n{tty}\n{tty}\n"), "{flag}");
+    }
 }
 
 #[test]
@@ -998,6 +956,12 @@ fn fattr_and_chown_stay_inside_the_unveiled_paths() {
         std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::os::unix::fs::chown(f, Some(65534), Some(65534)).unwrap();
     }
+    // A root file inside, and a link inside to the file outside.
+    let roots = inside.0.join("roots");
+    std::fs::write(&roots, "x").unwrap();
+    std::fs::set_permissions(&roots, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let link = inside.0.join("link");
+    std::os::unix::fs::symlink(&theirs, &link).unwrap();
     let script = format!(
         r#"import os
 def t(name, f):
@@ -1010,7 +974,13 @@ t("fchmod", lambda: os.fchmod(fd, 0o600))
 t("fchmod-suid", lambda: os.fchmod(fd, 0o4755))
 t("fchmod-sgid", lambda: os.fchmod(fd, 0o2755))
 t("chmod-in", lambda: os.chmod("{mine}", 0o640))
+t("chmod-in-suid", lambda: os.chmod("{mine}", 0o4755))
+t("chmod-in-rel", lambda: (os.chdir("{inside}"), os.chmod("mine", 0o640)))
+t("chmod-roots", lambda: os.chmod("{roots}", 0o666))
 t("chmod-out", lambda: os.chmod("{theirs}", 0o4777))
+t("chmod-out-plain", lambda: os.chmod("{theirs}", 0o666))
+t("chmod-link", lambda: os.chmod("{link}", 0o666))
+t("chmod-magic", lambda: os.chmod("/proc/self/fd/%d" % fd, 0o666))
 t("fchown", lambda: os.fchown(fd, -1, 65534))
 t("chown-out", lambda: os.chown("{theirs}", -1, 65534))
 t("lchown-out", lambda: os.lchown("{theirs}", -1, 65534))
@@ -1018,7 +988,10 @@ t("futimens", lambda: os.utime(fd, (1, 1)))
 t("utime-out", lambda: os.utime("{theirs}", (1, 1)))
 "#,
         mine = mine.display(),
-        theirs = theirs.display()
+        theirs = theirs.display(),
+        roots = roots.display(),
+        link = link.display(),
+        inside = inside.path(),
     );
     let o = privfork_run(&[
         "-u",
@@ -1039,12 +1012,23 @@ t("utime-out", lambda: os.utime("{theirs}", (1, 1)))
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let out = stdout(&o);
     let eperm = libc::EPERM.to_string();
+    let eacces = libc::EACCES.to_string();
+    let eloop = libc::ELOOP.to_string();
     for (op, want) in [
         ("fchmod", "ok"),
         ("fchmod-suid", eperm.as_str()),
         ("fchmod-sgid", eperm.as_str()),
-        ("chmod-in", eperm.as_str()),
+        // chmod by path: privfork does it for the program where its
+        // unveils let it write, on its own user's files, without setuid
+        // or setgid bits (see docs/sandbox.md, fattr).
+        ("chmod-in", "ok"),
+        ("chmod-in-suid", eperm.as_str()),
+        ("chmod-in-rel", "ok"),
+        ("chmod-roots", eperm.as_str()),
         ("chmod-out", eperm.as_str()),
+        ("chmod-out-plain", eacces.as_str()),
+        ("chmod-link", eacces.as_str()),
+        ("chmod-magic", eloop.as_str()),
         ("fchown", "ok"),
         ("chown-out", eperm.as_str()),
         ("lchown-out", eperm.as_str()),
@@ -1057,7 +1041,13 @@ t("utime-out", lambda: os.utime("{theirs}", (1, 1)))
         );
     }
     let meta = std::fs::metadata(&mine).unwrap();
-    assert_eq!(meta.mode() & 0o7777, 0o600, "only the plain fchmod took");
+    assert_eq!(
+        meta.mode() & 0o7777,
+        0o640,
+        "the plain fchmod and chmod took, not the setuid ones"
+    );
+    let meta = std::fs::metadata(&roots).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o644, "root's file changed mode");
     let meta = std::fs::metadata(&theirs).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o644, "the file outside changed mode");
     assert_ne!(meta.mtime(), 1, "the file outside changed times");

@@ -8,8 +8,18 @@
 //!   and get its serialized result back over a pipe.
 //! - [`fork_server`]: fork-as for multithreaded programs, through a small
 //!   single-threaded server process started before any thread.
+//! - [`sandbox`]: pledge and unveil on Linux (seccomp-bpf promises,
+//!   Landlock unveiled paths and ports, no_new_privs, capabilities,
+//!   rlimits; native calls on OpenBSD), and [`sandbox::run`], what the
+//!   `privfork run` command is: run any program as a user under promises
+//!   and unveiled paths, executed once and never again, with a clean
+//!   environment, resource limits and a deadline
+//!   ([`sandbox::resources`]), an optional empty network namespace, its
+//!   output relayed, signals passed on and everything it started ended
+//!   with it.
 //! - [`setup`]: the one ordered, fail-closed routine that sets up every
-//!   child privfork starts (fork-as, the fork server, `privfork run`).
+//!   child privfork starts (fork-as, the fork server, `privfork run`, the
+//!   family's members).
 //! - [`process`]: a child process handle on a pidfd (wait, kill, exit
 //!   status; never a reused pid).
 //! - [`event`]: the one poll loop every waiting part uses (fds, pidfds, a

@@ -48,7 +48,7 @@ pub struct Unveil {
 pub enum UnveilError {
     /// The spec is not `PERMS:PATH`.
     #[error(
-        "bad unveil spec {spec:?}: {reason} (expected PERMS:PATH, PERMS from \"rwxc\", e.g. rwc:/srv/data)"
+        "bad unveil spec {spec:?}: {reason} (expected PERMS:PATH, PERMS from \"rwxc\", e.g. rwc:/srv/data, or a bare /PATH for read-only)"
     )]
     Spec {
         /// The spec given.
@@ -72,7 +72,9 @@ pub enum UnveilError {
 
 impl Unveil {
     /// Parses `PERMS:PATH` (`r:/etc`, `rwc:/srv/data`); a `?` after the
-    /// permissions marks the path optional (`r?:/etc/ssl`).
+    /// permissions marks the path optional (`r?:/etc/ssl`). A bare
+    /// absolute path (`/etc`, no permissions) is read-only, as in
+    /// pledge.com's `-v PATH`; such a spec is all path, `:` included.
     ///
     /// # Errors
     ///
@@ -82,7 +84,19 @@ impl Unveil {
             spec: spec.to_owned(),
             reason: reason.to_owned(),
         };
-        let (perms_text, path) = spec.split_once(':').ok_or_else(|| bad("no ':'"))?;
+        if spec.starts_with('/') {
+            return Ok(Self {
+                path: PathBuf::from(spec),
+                perms: Perms {
+                    read: true,
+                    ..Perms::default()
+                },
+                optional: false,
+            });
+        }
+        let (perms_text, path) = spec
+            .split_once(':')
+            .ok_or_else(|| bad("no ':' (and not an absolute path, which would be read-only)"))?;
         if path.is_empty() {
             return Err(bad("empty path"));
         }
@@ -299,6 +313,20 @@ mod tests {
         assert!(u.perms.read && u.perms.write && u.perms.create && !u.perms.exec);
         assert!(!u.optional);
         assert!(Unveil::parse("r?:/etc/ssl").unwrap().optional);
+        // A bare path: read-only, as pledge.com's -v PATH (a ':' in it is
+        // part of the path).
+        for (spec, path) in [("/etc", "/etc"), ("/srv/a:b", "/srv/a:b")] {
+            let u = Unveil::parse(spec).unwrap();
+            assert_eq!(u.path, PathBuf::from(path));
+            assert_eq!(
+                u.perms,
+                Perms {
+                    read: true,
+                    ..Perms::default()
+                }
+            );
+            assert!(!u.optional);
+        }
     }
 
     #[test]
@@ -313,7 +341,7 @@ mod tests {
     #[test]
     fn bad_specs_say_why() {
         for (spec, why) in [
-            ("/etc", "no ':'"),
+            ("etc", "no ':'"),
             ("r:", "empty path"),
             ("r:etc", "absolute"),
             (":/etc", "no permissions"),

@@ -53,6 +53,7 @@ pub mod openbsd;
 pub mod promises;
 mod reap;
 mod relay;
+pub mod resources;
 pub mod run;
 pub mod seccomp;
 mod soft;

@@ -24,8 +24,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
+use std::time::{Duration, Instant};
+
 use super::exec_once;
 pub use super::relay::StdioMode;
+pub use super::resources::{Limits, Net};
 use super::{
     Policy, PreparedSandbox, Sandbox, SandboxError, Unveil, UnveilError, Violation, reap, relay,
 };
@@ -34,12 +37,17 @@ use crate::identity::Identity;
 use crate::ipc::fdpass::{FdRecvBuffer, recv_with_fds, send_with_fds};
 use crate::privdrop::DropOptions;
 use crate::process::{Child, ExitStatus, ProcessError, Signal};
-use crate::setup::{Fds, Setup, SetupError};
+use crate::setup::{Fds, Setup, SetupError, SetupStep};
 use crate::sys::{self, Forked};
 use rustix::process::Pid;
 
 /// privfork's own exit codes (the program's own status passes through).
 pub mod exit {
+    /// `--timeout` passed: the program was sent SIGTERM (and SIGKILL after
+    /// [`super::TIMEOUT_GRACE`] if it was still there).
+    pub const TIMED_OUT: i32 = 115;
+    /// The `--chdir` directory could not be entered as the target user.
+    pub const BAD_CHDIR: i32 = 116;
     /// The program, its interpreter, a library or a library search
     /// directory lies under a directory that someone other than root or
     /// the caller can write (see [`crate::trusted_path`]).
@@ -64,7 +72,8 @@ pub mod exit {
     pub const PRIVDROP: i32 = 124;
     /// The sandbox could not be applied (or privfork itself failed).
     pub const SANDBOX: i32 = 125;
-    /// The program exists but could not be executed.
+    /// The program exists but could not be executed (the target user
+    /// cannot reach or execute it, or the exec failed).
     pub const CANNOT_EXEC: i32 = 126;
     /// The program was not found.
     pub const NOT_FOUND: i32 = 127;
@@ -99,30 +108,59 @@ pub struct RunOptions {
     /// Variables of privfork's environment passed on (`--keep-env NAME`)
     /// besides [`KEPT_ENV`].
     pub keep_env: Vec<OsString>,
+    /// Pass privfork's whole environment on (`--inherit-env`), not the
+    /// clean one of [`KEPT_ENV`] and [`SAFE_PATH`].
+    pub inherit_env: bool,
+    /// The directory the program starts in, entered as the target user
+    /// (`--chdir`); `None`: privfork's own working directory.
+    pub chdir: Option<PathBuf>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Wall-clock time after which privfork ends the program (`--timeout`).
+    pub timeout: Option<Duration>,
+    /// The program's network (`--net none`).
+    pub net: Net,
     /// The program and its arguments.
     pub command: Vec<OsString>,
 }
 
 /// The variables of privfork's environment the program gets by default
-/// (`LC_*` too): locale, terminal type, time zone and the command search
-/// path. Nothing else of the invoker's environment (a root shell's
-/// `AWS_SECRET_ACCESS_KEY`, say) reaches a program that other processes of
-/// its user can read (`/proc/PID/environ` of a dumpable process).
-pub const KEPT_ENV: &[&str] = &["PATH", "LANG", "TERM", "TZ"];
+/// (`LC_*` too): locale, terminal type and time zone, as sudo's
+/// `env_reset` keeps them. Nothing else of the invoker's environment (a
+/// root shell's `AWS_SECRET_ACCESS_KEY`, say) reaches a program that
+/// other processes of its user can read (`/proc/PID/environ` of a
+/// dumpable process).
+pub const KEPT_ENV: &[&str] = &["LANG", "TERM", "TZ"];
 
-/// The program's environment: [`KEPT_ENV`] and `LC_*` from privfork's,
-/// `HOME`, `USER`, `LOGNAME` and `SHELL` of the user it runs as (from its
-/// passwd entry; `HOME=/` and nothing else without one), then the
-/// variables named by `--keep-env`, then those set by `--env`.
+/// The program's `PATH` (and where privfork looks for a program named
+/// without a `/`): Debian sudo's `secure_path`, not the caller's — a
+/// caller's `PATH` may name directories the caller, or anyone, can write.
+pub const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How long a program has after `--timeout`'s SIGTERM before SIGKILL.
+pub const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
+
+/// The program's environment: [`KEPT_ENV`] and `LC_*` from privfork's
+/// (or all of it with `--inherit-env`), `PATH` = [`SAFE_PATH`] (the
+/// caller's with `--inherit-env`), `HOME`, `USER`, `LOGNAME` and `SHELL`
+/// of the user it runs as (from its passwd entry; `HOME=/` and nothing
+/// else without one), then the variables named by `--keep-env`, then
+/// those set by `--env`.
 fn environment(opts: &RunOptions, uid: u32) -> Result<Vec<(OsString, OsString)>, RunError> {
     let mut env: Vec<(OsString, OsString)> = Vec::new();
     let mut set = |k: OsString, v: OsString| {
         env.retain(|(old, _)| *old != k);
         env.push((k, v));
     };
+    if !opts.inherit_env {
+        set("PATH".into(), SAFE_PATH.into());
+    }
     for (k, v) in std::env::vars_os() {
         let name = k.as_bytes();
-        if KEPT_ENV.iter().any(|n| n.as_bytes() == name) || name.starts_with(b"LC_") {
+        if opts.inherit_env
+            || KEPT_ENV.iter().any(|n| n.as_bytes() == name)
+            || name.starts_with(b"LC_")
+        {
             set(k, v);
         }
     }
@@ -210,11 +248,13 @@ fn process_fail(e: ProcessError) -> RunError {
     }
 }
 
-/// Finds `program` as execvp would (PATH, unless it contains a '/').
-fn resolve(program: &Path) -> Result<PathBuf, RunError> {
+/// Finds `program` as execvp would, in `path` (the program's own `PATH`)
+/// unless it contains a '/'; made absolute (`--chdir` happens before the
+/// exec).
+fn resolve(program: &Path, path: Option<&std::ffi::OsStr>) -> Result<PathBuf, RunError> {
     if program.as_os_str().as_bytes().contains(&b'/') {
         return if program.exists() {
-            Ok(program.to_path_buf())
+            std::path::absolute(program).map_err(|e| fail(exit::NOT_FOUND, e))
         } else {
             Err(fail(
                 exit::NOT_FOUND,
@@ -222,16 +262,20 @@ fn resolve(program: &Path) -> Result<PathBuf, RunError> {
             ))
         };
     }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    let path = path.unwrap_or(SAFE_PATH.as_ref());
     for dir in std::env::split_paths(&path) {
         let candidate = dir.join(program);
         if candidate.is_file() {
-            return Ok(candidate);
+            return std::path::absolute(candidate).map_err(|e| fail(exit::NOT_FOUND, e));
         }
     }
     Err(fail(
         exit::NOT_FOUND,
-        format!("{}: command not found in PATH", program.display()),
+        format!(
+            "{}: command not found in the program's PATH ({})",
+            program.display(),
+            path.to_string_lossy()
+        ),
     ))
 }
 
@@ -491,8 +535,13 @@ fn sandbox(opts: &RunOptions, program: &Path) -> Result<Sandbox, RunError> {
 /// cannot be caught). Read through a signalfd and passed on to the
 /// program's process group: privfork killed by one of them (SIGQUIT from
 /// Ctrl-\\, say) would leave the program's `setsid` descendants to init.
+///
+/// SIGWINCH (ignored by default) is passed on too: the program is in a
+/// session of its own, so the terminal's size changes reach privfork,
+/// in its foreground process group, and not the program.
 const FORWARDED: &[Signal] = &[
     Signal::CHILD,
+    Signal::WINCH,
     Signal::INT,
     Signal::TERM,
     Signal::HUP,
@@ -544,7 +593,6 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
             "running as root: say which user the program runs as, e.g. -u nobody",
         ));
     }
-    let program = resolve(Path::new(program))?;
     let identity = match (&opts.user, &opts.group) {
         (None, None) => None,
         (Some(u), None) => Some(Identity::user(u).map_err(|e| fail(exit::BAD_USER, e))?),
@@ -567,7 +615,37 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     let target_uid = identity
         .as_ref()
         .map_or_else(|| rustix::process::getuid().as_raw(), Identity::uid);
-    let env = crate::setup::Environment::Set(environment(opts, target_uid)?);
+    let env = environment(opts, target_uid)?;
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_os_str());
+    let program = resolve(Path::new(program), path)?;
+    // unshare(CLONE_NEWNET) needs CAP_SYS_ADMIN: said here, before any fork,
+    // rather than by the child.
+    if opts.net == Net::None && !rustix::process::geteuid().is_root() {
+        return Err(fail(
+            exit::SANDBOX,
+            "--net none needs privfork to run as root (unshare(CLONE_NEWNET) needs CAP_SYS_ADMIN)",
+        ));
+    }
+    let env = crate::setup::Environment::Set(env);
+    // Checked in the child as the target user: privfork (root) reads the
+    // program fine where the user may not reach it.
+    let exec_check = crate::setup::ExecCheck::new(&program, script_interpreter(&program).is_some())
+        .map_err(|e| fail(exit::NOT_FOUND, format!("{}: {e}", program.display())))?;
+    let chdir = match &opts.chdir {
+        Some(dir) => Some(
+            std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| {
+                fail(
+                    exit::BAD_CHDIR,
+                    format!("bad --chdir {}: holds a NUL byte", dir.display()),
+                )
+            })?,
+        ),
+        None => None,
+    };
+    let rlimits = opts.limits.rlimits();
     // Prepared here, in privfork itself: a bad unveil or a kernel that
     // cannot enforce is reported before any fork.
     let unprepared = sandbox(opts, &program)?;
@@ -610,6 +688,9 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
                 stdio: &child_stdio,
                 program: &program,
                 env: &env,
+                exec_check: &exec_check,
+                chdir: chdir.as_deref(),
+                rlimits: &rlimits,
                 opts,
             };
             let code = child(&token, parent, &launch, child_end);
@@ -633,12 +714,17 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     drop(parent_end);
     let mut supervisor = exec_once::Supervisor::supervised(child.pid(), mode, explain);
     let mut listener = listener;
+    let deadline = opts.timeout.map(|t| Instant::now() + t);
     let watched = watch(
         &mut child,
         &mut listener,
         &signals,
         &mut relay,
         &mut supervisor,
+        Watch {
+            deadline,
+            tty: opts.stdio == StdioMode::Inherit,
+        },
     );
     if watched.is_err() {
         let _ = child.kill_and_wait();
@@ -653,7 +739,10 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     }
     relay.finish();
     reaped.map_err(|e| sys_fail("killing the program's remaining processes", &e))?;
-    let status = watched?;
+    let (status, timed_out) = watched?;
+    if timed_out {
+        return Ok(exit::TIMED_OUT);
+    }
     // Killed by the supervisor for a refused call: what the kernel's own
     // kill would have said.
     if status.signal() == Some(libc::SIGKILL) && supervisor.killed_child() {
@@ -662,17 +751,45 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     Ok(status.shell_code())
 }
 
+/// How [`watch`] supervises.
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    /// `--timeout`: when the program is sent SIGTERM.
+    deadline: Option<Instant>,
+    /// `--tty`: an interactive program on the caller's terminal, which
+    /// takes Ctrl-C and Ctrl-\\ as often as the user presses them.
+    tty: bool,
+}
+
+/// Whether a second `sig` sent to privfork kills the program (SIGKILL)
+/// rather than being passed on again: only the requests to stop (SIGTERM,
+/// and SIGINT and SIGQUIT unless the program is an interactive one on the
+/// caller's terminal, `--tty`, where each Ctrl-C is for the program).
+/// SIGHUP, SIGUSR1, SIGUSR2 and SIGWINCH are commands a program may be
+/// sent many times (reload, reopen logs, the terminal resized).
+fn escalates(sig: i32, tty: bool) -> bool {
+    sig == libc::SIGTERM || (!tty && (sig == libc::SIGINT || sig == libc::SIGQUIT))
+}
+
 /// privfork's event loop while the program runs: the seccomp listener (the
 /// one exec, every refused call; every open in log mode), the program's
 /// pidfd, signals and the relayed output. Returns the program's status once it has
 /// exited (the rest of its processes may still run).
+///
+/// At `how.deadline` the program's process group is sent SIGTERM, and the
+/// program SIGKILL [`TIMEOUT_GRACE`] later if it is still there; the
+/// `bool` returned says whether that happened.
 fn watch(
     child: &mut Child,
     listener: &mut Option<OwnedFd>,
     signals: &Signals,
     relay: &mut relay::Relay,
     supervisor: &mut exec_once::Supervisor,
-) -> Result<ExitStatus, RunError> {
+    how: Watch,
+) -> Result<(ExitStatus, bool), RunError> {
+    let Watch { tty, .. } = how;
+    let mut deadline = how.deadline;
+    let mut timed_out = false;
     const LISTENER: usize = 0;
     const CHILD: usize = 1;
     const SIGNALS: usize = 2;
@@ -689,10 +806,28 @@ fn watch(
             poller.add(&*child, Interest::READABLE, CHILD);
             poller.add(signals, Interest::READABLE, SIGNALS);
             relay.register(&mut poller, RELAY);
-            poller.wait(None).map_err(loop_fail)?;
+            poller.wait(deadline).map_err(loop_fail)?;
             poller.ready().collect()
         };
         relay.on_ready(&ready, RELAY);
+        if let Some(d) = deadline
+            && Instant::now() >= d
+        {
+            if timed_out {
+                // The grace is over.
+                let _ = child.kill();
+                deadline = None;
+            } else {
+                timed_out = true;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "privfork: --timeout reached: SIGTERM sent to the program, SIGKILL in {}s",
+                    TIMEOUT_GRACE.as_secs()
+                );
+                signal_group(child, Signal::TERM);
+                deadline = Some(Instant::now() + TIMEOUT_GRACE);
+            }
+        }
         for &(token, readiness) in &ready {
             match token {
                 LISTENER => {
@@ -715,30 +850,38 @@ fn watch(
                         }
                         // Passed on to the program's process group, as a
                         // terminal would (the program leads it: setsid);
-                        // the same signal a second time kills the program.
-                        if forwarded.contains(&info.signal) {
-                            let _ = child.kill();
-                            continue;
+                        // a second request to stop kills the program.
+                        if escalates(info.signal, tty) {
+                            if forwarded.contains(&info.signal) {
+                                let _ = child.kill();
+                                continue;
+                            }
+                            forwarded.push(info.signal);
                         }
-                        forwarded.push(info.signal);
                         let sig = Signal::from_named_raw(info.signal).unwrap_or(Signal::KILL);
-                        // The program is not reaped yet: its pid, and so
-                        // its group's id, cannot have been reused.
-                        match i32::try_from(child.pid()).ok().and_then(Pid::from_raw) {
-                            Some(group) => {
-                                let _ = rustix::process::kill_process_group(group, sig);
-                            }
-                            None => {
-                                let _ = child.signal(sig);
-                            }
-                        }
+                        signal_group(child, sig);
                     }
                 }
                 _ => {}
             }
         }
         if let Some(status) = child.try_wait().map_err(process_fail)? {
-            return Ok(status);
+            return Ok((status, timed_out));
+        }
+    }
+}
+
+/// Sends `sig` to the program's process group (the program leads it:
+/// setsid), as a terminal would.
+fn signal_group(child: &Child, sig: Signal) {
+    // The program is not reaped yet: its pid, and so its group's id,
+    // cannot have been reused.
+    match i32::try_from(child.pid()).ok().and_then(Pid::from_raw) {
+        Some(group) => {
+            let _ = rustix::process::kill_process_group(group, sig);
+        }
+        None => {
+            let _ = child.signal(sig);
         }
     }
 }
@@ -750,6 +893,9 @@ struct Launch<'a> {
     stdio: &'a relay::ChildStdio,
     program: &'a Path,
     env: &'a crate::setup::Environment,
+    exec_check: &'a crate::setup::ExecCheck,
+    chdir: Option<&'a std::ffi::CStr>,
+    rlimits: &'a [crate::setup::Rlimit],
     opts: &'a RunOptions,
 }
 
@@ -775,6 +921,9 @@ fn child(
         stdio,
         program,
         env,
+        exec_check,
+        chdir,
+        rlimits: limits,
         opts,
     } = *launch;
     let say = |code: i32, msg: &dyn std::fmt::Display| {
@@ -784,7 +933,8 @@ fn child(
     let drop_opts = DropOptions::new();
     // Locked memory: at most 8 MiB (stdio allows mlock; the limit the
     // caller had may be unlimited).
-    let rlimits = [(rustix::process::Resource::Memlock, 8 << 20)];
+    let mut rlimits = vec![(rustix::process::Resource::Memlock, 8 << 20)];
+    rlimits.extend_from_slice(limits);
     let setup = Setup {
         parent: Some(parent),
         // The pipes of the relay (or /dev/null) at 0-2.
@@ -796,6 +946,9 @@ fn child(
         env: Some(env),
         isolate: true,
         rlimits: &rlimits,
+        empty_network: opts.net == Net::None,
+        chdir,
+        exec_check: Some(exec_check),
         identity: identity.map(|id| (id, &drop_opts)),
         no_new_privs: true,
         sandbox: Some(sb),
@@ -806,6 +959,35 @@ fn child(
         Err(e @ SetupError::PrivDrop { .. }) => {
             let msg = std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string());
             return say(exit::PRIVDROP, &msg);
+        }
+        Err(SetupError::Step {
+            step: step @ (SetupStep::ChangeDir | SetupStep::ExecCheck),
+            source,
+        }) => {
+            let who = identity.map_or_else(
+                || rustix::process::getuid().as_raw().to_string(),
+                |id| {
+                    id.name()
+                        .map_or_else(|| id.uid().to_string(), str::to_owned)
+                },
+            );
+            return if step == SetupStep::ChangeDir {
+                say(exit::BAD_CHDIR, &format!("--chdir: as {who}, {source}"))
+            } else {
+                say(
+                    exit::CANNOT_EXEC,
+                    &format!("cannot run {} as {who}: {source}", program.display()),
+                )
+            };
+        }
+        Err(SetupError::Step {
+            step: SetupStep::Network,
+            source,
+        }) => {
+            return say(
+                exit::SANDBOX,
+                &format!("--net none: cannot make a network namespace: {source}"),
+            );
         }
         Err(SetupError::Sandbox(e @ SandboxError::Unveil(_))) => return say(exit::BAD_UNVEIL, &e),
         Err(SetupError::Sandbox(e @ SandboxError::NotFullyEnforced { .. })) => {
@@ -836,7 +1018,7 @@ fn child(
             p.display()
         );
     }
-    // Nothing to supervise (exec promised, no log): the supervisor sees EOF.
+    // The listener goes to privfork, which supervises the program for its whole life.
     if let Some(listener) = applied.listener
         && send_with_fds(sock.as_fd(), &[IoSlice::new(b"L")], &[listener], false).is_err()
     {

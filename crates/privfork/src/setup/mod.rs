@@ -15,6 +15,7 @@
 //! | [`SetupStep::Keyring`] | a fresh anonymous session keyring | keys of the caller's session are no longer possessed |
 //! | [`SetupStep::SharedMappings`] | every inherited `MAP_SHARED` mapping removed | a shared mapping writes the parent's files and memory whatever the child's permissions |
 //! | [`SetupStep::Personality`] | `PER_LINUX` | `READ_IMPLIES_EXEC` would get round `prot_exec` |
+//! | [`SetupStep::Network`] | if asked (`privfork run --net none`): a new, empty network namespace, loopback up | `unshare(CLONE_NEWNET)` needs CAP_SYS_ADMIN, which the drop takes away |
 //! | [`SetupStep::WorkingDir`] | `chdir("/")` | the caller's working directory would reach files the child's user cannot name |
 //! | [`SetupStep::Rlimits`] | `RLIMIT_CORE` 0 and the role's limits | while the process may still raise them |
 //! | [`SetupStep::NotDumpable`] | not dumpable | no core, no ptrace by the target user |
@@ -22,6 +23,8 @@
 //! | [`SetupStep::PrivDrop`] | `setgroups`, `setresgid`, `setresuid`, verified | [`crate::privdrop`] |
 //! | [`SetupStep::ParentDeathSignal`] | SIGKILL when the parent dies, then `getppid()` checked | after the drop: a credential change clears it |
 //! | [`SetupStep::Capabilities`] | every capability dropped but what the role keeps | the drop clears them for root only |
+//! | [`SetupStep::ChangeDir`] | if asked (`privfork run --chdir`): `chdir(DIR)` | as the target user with no capability left: a directory it cannot enter is refused, not entered with root's rights |
+//! | [`SetupStep::ExecCheck`] | if asked (`privfork run`): the program can be reached and executed | as the target user (the kernel's own check), before the sandbox would refuse `access` |
 //! | [`SetupStep::NoNewPrivs`] | `no_new_privs` | no privilege from a setuid or file-capability program |
 //! | [`SetupStep::Landlock`] | the prepared ruleset (unveil) | before seccomp, which refuses `landlock_*` |
 //! | [`SetupStep::Seccomp`] | the prepared filters (pledge), on every thread | last: it refuses what the stages above need |
@@ -43,6 +46,7 @@
 //! it. A parent of children that drop to other users keeps CAP_KILL, or
 //! relies on the child seeing EOF on a channel to it as well.
 
+mod as_user;
 mod caps;
 mod isolate;
 mod limits;
@@ -58,6 +62,7 @@ use crate::privdrop::{DropOptions, PrivDropError, drop_to};
 use crate::sandbox::{Level, PreparedSandbox, Report, SandboxError};
 use crate::sys::{self, ChildToken, Threads};
 
+pub use as_user::ExecCheck;
 pub use isolate::{Environment, Stdio};
 
 /// A stage of the child-setup routine, in [`ORDER`].
@@ -82,6 +87,8 @@ pub enum SetupStep {
     SharedMappings,
     /// `personality(PER_LINUX)`.
     Personality,
+    /// `unshare(CLONE_NEWNET)` and the loopback interface brought up.
+    Network,
     /// `chdir("/")`.
     WorkingDir,
     /// `setrlimit`.
@@ -96,6 +103,11 @@ pub enum SetupStep {
     ParentDeathSignal,
     /// `capset` and `prctl(PR_CAP_AMBIENT_CLEAR_ALL)`.
     Capabilities,
+    /// `chdir` to the directory asked for, as the target user.
+    ChangeDir,
+    /// `faccessat(X_OK)` of the program and the directories on its way,
+    /// as the target user.
+    ExecCheck,
     /// `prctl(PR_SET_NO_NEW_PRIVS)`.
     NoNewPrivs,
     /// `landlock_restrict_self`.
@@ -117,6 +129,7 @@ impl std::fmt::Display for SetupStep {
             Self::Keyring => "keyctl(KEYCTL_JOIN_SESSION_KEYRING)",
             Self::SharedMappings => "removing inherited shared mappings (munmap)",
             Self::Personality => "personality(PER_LINUX)",
+            Self::Network => "unshare(CLONE_NEWNET) with the loopback up",
             Self::WorkingDir => "chdir(\"/\")",
             Self::Rlimits => "setrlimit",
             Self::NotDumpable => "prctl(PR_SET_DUMPABLE)",
@@ -124,6 +137,8 @@ impl std::fmt::Display for SetupStep {
             Self::PrivDrop => "the privilege drop",
             Self::ParentDeathSignal => "prctl(PR_SET_PDEATHSIG)",
             Self::Capabilities => "capset",
+            Self::ChangeDir => "entering the working directory (chdir)",
+            Self::ExecCheck => "checking the program can be executed (faccessat)",
             Self::NoNewPrivs => "prctl(PR_SET_NO_NEW_PRIVS)",
             Self::Landlock => "landlock_restrict_self",
             Self::Seccomp => "seccomp(SECCOMP_SET_MODE_FILTER)",
@@ -133,7 +148,7 @@ impl std::fmt::Display for SetupStep {
 
 /// The order of the routine's stages (see the module docs). `MovePipe`
 /// is fork-as's own step before the routine.
-pub const ORDER: [SetupStep; 17] = [
+pub const ORDER: [SetupStep; 20] = [
     SetupStep::SignalMask,
     SetupStep::NullFds,
     SetupStep::Environment,
@@ -141,6 +156,7 @@ pub const ORDER: [SetupStep; 17] = [
     SetupStep::Keyring,
     SetupStep::SharedMappings,
     SetupStep::Personality,
+    SetupStep::Network,
     SetupStep::WorkingDir,
     SetupStep::Rlimits,
     SetupStep::NotDumpable,
@@ -148,6 +164,8 @@ pub const ORDER: [SetupStep; 17] = [
     SetupStep::PrivDrop,
     SetupStep::ParentDeathSignal,
     SetupStep::Capabilities,
+    SetupStep::ChangeDir,
+    SetupStep::ExecCheck,
     SetupStep::NoNewPrivs,
     SetupStep::Landlock,
     SetupStep::Seccomp,
@@ -248,6 +266,12 @@ pub(crate) struct Setup<'a> {
     /// sudo's does; Landlock decides what it reaches there).
     pub(crate) cwd_root: bool,
     pub(crate) rlimits: &'a [Rlimit],
+    /// A new, empty network namespace (loopback up).
+    pub(crate) empty_network: bool,
+    /// A directory entered as the target user (`privfork run --chdir`).
+    pub(crate) chdir: Option<&'a std::ffi::CStr>,
+    /// The program checked as the target user (`privfork run`).
+    pub(crate) exec_check: Option<&'a ExecCheck>,
     /// The user to drop to, and how.
     pub(crate) identity: Option<(&'a Identity, &'a DropOptions)>,
     /// Capabilities the role keeps (and the bounding set too).
@@ -268,6 +292,9 @@ impl Default for Setup<'_> {
             isolate: false,
             cwd_root: false,
             rlimits: &[],
+            empty_network: false,
+            chdir: None,
+            exec_check: None,
             identity: None,
             keep_caps: CapabilitySet::empty(),
             no_new_privs: false,
@@ -408,6 +435,11 @@ impl Setup<'_> {
             SetupStep::Personality if self.isolate => {
                 sys::reset_personality(token()?).map_err(fail)?;
             }
+            SetupStep::Network => {
+                if self.empty_network {
+                    sys::enter_empty_network_namespace(token()?).map_err(fail)?;
+                }
+            }
             SetupStep::WorkingDir => {
                 if self.cwd_root {
                     rustix::process::chdir(c"/").map_err(|e| fail(e.into()))?;
@@ -480,6 +512,16 @@ impl Setup<'_> {
                     report.capabilities = report.capabilities.min(Level::Partial);
                 }
             }
+            SetupStep::ChangeDir => {
+                if let Some(dir) = self.chdir {
+                    as_user::enter(dir).map_err(fail)?;
+                }
+            }
+            SetupStep::ExecCheck => {
+                if let Some(check) = self.exec_check {
+                    check.check().map_err(fail)?;
+                }
+            }
             SetupStep::NoNewPrivs => {
                 if self.no_new_privs {
                     rustix::thread::set_no_new_privs(true).map_err(|e| fail(e.into()))?;
@@ -549,6 +591,17 @@ mod tests {
             "no window in which the target user can ptrace",
         );
         before(BoundingSet, PrivDrop, "PR_CAPBSET_DROP needs CAP_SETPCAP");
+        before(
+            Network,
+            PrivDrop,
+            "unshare(CLONE_NEWNET) needs CAP_SYS_ADMIN",
+        );
+        before(SignalMask, Network, "no parent handler runs during setup");
+        for s in [ChangeDir, ExecCheck] {
+            before(PrivDrop, s, "checked with the target user's rights");
+            before(Capabilities, s, "no capability bypasses the check");
+            before(s, Landlock, "the sandbox may refuse chdir and access");
+        }
         before(
             SharedMappings,
             PrivDrop,

@@ -25,6 +25,7 @@
 #![allow(unsafe_code)]
 
 mod isolate;
+mod netns;
 #[cfg(target_os = "openbsd")]
 pub(crate) mod openbsd;
 pub(crate) mod spawn;
@@ -33,6 +34,7 @@ pub(crate) use isolate::{
     join_new_session_keyring, landlock_abi, landlock_restrict_self, reset_personality,
     reset_signal_handlers, unmap_shared_mappings,
 };
+pub(crate) use netns::enter_empty_network_namespace;
 
 use std::ffi::{CStr, CString};
 use std::io;
