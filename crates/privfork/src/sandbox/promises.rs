@@ -212,7 +212,7 @@ pub const OPENBSD: &[(&str, &str)] = &[
     ),
     (
         "fattr",
-        "fchmod (no setuid/setgid bits) and futimens on open files; path forms and fchown without chown answer EPERM",
+        "fchmod (no setuid/setgid bits) and futimens on open files; chmod by path done by `privfork run`'s supervisor inside writable unveils (the library: EPERM); other path forms and fchown without chown answer EPERM",
     ),
     ("chown", "fchown on open files; path forms answer EPERM"),
     ("flock", "flock and fcntl record locks"),

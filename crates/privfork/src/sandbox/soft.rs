@@ -123,7 +123,7 @@ pub(crate) static SOFT: &[SoftRule] = &[
         arg: SoftArg::Any,
         when: under(Promise::Fattr),
         errno: val!(EPERM),
-        why: "path forms of chmod and utimes: the path is behind a pointer and Landlock does not govern them (the fd forms are in the table)",
+        why: "path forms of chmod and utimes: the path is behind a pointer and Landlock does not govern them (the fd forms are in the table); under privfork run, chmod by path goes to the supervisor instead (see the differences: fattr)",
     },
     SoftRule {
         calls: &[libc::SYS_utimensat],
