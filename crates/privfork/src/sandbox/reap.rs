@@ -124,6 +124,13 @@ fn kill_round(me: i32) -> io::Result<()> {
 pub(crate) fn kill_descendants() -> io::Result<()> {
     let me = rustix::process::getpid().as_raw_nonzero().get();
     loop {
+        // privfork is a subreaper: every process the program left has a
+        // chain of parents ending at a child of privfork's. With no child
+        // left (ECHILD, after reaping zombies) there is none: no need to
+        // read the whole process table (the usual end of a run).
+        if no_children()? {
+            return Ok(());
+        }
         kill_round(me)?;
         // Reap whatever has exited; none exited yet but children remain:
         // the SIGKILLs are on their way (or a child escaped this round's
@@ -141,10 +148,38 @@ pub(crate) fn kill_descendants() -> io::Result<()> {
     }
 }
 
+/// Reaps the zombies among privfork's children; whether none is left.
+fn no_children() -> io::Result<bool> {
+    loop {
+        match rustix::process::wait(WaitOptions::NOHANG) {
+            Ok(Some(_)) | Err(Errno::INTR) => continue,
+            Ok(None) => return Ok(false),
+            Err(Errno::CHILD) => return Ok(true),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// privfork's children as the kernel lists them
+/// (`/proc/self/task/TID/children`; privfork's event loop is its one
+/// thread), if it can.
+fn own_children() -> Option<Vec<i32>> {
+    let tid = rustix::thread::gettid().as_raw_nonzero().get();
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/children")).ok()?;
+    text.split_ascii_whitespace()
+        .map(|p| p.parse().ok())
+        .collect()
+}
+
 /// Reaps every child of the calling process that has exited, except
 /// `keep` (the program itself, whose status its own handle collects).
 /// Never blocks.
 pub(crate) fn reap_orphans(keep: u32) {
+    // Nothing but the program among privfork's children: nothing to reap,
+    // no need to read the whole process table.
+    if own_children().is_some_and(|c| c.iter().all(|&p| i64::from(p) == i64::from(keep))) {
+        return;
+    }
     let me = rustix::process::getpid().as_raw_nonzero().get();
     let Ok(table) = process_table() else {
         return;
