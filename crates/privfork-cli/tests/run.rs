@@ -962,6 +962,14 @@ fn fattr_and_chown_stay_inside_the_unveiled_paths() {
     std::fs::set_permissions(&roots, std::fs::Permissions::from_mode(0o644)).unwrap();
     let link = inside.0.join("link");
     std::os::unix::fs::symlink(&theirs, &link).unwrap();
+    // nobody's file in a directory only root may search, inside.
+    let closed = inside.0.join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let hidden = closed.join("hidden");
+    std::fs::write(&hidden, "x").unwrap();
+    std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&hidden, Some(65534), Some(65534)).unwrap();
     let script = format!(
         r#"import os
 def t(name, f):
@@ -981,6 +989,10 @@ t("chmod-out", lambda: os.chmod("{theirs}", 0o4777))
 t("chmod-out-plain", lambda: os.chmod("{theirs}", 0o666))
 t("chmod-link", lambda: os.chmod("{link}", 0o666))
 t("chmod-magic", lambda: os.chmod("/proc/self/fd/%d" % fd, 0o666))
+t("chmod-hidden", lambda: os.chmod("{hidden}", 0o666))
+out = os.open("{outside}", os.O_PATH | os.O_DIRECTORY)
+t("chmod-dirfd-out", lambda: os.chmod("theirs", 0o666, dir_fd=out))
+t("chmod-dotdot", lambda: os.chmod("{inside}/../{outside_name}/theirs", 0o666))
 t("fchown", lambda: os.fchown(fd, -1, 65534))
 t("chown-out", lambda: os.chown("{theirs}", -1, 65534))
 t("lchown-out", lambda: os.lchown("{theirs}", -1, 65534))
@@ -992,6 +1004,9 @@ t("utime-out", lambda: os.utime("{theirs}", (1, 1)))
         roots = roots.display(),
         link = link.display(),
         inside = inside.path(),
+        hidden = hidden.display(),
+        outside = outside.path(),
+        outside_name = outside.0.file_name().unwrap().to_str().unwrap(),
     );
     let o = privfork_run(&[
         "-u",
@@ -1013,7 +1028,6 @@ t("utime-out", lambda: os.utime("{theirs}", (1, 1)))
     let out = stdout(&o);
     let eperm = libc::EPERM.to_string();
     let eacces = libc::EACCES.to_string();
-    let eloop = libc::ELOOP.to_string();
     for (op, want) in [
         ("fchmod", "ok"),
         ("fchmod-suid", eperm.as_str()),
@@ -1027,8 +1041,15 @@ t("utime-out", lambda: os.utime("{theirs}", (1, 1)))
         ("chmod-roots", eperm.as_str()),
         ("chmod-out", eperm.as_str()),
         ("chmod-out-plain", eacces.as_str()),
-        ("chmod-link", eacces.as_str()),
-        ("chmod-magic", eloop.as_str()),
+        // A symlink's target is not changed for the program.
+        ("chmod-link", eperm.as_str()),
+        // /proc/self/fd/N is a symlink: its target is not changed.
+        ("chmod-magic", eperm.as_str()),
+        // Done with the program's credentials: a directory it may not
+        // search stops it, inside the unveils too.
+        ("chmod-hidden", eacces.as_str()),
+        ("chmod-dirfd-out", eacces.as_str()),
+        ("chmod-dotdot", eacces.as_str()),
         ("fchown", "ok"),
         ("chown-out", eperm.as_str()),
         ("lchown-out", eperm.as_str()),
@@ -1048,6 +1069,8 @@ t("utime-out", lambda: os.utime("{theirs}", (1, 1)))
     );
     let meta = std::fs::metadata(&roots).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o644, "root's file changed mode");
+    let meta = std::fs::metadata(&hidden).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o600, "the hidden file changed mode");
     let meta = std::fs::metadata(&theirs).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o644, "the file outside changed mode");
     assert_ne!(meta.mtime(), 1, "the file outside changed times");

@@ -47,6 +47,8 @@ pub struct Explainer {
     /// keep, and those the caller asked for (a right no held promise backs
     /// is not kept).
     rules: Vec<(PathBuf, Perms, Perms)>,
+    /// Those the program may write, by identity (for chmod by path).
+    writable: Writable,
 }
 
 fn chain_of(sb: &Sandbox, promises: &Promises, quiet_opens: bool) -> Chain {
@@ -81,7 +83,7 @@ impl Explainer {
         let canonical = |p: &Path| p.canonicalize().ok();
         // The caller's unveils with the rights they keep (the ones asked
         // for remembered, for the hint); then the built-in allowances.
-        let rules = sb
+        let rules: Vec<(PathBuf, Perms, Perms)> = sb
             .unveils
             .iter()
             .filter_map(|u| Some((canonical(&u.path)?, and(u.perms, granted), u.perms)))
@@ -97,6 +99,7 @@ impl Explainer {
             sandbox: sb.clone(),
             quiet_opens,
             others: OnceCell::new(),
+            writable: Writable::of(&rules),
             rules,
         }
     }
@@ -435,8 +438,8 @@ pub(crate) struct Call {
     /// That path as the program wrote it, and the directory fd it is
     /// relative to (`None`: the cwd, or an absolute path).
     raw: Option<(PathBuf, Option<i32>)>,
-    /// The process's effective uid (`/proc/PID/status`).
-    euid: Option<u32>,
+    /// The thread's file-system credentials (`/proc/TID/status`).
+    creds: Option<Creds>,
     /// The thread's `/proc/TID`, opened while the call was pending.
     task: Option<Task>,
 }
@@ -479,10 +482,7 @@ impl Call {
         };
         let status = read(status).unwrap_or_default();
         let tgid = thread_group(&status).unwrap_or(tid);
-        let euid = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1)?.parse().ok());
+        let creds = Creds::of(&status);
         let comm = read(comm).map_or_else(|| "?".to_owned(), |s| shown(s.trim_end()));
         // Opened while the notification is pending: its waiting thread
         // keeps the process alive, so `tgid` is still that process.
@@ -501,7 +501,7 @@ impl Call {
             text: String::new(),
             path: None,
             raw: None,
-            euid,
+            creds,
             task: None,
         };
         let task = Task { dir, mem };
@@ -683,16 +683,22 @@ impl Explainer {
     ///
     /// The path is read once, from the waiting thread's memory, into
     /// privfork's own copy (the program cannot change it under privfork's
-    /// feet), and opened `O_PATH` from the program's cwd or dirfd with
-    /// `openat2(RESOLVE_NO_MAGICLINKS)`, following symlinks as `chmod`
-    /// does. The file that fd names must be the program's user's (the
-    /// kernel's own rule for `chmod` without `CAP_FOWNER`) and lie under a
-    /// path Landlock lets the program write; the mode must have no setuid
-    /// or setgid bit (as `fchmod` under `fattr`). Then privfork, root,
-    /// changes the mode of that fd's file — not of a name again.
+    /// feet). Everything after runs on a thread of privfork's with the
+    /// program's file-system uid, gid and groups
+    /// ([`sys::with_fs_creds`]), so the kernel checks search permission
+    /// on each directory, ownership and the setgid rules as for the
+    /// program itself: the parent directory is opened `O_PATH` from the
+    /// program's cwd or dirfd with `openat2(RESOLVE_NO_MAGICLINKS)`, the
+    /// last name in it without following a symlink (a symlink's target is
+    /// not changed for it: `EPERM`); the file, or a directory it lies
+    /// under — judged by identity (device and inode), walking `..` up
+    /// from that directory, as Landlock judges — must be one the program
+    /// may write (`EACCES`); a setuid or setgid bit the file does not
+    /// already have is refused (`EPERM`); then the mode of that fd's file
+    /// changes (`fchmodat2(AT_EMPTY_PATH)`).
     pub(crate) fn chmod_for(&self, call: &Call) -> Result<(), i32> {
+        use rustix::fs::{Mode, OFlags};
         debug_assert!(self.does_chmod());
-        use rustix::fs::{Mode, OFlags, ResolveFlags};
         let mode_arg = match call.nr {
             libc::SYS_chmod => 1,
             libc::SYS_fchmodat => 2,
@@ -701,45 +707,166 @@ impl Explainer {
             // done for the program.
             _ => return Err(libc::EPERM),
         };
-        let mode = call.args[mode_arg] as u32;
-        if mode & !0o7777 != 0 || mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
-            return Err(libc::EPERM);
-        }
-        let (Some((raw, dirfd)), Some(task), Some(euid)) = (&call.raw, &call.task, call.euid)
+        // The kernel keeps only these bits of the mode.
+        let mode = call.args[mode_arg] as u32 & 0o7777;
+        let (Some((raw, dirfd)), Some(task), Some(creds)) = (&call.raw, &call.task, &call.creds)
         else {
             return Err(libc::EFAULT);
         };
-        let how = rustix::fs::openat2;
-        let flags = OFlags::PATH | OFlags::CLOEXEC;
-        let resolve = ResolveFlags::NO_MAGICLINKS;
-        let fd = if raw.is_absolute() {
-            how(rustix::fs::CWD, raw, flags, Mode::empty(), resolve)
+        // The program's cwd or dirfd, as it holds it.
+        let base = if raw.is_absolute() {
+            None
         } else {
-            let base = match dirfd {
+            let link = match dirfd {
                 Some(fd) => format!("fd/{fd}"),
                 None => "cwd".to_owned(),
             };
-            let base = rustix::fs::openat(
-                &task.dir,
-                base.as_str(),
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
+            Some(
+                rustix::fs::openat(
+                    &task.dir,
+                    link.as_str(),
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| match e {
+                    rustix::io::Errno::NOENT => libc::EBADF,
+                    e => e.raw_os_error(),
+                })?,
             )
-            .map_err(|e| e.raw_os_error())?;
-            how(base.as_fd(), raw, flags, Mode::empty(), resolve)
+        };
+        let raw = raw.clone();
+        let writable = self.writable.clone();
+        let done = sys::with_fs_creds(
+            creds.fsuid,
+            creds.fsgid,
+            creds.groups.clone(),
+            std::time::Duration::from_secs(2),
+            move || chmod_as_user(base, &raw, mode, &writable),
+        );
+        match done {
+            Ok(result) => result,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(libc::EIO),
+            Err(_) => Err(libc::EPERM),
         }
-        .map_err(|e| e.raw_os_error())?;
-        let stat = rustix::fs::fstat(&fd).map_err(|e| e.raw_os_error())?;
-        if stat.st_uid != euid {
-            return Err(libc::EPERM);
-        }
-        let through = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-        let at = std::fs::read_link(&through).map_err(|_| libc::EACCES)?;
-        if !self.perms_at(&at).0.write {
-            return Err(libc::EACCES);
-        }
-        rustix::fs::chmod(through.as_str(), Mode::from_raw_mode(mode)).map_err(|e| e.raw_os_error())
     }
+}
+
+/// A file's identity: device and inode.
+type FileId = (u64, u64);
+
+fn id_of(st: &rustix::fs::Stat) -> FileId {
+    (st.st_dev, st.st_ino)
+}
+
+/// The unveiled paths the program may write, by identity: whether each
+/// is a directory (its rule covers everything beneath) or a file.
+#[derive(Debug, Clone, Default)]
+struct Writable {
+    dirs: Vec<FileId>,
+    files: Vec<FileId>,
+}
+
+impl Writable {
+    fn of(rules: &[(PathBuf, Perms, Perms)]) -> Self {
+        let mut w = Self::default();
+        for (path, kept, _) in rules {
+            if !kept.write {
+                continue;
+            }
+            let Ok(st) = rustix::fs::stat(path) else {
+                continue;
+            };
+            if rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir() {
+                w.dirs.push(id_of(&st));
+            } else {
+                w.files.push(id_of(&st));
+            }
+        }
+        w
+    }
+}
+
+/// [`Explainer::chmod_for`]'s work, on the thread with the program's
+/// file-system credentials.
+fn chmod_as_user(
+    base: Option<OwnedFd>,
+    raw: &Path,
+    mode: u32,
+    writable: &Writable,
+) -> Result<(), i32> {
+    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+    let errno = |e: rustix::io::Errno| e.raw_os_error();
+    let at = |dir: Option<BorrowedFd<'_>>, path: &Path, flags: OFlags| {
+        rustix::fs::openat2(
+            dir.unwrap_or(rustix::fs::CWD),
+            path,
+            flags | OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(errno)
+    };
+    // The directory the last name is in, and that name.
+    let last = raw.file_name().filter(|_| {
+        !matches!(
+            raw.components().next_back(),
+            Some(Component::CurDir | Component::ParentDir | Component::RootDir)
+        )
+    });
+    let (dir, file) = match last {
+        Some(name) => {
+            let parent = raw.parent().filter(|p| !p.as_os_str().is_empty());
+            let dir = at(
+                base.as_ref().map(AsFd::as_fd),
+                parent.unwrap_or(Path::new(".")),
+                OFlags::DIRECTORY,
+            )?;
+            let file = at(Some(dir.as_fd()), Path::new(name), OFlags::NOFOLLOW)?;
+            (dir, file)
+        }
+        // ".", "..", "/": the directory itself.
+        None => {
+            let dir = at(base.as_ref().map(AsFd::as_fd), raw, OFlags::DIRECTORY)?;
+            let file = rustix::io::dup(&dir).map_err(errno)?;
+            (dir, file)
+        }
+    };
+    let st = rustix::fs::fstat(&file).map_err(errno)?;
+    if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+        return Err(libc::EPERM);
+    }
+    if mode & (libc::S_ISUID | libc::S_ISGID) & !st.st_mode != 0 {
+        return Err(libc::EPERM);
+    }
+    if !writable.files.contains(&id_of(&st)) && !under_writable(dir, &writable.dirs)? {
+        return Err(libc::EACCES);
+    }
+    sys::chmod_fd(file.as_fd(), mode).map_err(|e| e.raw_os_error().unwrap_or(libc::EPERM))
+}
+
+/// Whether directory `dir` or one above it is one of `dirs` (walking
+/// `..` up to the root, as Landlock walks a path).
+fn under_writable(dir: OwnedFd, dirs: &[FileId]) -> Result<bool, i32> {
+    use rustix::fs::{Mode, OFlags};
+    let mut cur = dir;
+    for _ in 0..4096 {
+        let here = id_of(&rustix::fs::fstat(&cur).map_err(|e| e.raw_os_error())?);
+        if dirs.contains(&here) {
+            return Ok(true);
+        }
+        let up = rustix::fs::openat(
+            &cur,
+            "..",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|_| libc::EACCES)?;
+        if id_of(&rustix::fs::fstat(&up).map_err(|e| e.raw_os_error())?) == here {
+            return Ok(false); // the root
+        }
+        cur = up;
+    }
+    Ok(false)
 }
 
 /// A waiting thread's `/proc/TID` directory and memory, opened before its
@@ -748,6 +875,33 @@ impl Explainer {
 struct Task {
     dir: OwnedFd,
     mem: Option<std::fs::File>,
+}
+
+/// A thread's file-system credentials.
+#[derive(Debug, Clone)]
+struct Creds {
+    fsuid: u32,
+    fsgid: u32,
+    groups: Vec<u32>,
+}
+
+impl Creds {
+    /// From a thread's `/proc/TID/status`: the fourth ids of `Uid:` and
+    /// `Gid:` (real, effective, saved, file-system) and `Groups:`.
+    fn of(status: &str) -> Option<Self> {
+        let line = |key: &str| status.lines().find_map(|l| l.strip_prefix(key));
+        let fs = |key: &str| line(key)?.split_whitespace().nth(3)?.parse().ok();
+        let groups = line("Groups:")?
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<Vec<u32>, _>>()
+            .ok()?;
+        Some(Self {
+            fsuid: fs("Uid:")?,
+            fsgid: fs("Gid:")?,
+            groups,
+        })
+    }
 }
 
 /// The thread group (process) in a thread's `/proc/TID/status`.
@@ -846,6 +1000,7 @@ static PATH_ARGS: &[PathSpec] = &[
     (libc::SYS_renameat2, &[(Some(2), 3), (Some(0), 1)]),
     (libc::SYS_chmod, &[(None, 0)]),
     (libc::SYS_fchmodat, &[(Some(0), 1)]),
+    (libc::SYS_fchmodat2, &[(Some(0), 1)]),
     (libc::SYS_chown, &[(None, 0)]),
     (libc::SYS_lchown, &[(None, 0)]),
     (libc::SYS_fchownat, &[(Some(0), 1)]),
@@ -1274,7 +1429,7 @@ mod tests {
             text: String::new(),
             path: None,
             raw: None,
-            euid: None,
+            creds: None,
             task: None,
         };
         c.text = c.render(None);

@@ -24,7 +24,9 @@
 //!   buffers owned by Rust, grown on `ERANGE`.
 #![allow(unsafe_code)]
 
+mod fscreds;
 mod isolate;
+pub(crate) use fscreds::{chmod_fd, with_fs_creds};
 mod netns;
 #[cfg(target_os = "openbsd")]
 pub(crate) mod openbsd;
