@@ -164,7 +164,8 @@ fn sighup_storm_under_load_coalesces_and_loses_no_request() {
         hup(&n);
         std::thread::sleep(Duration::from_millis(2));
     }
-    assert!(t.elapsed() < Duration::from_millis(500));
+    let burst = t.elapsed();
+    assert!(burst < Duration::from_millis(500));
     n.wait_log("one more restart follows", 1, 10);
     n.wait_log("restart 2 done", 1, 60);
     std::thread::sleep(Duration::from_millis(1500));
@@ -174,12 +175,24 @@ fn sighup_storm_under_load_coalesces_and_loses_no_request() {
     };
     assert_no_failure(&r, &n);
     let lines = restart_log::parse_log(&n.log());
-    // 50 SIGHUPs, a handful of restarts: the first, then at most one
-    // more for all that came during it (and one for any that came after
-    // it ended).
+    // 50 SIGHUPs, a handful of restarts: while one runs, every SIGHUP
+    // folds into one more after it. So at most one restart starts per
+    // restart that ends during the burst, plus the first and the one
+    // folded after the last: on a loaded machine the burst (50 × 2 ms and
+    // more) can outlast a restart (70–200 ms) once or twice.
+    let ended_within_burst = lines
+        .iter()
+        .scan(0.0, |at, l| {
+            if let restart_log::RestartLine::Done { handover_ms, .. } = l {
+                *at += handover_ms;
+            }
+            Some(*at)
+        })
+        .filter(|&at| at < burst.as_secs_f64() * 1000.0)
+        .count();
     assert!(
-        (2..=3).contains(&lines.len()),
-        "{} restarts for 50 SIGHUPs: {lines:?}",
+        (2..=3 + ended_within_burst).contains(&lines.len()),
+        "{} restarts for 50 SIGHUPs in {burst:?}: {lines:?}",
         lines.len()
     );
     assert!(
