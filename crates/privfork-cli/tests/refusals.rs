@@ -258,7 +258,7 @@ fn log_mode_lets_through_only_the_opens_the_promises_allow() {
 }
 
 #[test]
-fn log_mode_says_which_promise_an_unveiled_right_needs() {
+fn a_write_without_wpath_is_refused_and_the_hint_names_the_promises() {
     let _limit = time_limit!();
     use std::os::unix::fs::PermissionsExt;
     let dir = Dir::new("needs");
@@ -266,26 +266,89 @@ fn log_mode_says_which_promise_an_unveiled_right_needs() {
     std::fs::write(&file, "kept\n").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
     let spec = format!("rw:{}", dir.0.display());
-    // Unveiled rw, but without wpath the write right is not kept: the
-    // open passes the filter (it creates nothing) and Landlock refuses it.
+    // Unveiled rw, no wpath: the filter refuses the open (a write open
+    // never passes without wpath), and a promise is all it takes — the
+    // path is unveiled for w, so no "-v" is suggested (tmppath is named:
+    // the test's directory is in /tmp).
     let code_text = format!(
         "import os\ntry:\n os.open({:?}, os.O_WRONLY)\nexcept OSError as e:\n print(e.errno)",
         file.display().to_string()
     );
-    let o = python("stdio rpath", &["-v", &spec, "--mode", "log"], &code_text);
-    assert_eq!(
-        stdout(&o).trim(),
-        libc::EACCES.to_string(),
+    let o = python("stdio rpath", &["-v", &spec, "--mode", "errno"], &code_text);
+    assert_eq!(stdout(&o).trim(), libc::EPERM.to_string(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("O_WRONLY|O_CLOEXEC) in python3")
+            && e.contains(": would be allowed by wpath or cpath or tmppath\n"),
+        "{e}"
+    );
+    // Not unveiled for w: the hint adds the -v.
+    let spec = format!("r:{}", dir.0.display());
+    let o = python("stdio rpath", &["-v", &spec, "--mode", "errno"], &code_text);
+    assert!(
+        stderr(&o).contains(&format!(
+            "would be allowed by wpath or cpath or tmppath, and Landlock would still refuse it: {} is not unveiled for w (add -v w:{})",
+            file.display(),
+            file.display()
+        )),
         "{}",
         stderr(&o)
     );
-    let e = stderr(&o);
+}
+
+#[test]
+fn a_pipe_or_memfd_held_read_only_is_not_reopened_for_writing() {
+    let _limit = time_limit!();
+    // Landlock does not govern pipes and memfds: a write open of
+    // /proc/self/fd/N is the filter's to refuse (no wpath), or the
+    // program could write to what it was handed read-only.
+    let o = python(
+        "stdio rpath",
+        &["--mode", "errno"],
+        "import os\nr, w = os.pipe()\nos.close(w)\ntry:\n os.open('/proc/self/fd/%d' % r, os.O_WRONLY)\n print('opened')\nexcept OSError as e:\n print(e.errno)\nfd = os.open('/proc/self/fd/%d' % r, os.O_RDONLY)\nprint('read ok')",
+    );
+    assert_eq!(
+        stdout(&o),
+        format!("{}\nread ok\n", libc::EPERM),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn dev_null_opens_for_writing_under_any_promises() {
+    let _limit = time_limit!();
+    // A shell redirection (O_WRONLY|O_CREAT|O_TRUNC), without wpath or
+    // cpath: privfork hands the program a /dev/null of its own.
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo gone > /dev/null && exec 3<>/dev/null && echo kept",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "kept\n");
+    // The same path spelled otherwise is not /dev/null as written: refused.
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath",
+        "--mode",
+        "errno",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo gone > /dev/../dev/null; echo $?",
+    ]);
     assert!(
-        e.contains(&format!(
-            "{} is unveiled for w, but only wpath (or cpath) lets the program use it",
-            file.display()
-        )),
-        "{e}"
+        stderr(&o).contains("Operation not permitted"),
+        "{}",
+        stderr(&o)
     );
 }
 

@@ -880,14 +880,35 @@ fn no_quiet_opens_without_landlock() {
         stderr(&o)
     );
     assert_eq!(std::fs::read_to_string(&f).unwrap(), "x");
+    // With Landlock too: the quiet opens are read-only, a write open is
+    // the filter's to refuse (Landlock does not govern pipes and memfds
+    // reopened through /proc/self/fd).
     let o = privfork_run(&args);
+    assert_eq!(code(&o), 128 + libc::SIGSYS, "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "x");
+    // A read-only open of a file not unveiled passes the filter there,
+    // and Landlock refuses it.
+    let read = format!(
+        r#"if (open(F, "<", "{}")) {{ print "opened\n" }} else {{ print "refused ", $!+0, "\n" }}"#,
+        dir.0.join("other").display()
+    );
+    std::fs::write(dir.0.join("other"), "x").unwrap();
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath",
+        "--",
+        "/usr/bin/perl",
+        "-e",
+        &read,
+    ]);
     assert_eq!(
         stdout(&o),
         format!("refused {}\n", libc::EACCES),
         "{}",
         stderr(&o)
     );
-    assert_eq!(std::fs::read_to_string(&f).unwrap(), "x");
 }
 
 /// Runs `script` under `privfork run` with a shell that may start

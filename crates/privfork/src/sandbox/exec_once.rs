@@ -242,6 +242,26 @@ impl Supervised {
             }
             return answer(listener, n.id, true);
         }
+        // /dev/null for writing without wpath (or with O_CREAT, O_TRUNC
+        // without cpath): a /dev/null of privfork's own, handed over as the
+        // call's result — whatever the path names by then, the program gets
+        // nothing but /dev/null.
+        if let Some(flags) = self.explain.dev_null_open(&call) {
+            let cloexec =
+                i64::from(n.args[if nr == libc::SYS_openat { 2 } else { 1 }] as u32 as i32)
+                    & i64::from(libc::O_CLOEXEC)
+                    != 0
+                    && nr != libc::SYS_creat;
+            let null = rustix::fs::open(
+                "/dev/null",
+                flags | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )?;
+            return match sys::notif_addfd_send(listener, n.id, null.as_fd(), cloexec) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+                r => r,
+            };
+        }
         // chmod by path under fattr: done here, where the unveils allow.
         if super::seccomp::SUPERVISED_CHMODS.contains(&nr) && self.explain.does_chmod() {
             let errno = self.explain.chmod_for(&call).err().unwrap_or(0);

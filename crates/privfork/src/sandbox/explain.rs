@@ -112,8 +112,9 @@ impl Explainer {
         !self.own.is_empty() && answer(&self.own, nr, args).is_some_and(seccomp::allows)
     }
 
-    /// The promises not held that would each allow the call.
-    fn allowing(&self, nr: i64, args: [u64; 6]) -> Vec<Promise> {
+    /// The promises not held that would each allow the call (on `path`,
+    /// if it names one).
+    fn allowing(&self, nr: i64, args: [u64; 6], path: Option<&Path>) -> Vec<Promise> {
         let others = self.others.get_or_init(|| {
             ALL.iter()
                 .map(|(p, _)| *p)
@@ -134,13 +135,16 @@ impl Explainer {
                 !chain.is_empty() && answer(chain, nr, args).is_some_and(seccomp::allows)
             })
             .map(|(p, _)| *p)
+            // tmppath's calls are any file's for the filter; Landlock keeps
+            // them to /tmp: named only for a path there.
+            .filter(|p| *p != Promise::Tmppath || path.is_some_and(|p| p.starts_with("/tmp")))
             .collect()
     }
 
     /// Why `call` was refused and what would allow it, in one clause.
     pub(crate) fn why(&self, call: &Call, exec_done: bool) -> String {
         let mut out = String::new();
-        let allowing = self.allowing(call.nr, call.args);
+        let allowing = self.allowing(call.nr, call.args, call.path.as_deref());
         let is_exec = call.nr == libc::SYS_execve || call.nr == libc::SYS_execveat;
         if is_exec && exec_done {
             out.push_str("a second exec: only the exec promise allows one (with the program unveiled with x)");
@@ -150,8 +154,10 @@ impl Explainer {
             let names: Vec<&str> = allowing.iter().map(|p| p.name()).collect();
             let _ = write!(out, "would be allowed by {}", names.join(" or "));
         }
+        // With the promise added, the unveils keep the rights asked for:
+        // only a path not unveiled for them stays refused.
         if !allowing.is_empty()
-            && let Some(l) = self.landlock_gap(call)
+            && let Some(l) = self.landlock_gap(call, true)
         {
             let _ = write!(out, ", and Landlock would still refuse it: {l}");
         }
@@ -161,15 +167,17 @@ impl Explainer {
     /// For an allowed call: why Landlock will refuse it, if the unveiled
     /// paths say it will (log mode's report of an open).
     pub(crate) fn landlock_refusal(&self, call: &Call) -> Option<String> {
-        self.landlock_gap(call)
+        self.landlock_gap(call, false)
     }
 
     /// What the unveiled paths lack for `call`'s path, if it has one and
-    /// they lack something.
-    fn landlock_gap(&self, call: &Call) -> Option<String> {
+    /// they lack something: with the rights they keep under the held
+    /// promises, or (`as_asked`) with those the caller asked for.
+    fn landlock_gap(&self, call: &Call, as_asked: bool) -> Option<String> {
         let path = call.path.as_ref()?;
         let (target, need) = needed(call, path)?;
-        let (have, asked) = self.perms_at(&target);
+        let (kept, asked) = self.perms_at(&target);
+        let have = if as_asked { asked } else { kept };
         let missing = and(need, not(have));
         if missing == Perms::default() {
             return None;
@@ -673,6 +681,42 @@ impl Explainer {
     /// `fattr` (the filter then sends those calls to it).
     pub(crate) fn does_chmod(&self) -> bool {
         self.sandbox.promises.contains(Promise::Fattr)
+    }
+
+    /// If `call` opens `/dev/null` (that path, as written) for writing
+    /// or with `O_CREAT`/`O_TRUNC` — what the promises refuse without
+    /// `wpath`/`cpath`, and OpenBSD allows under any promise, as shell
+    /// redirections and daemons make it — the flags privfork opens its own
+    /// `/dev/null` with, to hand the program (see `exec_once`). `None` for
+    /// anything else.
+    pub(crate) fn dev_null_open(&self, call: &Call) -> Option<rustix::fs::OFlags> {
+        use rustix::fs::OFlags;
+        let flags = match call.nr {
+            libc::SYS_open => call.arg_int(1),
+            libc::SYS_openat => call.arg_int(2),
+            libc::SYS_creat => libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+            _ => return None,
+        };
+        let (raw, _) = call.raw.as_ref()?;
+        if raw.as_os_str() != "/dev/null" {
+            return None;
+        }
+        // Flags whose meaning on a character device is plain; anything
+        // else (O_EXCL, O_DIRECTORY, O_PATH, O_TMPFILE…) stays refused.
+        let plain = libc::O_ACCMODE
+            | libc::O_CREAT
+            | libc::O_TRUNC
+            | libc::O_APPEND
+            | libc::O_NONBLOCK
+            | libc::O_NOCTTY
+            | libc::O_LARGEFILE
+            | libc::O_NOFOLLOW
+            | libc::O_CLOEXEC;
+        if flags & !plain != 0 || flags & libc::O_ACCMODE == libc::O_ACCMODE {
+            return None;
+        }
+        let keep = libc::O_ACCMODE | libc::O_APPEND | libc::O_NONBLOCK;
+        Some(OFlags::from_bits_retain((flags & keep) as u32) | OFlags::NOCTTY)
     }
 
     /// Does a `chmod` by path for the program (`privfork run` under

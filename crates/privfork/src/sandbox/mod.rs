@@ -476,6 +476,17 @@ impl Sandbox {
         // file: before ABI 3 Landlock would not refuse O_RDONLY|O_TRUNC on
         // a readable file.
         let quiet_opens = landlock.level == Level::Full && self.layers == Layers::Both;
+        // tmppath's calls reach any file for the filter: only Landlock's
+        // file rights keep them to /tmp. Without them, refused.
+        if self.promises.contains(Promise::Tmppath) && !quiet_opens {
+            return Err(SandboxError::Step {
+                step: "checking the tmppath promise",
+                source: std::io::Error::other(
+                    "tmppath needs Landlock's file rules fully enforced (this kernel, or this \
+                     sandbox's layers, lack them): without them its calls would reach any file",
+                ),
+            });
+        }
         let violation = self.violation_mode();
         // Under a supervisor that stays, every refused call goes to it
         // (USER_NOTIF, the Log action), whatever the mode: it enacts the
