@@ -383,24 +383,22 @@ fn rpath_reads_only_unveiled_paths() {
         Some(libc::EACCES)
     );
     assert_eq!(errno_of(std::fs::read("/etc/hostname")), Some(libc::EACCES));
-    // Reading is all: writing needs wpath. The open creates nothing, so it
-    // passes the filter (the quiet opens) and Landlock refuses it: without
-    // wpath the unveil keeps no write right, whatever it said.
+    // Reading is all: writing needs wpath. A write open is the filter's
+    // to refuse (the quiet opens are read-only), here EPERM.
     assert_eq!(
         errno_of(
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(inside.path().join("a"))
         ),
-        Some(libc::EACCES)
+        Some(libc::EPERM)
     );
-    // /dev/null opens read-write all the same (a quiet allowance).
-    assert!(
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .is_ok()
+    // /dev/null opens for reading (a quiet allowance); for writing, the
+    // library needs wpath (privfork run's supervisor hands one over).
+    assert!(std::fs::File::open("/dev/null").is_ok());
+    assert_eq!(
+        errno_of(std::fs::OpenOptions::new().write(true).open("/dev/null")),
+        Some(libc::EPERM)
     );
     // Creating is still the filter's (EPERM).
     assert_eq!(
@@ -410,11 +408,18 @@ fn rpath_reads_only_unveiled_paths() {
 }
 
 /// The quiet allowances hold in the library's rulesets too (not only
-/// `privfork run`'s): under stdio alone (kill mode: a violation ends the
+/// `privfork run`'s): under stdio wpath (kill mode: a violation ends the
 /// case) /dev/null opens read-write, /dev/zero and the time zone read;
 /// another file in /etc is Landlock's EACCES (the open passed the filter).
 fn quiet_allowances_hold_for_the_library() {
-    Sandbox::new().promises("stdio").unwrap().apply().unwrap();
+    // Reading them needs no promise beyond stdio (the quiet opens);
+    // writing /dev/null needs wpath in the library, which has no
+    // supervisor to hand one over (privfork run's does).
+    Sandbox::new()
+        .promises("stdio wpath")
+        .unwrap()
+        .apply()
+        .unwrap();
     let mut null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

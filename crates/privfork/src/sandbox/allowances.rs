@@ -105,7 +105,7 @@ pub(crate) static ALLOWANCES: &[Allowance] = &[
     ro(
         When::Under(Promise::Ps),
         "/proc",
-        "process listing: /proc/PID/{stat,status,cmdline} of every process, and the rest of /proc read-only (sysctls in /proc/sys included); file permissions still hide other users' environ, fd and mem",
+        "process listing: /proc/PID/{stat,status,cmdline} of every process, and the rest of /proc read-only — sysctls in /proc/sys, the network state in /proc/net (connections, routes), mounts included; file permissions and Landlock's ptrace scope still hide other processes' environ, fd and mem",
     ),
     ro(When::Under(Promise::Vminfo), "/proc/meminfo", VM),
     ro(When::Under(Promise::Vminfo), "/proc/stat", VM),
@@ -143,6 +143,11 @@ pub(crate) fn granted_by(promises: &Promises, loader: bool) -> BitFlags<AccessFs
     }
     if any(&[Wpath, Cpath]) {
         a |= AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev;
+    }
+    // Terminal ioctls on an unveiled terminal device: tty's (the filter
+    // lists which requests).
+    if any(&[Promise::Tty]) {
+        a |= AccessFs::IoctlDev;
     }
     if any(&[Cpath]) {
         a |= AccessFs::MakeReg

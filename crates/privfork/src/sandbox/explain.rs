@@ -680,7 +680,10 @@ impl Explainer {
     /// Whether the supervisor does `chmod` by path for the program: under
     /// `fattr` (the filter then sends those calls to it).
     pub(crate) fn does_chmod(&self) -> bool {
+        // Not under unveil: a program that narrowed its own Landlock
+        // domain would still be judged by the unveils privfork knows.
         self.sandbox.promises.contains(Promise::Fattr)
+            && !self.sandbox.promises.contains(Promise::Unveil)
     }
 
     /// If `call` opens `/dev/null` (that path, as written) for writing
@@ -1542,9 +1545,11 @@ mod tests {
         let open = |flags: i32| [0, 0, flags as u64, 0, 0, 0];
         let e = explainer("stdio");
         assert!(e.allows(libc::SYS_read, [0; 6]));
-        // Opens that create nothing pass the filter (Landlock decides).
+        // Read-only opens pass the filter (Landlock decides); write opens
+        // need wpath.
         assert!(e.allows(libc::SYS_openat, open(libc::O_RDONLY)));
-        assert!(e.allows(libc::SYS_openat, open(libc::O_WRONLY)));
+        assert!(!e.allows(libc::SYS_openat, open(libc::O_WRONLY)));
+        assert!(!e.allows(libc::SYS_openat, open(libc::O_RDONLY | libc::O_TRUNC)));
         // Creating ones need cpath.
         assert!(!e.allows(libc::SYS_openat, open(libc::O_WRONLY | libc::O_CREAT)));
         let e = explainer("stdio wpath");

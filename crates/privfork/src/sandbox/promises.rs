@@ -552,6 +552,11 @@ pub(crate) fn add_quiet_opens(r: &mut Rules) {
 pub(crate) fn rules(promises: &Promises) -> Rules {
     let mut r = Rules::new();
     for p in promises.iter() {
+        // mcast's options are for inet's sockets, as on OpenBSD: without
+        // inet they would reach dns's UDP socket.
+        if p == Promise::Mcast && !promises.contains(Promise::Inet) {
+            continue;
+        }
         add(&mut r, p);
     }
     r

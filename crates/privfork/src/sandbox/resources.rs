@@ -89,7 +89,13 @@ pub fn parse_count(option: &'static str, input: &str) -> Result<u64, BadValue> {
     if input.is_empty() || !input.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad(option, input, "expected a whole number, e.g. 64"));
     }
-    input.parse().map_err(|_| bad(option, input, "too large"))
+    let n: u64 = input.parse().map_err(|_| bad(option, input, "too large"))?;
+    if n == 0 {
+        // 0 CPU seconds kills the program at once; 0 processes or open
+        // files cannot start it.
+        return Err(bad(option, input, "must be at least 1"));
+    }
+    Ok(n)
 }
 
 /// Parses a size in bytes: a whole number with an optional binary suffix
@@ -164,6 +170,11 @@ pub fn parse_duration(option: &'static str, input: &str) -> Result<Duration, Bad
     let secs = n * scale;
     if secs <= 0.0 {
         return Err(bad(option, input, "must be more than zero"));
+    }
+    // At most ten years: beyond that it is not a timeout, and the clock
+    // arithmetic (now + timeout) must not overflow.
+    if secs > 10.0 * 365.0 * 86400.0 {
+        return Err(bad(option, input, "too long (at most ten years)"));
     }
     Duration::try_from_secs_f64(secs).map_err(|_| bad(option, input, "too long"))
 }

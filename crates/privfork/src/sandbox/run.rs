@@ -157,7 +157,12 @@ fn environment(opts: &RunOptions, uid: u32) -> Result<Vec<(OsString, OsString)>,
     }
     for (k, v) in std::env::vars_os() {
         let name = k.as_bytes();
-        if opts.inherit_env
+        // Even with --inherit-env, the dynamic loader's variables
+        // (LD_PRELOAD, LD_LIBRARY_PATH...) only when named with
+        // --keep-env: privfork checked the libraries it resolved, not
+        // those.
+        let loader_var = name.starts_with(b"LD_") || name == b"GCONV_PATH";
+        if (opts.inherit_env && !loader_var)
             || KEPT_ENV.iter().any(|n| n.as_bytes() == name)
             || name.starts_with(b"LC_")
         {
@@ -878,7 +883,11 @@ fn signal_group(child: &Child, sig: Signal) {
     // cannot have been reused.
     match i32::try_from(child.pid()).ok().and_then(Pid::from_raw) {
         Some(group) => {
-            let _ = rustix::process::kill_process_group(group, sig);
+            // ESRCH: the program has not made its group yet (setsid, at
+            // its start): the program itself.
+            if rustix::process::kill_process_group(group, sig).is_err() {
+                let _ = child.signal(sig);
+            }
         }
         None => {
             let _ = child.signal(sig);

@@ -235,7 +235,7 @@ pub(crate) static SOFT: &[SoftRule] = &[
             not_quiet_opens: true,
         },
         errno: val!(EACCES),
-        why: "with the quiet opens, Landlock answers these (EACCES); without them: glibc's malloc opens /proc/sys/vm/overcommit_memory, time zone code /etc/localtime",
+        why: "without the quiet opens (no full Landlock): glibc's malloc opens /proc/sys/vm/overcommit_memory, time zone code /etc/localtime; with them, read-only opens pass and Landlock answers (EACCES), write opens are violations",
     },
     SoftRule {
         calls: &[

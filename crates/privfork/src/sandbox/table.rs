@@ -711,7 +711,7 @@ pub(crate) static TABLE: &[Row] = &[
         calls: &[SYS_setsockopt],
         args: &[Arg::In(1, &[v!(IPPROTO_IP), v!(IPPROTO_IPV6)])],
         openbsd: "multicast",
-        why: "every IP and IPv6 option, the multicast ones included (joining groups, TTL, loop, interface); sockets still need inet",
+        why: "every IP and IPv6 option, the multicast ones included (joining groups, TTL, loop, interface); only with inet (without it, mcast adds nothing)",
     },
     // ---- unix
     Row {
