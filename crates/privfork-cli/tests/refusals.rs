@@ -9,7 +9,7 @@ mod time_limit;
 use time_limit::time_limit;
 
 mod common;
-use common::{code, privfork_run, random, stderr, stdout};
+use common::{Dir, code, privfork_run, stderr, stdout};
 
 /// Python's standard library directory (`/usr/lib/python3.N`), which a
 /// python3 program needs unveiled.
@@ -43,25 +43,6 @@ fn report_lines(o: &std::process::Output) -> Vec<String> {
         .filter(|l| l.starts_with("privfork: "))
         .map(str::to_owned)
         .collect()
-}
-
-/// A directory of the test's own, removed on drop.
-struct Dir(std::path::PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Self {
-        use std::os::unix::fs::PermissionsExt;
-        let p = std::env::temp_dir().join(format!("privfork-refusals-{tag}-{:016x}", random()));
-        std::fs::create_dir(&p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]
@@ -443,24 +424,9 @@ fn a_refused_call_in_a_thread_kills_the_whole_program() {
 #[test]
 fn a_terminal_the_program_stopped_does_not_block_privfork() {
     let _limit = time_limit!();
-    use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::ExitStatusExt;
     // A terminal of the test's own, as privfork's stdout and stderr.
-    let master = rustix::pty::openpt(
-        rustix::pty::OpenptFlags::RDWR
-            | rustix::pty::OpenptFlags::NOCTTY
-            | rustix::pty::OpenptFlags::CLOEXEC,
-    )
-    .unwrap();
-    rustix::pty::grantpt(&master).unwrap();
-    rustix::pty::unlockpt(&master).unwrap();
-    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
-    let slave = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open(name.to_str().unwrap())
-        .unwrap();
+    let (master, slave) = common::pty();
     // The program (sharing the terminal: --tty) stops its output
     // (tcflow TCOOFF, which tty allows), then makes a refused call, then
     // exits. privfork's report line must wait, not block privfork.

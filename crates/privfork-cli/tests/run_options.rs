@@ -21,6 +21,7 @@ const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 fn env_seen(extra: &[&str]) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_privfork"))
         .env("SECRET_TOKEN", "hunter2")
+        .env("LD_BIND_NOW", "1")
         .env("PATH", "/tmp/callers-bin:/usr/bin:/bin")
         .env("TERM", "xterm-test")
         .args(["run", "-u", "nobody", "-p", "stdio rpath"])
@@ -59,6 +60,11 @@ fn the_environment_is_reset_as_sudo_does() {
     assert!(has(&env, "SECRET_TOKEN=hunter2"), "{env}");
     assert!(has(&env, "PATH=/tmp/callers-bin:/usr/bin:/bin"), "{env}");
     assert!(has(&env, "USER=nobody"), "{env}");
+    // Not the dynamic loader's variables: privfork checked the libraries
+    // it resolved, not an LD_LIBRARY_PATH's. Unless named.
+    assert!(!env.contains("LD_BIND_NOW"), "{env}");
+    let env = env_seen(&["--inherit-env", "--keep-env", "LD_BIND_NOW"]);
+    assert!(has(&env, "LD_BIND_NOW=1"), "{env}");
     // A program named without '/' is found in the program's PATH, not
     // the caller's: a callers-bin/true would not be run.
     let o = Command::new(env!("CARGO_BIN_EXE_privfork"))

@@ -244,14 +244,29 @@ mod tests {
             parse_duration("--timeout", "1d"),
             Ok(Duration::from_secs(86400))
         );
-        for bad in ["", "-1", "0", "5x", "1..2", "s", "1e3", "10 s"] {
+        // "10000000000000000000" overflowed Instant + timeout.
+        for bad in [
+            "",
+            "-1",
+            "0",
+            "5x",
+            "1..2",
+            "s",
+            "1e3",
+            "10 s",
+            "10000000000000000000",
+            "3651d",
+        ] {
             assert!(parse_duration("--timeout", bad).is_err(), "{bad}");
         }
+        assert!(parse_duration("--timeout", "3650d").is_ok());
     }
 
     #[test]
     fn counts_and_net() {
         assert_eq!(parse_count("--processes", "64"), Ok(64));
+        // 0 CPU seconds kills at once; 0 files or processes start nothing.
+        assert!(parse_count("--cpu", "0").is_err());
         for bad in ["", "-1", "1.0", "x"] {
             assert!(parse_count("--processes", bad).is_err(), "{bad}");
         }
