@@ -43,12 +43,14 @@ struct Cli {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Mode {
-    /// Kill the program on a refused call (SIGSYS).
+    /// Kill the process that made a refused call (privfork then exits
+    /// 159, 128 + SIGSYS). In every mode each refused call is named on
+    /// privfork's stderr with the promise that would allow it.
     Kill,
-    /// Fail the refused call with EPERM.
+    /// Fail the refused call with EPERM (named on stderr).
     Errno,
-    /// Report each refused call and the promise that would allow it, then
-    /// fail it with EPERM.
+    /// As errno, and also name each open Landlock will refuse with the
+    /// -v that would allow it: for finding what a program needs.
     Log,
 }
 
