@@ -29,7 +29,8 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::Violation;
-use super::explain::{Call, Explainer};
+use super::call::Call;
+use super::explain::Explainer;
 use super::promises::{promises_allowing, syscall_name};
 use crate::event::{Interest, Poller};
 use crate::sys;

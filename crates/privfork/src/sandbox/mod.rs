@@ -42,12 +42,14 @@
 //! is an error then too, and the process should exit.
 
 mod allowances;
+mod call;
 pub mod elf;
 pub mod exec_once;
 pub mod explain;
 pub mod landlock;
 pub mod ldcache;
 pub mod loader;
+mod on_behalf;
 #[cfg(target_os = "openbsd")]
 pub mod openbsd;
 pub mod promises;
