@@ -452,3 +452,23 @@ fn a_terminal_the_program_stopped_does_not_block_privfork() {
 fn termios_restart(tty: &std::fs::File) -> rustix::io::Result<()> {
     rustix::termios::tcflow(tty, rustix::termios::Action::OOn)
 }
+
+#[test]
+fn dev_null_with_a_full_fd_table_fails_the_call_not_the_run() {
+    let _limit = time_limit!();
+    // The program fills its fd table, then opens /dev/null for writing:
+    // the fd privfork hands over cannot be installed (EMFILE). The call
+    // fails with that; privfork goes on supervising.
+    let o = python(
+        "stdio rpath",
+        &["--open-files", "64"],
+        "import os\nfds = []\ntry:\n while True:\n  fds.append(os.dup(0))\nexcept OSError:\n pass\ntry:\n open('/dev/null', 'w')\nexcept OSError as e:\n print(e.errno)\nfor f in fds: os.close(f)\nopen('/dev/null', 'w').write('x')\nprint('after')",
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("{}\nafter\n", libc::EMFILE),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -1097,6 +1097,43 @@ t("utime-out", lambda: os.utime("{theirs}", (1, 1)))
     assert_ne!(meta.mtime(), 1, "the file outside changed times");
 }
 
+/// chmod by path is done on a thread that holds no capability, even when
+/// privfork runs with SECBIT_NO_SETUID_FIXUP (the kernel then keeps root's
+/// file capabilities across the fsuid change): a root file in a writable
+/// unveil keeps its mode.
+#[test]
+fn chmod_for_the_program_holds_no_capability() {
+    let _limit = time_limit!();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = Dir::new("nofixup");
+    let roots = dir.0.join("roots");
+    std::fs::write(&roots, "x").unwrap();
+    std::fs::set_permissions(&roots, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let script = format!(
+        "import os\ntry:\n os.chmod({:?}, 0o666)\n print('changed')\nexcept OSError as e:\n print(e.errno)",
+        roots.display().to_string()
+    );
+    let o = Command::new("/usr/bin/setpriv")
+        .args(["--securebits", "+no_setuid_fixup", "--"])
+        .arg(env!("CARGO_BIN_EXE_privfork"))
+        .args(["run", "-u", "nobody", "-p", "stdio rpath wpath cpath fattr"])
+        .arg("-v")
+        .arg(format!("rwc:{}", dir.path()))
+        .args([
+            "-v",
+            "r:/usr/lib/python3.11",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o).trim(), libc::EPERM.to_string(), "{}", stderr(&o));
+    let meta = std::fs::metadata(&roots).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o644, "root's file changed mode");
+}
+
 /// The program starts from an empty environment: a secret in the
 /// invoker's (root's) environment does not reach a program run as nobody,
 /// whose environment other nobody processes can read.

@@ -257,10 +257,19 @@ impl Supervised {
                 "/dev/null",
                 flags | rustix::fs::OFlags::CLOEXEC,
                 rustix::fs::Mode::empty(),
-            )?;
-            return match sys::notif_addfd_send(listener, n.id, null.as_fd(), cloexec) {
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-                r => r,
+            );
+            let sent = match &null {
+                Ok(null) => sys::notif_addfd_send(listener, n.id, null.as_fd(), cloexec),
+                Err(e) => Err(std::io::Error::from(*e)),
+            };
+            return match sent {
+                Ok(()) => Ok(()),
+                // The thread is gone (ENOENT), or died while the fd was
+                // on its way (ESRCH): nothing to answer.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => Ok(()),
+                // The program's fd table full (EMFILE), privfork's own open
+                // failed...: the call fails with that error, the run goes on.
+                Err(e) => answer_errno(listener, n.id, e.raw_os_error().unwrap_or(libc::EIO)),
             };
         }
         // chmod by path under fattr: done here, where the unveils allow.
@@ -360,6 +369,15 @@ impl Reports {
             ));
         }
         out
+    }
+}
+
+/// Fails notification `id` with `errno` (a caller gone meanwhile is no
+/// error).
+fn answer_errno(listener: BorrowedFd<'_>, id: u64, errno: i32) -> io::Result<()> {
+    match sys::notif_send(listener, id, false, errno) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        r => r,
     }
 }
 

@@ -130,7 +130,15 @@ impl Explainer {
         );
         match done {
             Ok(result) => result,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(libc::EIO),
+            // A hung file system, or another chmod still waiting on one.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                Err(libc::EIO)
+            }
             Err(_) => Err(libc::EPERM),
         }
     }

@@ -139,6 +139,25 @@ pub struct RunOptions {
 /// dumpable process).
 pub const KEPT_ENV: &[&str] = &["LANG", "TERM", "TZ"];
 
+/// glibc's UNSECURE_ENVVARS besides `LD_*` (what its loader ignores for
+/// a setuid program), kept out under `--inherit-env` unless named with
+/// `--keep-env`.
+const UNSECURE_ENV: &[&str] = &[
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "GLIBC_TUNABLES",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "MALLOC_TRACE",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+    "TMPDIR",
+    "TZDIR",
+];
+
 /// The program's `PATH` (and where privfork looks for a program named
 /// without a `/`): Debian sudo's `secure_path`, not the caller's — a
 /// caller's `PATH` may name directories the caller, or anyone, can write.
@@ -164,11 +183,12 @@ fn environment(opts: &RunOptions, uid: u32) -> Result<Vec<(OsString, OsString)>,
     }
     for (k, v) in std::env::vars_os() {
         let name = k.as_bytes();
-        // Even with --inherit-env, the dynamic loader's variables
-        // (LD_PRELOAD, LD_LIBRARY_PATH...) only when named with
-        // --keep-env: privfork checked the libraries it resolved, not
-        // those.
-        let loader_var = name.starts_with(b"LD_") || name == b"GCONV_PATH";
+        // Even with --inherit-env, the variables glibc strips for a setuid
+        // program (its UNSECURE_ENVVARS: the loader's LD_*, GCONV_PATH,
+        // GLIBC_TUNABLES, LOCPATH...) only when named with --keep-env:
+        // privfork checked the libraries it resolved, not those.
+        let loader_var =
+            name.starts_with(b"LD_") || UNSECURE_ENV.iter().any(|n| n.as_bytes() == name);
         if (opts.inherit_env && !loader_var)
             || KEPT_ENV.iter().any(|n| n.as_bytes() == name)
             || name.starts_with(b"LC_")
