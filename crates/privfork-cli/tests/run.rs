@@ -1097,6 +1097,36 @@ t("utime-out", lambda: os.utime("{theirs}", (1, 1)))
     assert_ne!(meta.mtime(), 1, "the file outside changed times");
 }
 
+/// chmod by path, many times in a row, as git does on its lock files:
+/// each is done (one helper thread at a time, freed before it answers).
+#[test]
+fn chmod_by_path_many_times_in_a_row() {
+    let _limit = time_limit!();
+    let dir = Dir::new("chmods");
+    let f = dir.0.join("f");
+    std::fs::write(&f, "x").unwrap();
+    std::os::unix::fs::chown(&f, Some(65534), Some(65534)).unwrap();
+    let script = format!(
+        "import os\nbad = 0\nfor i in range(300):\n try:\n  os.chmod({:?}, 0o600 if i % 2 else 0o640)\n except OSError:\n  bad += 1\nprint(bad)",
+        f.display().to_string()
+    );
+    let o = privfork_run(&[
+        "-u",
+        "nobody",
+        "-p",
+        "stdio rpath wpath fattr",
+        "-v",
+        &format!("rw:{}", dir.path()),
+        "-v",
+        "r:/usr/lib/python3.11",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(stdout(&o).trim(), "0", "{}", stderr(&o));
+}
+
 /// chmod by path is done on a thread that holds no capability, even when
 /// privfork runs with SECBIT_NO_SETUID_FIXUP (the kernel then keeps root's
 /// file capabilities across the fsuid change): a root file in a writable
