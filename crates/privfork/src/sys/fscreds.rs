@@ -50,8 +50,9 @@ pub(crate) fn with_fs_creds<T: Send + 'static>(
         .name("privfork-as-user".into())
         .spawn(move || {
             let result = become_fs_user(uid, gid, &groups).map(|()| work());
-            let _ = tx.send(result);
+            // Free before the answer: the next call may come right after.
             BUSY.store(false, Ordering::Release);
+            let _ = tx.send(result);
         });
     if let Err(e) = spawned {
         BUSY.store(false, Ordering::Release);
