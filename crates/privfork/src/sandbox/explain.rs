@@ -37,8 +37,9 @@ type Chain = Vec<BpfProgram>;
 #[derive(Debug)]
 pub struct Explainer {
     pub(super) sandbox: Sandbox,
-    /// The held promises' filters.
-    own: Chain,
+    /// The held promises' filters, compiled at the first call that needs
+    /// them (none, in most runs): nothing added to the program's start-up.
+    own: OnceCell<Chain>,
     /// Each promise not held, and the filters the held ones plus it
     /// compile to; built at the first refusal.
     others: OnceCell<Vec<(Promise, Chain)>>,
@@ -96,7 +97,7 @@ impl Explainer {
             )
             .collect();
         Self {
-            own: chain_of(sb, &sb.promises, quiet_opens),
+            own: OnceCell::new(),
             sandbox: sb.clone(),
             quiet_opens,
             others: OnceCell::new(),
@@ -110,7 +111,10 @@ impl Explainer {
     /// judge: a call this says is allowed is one the supervisor may let
     /// through.
     pub(crate) fn allows(&self, nr: i64, args: [u64; 6]) -> bool {
-        !self.own.is_empty() && answer(&self.own, nr, args).is_some_and(seccomp::allows)
+        let own = self
+            .own
+            .get_or_init(|| chain_of(&self.sandbox, &self.sandbox.promises, self.quiet_opens));
+        !own.is_empty() && answer(own, nr, args).is_some_and(seccomp::allows)
     }
 
     /// The promises not held that would each allow the call (on `path`,
