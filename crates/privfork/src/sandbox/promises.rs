@@ -226,7 +226,7 @@ pub const OPENBSD: &[(&str, &str)] = &[
     ),
     (
         "getpw",
-        "/etc/passwd, /etc/group, /etc/nsswitch.conf read-only (no shadow); nscd's socket probe answered EACCES",
+        "/etc/passwd, /etc/group, /etc/nsswitch.conf read-only (no shadow); nscd's socket probe is answered EACCES without unix, under any promise",
     ),
     (
         "sendfd",
