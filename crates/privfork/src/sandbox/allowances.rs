@@ -4,10 +4,10 @@
 //! promises that mean "read these system files" bring with them (`dns`:
 //! the resolver's configuration, `getpw`: the user databases, ...).
 //!
-//! With Landlock enforced, the filter lets opens that create nothing
-//! through ([`super::table::QUIET_OPENAT`]) and Landlock decides which
-//! file: how `/dev/null` opens read-write without `wpath`. For that to
-//! widen nothing else, the caller's unveils keep only the Landlock rights
+//! With Landlock enforced, the filter lets read-only opens through under
+//! every promise (`promises::add_quiet_opens`) and Landlock decides which
+//! file; writing `/dev/null` without `wpath` is `privfork run`'s
+//! supervisor's (`sandbox::on_behalf`). For that to widen nothing else, the caller's unveils keep only the Landlock rights
 //! some promise lets the program use ([`granted_by`]): without `wpath` or
 //! `cpath` no unveiled path is writable, without `rpath` (or the loader's
 //! read-only opens) none is readable — only the files below are.

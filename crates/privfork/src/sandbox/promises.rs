@@ -539,11 +539,13 @@ pub(crate) fn add_loader(r: &mut Rules) {
     }
 }
 
-/// The quiet opens: `openat`/`open` that create nothing, with any access
-/// mode, for Landlock to decide (see `sandbox::allowances`); only with the
-/// Landlock ruleset fully enforced.
+/// The quiet opens: read-only `openat`/`open` (rpath's rows, under every
+/// promise), for Landlock to decide which file (see `sandbox::allowances`);
+/// only with the Landlock ruleset fully enforced. Writing stays `wpath`'s:
+/// Landlock does not govern a pipe or memfd reopened through
+/// `/proc/self/fd`; `/dev/null` for writing is `privfork run`'s supervisor's.
 pub(crate) fn add_quiet_opens(r: &mut Rules) {
-    for row in [&table::QUIET_OPENAT, &table::QUIET_OPEN] {
+    for row in [&table::READ_ONLY_OPENAT, &table::READ_ONLY_OPEN] {
         add_row(r, row);
     }
 }

@@ -994,27 +994,6 @@ pub(crate) const READ_ONLY_OPENAT: Row = Row {
     why: "read-only opens: no write access, O_CREAT, O_TRUNC or O_TMPFILE",
 };
 
-/// The quiet opens (`sandbox::allowances`): read-only opens that create
-/// and truncate nothing; Landlock decides which file (with a ruleset
-/// only). Writing to `/dev/null` without `wpath` is `privfork run`'s
-/// supervisor's (it hands the program a `/dev/null` of its own).
-pub(crate) const QUIET_OPENAT: Row = Row {
-    promise: Stdio,
-    calls: &[SYS_openat],
-    args: &[Arg::MaskedIn(2, v!(O_READ_MASK), &[v!(O_RDONLY)])],
-    openbsd: "",
-    why: "read-only: the quiet allowances; Landlock refuses every other file (writing needs wpath: a file Landlock does not govern — a pipe or memfd reopened through /proc/self/fd — would otherwise open for writing)",
-};
-
-/// As [`QUIET_OPENAT`], for `open`.
-pub(crate) const QUIET_OPEN: Row = Row {
-    promise: Stdio,
-    calls: &[SYS_open],
-    args: &[Arg::MaskedIn(1, v!(O_READ_MASK), &[v!(O_RDONLY)])],
-    openbsd: "",
-    why: "as openat",
-};
-
 /// rpath's read-only `open`.
 pub(crate) const READ_ONLY_OPEN: Row = Row {
     promise: Rpath,
