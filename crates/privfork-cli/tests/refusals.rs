@@ -45,6 +45,17 @@ fn report_lines(o: &std::process::Output) -> Vec<String> {
         .collect()
 }
 
+/// A directory of the test's own with one file, `data`, holding "kept\n",
+/// writable by anyone (by DAC): only the sandbox stands in the way.
+fn kept_file(tag: &str) -> (Dir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new(tag);
+    let file = dir.0.join("data");
+    std::fs::write(&file, "kept\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    (dir, file)
+}
+
 #[test]
 fn tiocsti_is_named_and_no_promise_allows_it() {
     let _limit = time_limit!();
@@ -201,11 +212,7 @@ fn log_mode_names_the_opens_landlock_refuses_and_lets_allowed_ones_run() {
 #[test]
 fn log_mode_lets_through_only_the_opens_the_promises_allow() {
     let _limit = time_limit!();
-    use std::os::unix::fs::PermissionsExt;
-    let dir = Dir::new("logopen");
-    let file = dir.0.join("data");
-    std::fs::write(&file, "kept\n").unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (dir, file) = kept_file("logopen");
     let spec = format!("rwc:{}", dir.0.display());
     // A creating open (O_CREAT) without cpath: the filter refuses it, and
     // the supervisor must not let it on — Landlock would not stop it
@@ -241,11 +248,7 @@ fn log_mode_lets_through_only_the_opens_the_promises_allow() {
 #[test]
 fn a_write_without_wpath_is_refused_and_the_hint_names_the_promises() {
     let _limit = time_limit!();
-    use std::os::unix::fs::PermissionsExt;
-    let dir = Dir::new("needs");
-    let file = dir.0.join("data");
-    std::fs::write(&file, "kept\n").unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (dir, file) = kept_file("needs");
     let spec = format!("rw:{}", dir.0.display());
     // Unveiled rw, no wpath: the filter refuses the open (a write open
     // never passes without wpath), and a promise is all it takes — the
