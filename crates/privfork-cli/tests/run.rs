@@ -6,7 +6,7 @@ mod time_limit;
 use time_limit::time_limit;
 
 mod common;
-use common::{Dir, code, privfork_run, pty, stderr, stdout};
+use common::{Dir, code, privfork_run, privfork_with_default_signals, pty, stderr, stdout};
 
 use std::process::{Command, Output};
 
@@ -915,7 +915,7 @@ fn no_quiet_opens_without_landlock() {
 /// programs, waits until two processes carry `marker`, sends privfork
 /// `signal`, and returns how privfork ended.
 fn signal_a_running_tree(script: &str, marker: &str, signal: rustix::process::Signal) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_privfork"))
+    let child = privfork_with_default_signals()
         .args(["run", "-u", "nobody", "-p", "stdio rpath proc exec"])
         .args([
             "-v",
@@ -932,7 +932,18 @@ fn signal_a_running_tree(script: &str, marker: &str, signal: rustix::process::Si
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while processes_with(marker).len() < 2 {
+    // Both sleeps exec'd (privfork's and the shell's command lines hold the
+    // marker too, and so does a forked shell not yet exec'd).
+    let sleeping = || {
+        processes_with(marker)
+            .iter()
+            .filter(|p| {
+                p.split_once(": ")
+                    .is_some_and(|(_, cmd)| cmd.starts_with("sleep "))
+            })
+            .count()
+    };
+    while sleeping() < 2 {
         assert!(
             std::time::Instant::now() < deadline,
             "the sleeps never started"

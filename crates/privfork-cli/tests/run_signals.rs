@@ -8,7 +8,7 @@ mod time_limit;
 use time_limit::time_limit;
 
 mod common;
-use common::{code, pty, stderr};
+use common::{code, privfork_with_default_signals, pty, stderr};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -32,7 +32,7 @@ const PYTHON: &[&str] = &[
 
 /// Starts `python3 -c code` under privfork, its stdout piped.
 fn python(code: &str) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_privfork"))
+    privfork_with_default_signals()
         .args(PYTHON)
         .args(["--", "/usr/bin/python3", "-c", code])
         .stdout(Stdio::piped())
@@ -138,12 +138,74 @@ while True:
     assert_eq!(code(&o), 128 + libc::SIGTERM, "{}", stderr(&o));
 }
 
+/// A signal privfork was started with ignored (here SIGINT, as for a
+/// script's background job) stays ignored, as if the program were run
+/// directly: the program inherits it ignored, and privfork neither passes
+/// it on nor, on the second one, kills the program as a repeated request
+/// to stop. SIGTERM still ends it.
+#[test]
+fn a_signal_ignored_at_start_stays_ignored() {
+    let _limit = time_limit!();
+    // `trap '' INT` in a shell that then execs privfork: SIG_IGN survives
+    // exec.
+    let mut child = Command::new("/usr/bin/env")
+        .args([
+            "--default-signal",
+            "/bin/sh",
+            "-c",
+            "trap '' INT; exec \"$0\" \"$@\"",
+        ])
+        .arg(env!("CARGO_BIN_EXE_privfork"))
+        .args(PYTHON)
+        .args([
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "import signal, time\n\
+             print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN, flush=True)\n\
+             time.sleep(100)",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "True\n", "the program inherits SIGINT ignored");
+    // Two SIGINTs, each gone from privfork (read or discarded) before the
+    // next is sent: pending standard signals merge.
+    for _ in 0..2 {
+        send(&child, Signal::INT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while int_pending(child.id()) {
+            assert!(Instant::now() < deadline, "SIGINT never taken");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // Time for privfork to act on them, were it to.
+    std::thread::sleep(Duration::from_millis(300));
+    send(&child, Signal::TERM);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 128 + libc::SIGTERM, "{}", stderr(&o));
+}
+
+/// Whether SIGINT is pending for process `pid` (its threads' shared set).
+fn int_pending(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("ShdPnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|set| set & (1 << (libc::SIGINT - 1)) != 0)
+}
+
 /// privfork, in a session of its own with a pty as its controlling
 /// terminal (privfork's process group in the foreground), started with
 /// `stdio`.
 fn on_a_terminal(slave: &std::fs::File, args: &[&str]) -> std::process::Child {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_privfork"));
+    let mut cmd = privfork_with_default_signals();
     cmd.args(args)
         .stdin(slave.try_clone().unwrap())
         .stdout(slave.try_clone().unwrap())

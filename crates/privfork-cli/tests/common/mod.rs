@@ -17,6 +17,15 @@ pub fn privfork_run(args: &[&str]) -> Output {
         .expect("run privfork")
 }
 
+/// `privfork` started with every signal's default disposition, as from a
+/// terminal: privfork leaves alone what it was started with ignored (SIGINT
+/// and SIGQUIT, for a script's background job: CI runs the tests so).
+pub fn privfork_with_default_signals() -> Command {
+    let mut c = Command::new("/usr/bin/env");
+    c.args(["--default-signal", env!("CARGO_BIN_EXE_privfork")]);
+    c
+}
+
 /// The exit code, or -1 for a signal.
 pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)

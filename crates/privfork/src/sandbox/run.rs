@@ -309,6 +309,23 @@ const FORWARDED: &[Signal] = &[
     Signal::STKFLT,
 ];
 
+/// [`FORWARDED`] less the signals privfork was started with ignored
+/// (`nohup`'s SIGHUP; SIGINT and SIGQUIT of a script's background job):
+/// those stay ignored, in privfork and in the program, which inherits them
+/// so, as if it were run directly. Read through a signalfd, a blocked
+/// signal is queued even when ignored: forwarded, a second Ctrl-C meant
+/// for the script would kill a program that was to ignore it. SIGCHLD is
+/// always read: privfork reaps through it.
+fn forwarded_signals() -> std::io::Result<Vec<Signal>> {
+    let mut kept = Vec::with_capacity(FORWARDED.len());
+    for &sig in FORWARDED {
+        if sig == Signal::CHILD || !sys::signal_ignored(sig.as_raw())? {
+            kept.push(sig);
+        }
+    }
+    Ok(kept)
+}
+
 /// Runs the command; returns the exit code privfork should exit with.
 ///
 /// # Errors
@@ -418,7 +435,8 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     // would end privfork (forwarded to the program). Blocked before the
     // fork, so nothing reaps the child behind its handle's back; the
     // child's setup empties its mask again.
-    let signals = Signals::new(FORWARDED).map_err(|e| sys_fail("signalfd", &e))?;
+    let forwarded = forwarded_signals().map_err(|e| sys_fail("sigaction", &e))?;
+    let signals = Signals::new(&forwarded).map_err(|e| sys_fail("signalfd", &e))?;
     // Orphaned descendants come back to privfork, to be killed at the end.
     reap::become_subreaper().map_err(|e| sys_fail("prctl(PR_SET_CHILD_SUBREAPER)", &e))?;
     let (parent_end, child_end) = rustix::net::socketpair(

@@ -878,15 +878,29 @@ pub(crate) fn set_env(_child: &ChildToken, key: &std::ffi::OsStr, value: &std::f
 ///
 /// See sigaction(2), "SA_NOCLDWAIT".
 pub(crate) fn children_autoreaped() -> io::Result<bool> {
+    let old = current_action(libc::SIGCHLD)?;
+    Ok(old.sa_sigaction == libc::SIG_IGN || old.sa_flags & libc::SA_NOCLDWAIT != 0)
+}
+
+/// Whether `sig`'s disposition in this process is `SIG_IGN` (inherited
+/// from whoever started it: `nohup`, a script's background job).
+///
+/// See sigaction(2), execve(2) ("signals set to be ignored remain ignored").
+pub(crate) fn signal_ignored(sig: i32) -> io::Result<bool> {
+    Ok(current_action(sig)?.sa_sigaction == libc::SIG_IGN)
+}
+
+/// `sigaction(sig, NULL, &old)`: `sig`'s disposition, unchanged.
+fn current_action(sig: i32) -> io::Result<libc::sigaction> {
     // SAFETY: an all-zero sigaction is a valid value for the kernel to
     // overwrite.
     let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
     // SAFETY: a null new action only queries; `old` is a live, writable local.
-    let rc = unsafe { libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) };
+    let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(old.sa_sigaction == libc::SIG_IGN || old.sa_flags & libc::SA_NOCLDWAIT != 0)
+    Ok(old)
 }
 
 #[cfg(test)]
