@@ -80,101 +80,17 @@ enum Command {
     /// 125 sandbox failed, 126 program not executable (by the user: the
     /// message names the directory or file that stops it), 127 not found.
     Run {
-        /// Run as this user (name or uid). Without -u: as the caller.
-        /// Required when privfork runs as root (the program never runs as
-        /// root): e.g. -u nobody.
-        #[arg(short, long)]
-        user: Option<String>,
-        /// Run with this group (name or gid) as the only group.
-        #[arg(short, long)]
-        group: Option<String>,
-        /// Promises, as pledge(2) names them ("stdio rpath inet").
-        #[arg(short, long, default_value = "stdio")]
-        promises: String,
-        /// Unveil PATH with PERMS from rwxc, e.g. r:/etc or rwc:/srv/data
-        /// (a '?' after PERMS skips a missing path); a bare /PATH is
-        /// read-only.
-        #[arg(short = 'v', long = "unveil", value_name = "PERMS:PATH")]
-        unveil: Vec<String>,
-        /// Allow binding this TCP port.
-        #[arg(long, value_name = "PORT")]
-        bind: Vec<u16>,
-        /// Allow connecting to this TCP port.
-        #[arg(long, value_name = "PORT")]
-        connect: Vec<u16>,
-        /// What a refused system call does (default: kill, or errno under
-        /// the `error` promise).
-        #[arg(long, value_enum)]
-        mode: Option<Mode>,
-        /// Give the program privfork's own stdin, stdout and stderr — the
-        /// caller's terminal — for interactive programs (a shell, python).
-        /// The program still has a session of its own (the terminal is not
-        /// its controlling terminal: no job control, no /dev/tty); privfork
-        /// passes Ctrl-C, Ctrl-\ and window size changes on to it. Off by
-        /// default: stdout and stderr are then pipes that privfork relays,
-        /// and stdin is /dev/null when privfork's is a terminal.
-        #[arg(long, visible_alias = "inherit-stdio")]
-        tty: bool,
-        /// Run even if this kernel cannot enforce every layer (Landlock,
-        /// seccomp, ...), with a warning naming what is missing. Without
-        /// it, such a kernel is refused (exit status 118).
-        #[arg(long)]
-        best_effort: bool,
-        /// Set K=V in the program's environment (over everything else).
-        /// The program starts from a clean environment: TERM, LANG, LC_*
-        /// and TZ are kept from privfork's; PATH is
-        /// /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-        /// (where a CMD without '/' is looked for too); HOME, USER,
-        /// LOGNAME and SHELL are the user's own.
-        #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
-        env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
-        /// Pass NAME from privfork's environment on to the program.
-        #[arg(long = "keep-env", value_name = "NAME")]
-        keep_env: Vec<std::ffi::OsString>,
-        /// Pass privfork's whole environment on (PATH included; HOME, USER,
-        /// LOGNAME, SHELL still the user's). Risky: secrets in it (tokens,
-        /// keys) reach the program, and any process of its user can read
-        /// them in /proc/PID/environ.
-        #[arg(long)]
-        inherit_env: bool,
-        /// Start the program in DIR, entered as the user (exit 116 if the
-        /// user cannot). Default: privfork's working directory.
-        #[arg(long, value_name = "DIR")]
-        chdir: Option<std::path::PathBuf>,
-        /// CPU time limit in seconds (RLIMIT_CPU): SIGXCPU, then SIGKILL.
-        #[arg(long, value_name = "SECS", allow_hyphen_values = true)]
-        cpu: Option<String>,
-        /// Memory limit (RLIMIT_DATA: heap and private memory; malloc
-        /// fails past it), e.g. 512M, 2G. Not RLIMIT_AS, which breaks
-        /// V8/node and other JITs.
-        #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
-        memory: Option<String>,
-        /// Largest file the program may write (RLIMIT_FSIZE), e.g. 10M:
-        /// SIGXFSZ past it.
-        #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
-        file_size: Option<String>,
-        /// Process limit (RLIMIT_NPROC). It counts every process and thread
-        /// of the user on the whole machine, not only the program's: with
-        /// a shared user (nobody) a low value can stop the program from
-        /// starting (exit 126) or forking.
-        #[arg(long, value_name = "N", allow_hyphen_values = true)]
-        processes: Option<String>,
-        /// Open file limit (RLIMIT_NOFILE).
-        #[arg(long, value_name = "N", allow_hyphen_values = true)]
-        open_files: Option<String>,
-        /// End the program after DURATION of wall-clock time (30, 1.5s,
-        /// 10m, 2h, 1d): SIGTERM to its process group, SIGKILL 5 s later
-        /// if it is still there; privfork then exits 115.
-        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-        timeout: Option<String>,
-        /// none: a new, empty network namespace with only a loopback
-        /// (up); nothing outside it is reachable, not even the host's
-        /// 127.0.0.1. host (default): the host's network.
-        #[arg(long, value_name = "none|host")]
-        net: Option<String>,
-        /// The program and its arguments.
-        #[arg(last = true, required = true, value_name = "CMD")]
-        command: Vec<std::ffi::OsString>,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Bind this address as root before the program starts and hand
+        /// the socket to it at fd 3 onward, with LISTEN_FDS, LISTEN_FDNAMES
+        /// and LISTEN_PID set (systemd's socket activation): e.g.
+        /// 127.0.0.1:80, [::1]:8080, unix:/run/app.sock,mode=0660,owner=www-data.
+        /// Add ,name=NAME for LISTEN_FDNAMES. Repeatable; exit 114 if one
+        /// cannot be bound. The program needs the accept promise (or inet/unix) to
+        /// take connections on it.
+        #[arg(long, value_name = "ADDR[,name=N][,mode=M][,owner=U][,group=G]")]
+        listen: Vec<privfork::listen::ListenSpec>,
     },
     /// Print the identity (uid, gid, groups) that dropping to USER gives.
     Id {
@@ -187,18 +103,113 @@ enum Command {
     },
 }
 
-/// `K=V` for `--env`.
-fn parse_env(s: &str) -> Result<(std::ffi::OsString, std::ffi::OsString), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.into(), v.into())),
-        _ => Err(format!("expected K=V, got {s:?}")),
-    }
+/// The options of `privfork run`, shared by `privfork serve`.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Run as this user (name or uid). Without -u: as the caller.
+    /// Required when privfork runs as root (the program never runs as
+    /// root): e.g. -u nobody.
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Run with this group (name or gid) as the only group.
+    #[arg(short, long)]
+    group: Option<String>,
+    /// Promises, as pledge(2) names them ("stdio rpath inet").
+    #[arg(short, long, default_value = "stdio")]
+    promises: String,
+    /// Unveil PATH with PERMS from rwxc, e.g. r:/etc or rwc:/srv/data
+    /// (a '?' after PERMS skips a missing path); a bare /PATH is
+    /// read-only.
+    #[arg(short = 'v', long = "unveil", value_name = "PERMS:PATH")]
+    unveil: Vec<String>,
+    /// Allow binding this TCP port.
+    #[arg(long, value_name = "PORT")]
+    bind: Vec<u16>,
+    /// Allow connecting to this TCP port.
+    #[arg(long, value_name = "PORT")]
+    connect: Vec<u16>,
+    /// What a refused system call does (default: kill, or errno under
+    /// the `error` promise).
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Give the program privfork's own stdin, stdout and stderr — the
+    /// caller's terminal — for interactive programs (a shell, python).
+    /// The program still has a session of its own (the terminal is not
+    /// its controlling terminal: no job control, no /dev/tty); privfork
+    /// passes Ctrl-C, Ctrl-\ and window size changes on to it. Off by
+    /// default: stdout and stderr are then pipes that privfork relays,
+    /// and stdin is /dev/null when privfork's is a terminal.
+    #[arg(long, visible_alias = "inherit-stdio")]
+    tty: bool,
+    /// Run even if this kernel cannot enforce every layer (Landlock,
+    /// seccomp, ...), with a warning naming what is missing. Without
+    /// it, such a kernel is refused (exit status 118).
+    #[arg(long)]
+    best_effort: bool,
+    /// Set K=V in the program's environment (over everything else).
+    /// The program starts from a clean environment: TERM, LANG, LC_*
+    /// and TZ are kept from privfork's; PATH is
+    /// /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    /// (where a CMD without '/' is looked for too); HOME, USER,
+    /// LOGNAME and SHELL are the user's own.
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    /// Pass NAME from privfork's environment on to the program.
+    #[arg(long = "keep-env", value_name = "NAME")]
+    keep_env: Vec<std::ffi::OsString>,
+    /// Pass privfork's whole environment on (PATH included; HOME, USER,
+    /// LOGNAME, SHELL still the user's). Risky: secrets in it (tokens,
+    /// keys) reach the program, and any process of its user can read
+    /// them in /proc/PID/environ.
+    #[arg(long)]
+    inherit_env: bool,
+    /// Start the program in DIR, entered as the user (exit 116 if the
+    /// user cannot). Default: privfork's working directory.
+    #[arg(long, value_name = "DIR")]
+    chdir: Option<std::path::PathBuf>,
+    /// CPU time limit in seconds (RLIMIT_CPU): SIGXCPU, then SIGKILL.
+    #[arg(long, value_name = "SECS", allow_hyphen_values = true)]
+    cpu: Option<String>,
+    /// Memory limit (RLIMIT_DATA: heap and private memory; malloc
+    /// fails past it), e.g. 512M, 2G. Not RLIMIT_AS, which breaks
+    /// V8/node and other JITs.
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    memory: Option<String>,
+    /// Largest file the program may write (RLIMIT_FSIZE), e.g. 10M:
+    /// SIGXFSZ past it.
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    file_size: Option<String>,
+    /// Process limit (RLIMIT_NPROC). It counts every process and thread
+    /// of the user on the whole machine, not only the program's: with
+    /// a shared user (nobody) a low value can stop the program from
+    /// starting (exit 126) or forking.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    processes: Option<String>,
+    /// Open file limit (RLIMIT_NOFILE).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    open_files: Option<String>,
+    /// End the program after DURATION of wall-clock time (30, 1.5s,
+    /// 10m, 2h, 1d): SIGTERM to its process group, SIGKILL 5 s later
+    /// if it is still there; privfork then exits 115.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    timeout: Option<String>,
+    /// none: a new, empty network namespace with only a loopback
+    /// (up); nothing outside it is reachable, not even the host's
+    /// 127.0.0.1. host (default): the host's network.
+    #[arg(long, value_name = "none|host")]
+    net: Option<String>,
+    /// The program and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<std::ffi::OsString>,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Run {
+impl RunArgs {
+    /// The library's options: sizes, durations and `--net` parsed.
+    fn options(
+        self,
+        listen: Vec<privfork::listen::ListenSpec>,
+    ) -> Result<privfork::sandbox::run::RunOptions, resources::BadValue> {
+        let RunArgs {
             user,
             group,
             promises,
@@ -220,69 +231,82 @@ fn main() -> ExitCode {
             timeout,
             net,
             command,
-        } => {
-            let values = || -> Result<_, resources::BadValue> {
-                let size = |o, v: &Option<String>| {
-                    v.as_deref()
-                        .map(|v| resources::parse_size(o, v))
-                        .transpose()
-                };
-                let count = |o, v: &Option<String>| {
-                    v.as_deref()
-                        .map(|v| resources::parse_count(o, v))
-                        .transpose()
-                };
-                let limits = resources::Limits {
-                    cpu_seconds: count("--cpu", &cpu)?,
-                    memory: size("--memory", &memory)?,
-                    file_size: size("--file-size", &file_size)?,
-                    processes: count("--processes", &processes)?,
-                    open_files: count("--open-files", &open_files)?,
-                };
-                let timeout = timeout
-                    .as_deref()
-                    .map(|t| resources::parse_duration("--timeout", t))
-                    .transpose()?;
-                let net = net
-                    .as_deref()
-                    .map(resources::parse_net)
-                    .transpose()?
-                    .unwrap_or_default();
-                Ok((limits, timeout, net))
-            };
-            let (limits, timeout, net) = match values() {
-                Ok(v) => v,
+        } = self;
+        let size = |o, v: &Option<String>| {
+            v.as_deref()
+                .map(|v| resources::parse_size(o, v))
+                .transpose()
+        };
+        let count = |o, v: &Option<String>| {
+            v.as_deref()
+                .map(|v| resources::parse_count(o, v))
+                .transpose()
+        };
+        let limits = resources::Limits {
+            cpu_seconds: count("--cpu", &cpu)?,
+            memory: size("--memory", &memory)?,
+            file_size: size("--file-size", &file_size)?,
+            processes: count("--processes", &processes)?,
+            open_files: count("--open-files", &open_files)?,
+        };
+        let timeout = timeout
+            .as_deref()
+            .map(|t| resources::parse_duration("--timeout", t))
+            .transpose()?;
+        let net = net
+            .as_deref()
+            .map(resources::parse_net)
+            .transpose()?
+            .unwrap_or_default();
+        Ok(privfork::sandbox::run::RunOptions {
+            user,
+            group,
+            promises,
+            unveil,
+            bind,
+            connect,
+            violation: mode.map(|m| match m {
+                Mode::Kill => privfork::sandbox::Violation::Kill,
+                Mode::Errno => privfork::sandbox::Violation::Errno,
+                Mode::Log => privfork::sandbox::Violation::Log,
+            }),
+            best_effort,
+            stdio: if tty {
+                privfork::sandbox::run::StdioMode::Inherit
+            } else {
+                privfork::sandbox::run::StdioMode::Relay
+            },
+            env,
+            keep_env,
+            inherit_env,
+            chdir,
+            limits,
+            timeout,
+            net,
+            listen,
+            command,
+        })
+    }
+}
+
+/// `K=V` for `--env`.
+fn parse_env(s: &str) -> Result<(std::ffi::OsString, std::ffi::OsString), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.into(), v.into())),
+        _ => Err(format!("expected K=V, got {s:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { run, listen } => {
+            let opts = match run.options(listen) {
+                Ok(opts) => opts,
                 Err(e) => {
                     eprintln!("privfork: {e}");
                     return ExitCode::from(USAGE);
                 }
-            };
-            let opts = privfork::sandbox::run::RunOptions {
-                user,
-                group,
-                promises,
-                unveil,
-                bind,
-                connect,
-                violation: mode.map(|m| match m {
-                    Mode::Kill => privfork::sandbox::Violation::Kill,
-                    Mode::Errno => privfork::sandbox::Violation::Errno,
-                    Mode::Log => privfork::sandbox::Violation::Log,
-                }),
-                best_effort,
-                stdio: if tty {
-                    privfork::sandbox::run::StdioMode::Inherit
-                } else {
-                    privfork::sandbox::run::StdioMode::Relay
-                },
-                env,
-                keep_env,
-                inherit_env,
-                chdir,
-                limits,
-                timeout,
-                net,
-                command,
             };
             match privfork::sandbox::run::run(&opts) {
                 Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),

@@ -578,6 +578,23 @@ impl Listeners {
             .join(":")
     }
 
+    /// Moves the sockets to fds `first`, `first + 1`, … in order, where a
+    /// socket-activated program finds them once passed through exec (see
+    /// [`crate::sys::place_fds_at_start`]: only at the start of a process,
+    /// before it opens anything of its own above stderr).
+    pub(crate) fn place_at(self, first: RawFd) -> std::io::Result<Self> {
+        let names: Vec<String> = self.list.iter().map(|l| l.name.clone()).collect();
+        let fds = self.list.into_iter().map(|l| l.fd).collect();
+        let placed = crate::sys::place_fds_at_start(fds, first)?;
+        Ok(Self {
+            list: names
+                .into_iter()
+                .zip(placed)
+                .map(|(name, fd)| Listener { name, fd })
+                .collect(),
+        })
+    }
+
     /// Places every listener in `spawn`'s child at fds `first`,
     /// `first + 1`, … (the child adopts them with [`Listeners::adopt`],
     /// given [`Listeners::names`]).

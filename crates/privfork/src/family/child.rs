@@ -465,7 +465,7 @@ fn setup(roles: &'static [Role]) -> Result<(&'static Role, RoleContext), String>
     let drop_opts = DropOptions::new();
     let applied = Setup {
         parent: Some(args.parent),
-        fds: Fds::CloseOnExec,
+        fds: Fds::CloseOnExec { passed: 0 },
         isolate: true,
         cwd_root: true,
         identity: identity.as_ref().map(|id| (id, &drop_opts)),

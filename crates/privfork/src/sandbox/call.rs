@@ -277,6 +277,10 @@ pub(super) struct Creds {
     pub(super) fsuid: u32,
     pub(super) fsgid: u32,
     pub(super) groups: Vec<u32>,
+    /// Real, effective, saved and file-system uid.
+    pub(super) uids: [u32; 4],
+    /// Real, effective, saved and file-system gid.
+    pub(super) gids: [u32; 4],
 }
 
 impl Creds {
@@ -290,10 +294,20 @@ impl Creds {
             .map(str::parse)
             .collect::<Result<Vec<u32>, _>>()
             .ok()?;
+        let four = |key: &str| -> Option<[u32; 4]> {
+            let mut ids = line(key)?.split_whitespace().map(str::parse::<u32>);
+            let mut out = [0; 4];
+            for id in &mut out {
+                *id = ids.next()?.ok()?;
+            }
+            Some(out)
+        };
         Some(Self {
             fsuid: fs("Uid:")?,
             fsgid: fs("Gid:")?,
             groups,
+            uids: four("Uid:")?,
+            gids: four("Gid:")?,
         })
     }
 }

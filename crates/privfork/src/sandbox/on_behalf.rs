@@ -24,6 +24,43 @@ impl Explainer {
             && !self.sandbox.promises.contains(Promise::Unveil)
     }
 
+    /// Whether the supervisor answers the set-id calls: without `id` (the
+    /// filter then sends them to it).
+    pub(crate) fn does_setids(&self) -> bool {
+        !self.sandbox.promises.contains(Promise::Id)
+    }
+
+    /// The answer to a set-id call ([`super::seccomp::SUPERVISED_SETIDS`])
+    /// without `id`: 0 (success, nothing done) when the thread's real,
+    /// effective, saved and file-system ids are all one id and every id
+    /// the call names is that one or -1 (unchanged) — a call the kernel
+    /// would carry out changing nothing; `EPERM` otherwise, as the soft
+    /// answer of the filter has it (a process without CAP_SETUID or
+    /// CAP_SETGID gets that for most changes anyway).
+    pub(crate) fn setid_answer(&self, call: &Call) -> i32 {
+        let Some(creds) = call.creds.as_ref() else {
+            return libc::EPERM;
+        };
+        let (ids, named) = match call.nr {
+            libc::SYS_setuid => (creds.uids, 1),
+            libc::SYS_setgid => (creds.gids, 1),
+            libc::SYS_setreuid => (creds.uids, 2),
+            libc::SYS_setregid => (creds.gids, 2),
+            libc::SYS_setresuid => (creds.uids, 3),
+            libc::SYS_setresgid => (creds.gids, 3),
+            _ => return libc::EPERM,
+        };
+        let one = ids[0];
+        let unchanged = ids.iter().all(|&id| id == one)
+            && call.args[..named].iter().all(|&a| {
+                // uid_t and gid_t are 32 bits: the kernel reads the
+                // register's low half. setuid and setgid take no -1.
+                let id = a as u32;
+                id == one || (named > 1 && id == u32::MAX)
+            });
+        if unchanged { 0 } else { libc::EPERM }
+    }
+
     /// If `call` opens `/dev/null` (that path, as written) for writing
     /// or with `O_CREAT`/`O_TRUNC` — what the promises refuse without
     /// `wpath`/`cpath`, and OpenBSD allows under any promise, as shell

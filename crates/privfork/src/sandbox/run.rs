@@ -42,6 +42,7 @@ use super::{
 use crate::event::{Interest, Poller, Readiness, Signals};
 use crate::identity::Identity;
 use crate::ipc::fdpass::{FdRecvBuffer, recv_with_fds, send_with_fds};
+use crate::listen::Listeners;
 use crate::privdrop::DropOptions;
 use crate::process::{Child, ExitStatus, ProcessError, Signal};
 use crate::setup::{Fds, Setup, SetupError, SetupStep};
@@ -50,6 +51,9 @@ use rustix::process::Pid;
 
 /// privfork's own exit codes (the program's own status passes through).
 pub mod exit {
+    /// A `--listen` address could not be bound (in use, no permission, a
+    /// bad unix socket path or owner).
+    pub const LISTEN: i32 = 114;
     /// `--timeout` passed: the program was sent SIGTERM (and SIGKILL after
     /// [`super::TIMEOUT_GRACE`] if it was still there).
     pub const TIMED_OUT: i32 = 115;
@@ -127,6 +131,11 @@ pub struct RunOptions {
     pub timeout: Option<Duration>,
     /// The program's network (`--net none`).
     pub net: Net,
+    /// Listening sockets privfork binds (as root, before anything else)
+    /// and hands to the program at fds 3 onward, with `LISTEN_FDS`,
+    /// `LISTEN_FDNAMES` and `LISTEN_PID` set as systemd's socket
+    /// activation sets them (`--listen`).
+    pub listen: Vec<crate::listen::ListenSpec>,
     /// The program and its arguments.
     pub command: Vec<OsString>,
 }
@@ -172,7 +181,11 @@ pub const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 /// of the user it runs as (from its passwd entry; `HOME=/` and nothing
 /// else without one), then the variables named by `--keep-env`, then
 /// those set by `--env`.
-fn environment(opts: &RunOptions, uid: u32) -> Result<Vec<(OsString, OsString)>, RunError> {
+fn environment(
+    opts: &RunOptions,
+    uid: u32,
+    listeners: &Listeners,
+) -> Result<Vec<(OsString, OsString)>, RunError> {
     let mut env: Vec<(OsString, OsString)> = Vec::new();
     let mut set = |k: OsString, v: OsString| {
         env.retain(|(old, _)| *old != k);
@@ -234,8 +247,20 @@ fn environment(opts: &RunOptions, uid: u32) -> Result<Vec<(OsString, OsString)>,
         }
         set(k.clone(), v.clone());
     }
+    // Socket activation describes privfork's own start, never the
+    // program's (whatever --inherit-env or --keep-env passed): only the
+    // listeners privfork hands it. LISTEN_PID is set in the child, which
+    // knows its pid.
+    env.retain(|(k, _)| !SOCKET_ACTIVATION_ENV.iter().any(|n| k == n));
+    if !listeners.is_empty() {
+        env.push(("LISTEN_FDS".into(), listeners.len().to_string().into()));
+        env.push(("LISTEN_FDNAMES".into(), listeners.names().into()));
+    }
     Ok(env)
 }
+
+/// systemd's socket activation variables.
+const SOCKET_ACTIVATION_ENV: &[&str] = &["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
 
 /// A failure of `run` before the program started, with its exit code.
 #[derive(Debug)]
@@ -338,6 +363,46 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     // Closed 0–2 would be taken by the first fds privfork opens (the
     // relay's pipes, a listener): /dev/null fills them first.
     crate::sys::open_missing_stdio().map_err(|e| fail(exit::SANDBOX, format!("/dev/null: {e}")))?;
+    let listeners = bind_listeners(&opts.listen)?;
+    run_with_listeners(opts, &listeners)
+}
+
+/// Binds `specs` and moves the sockets to fds 3 onward, where the program
+/// gets them: first, before privfork opens anything of its own there.
+fn bind_listeners(specs: &[crate::listen::ListenSpec]) -> Result<Listeners, RunError> {
+    if specs.is_empty() {
+        return Ok(Listeners::default());
+    }
+    let bound = Listeners::bind(specs).map_err(|e| fail(exit::LISTEN, e))?;
+    bound.place_at(FIRST_LISTEN_FD).map_err(|e| {
+        fail(
+            exit::LISTEN,
+            format!("moving the listeners to fd 3 onward: {e}"),
+        )
+    })
+}
+
+/// The fd of the program's first listener: systemd's `SD_LISTEN_FDS_START`.
+pub const FIRST_LISTEN_FD: i32 = 3;
+
+/// As [`run`], handing the program `listeners`, which must sit at fds 3,
+/// 4, … in order (as [`Listeners::place_at`] leaves them; `privfork
+/// serve` places its own so before it starts an instance).
+///
+/// # Errors
+///
+/// As [`run`]; a listener not at its number is refused (exit 125).
+pub fn run_with_listeners(opts: &RunOptions, listeners: &Listeners) -> Result<i32, RunError> {
+    crate::sys::open_missing_stdio().map_err(|e| fail(exit::SANDBOX, format!("/dev/null: {e}")))?;
+    for (i, l) in listeners.iter().enumerate() {
+        let want = FIRST_LISTEN_FD + i32::try_from(i).unwrap_or(i32::MAX - FIRST_LISTEN_FD);
+        if std::os::fd::AsRawFd::as_raw_fd(&l.as_fd()) != want {
+            return Err(fail(
+                exit::SANDBOX,
+                format!("listener {} is not at fd {want}", l.name()),
+            ));
+        }
+    }
     let Some(program) = opts.command.first() else {
         return Err(fail(exit::NOT_FOUND, "no command given"));
     };
@@ -383,7 +448,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     let target_uid = identity
         .as_ref()
         .map_or_else(|| rustix::process::getuid().as_raw(), Identity::uid);
-    let env = environment(opts, target_uid)?;
+    let env = environment(opts, target_uid, listeners)?;
     let path = env
         .iter()
         .find(|(k, _)| k == "PATH")
@@ -460,6 +525,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
                 exec_check: &exec_check,
                 chdir: chdir.as_deref(),
                 rlimits: &rlimits,
+                listeners: u32::try_from(listeners.len()).unwrap_or(u32::MAX),
                 opts,
             };
             let code = child(&token, parent, &launch, child_end);

@@ -219,6 +219,18 @@ pub(crate) const SUPERVISED_OPENS: [i64; 3] = [libc::SYS_open, libc::SYS_openat,
 pub(crate) const SUPERVISED_CHMODS: [i64; 3] =
     [libc::SYS_chmod, libc::SYS_fchmodat, libc::SYS_fchmodat2];
 
+/// The set-id calls, which the supervisor of `privfork run` answers
+/// without `id` (see `exec_once`): success when they would change nothing,
+/// `EPERM` otherwise.
+pub(crate) const SUPERVISED_SETIDS: [i64; 6] = [
+    libc::SYS_setuid,
+    libc::SYS_setgid,
+    libc::SYS_setreuid,
+    libc::SYS_setregid,
+    libc::SYS_setresuid,
+    libc::SYS_setresgid,
+];
+
 /// `allowlist` with a prologue that sends every open (`open`, `openat`,
 /// `creat`) to the supervisor, allowed or not: in log mode the supervisor
 /// reports the opens Landlock will refuse (the kernel's audit of Landlock
@@ -379,6 +391,7 @@ mod tests {
             ("setsockopt nodelay", SYS_setsockopt, [3, i(IPPROTO_TCP), i(TCP_NODELAY), ADDR, 4, 0], &["inet", "unix", "accept"]),
             ("setsockopt keepidle", SYS_setsockopt, [3, i(IPPROTO_TCP), i(TCP_KEEPIDLE), ADDR, 4, 0], &["inet", "unix", "accept"]),
             ("setsockopt keepalive", SYS_setsockopt, [3, i(SOL_SOCKET), i(SO_KEEPALIVE), ADDR, 4, 0], &["inet", "unix", "accept"]),
+            ("setsockopt reuseaddr", SYS_setsockopt, [3, i(SOL_SOCKET), i(SO_REUSEADDR), ADDR, 4, 0], &["inet", "unix", "accept"]),
             ("setsockopt rcvtimeo", SYS_setsockopt, [3, i(SOL_SOCKET), i(SO_RCVTIMEO), ADDR, 16, 0], &["inet", "unix", "accept"]),
             ("setsockopt bindtodevice", SYS_setsockopt, [3, i(SOL_SOCKET), i(SO_BINDTODEVICE), ADDR, 4, 0], &["inet", "unix"]),
             ("setsockopt reuseport", SYS_setsockopt, [3, i(SOL_SOCKET), i(SO_REUSEPORT), ADDR, 4, 0], &["inet", "unix"]),
@@ -407,7 +420,7 @@ mod tests {
             ("setsockopt fastopen connect", SYS_setsockopt, [3, i(IPPROTO_TCP), 30, ADDR, 4, 0], &[]),
             ("bind", SYS_bind, [3, ADDR, 16, 0, 0, 0], &["inet", "unix"]),
             ("connect", SYS_connect, [3, ADDR, 16, 0, 0, 0], &["inet", "unix", "dns"]),
-            ("listen", SYS_listen, [3, 1, 0, 0, 0, 0], &["inet", "unix"]),
+            ("listen", SYS_listen, [3, 1, 0, 0, 0, 0], &["inet", "unix", "accept"]),
             ("getpgid self", SYS_getpgid, [0; 6], &["stdio"]),
             ("getpgid other", SYS_getpgid, [1, 0, 0, 0, 0, 0], &[]),
             ("getsid other", SYS_getsid, [1, 0, 0, 0, 0, 0], &[]),

@@ -205,11 +205,12 @@ pub(crate) static SOFT: &[SoftRule] = &[
             libc::SYS_setregid,
             libc::SYS_setresuid,
             libc::SYS_setresgid,
+            libc::SYS_setgroups,
         ],
         arg: SoftArg::Any,
         when: without(&[Promise::Id]),
         errno: val!(EPERM),
-        why: "busybox gives up set-id privileges at start (setgid(getgid()), setuid(getuid())) and goes on when refused; the ids stay as they are",
+        why: "busybox gives up set-id privileges at start (setgid(getgid()), setuid(getuid())), gunicorn's workers drop supplementary groups (setgroups([])); both go on when refused, as any process without CAP_SETGID is; the ids stay as they are",
     },
     SoftRule {
         calls: &[libc::SYS_pkey_alloc],

@@ -799,6 +799,13 @@ pub(crate) static TABLE: &[Row] = &[
     },
     Row {
         promise: Accept,
+        calls: &[SYS_listen],
+        args: &[],
+        openbsd: NO_OPENBSD_ACCEPT,
+        why: "again, on a listener the process was handed, it only changes the backlog (gunicorn and other servers call it on an inherited socket); accept makes no socket, and the connected ones a process holds under it refuse listen (EINVAL)",
+    },
+    Row {
+        promise: Accept,
         calls: &[SYS_accept4],
         args: &[Arg::In(3, ACCEPT4_FLAGS)],
         openbsd: NO_OPENBSD_ACCEPT,
@@ -818,11 +825,12 @@ pub(crate) static TABLE: &[Row] = &[
                     v!(SO_SNDTIMEO),
                     v!(SO_RCVBUF),
                     v!(SO_SNDBUF),
+                    v!(SO_REUSEADDR),
                 ],
             ),
         ],
         openbsd: NO_OPENBSD_ACCEPT,
-        why: "what std, tokio and socket2 set on an accepted connection (keep-alive, linger, timeouts, buffers); not SO_BINDTODEVICE, SO_ATTACH_FILTER, SO_REUSEPORT and the rest",
+        why: "what std, tokio and socket2 set on an accepted connection (keep-alive, linger, timeouts, buffers), and SO_REUSEADDR, which servers (gunicorn) set on the listener they are handed and which changes nothing without bind; not SO_BINDTODEVICE, SO_ATTACH_FILTER, SO_REUSEPORT and the rest",
     },
     Row {
         promise: Accept,

@@ -9,7 +9,7 @@
 //! | stage | what | why here |
 //! |---|---|---|
 //! | [`SetupStep::SignalMask`] | empty signal mask, the parent's handlers reset to default | the parent's code must not run on a signal |
-//! | [`SetupStep::NullFds`] | the given fds placed at 0–2 (`privfork run`'s pipes), then every inherited fd but the kept ones reaches `/dev/null` (or closes at exec) | nothing of the parent stays reachable |
+//! | [`SetupStep::NullFds`] | the given fds placed at 0–2 (`privfork run`'s pipes), then every inherited fd but the kept ones reaches `/dev/null` (or closes at exec, but for the listening sockets a program is handed at 3 onward) | nothing of the parent stays reachable |
 //! | [`SetupStep::Environment`] | environment emptied or set | no secret of the caller's environment leaks |
 //! | [`SetupStep::Session`] | `setsid`: a new session, no controlling terminal | no way back to the caller's terminal (`/dev/tty`, `TIOCSTI`) |
 //! | [`SetupStep::Keyring`] | a fresh anonymous session keyring | keys of the caller's session are no longer possessed |
@@ -238,9 +238,14 @@ pub(crate) enum Fds<'a> {
         keep: &'a [RawFd],
         stdio: bool,
     },
-    /// Every fd above stderr is marked close-on-exec: the process is about
-    /// to execute a program, which inherits none of them.
-    CloseOnExec,
+    /// The process is about to execute a program: fds 3 to
+    /// `3 + passed - 1` pass through the exec (its inherited listening
+    /// sockets, placed there beforehand), every fd above them is marked
+    /// close-on-exec.
+    CloseOnExec {
+        /// How many fds from 3 on the program inherits.
+        passed: u32,
+    },
 }
 
 /// A resource limit a role sets: `RLIMIT_*` and its soft and hard value,
@@ -400,7 +405,9 @@ impl Setup<'_> {
                     .unwrap_or(-1);
                 sys::null_fds(token()?, inherited, devnull, &all[..=n], stdio).map_err(fail)?;
             }
-            Fds::CloseOnExec => sys::cloexec_above_stderr(token()?).map_err(fail)?,
+            Fds::CloseOnExec { passed } => {
+                sys::pass_fds_cloexec_above(token()?, passed).map_err(fail)?;
+            }
         }
         Ok(())
     }

@@ -931,14 +931,96 @@ const _: () = assert!(
             == std::mem::align_of::<libc::sock_filter>()
 );
 
-/// `close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`—Marks every fd above stderr
-/// close-on-exec, so the program about to be executed inherits none of
-/// them. Nothing is closed now: values owning those fds stay valid until
-/// the exec replaces the image.
+/// Passes fds 3 to `3 + passed - 1` through the coming exec (close-on-exec
+/// cleared; each must be open: `EBADF` otherwise) and marks every fd above
+/// them close-on-exec (`close_range(3 + passed, ~0, CLOSE_RANGE_CLOEXEC)`),
+/// so the program about to be executed inherits those and nothing else.
+/// Nothing is closed now: values owning those fds stay valid until the exec
+/// replaces the image.
 ///
-/// See close_range(2).
-pub(crate) fn cloexec_above_stderr(_child: &ChildToken) -> io::Result<()> {
-    cloexec_above_stderr_now()
+/// See close_range(2), fcntl(2) `F_SETFD`.
+pub(crate) fn pass_fds_cloexec_above(_child: &ChildToken, passed: u32) -> io::Result<()> {
+    let first_closed = passed
+        .checked_add(3)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EMFILE))?;
+    for fd in 3..first_closed {
+        // SAFETY: integer arguments only; F_SETFD changes a flag of the fd
+        // (or fails with EBADF), it invalidates nothing.
+        let rc = unsafe { libc::fcntl(fd as RawFd, libc::F_SETFD, 0) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: integer arguments only; CLOSE_RANGE_CLOEXEC closes nothing,
+    // so no fd owned by a Rust value is invalidated.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first_closed,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Moves `fds` to fd numbers `first`, `first + 1`, … in order (all
+/// close-on-exec) and returns them there: where a program that takes
+/// inherited sockets (systemd's `LISTEN_FDS`) finds them once they are
+/// passed through exec.
+///
+/// Each is first duplicated above the whole range (so no move overwrites a
+/// source a later one needs), then `dup3`'d onto its number. An fd already
+/// at its number stays as it is.
+///
+/// Only for the start of a process, before it opens anything of its own
+/// above stderr: an fd open in the range that is not one of `fds` is
+/// taken to be one the process inherited and owns nothing of (the child
+/// setup would close it at exec anyway), and is overwritten.
+///
+/// See fcntl(2) `F_DUPFD_CLOEXEC`, dup(2) `dup3`.
+pub(crate) fn place_fds_at_start(
+    fds: Vec<std::os::fd::OwnedFd>,
+    first: RawFd,
+) -> io::Result<Vec<std::os::fd::OwnedFd>> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let n = RawFd::try_from(fds.len()).map_err(|_| io::Error::from_raw_os_error(libc::EMFILE))?;
+    let end = first
+        .checked_add(n)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EMFILE))?;
+    let target = |i: usize| first + i as RawFd;
+    if fds
+        .iter()
+        .enumerate()
+        .all(|(i, fd)| fd.as_raw_fd() == target(i))
+    {
+        return Ok(fds);
+    }
+    // Above the range: no source can sit on a target any more.
+    let mut high = Vec::with_capacity(fds.len());
+    for fd in &fds {
+        high.push(rustix::io::fcntl_dupfd_cloexec(fd, end)?);
+    }
+    drop(fds);
+    let mut placed = Vec::with_capacity(high.len());
+    for (i, fd) in high.iter().enumerate() {
+        // SAFETY: `fd` is a live fd owned by `high`; the target lies in the
+        // range this function's contract gives it (only inherited fds no
+        // value owns may be there, and those it may overwrite); the
+        // sources all sit above the range, so none is overwritten.
+        let rc = unsafe { libc::dup3(fd.as_raw_fd(), target(i), libc::O_CLOEXEC) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: dup3 succeeded: `rc` is the target, a new fd this
+        // function now owns alone.
+        placed.push(unsafe { OwnedFd::from_raw_fd(rc) });
+    }
+    Ok(placed)
 }
 
 /// `close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`—Sets close-on-exec on every

@@ -14,6 +14,8 @@ pub(super) struct Launch<'a> {
     pub(super) exec_check: &'a crate::setup::ExecCheck,
     pub(super) chdir: Option<&'a std::ffi::CStr>,
     pub(super) rlimits: &'a [crate::setup::Rlimit],
+    /// How many listening sockets sit at fds 3 onward, for the program.
+    pub(super) listeners: u32,
     pub(super) opts: &'a RunOptions,
 }
 
@@ -42,6 +44,7 @@ pub(super) fn child(
         exec_check,
         chdir,
         rlimits: limits,
+        listeners,
         opts,
     } = *launch;
     let say = |code: i32, msg: &dyn std::fmt::Display| {
@@ -58,8 +61,9 @@ pub(super) fn child(
         // The pipes of the relay (or /dev/null) at 0-2.
         stdio: stdio.borrowed(),
         // No fd the caller left open reaches the program (Landlock does
-        // not govern fds opened before it): all above stderr close at exec.
-        fds: Fds::CloseOnExec,
+        // not govern fds opened before it): all above stderr close at exec
+        // but the listeners privfork placed at 3 onward.
+        fds: Fds::CloseOnExec { passed: listeners },
         // Not the invoker's environment: see `environment`.
         env: Some(env),
         isolate: true,
@@ -146,10 +150,13 @@ pub(super) fn child(
         );
     }
     drop(sock);
-    let err = std::process::Command::new(program)
-        .arg0(&opts.command[0])
-        .args(&opts.command[1..])
-        .exec();
+    let mut command = std::process::Command::new(program);
+    command.arg0(&opts.command[0]).args(&opts.command[1..]);
+    if listeners > 0 {
+        // The program's own pid: this process's, which exec keeps.
+        command.env("LISTEN_PID", std::process::id().to_string());
+    }
+    let err = command.exec();
     let code = if err.kind() == std::io::ErrorKind::NotFound {
         exit::NOT_FOUND
     } else {
