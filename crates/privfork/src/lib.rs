@@ -53,6 +53,7 @@ pub mod ipc;
 pub mod listen;
 pub mod privdrop;
 pub mod process;
+mod reload;
 pub mod sandbox;
 pub mod setup;
 mod sys;

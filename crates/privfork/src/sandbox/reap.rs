@@ -175,9 +175,22 @@ fn own_children() -> Option<Vec<i32>> {
 /// `keep` (the program itself, whose status its own handle collects).
 /// Never blocks.
 pub(crate) fn reap_orphans(keep: u32) {
-    // Nothing but the program among privfork's children: nothing to reap,
-    // no need to read the whole process table.
-    if own_children().is_some_and(|c| c.iter().all(|&p| i64::from(p) == i64::from(keep))) {
+    orphans(&[keep], false);
+}
+
+/// As [`reap_orphans`] for the children in `keep` (`privfork serve`'s
+/// instances), and SIGKILL first to every other child still running: a
+/// child of privfork that it did not start is an orphan of an instance
+/// whose supervisor is gone, to end with it. Never blocks.
+pub(crate) fn end_orphans(keep: &[u32]) {
+    orphans(keep, true);
+}
+
+fn orphans(keep: &[u32], kill: bool) {
+    let kept = |p: i32| keep.iter().any(|&k| i64::from(p) == i64::from(k));
+    // Nothing but the kept ones among privfork's children: nothing to
+    // reap, no need to read the whole process table.
+    if own_children().is_some_and(|c| c.iter().all(|&p| kept(p))) {
         return;
     }
     let me = rustix::process::getpid().as_raw_nonzero().get();
@@ -185,11 +198,14 @@ pub(crate) fn reap_orphans(keep: u32) {
         return;
     };
     for (&pid, &ppid) in &table {
-        if ppid != me || i64::from(pid) == i64::from(keep) {
+        if ppid != me || kept(pid) {
             continue;
         }
         // Our own unreaped child: its pid cannot have been reused.
         if let Some(raw) = Pid::from_raw(pid) {
+            if kill {
+                let _ = rustix::process::kill_process(raw, Signal::KILL);
+            }
             let _ = rustix::process::waitpid(Some(raw), WaitOptions::NOHANG);
         }
     }

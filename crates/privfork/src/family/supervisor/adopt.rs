@@ -147,14 +147,13 @@ pub(super) fn adopt(family: &Family, mut log: Sink) -> Result<Result<Main<'_>, S
         killed_at_deadline: false,
         ready_notified: rec.ready_notified,
         restarts: Restarts {
-            count: rec.restarts,
+            fold: crate::reload::Fold::resumed(rec.restarts, Some(number), rec.again),
             last: rec.last.clone(),
             current: Some(InProgress {
                 number,
                 began_ns: rec.began_monotonic_ns,
                 stage: Stage::Starting,
             }),
-            again: rec.again,
         },
         handover: Handovers::default(),
         orphans: Vec::new(),

@@ -591,7 +591,7 @@ pub(super) fn schedule_restart(m: &mut Member, log: &mut Sink, now: Instant, upt
             m.role.name, m.instance, m.quick_deaths, m.backoff
         );
         log.log(&status);
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
+        crate::reload::notify_status(&status);
     }
 }
 

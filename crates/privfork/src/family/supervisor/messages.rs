@@ -374,7 +374,7 @@ impl Main<'_> {
             started_unix_ms: self.started_unix_ms,
             main,
             members,
-            restarts: self.restarts.count,
+            restarts: self.restarts.fold.count,
             restarting: self.restarts.current.is_some(),
             last_restart: self.restarts.last.clone(),
         }

@@ -357,7 +357,7 @@ impl Main<'_> {
         if self.stopping.is_some() {
             return;
         }
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        crate::reload::notify_stopping();
         self.abort_restart_for_stop();
         let stop_timeout = self.family.stop_timeout;
         self.stopping = Some(Instant::now() + stop_timeout);

@@ -65,12 +65,11 @@ const START_ONLY_ENV: &[&str] = &[STATE_ENV, "LISTEN_PID", "LISTEN_FDS", "LISTEN
 /// Main's restarts: counters, the one under way, the last one's outcome.
 #[derive(Default)]
 pub(super) struct Restarts {
-    /// Restarts begun since main first started.
-    pub count: u64,
+    /// Restarts begun since main first started, and SIGHUPs folded into
+    /// the next one (shared with `privfork serve`).
+    pub fold: crate::reload::Fold,
     pub last: Option<RestartReport>,
     pub current: Option<InProgress>,
-    /// A SIGHUP came during the current one: one more follows.
-    pub again: bool,
 }
 
 pub(super) struct InProgress {
@@ -149,29 +148,22 @@ impl Main<'_> {
             self.log.log("SIGHUP while stopping: ignored");
             return;
         }
-        if let Some(r) = &self.restarts.current {
-            if !self.restarts.again {
-                self.restarts.again = true;
-                self.log.log(&format!(
-                    "SIGHUP during restart {}: one more restart follows it \
-                     (further ones are folded into that)",
-                    r.number
-                ));
+        match self.restarts.fold.request() {
+            crate::reload::Request::Folded { running, first } => {
+                if first {
+                    self.log.log(&format!(
+                        "SIGHUP during restart {running}: one more restart follows it \
+                         (further ones are folded into that)"
+                    ));
+                }
             }
-            return;
+            crate::reload::Request::Begin(number) => self.begin_restart(number),
         }
-        self.begin_restart();
     }
 
-    fn begin_restart(&mut self) {
-        self.restarts.count += 1;
-        let number = self.restarts.count;
+    fn begin_restart(&mut self, number: u64) {
         let began_ns = monotonic_ns();
-        let mut states = vec![sd_notify::NotifyState::Reloading];
-        if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
-            states.push(now);
-        }
-        let _ = sd_notify::notify(&states);
+        crate::reload::notify_reloading();
         self.status_cache = None;
         self.log.log(&format!(
             "restart {number}: checking {} ({})",
@@ -579,10 +571,10 @@ impl Main<'_> {
             listeners,
             serial: self.serial,
             ready_notified: self.ready_notified,
-            restarts: self.restarts.count,
+            restarts: self.restarts.fold.count,
             last: self.restarts.last.clone(),
             began_monotonic_ns: current.map_or(0, |c| c.began_ns),
-            again: self.restarts.again,
+            again: self.restarts.fold.folded(),
             members,
             pending_ends,
         };
@@ -725,19 +717,17 @@ impl Main<'_> {
         });
         self.status_cache = None;
         let status = format!("generation {generation} serving; last restart: {line}");
-        let _ = sd_notify::notify(&[
-            sd_notify::NotifyState::Ready,
-            sd_notify::NotifyState::Status(&status),
-        ]);
-        if std::mem::take(&mut self.restarts.again) && self.stopping.is_none() {
-            self.begin_restart();
+        crate::reload::notify_ready(&status);
+        if self.restarts.fold.done() && self.stopping.is_none() {
+            let number = self.restarts.fold.begin();
+            self.begin_restart(number);
         }
     }
 
     /// The family stops: a restart under way ends here (a running check is
     /// killed; a starting generation is stopped with the rest).
     pub(super) fn abort_restart_for_stop(&mut self) {
-        self.restarts.again = false;
+        self.restarts.fold.forget_folded();
         let Some(current) = &mut self.restarts.current else {
             return;
         };
