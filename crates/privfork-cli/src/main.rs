@@ -54,6 +54,13 @@ enum Mode {
     Log,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RestartArg {
+    Always,
+    OnFailure,
+    Never,
+}
+
 #[derive(Debug, Subcommand)]
 // Parsed once at start and matched right away: the size is never copied.
 #[allow(clippy::large_enum_variant)]
@@ -91,6 +98,64 @@ enum Command {
         /// take connections on it.
         #[arg(long, value_name = "ADDR[,name=N][,mode=M][,owner=U][,group=G]")]
         listen: Vec<privfork::listen::ListenSpec>,
+    },
+    /// Serve on sockets privfork binds as root, with a sandboxed server
+    /// restarted on SIGHUP without losing a connection.
+    ///
+    /// privfork binds every --listen address (as root: ports below 1024,
+    /// unix sockets with their owner and mode) and keeps the sockets for
+    /// its whole life. Each instance of the server runs exactly as
+    /// `privfork run` runs CMD (the same options: user, promises, unveils,
+    /// environment, limits), with the sockets at fd 3 onward and
+    /// LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID set (systemd's socket
+    /// activation: gunicorn, uvicorn --fd 3, Go and Rust servers that use
+    /// it). The server needs the accept promise to take connections.
+    ///
+    /// SIGHUP starts a new instance; once it is ready the old one gets
+    /// --stop-signal and --drain to finish. A new instance that exits or
+    /// is not ready within --ready-timeout is killed and the old one
+    /// serves on. An instance that exits by itself is started again after
+    /// a growing delay (--restart). SIGTERM or SIGINT stop every instance
+    /// gracefully (a second one kills them). SIGQUIT, SIGUSR1 and SIGUSR2
+    /// are passed on to the serving instance.
+    ///
+    /// Exit status: the serving instance's (or 128 + the signal that ended
+    /// it); 114 a --listen address cannot be bound; the first instance's
+    /// `privfork run` failure (115–127, see `privfork run --help`).
+    Serve {
+        /// Bind this address and hand it to every instance: 127.0.0.1:80,
+        /// [::1]:8080, unix:/run/app.sock,mode=0660,owner=www-data (add
+        /// ,name=NAME for LISTEN_FDNAMES). Repeatable; at least one.
+        #[arg(
+            long,
+            required = true,
+            value_name = "ADDR[,name=N][,mode=M][,owner=U][,group=G]"
+        )]
+        listen: Vec<privfork::listen::ListenSpec>,
+        /// How an instance says it is ready: notify (sd_notify READY=1,
+        /// through a NOTIFY_SOCKET of its own) or delay:DURATION (ready
+        /// once it has run that long, for servers that cannot notify).
+        #[arg(long, value_name = "notify|delay:DURATION", default_value = "notify")]
+        ready: String,
+        /// How long a new instance has to become ready before it is
+        /// killed (and, in a reload, the old one serves on).
+        #[arg(long, value_name = "DURATION", default_value = "60s")]
+        ready_timeout: String,
+        /// What an instance is sent to stop gracefully: TERM, INT, QUIT,
+        /// HUP, USR1, USR2 or WINCH.
+        #[arg(long, value_name = "SIG", default_value = "TERM")]
+        stop_signal: String,
+        /// How long an instance has, after its stop signal, before what is
+        /// left of it is killed.
+        #[arg(long, value_name = "DURATION", default_value = "30s")]
+        drain: String,
+        /// When an instance that exited by itself starts again: always,
+        /// on-failure (unless it exited 0), never (privfork then exits
+        /// with its status).
+        #[arg(long, value_enum, default_value = "on-failure")]
+        restart: RestartArg,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Print the identity (uid, gid, groups) that dropping to USER gives.
     Id {
@@ -289,6 +354,58 @@ impl RunArgs {
     }
 }
 
+/// `privfork serve`'s options, parsed.
+fn serve_options(
+    listen: Vec<privfork::listen::ListenSpec>,
+    ready: &str,
+    ready_timeout: &str,
+    stop_signal: &str,
+    drain: &str,
+    restart: RestartArg,
+    run: RunArgs,
+) -> Result<privfork::serve::ServeOptions, String> {
+    use privfork::serve::{Ready, Restart, STOP_SIGNALS};
+    let ready = match ready {
+        "notify" => Ready::Notify,
+        other => match other.strip_prefix("delay:") {
+            Some(d) => Ready::Delay(
+                resources::parse_duration("--ready delay", d).map_err(|e| e.to_string())?,
+            ),
+            None => {
+                return Err(format!(
+                    "--ready {other:?}: expected notify or delay:DURATION (e.g. delay:2s)"
+                ));
+            }
+        },
+    };
+    let name = stop_signal.trim_start_matches("SIG").to_ascii_uppercase();
+    let stop_signal = STOP_SIGNALS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| *s)
+        .ok_or_else(|| {
+            let names: Vec<&str> = STOP_SIGNALS.iter().map(|(n, _)| *n).collect();
+            format!(
+                "--stop-signal {stop_signal:?}: expected one of {}",
+                names.join(", ")
+            )
+        })?;
+    Ok(privfork::serve::ServeOptions {
+        run: run.options(Vec::new()).map_err(|e| e.to_string())?,
+        listen,
+        ready,
+        ready_timeout: resources::parse_duration("--ready-timeout", ready_timeout)
+            .map_err(|e| e.to_string())?,
+        stop_signal,
+        drain: resources::parse_duration("--drain", drain).map_err(|e| e.to_string())?,
+        restart: match restart {
+            RestartArg::Always => Restart::Always,
+            RestartArg::OnFailure => Restart::OnFailure,
+            RestartArg::Never => Restart::Never,
+        },
+    })
+}
+
 /// `K=V` for `--env`.
 fn parse_env(s: &str) -> Result<(std::ffi::OsString, std::ffi::OsString), String> {
     match s.split_once('=') {
@@ -309,6 +426,38 @@ fn main() -> ExitCode {
                 }
             };
             match privfork::sandbox::run::run(&opts) {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+                Err(e) => {
+                    eprintln!("privfork: {e}");
+                    ExitCode::from(u8::try_from(e.code).unwrap_or(255))
+                }
+            }
+        }
+        Command::Serve {
+            listen,
+            ready,
+            ready_timeout,
+            stop_signal,
+            drain,
+            restart,
+            run,
+        } => {
+            let opts = match serve_options(
+                listen,
+                &ready,
+                &ready_timeout,
+                &stop_signal,
+                &drain,
+                restart,
+                run,
+            ) {
+                Ok(opts) => opts,
+                Err(e) => {
+                    eprintln!("privfork: {e}");
+                    return ExitCode::from(USAGE);
+                }
+            };
+            match privfork::serve::serve(&opts) {
                 Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
                 Err(e) => {
                     eprintln!("privfork: {e}");

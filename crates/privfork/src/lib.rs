@@ -55,6 +55,7 @@ pub mod privdrop;
 pub mod process;
 mod reload;
 pub mod sandbox;
+pub mod serve;
 pub mod setup;
 mod sys;
 pub mod trusted_path;

@@ -53,7 +53,7 @@ mod on_behalf;
 #[cfg(target_os = "openbsd")]
 pub mod openbsd;
 pub mod promises;
-mod reap;
+pub(crate) mod reap;
 mod relay;
 pub mod resources;
 pub mod run;

@@ -872,6 +872,13 @@ pub(crate) fn set_env(_child: &ChildToken, key: &std::ffi::OsStr, value: &std::f
     unsafe { std::env::set_var(key, value) }
 }
 
+/// `unsetenv(key)`—Removes a variable from the child's environment.
+pub(crate) fn remove_env(_child: &ChildToken, key: &std::ffi::OsStr) {
+    // SAFETY: the token proves we are in a single-threaded child, so no other
+    // thread can read the environment while it changes.
+    unsafe { std::env::remove_var(key) }
+}
+
 /// Whether the kernel reaps this process's children by itself (SIGCHLD set
 /// to `SIG_IGN` or with `SA_NOCLDWAIT`), which would make a child's status
 /// unobtainable and its pid reusable before we look at it.
