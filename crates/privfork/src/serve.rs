@@ -633,8 +633,11 @@ impl Serve<'_> {
         for k in 0..self.instances.len() {
             self.ask_to_stop(k);
         }
+        // Nothing running (backing off after a failure): the last
+        // instance's status says how it ended.
         if self.instances.is_empty() {
-            self.code.get_or_insert(0);
+            let code = self.last_status.map_or(0, ExitStatus::shell_code);
+            self.code.get_or_insert(code);
         }
     }
 
