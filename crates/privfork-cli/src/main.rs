@@ -19,8 +19,15 @@
 //!   groups, resolved exactly as the library resolves them; an unknown
 //!   user or group exits 123, as `run` does.
 //!
-//! `privfork serve` (supervising a server with smooth restarts) is not
-//! here yet.
+//! - `privfork serve --listen ADDR... [--ready notify|delay:D]
+//!   [--ready-timeout D] [--stop-signal SIG] [--drain D]
+//!   [--restart always|on-failure|never] [run's options] -- CMD [ARGS...]`
+//!   binds the listeners as root and runs CMD as `privfork run` would,
+//!   with the sockets at fd 3 onward (systemd's socket activation); SIGHUP
+//!   starts a new instance and drains the old one once the new one is
+//!   ready; crashes restart with a growing delay (see docs/serve.md).
+//! - `privfork run --listen ADDR ...` hands CMD sockets the same way,
+//!   without restarts.
 
 use std::process::ExitCode;
 
@@ -33,7 +40,9 @@ const USAGE: u8 = 2;
 
 /// OpenBSD-style privilege separation on Linux: `privfork run` runs a
 /// program as a user under pledge-style promises and unveiled paths;
-/// `privfork id` shows the identity a privilege drop takes.
+/// `privfork serve` runs a server so, on sockets it holds as root, and
+/// restarts it on SIGHUP without losing a connection; `privfork id` shows
+/// the identity a privilege drop takes.
 #[derive(Debug, Parser)]
 #[command(name = "privfork", version)]
 struct Cli {
@@ -76,7 +85,7 @@ enum Command {
     ///
     /// Exit status: the program's own, or 128 + the signal that killed it.
     /// privfork's own failures: 2 a malformed option value (a size,
-    /// duration or --net), 115 --timeout reached, 116 the --chdir
+    /// duration or --net), 114 a --listen address cannot be bound, 115 --timeout reached, 116 the --chdir
     /// directory cannot be entered as the user, 117 the program, its interpreter, a library
     /// or a library search directory lies in a directory that someone other
     /// than root or the caller can write, 118 a sandbox layer this kernel cannot
