@@ -409,6 +409,10 @@ impl Serve<'_> {
                 // dies (it passes it on to the server, then ends the
                 // server's tree), checked against a death before this.
                 let _ = rustix::process::set_parent_process_death_signal(Some(Signal::TERM));
+                // Its own name: `killall -HUP privfork` meant for privfork
+                // serve must not reach the instance (it would pass SIGHUP
+                // on to the server). Its command line stays serve's.
+                let _ = rustix::thread::set_name(c"privfork-run");
                 if rustix::process::getppid() != Some(parent) {
                     sys::exit_immediately(exit::SANDBOX);
                 }
