@@ -171,8 +171,13 @@ pub const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 /// caller's with `--inherit-env`), `HOME`, `USER`, `LOGNAME` and `SHELL`
 /// of the user it runs as (from its passwd entry; `HOME=/` and nothing
 /// else without one), then the variables named by `--keep-env`, then
-/// those set by `--env`.
-fn environment(opts: &RunOptions, uid: u32) -> Result<Vec<(OsString, OsString)>, RunError> {
+/// those set by `--env`; then `NOTIFY_SOCKET` = the program's own socket
+/// (see [`super::notify`]) if privfork has one, never privfork's.
+fn environment(
+    opts: &RunOptions,
+    uid: u32,
+    notify: Option<&Path>,
+) -> Result<Vec<(OsString, OsString)>, RunError> {
     let mut env: Vec<(OsString, OsString)> = Vec::new();
     let mut set = |k: OsString, v: OsString| {
         env.retain(|(old, _)| *old != k);
@@ -189,6 +194,10 @@ fn environment(opts: &RunOptions, uid: u32) -> Result<Vec<(OsString, OsString)>,
         // privfork checked the libraries it resolved, not those.
         let loader_var =
             name.starts_with(b"LD_") || UNSECURE_ENV.iter().any(|n| n.as_bytes() == name);
+        // systemd's (or serve's) socket is privfork's alone.
+        if name == b"NOTIFY_SOCKET" {
+            continue;
+        }
         if (opts.inherit_env && !loader_var)
             || KEPT_ENV.iter().any(|n| n.as_bytes() == name)
             || name.starts_with(b"LC_")
@@ -213,6 +222,9 @@ fn environment(opts: &RunOptions, uid: u32) -> Result<Vec<(OsString, OsString)>,
         _ => set("HOME".into(), "/".into()),
     }
     for k in &opts.keep_env {
+        if k == "NOTIFY_SOCKET" {
+            continue;
+        }
         if let Some(v) = std::env::var_os(k) {
             set(k.clone(), v);
         }
@@ -233,6 +245,9 @@ fn environment(opts: &RunOptions, uid: u32) -> Result<Vec<(OsString, OsString)>,
             ));
         }
         set(k.clone(), v.clone());
+    }
+    if let Some(path) = notify {
+        set("NOTIFY_SOCKET".into(), path.into());
     }
     Ok(env)
 }
@@ -383,7 +398,18 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     let target_uid = identity
         .as_ref()
         .map_or_else(|| rustix::process::getuid().as_raw(), Identity::uid);
-    let env = environment(opts, target_uid)?;
+    // sd_notify: the program's own NOTIFY_SOCKET, if privfork has one.
+    let notify = super::notify::Notify::from_env(target_uid).map_err(|e| {
+        fail(
+            exit::SANDBOX,
+            format!("setting up the program's NOTIFY_SOCKET: {e}"),
+        )
+    })?;
+    let env = environment(
+        opts,
+        target_uid,
+        notify.as_ref().map(super::notify::Notify::program_socket),
+    )?;
     let path = env
         .iter()
         .find(|(k, _)| k == "PATH")
@@ -416,7 +442,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     let rlimits = opts.limits.rlimits();
     // Prepared here, in privfork itself: a bad unveil or a kernel that
     // cannot enforce is reported before any fork.
-    let unprepared = sandbox(opts, &program)?;
+    let unprepared = sandbox(opts, &program)?.unix_sockets_to_supervisor(notify.is_some());
     let sb = unprepared.prepare_supervised().map_err(|e| match e {
         SandboxError::Unveil(UnveilError::Landlock(_)) if !opts.best_effort => unenforceable(&e),
         SandboxError::Unveil(_) => fail(exit::BAD_UNVEIL, e),
@@ -481,7 +507,8 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
         _ => None,
     };
     drop(parent_end);
-    let mut supervisor = exec_once::Supervisor::supervised(child.pid(), mode, explain);
+    let mut supervisor =
+        exec_once::Supervisor::supervised(child.pid(), mode, explain).with_notify(notify);
     let mut listener = listener;
     let deadline = opts.timeout.map(|t| Instant::now() + t);
     let watched = watch(
@@ -563,6 +590,7 @@ fn watch(
     const CHILD: usize = 1;
     const SIGNALS: usize = 2;
     const RELAY: usize = 10;
+    const NOTIFY: usize = 100;
     let loop_fail =
         |e: std::io::Error| fail(exit::SANDBOX, format!("supervising the program: {e}"));
     let mut forwarded = Vec::new();
@@ -575,10 +603,16 @@ fn watch(
             poller.add(&*child, Interest::READABLE, CHILD);
             poller.add(signals, Interest::READABLE, SIGNALS);
             relay.register(&mut poller, RELAY);
+            if let Some(notify) = supervisor.notify() {
+                notify.register(&mut poller, NOTIFY);
+            }
             poller.wait(deadline).map_err(loop_fail)?;
             poller.ready().collect()
         };
         relay.on_ready(&ready, RELAY);
+        // Before the listener's turn: a socket handed over there would
+        // move the ones the tokens name.
+        pass_on_notify(supervisor, relay, Some((&ready, NOTIFY)));
         if let Some(d) = deadline
             && Instant::now() >= d
         {
@@ -635,8 +669,30 @@ fn watch(
             }
         }
         if let Some(status) = child.try_wait().map_err(process_fail)? {
+            // What it said just before it exited.
+            pass_on_notify(supervisor, relay, None);
             return Ok((status, timed_out));
         }
+    }
+}
+
+/// The program's sd_notify messages passed on (see [`super::notify`]):
+/// from the sockets `poll` found ready (with the tokens' base), or with
+/// `None` whatever is queued; privfork's lines about them reported.
+fn pass_on_notify(
+    supervisor: &mut exec_once::Supervisor,
+    relay: &mut relay::Relay,
+    ready: Option<(&[(usize, Readiness)], usize)>,
+) {
+    let Some(notify) = supervisor.notify_mut() else {
+        return;
+    };
+    match ready {
+        Some((ready, base)) => notify.on_ready(ready, base),
+        None => notify.drain(),
+    }
+    for line in notify.take_lines() {
+        relay.report(&line);
     }
 }
 
