@@ -393,6 +393,31 @@ fn the_program_never_gets_privforks_notify_socket() {
         ],
     );
     assert_eq!((code(&o), stdout(&o).as_str()), (1, ""), "{}", stderr(&o));
+    // Nor is privfork's passed on when there is nothing to serve (empty).
+    for extra in ["--inherit-env", "--keep-env=NOTIFY_SOCKET"] {
+        let args = ["-u", "nobody", "-p", "stdio", extra, "--"];
+        let o = run(
+            Some(""),
+            &[&args[..], &["/usr/bin/printenv", "NOTIFY_SOCKET"]].concat(),
+        );
+        assert_eq!(
+            (code(&o), stdout(&o).as_str()),
+            (1, ""),
+            "{extra}: {}",
+            stderr(&o)
+        );
+    }
+    // An address privfork cannot serve: refused before anything starts.
+    let o = run(
+        Some("vsock:2:1"),
+        &["-u", "nobody", "-p", "stdio", "--", "/bin/true"],
+    );
+    assert_eq!(code(&o), 125, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("NOTIFY_SOCKET=vsock:2:1: neither a path nor an @abstract name"),
+        "{}",
+        stderr(&o)
+    );
     assert!(m.received().is_empty());
 }
 
