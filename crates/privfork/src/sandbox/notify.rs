@@ -501,6 +501,10 @@ fn private_dir() -> io::Result<PathBuf> {
                 base.display()
             )));
         }
+        // Searchable by every program's user, whatever umask made it.
+        if st.st_mode & 0o777 != 0o711 {
+            rustix::fs::chmod(&base, Mode::from_raw_mode(0o711))?;
+        }
         base
     } else {
         std::env::var_os("XDG_RUNTIME_DIR")
