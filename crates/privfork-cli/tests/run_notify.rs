@@ -574,3 +574,41 @@ fn an_abstract_notify_socket_is_served() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(m.received(), ["READY=1\n"]);
 }
+
+#[test]
+fn what_the_program_says_as_it_exits_is_not_lost() {
+    let _limit = time_limit!();
+    // The program's last message may come after privfork's last wake-up
+    // and before it reaps the program: privfork reads what is queued
+    // then, and still knows the (reaped) program by its pid. A race, so
+    // tried 24 times, four programs at a time on the machine's CPUs.
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                scope.spawn(move || {
+                    let m = Manager::new("notify-last");
+                    let mut failures = Vec::new();
+                    for i in 0..6 {
+                        let o = python(
+                            &m.address,
+                            "stdio rpath",
+                            &[],
+                            &format!("send('STATUS={w}.{i}')\nsendto('STOPPING=1')\nprint('done')"),
+                        );
+                        let want = [format!("STATUS={w}.{i}\n"), "STOPPING=1\n".to_owned()];
+                        let got = m.received();
+                        if code(&o) != 0 || got != want {
+                            failures.push(format!("{w}.{i}: {got:?} {}", stderr(&o)));
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert!(failures.is_empty(), "{failures:#?}");
+}
