@@ -446,6 +446,10 @@ fn without_unix_the_handed_socket_reaches_nothing_else() {
          except PermissionError:\n\
          \x20   print('refused')\n\
          try:\n\
+         \x20   s.sendto(b'READY=1', socket.MSG_FASTOPEN, ADDR); print('sent with fastopen')\n\
+         except PermissionError:\n\
+         \x20   print('refused')\n\
+         try:\n\
          \x20   socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); print('stream')\n\
          except PermissionError:\n\
          \x20   print('refused')\n\
@@ -458,7 +462,7 @@ fn without_unix_the_handed_socket_reaches_nothing_else() {
     let o = python(&m.address, "stdio rpath", &[], &code_text);
     assert_eq!(
         stdout(&o),
-        "refused\nrefused\nrefused\nrefused\n",
+        "refused\nrefused\nrefused\nrefused\nrefused\n",
         "{}",
         stderr(&o)
     );

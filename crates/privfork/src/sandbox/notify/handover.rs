@@ -53,11 +53,13 @@ impl Notify {
                 }
             }
             libc::SYS_sendto if call.args[4] != 0 && self.is_handed(pidfd?, call.arg_int(0)) => {
-                if self.names_program_socket(call, call.args[4], call.args[5]) {
+                let fastopen = call.arg_int(3) & libc::MSG_FASTOPEN != 0;
+                if !fastopen && self.names_program_socket(call, call.args[4], call.args[5]) {
                     // A seqpacket socket ignores the address: the bytes
-                    // reach privfork whatever it names. Were the fd
-                    // swapped meanwhile for another socket, the call would
-                    // be a sendmsg with an address, which stdio allows.
+                    // reach privfork whatever it names. Were the fd (or
+                    // the address) changed meanwhile, the call would be a
+                    // sendmsg with an address and without MSG_FASTOPEN,
+                    // which stdio allows.
                     Some(NotifyAnswer::Answered(answer(
                         listener,
                         id,
