@@ -83,6 +83,13 @@ enum Command {
     /// (TERM, INT, HUP, QUIT, USR1, USR2, WINCH...) are passed on to it,
     /// and everything it started is killed when it exits.
     ///
+    /// sd_notify: if privfork's environment has NOTIFY_SOCKET (systemd's,
+    /// Type=notify), the program gets a NOTIFY_SOCKET of its own, never
+    /// privfork's; privfork passes on READY=1, STOPPING=1, RELOADING=1 and
+    /// STATUS= from the program and its processes, nothing else (no
+    /// MAINPID, WATCHDOG, FDSTORE, no fds). It works without the unix
+    /// promise: the program's datagram socket then reaches privfork only.
+    ///
     /// Exit status: the program's own, or 128 + the signal that killed it.
     /// privfork's own failures: 2 a malformed option value (a size,
     /// duration or --net), 114 a --listen address cannot be bound, 115 --timeout reached, 116 the --chdir

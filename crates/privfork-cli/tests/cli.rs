@@ -108,4 +108,8 @@ fn run_help_says_who_the_program_runs_as() {
         assert!(out.contains(opt), "{opt}: {out}");
     }
     assert!(out.contains("every process"), "RLIMIT_NPROC's scope: {out}");
+    assert!(
+        out.contains("NOTIFY_SOCKET of its own") && out.contains("STATUS="),
+        "sd_notify: {out}"
+    );
 }

@@ -105,6 +105,19 @@ impl Call {
         Some((call, pidfd))
     }
 
+    /// The socket address at `addr`, `len` bytes long (at most 128), in
+    /// the calling thread's memory, as read while the call waited.
+    pub(super) fn read_sockaddr(&self, addr: u64, len: u64) -> Option<Vec<u8>> {
+        let mem = self.task.as_ref()?.mem.as_ref()?;
+        if addr == 0 {
+            return None;
+        }
+        let mut b = vec![0u8; usize::try_from(len).ok()?.min(128)];
+        let n = mem.read_at(&mut b, addr).ok()?;
+        b.truncate(n);
+        Some(b)
+    }
+
     pub(super) fn name(&self) -> String {
         syscall_name(self.nr).map_or_else(|| format!("syscall {}", self.nr), str::to_owned)
     }

@@ -31,6 +31,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use super::Violation;
 use super::call::Call;
 use super::explain::Explainer;
+use super::notify::{Notify, NotifyAnswer};
 use super::promises::{promises_allowing, syscall_name};
 use crate::event::{Interest, Poller};
 use crate::sys;
@@ -83,6 +84,8 @@ struct Supervised {
     child: u32,
     /// Whether it was killed for a refused call (kill mode).
     killed_child: bool,
+    /// The program's sd_notify socket, if privfork has a `NOTIFY_SOCKET`.
+    notify: Option<Notify>,
 }
 
 impl Supervisor {
@@ -114,8 +117,33 @@ impl Supervisor {
                 reports: Reports::default(),
                 child,
                 killed_child: false,
+                notify: None,
             }),
         }
+    }
+
+    /// Gives a supervised supervisor the program's sd_notify socket: it
+    /// then answers the program's sd_notify calls that its promises refuse
+    /// (see [`super::notify`]), and holds the socket for the event loop
+    /// ([`Supervisor::notify`]).
+    pub(crate) fn with_notify(mut self, notify: Option<Notify>) -> Self {
+        if let Some(s) = &mut self.supervised {
+            s.notify = notify;
+            if let Some(n) = &mut s.notify {
+                n.set_program(s.child);
+            }
+        }
+        self
+    }
+
+    /// The program's sd_notify socket, for the event loop.
+    pub(crate) fn notify(&self) -> Option<&Notify> {
+        self.supervised.as_ref().and_then(|s| s.notify.as_ref())
+    }
+
+    /// As [`Supervisor::notify`], to read it.
+    pub(crate) fn notify_mut(&mut self) -> Option<&mut Notify> {
+        self.supervised.as_mut().and_then(|s| s.notify.as_mut())
     }
 
     /// Whether this supervisor killed the program (the `child` process) for
@@ -139,7 +167,13 @@ impl Supervisor {
     pub fn summary(&mut self) -> Vec<String> {
         self.supervised
             .as_mut()
-            .map(|s| s.reports.summary())
+            .map(|s| {
+                let mut lines = s.reports.summary();
+                if let Some(n) = &s.notify {
+                    lines.extend(n.summary());
+                }
+                lines
+            })
             .unwrap_or_default()
     }
 
@@ -287,6 +321,29 @@ impl Supervised {
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
                 r => r,
             };
+        }
+        // The program's sd_notify without unix: a socket that reaches
+        // privfork alone, connected to nothing else.
+        if let Some(notify) = &mut self.notify {
+            match notify.on_call(listener, n.id, &call, pidfd.as_ref()) {
+                Some(NotifyAnswer::Answered(done)) => return done,
+                Some(NotifyAnswer::Refuse) => {
+                    let why = format!(
+                        "the socket privfork handed over for sd_notify reaches only the \
+                         program's NOTIFY_SOCKET; {}",
+                        self.explain.why(&call, exec_done)
+                    );
+                    self.reports.note(
+                        format!("{} in {}: {why}", call.text, call.comm),
+                        format!(
+                            "privfork: refused {} in {} (pid {}); failed it with EACCES: {why}",
+                            call.text, call.comm, call.tgid
+                        ),
+                    );
+                    return answer_errno(listener, n.id, libc::EACCES);
+                }
+                None => {}
+            }
         }
         let why = self.explain.why(&call, exec_done);
         // Kill mode: the process dies through the pidfd opened while the

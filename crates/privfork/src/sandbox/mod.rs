@@ -49,6 +49,7 @@ pub mod explain;
 pub mod landlock;
 pub mod ldcache;
 pub mod loader;
+mod notify;
 mod on_behalf;
 #[cfg(target_os = "openbsd")]
 pub mod openbsd;
@@ -220,6 +221,9 @@ pub struct Sandbox {
     policy: Policy,
     loader: bool,
     layers: Layers,
+    /// `privfork run` serves the program's sd_notify sockets (see
+    /// `notify`): unix sockets go to the supervisor.
+    unix_to_supervisor: bool,
 }
 
 impl Sandbox {
@@ -299,6 +303,17 @@ impl Sandbox {
     /// [`Sandbox::apply_exec_once`].
     pub fn for_exec_loader(mut self) -> Self {
         self.loader = true;
+        self
+    }
+
+    /// Under a supervisor that stays ([`Sandbox::prepare_supervised`])
+    /// and without the `unix` promise, sends `socket(AF_UNIX, …)` to the
+    /// supervisor rather than answering it `EACCES` (the soft answer):
+    /// `privfork run` answers it there, handing over a socket that reaches
+    /// only its sd_notify relay (see `notify`), and answers any other unix
+    /// socket `EACCES` itself. Nothing more is allowed.
+    pub(crate) fn unix_sockets_to_supervisor(mut self, on: bool) -> Self {
+        self.unix_to_supervisor = on;
         self
     }
 
@@ -431,6 +446,15 @@ impl Sandbox {
         // change nothing (gunicorn's workers setuid to the uid they have).
         if kind == Kind::Supervised && !promises.contains(Promise::Id) {
             soft.retain(|s| !seccomp::SUPERVISED_SETIDS.contains(&s.nr));
+        }
+        // The program's sd_notify socket without unix: the supervisor
+        // answers unix sockets (see `notify`). Refused by the allowlist,
+        // they reach it.
+        if kind == Kind::Supervised && self.unix_to_supervisor && !promises.contains(Promise::Unix)
+        {
+            soft.retain(|s| {
+                !(s.nr == libc::SYS_socket && s.arg == Some((0, libc::AF_UNIX as u32)))
+            });
         }
         if !soft.is_empty() {
             filters.push(seccomp::soft_filter(&soft));

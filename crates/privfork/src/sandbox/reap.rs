@@ -52,6 +52,28 @@ fn ppid_of(pid: i32) -> Option<i32> {
     rest.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
+/// Whether process `pid` descends from `ancestor` (its child, its
+/// child's child...), by the `ppid` chains of `/proc/PID/stat`; a process
+/// is not its own descendant. Under a subreaper `ancestor` (privfork),
+/// that is every process the program started, orphans included.
+///
+/// A process that is gone (or a pid this namespace cannot name, 0) is
+/// not. The walk stops at init or after 4096 steps.
+pub(crate) fn descends_from(pid: i32, ancestor: i32) -> bool {
+    if pid <= 0 || pid == ancestor {
+        return false;
+    }
+    let mut cur = pid;
+    for _ in 0..4096 {
+        match ppid_of(cur) {
+            Some(ppid) if ppid == ancestor => return true,
+            Some(ppid) if ppid > 1 => cur = ppid,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// Every process's parent, from `/proc`.
 fn process_table() -> io::Result<HashMap<i32, i32>> {
     let mut table = HashMap::new();

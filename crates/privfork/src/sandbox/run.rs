@@ -180,10 +180,13 @@ pub const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 /// caller's with `--inherit-env`), `HOME`, `USER`, `LOGNAME` and `SHELL`
 /// of the user it runs as (from its passwd entry; `HOME=/` and nothing
 /// else without one), then the variables named by `--keep-env`, then
-/// those set by `--env`.
+/// those set by `--env`; then `NOTIFY_SOCKET` = the program's own socket
+/// (see [`super::notify`]) if privfork has one, never privfork's; then
+/// `LISTEN_FDS` and `LISTEN_FDNAMES` for the listeners it hands over.
 fn environment(
     opts: &RunOptions,
     uid: u32,
+    notify: Option<&Path>,
     listeners: &Listeners,
 ) -> Result<Vec<(OsString, OsString)>, RunError> {
     let mut env: Vec<(OsString, OsString)> = Vec::new();
@@ -202,6 +205,10 @@ fn environment(
         // privfork checked the libraries it resolved, not those.
         let loader_var =
             name.starts_with(b"LD_") || UNSECURE_ENV.iter().any(|n| n.as_bytes() == name);
+        // systemd's (or serve's) socket is privfork's alone.
+        if name == b"NOTIFY_SOCKET" {
+            continue;
+        }
         if (opts.inherit_env && !loader_var)
             || KEPT_ENV.iter().any(|n| n.as_bytes() == name)
             || name.starts_with(b"LC_")
@@ -226,6 +233,9 @@ fn environment(
         _ => set("HOME".into(), "/".into()),
     }
     for k in &opts.keep_env {
+        if k == "NOTIFY_SOCKET" {
+            continue;
+        }
         if let Some(v) = std::env::var_os(k) {
             set(k.clone(), v);
         }
@@ -246,6 +256,9 @@ fn environment(
             ));
         }
         set(k.clone(), v.clone());
+    }
+    if let Some(path) = notify {
+        set("NOTIFY_SOCKET".into(), path.into());
     }
     // Socket activation describes privfork's own start, never the
     // program's (whatever --inherit-env or --keep-env passed): only the
@@ -448,7 +461,19 @@ pub fn run_with_listeners(opts: &RunOptions, listeners: &Listeners) -> Result<i3
     let target_uid = identity
         .as_ref()
         .map_or_else(|| rustix::process::getuid().as_raw(), Identity::uid);
-    let env = environment(opts, target_uid, listeners)?;
+    // sd_notify: the program's own NOTIFY_SOCKET, if privfork has one.
+    let notify = super::notify::Notify::from_env(target_uid).map_err(|e| {
+        fail(
+            exit::SANDBOX,
+            format!("setting up the program's NOTIFY_SOCKET: {e}"),
+        )
+    })?;
+    let env = environment(
+        opts,
+        target_uid,
+        notify.as_ref().map(super::notify::Notify::program_socket),
+        listeners,
+    )?;
     let path = env
         .iter()
         .find(|(k, _)| k == "PATH")
@@ -481,7 +506,7 @@ pub fn run_with_listeners(opts: &RunOptions, listeners: &Listeners) -> Result<i3
     let rlimits = opts.limits.rlimits();
     // Prepared here, in privfork itself: a bad unveil or a kernel that
     // cannot enforce is reported before any fork.
-    let unprepared = sandbox(opts, &program)?;
+    let unprepared = sandbox(opts, &program)?.unix_sockets_to_supervisor(notify.is_some());
     let sb = unprepared.prepare_supervised().map_err(|e| match e {
         SandboxError::Unveil(UnveilError::Landlock(_)) if !opts.best_effort => unenforceable(&e),
         SandboxError::Unveil(_) => fail(exit::BAD_UNVEIL, e),
@@ -547,7 +572,8 @@ pub fn run_with_listeners(opts: &RunOptions, listeners: &Listeners) -> Result<i3
         _ => None,
     };
     drop(parent_end);
-    let mut supervisor = exec_once::Supervisor::supervised(child.pid(), mode, explain);
+    let mut supervisor =
+        exec_once::Supervisor::supervised(child.pid(), mode, explain).with_notify(notify);
     let mut listener = listener;
     let deadline = opts.timeout.map(|t| Instant::now() + t);
     let watched = watch(
@@ -629,6 +655,7 @@ fn watch(
     const CHILD: usize = 1;
     const SIGNALS: usize = 2;
     const RELAY: usize = 10;
+    const NOTIFY: usize = 100;
     let loop_fail =
         |e: std::io::Error| fail(exit::SANDBOX, format!("supervising the program: {e}"));
     let mut forwarded = Vec::new();
@@ -641,10 +668,16 @@ fn watch(
             poller.add(&*child, Interest::READABLE, CHILD);
             poller.add(signals, Interest::READABLE, SIGNALS);
             relay.register(&mut poller, RELAY);
+            if let Some(notify) = supervisor.notify() {
+                notify.register(&mut poller, NOTIFY);
+            }
             poller.wait(deadline).map_err(loop_fail)?;
             poller.ready().collect()
         };
         relay.on_ready(&ready, RELAY);
+        // Before the listener's turn: a socket handed over there would
+        // move the ones the tokens name.
+        pass_on_notify(supervisor, relay, Some((&ready, NOTIFY)));
         if let Some(d) = deadline
             && Instant::now() >= d
         {
@@ -701,8 +734,30 @@ fn watch(
             }
         }
         if let Some(status) = child.try_wait().map_err(process_fail)? {
+            // What it said just before it exited.
+            pass_on_notify(supervisor, relay, None);
             return Ok((status, timed_out));
         }
+    }
+}
+
+/// The program's sd_notify messages passed on (see [`super::notify`]):
+/// from the sockets `poll` found ready (with the tokens' base), or with
+/// `None` whatever is queued; privfork's lines about them reported.
+fn pass_on_notify(
+    supervisor: &mut exec_once::Supervisor,
+    relay: &mut relay::Relay,
+    ready: Option<(&[(usize, Readiness)], usize)>,
+) {
+    let Some(notify) = supervisor.notify_mut() else {
+        return;
+    };
+    match ready {
+        Some((ready, base)) => notify.on_ready(ready, base),
+        None => notify.drain(),
+    }
+    for line in notify.take_lines() {
+        relay.report(&line);
     }
 }
 

@@ -102,7 +102,7 @@ pub(crate) static SOFT: &[SoftRule] = &[
         arg: SoftArg::In(0, &[val!(AF_UNIX)]),
         when: without(&[Promise::Unix]),
         errno: val!(EACCES),
-        why: "glibc's NSS probes nscd's socket (getpwnam, getaddrinfo); \"cannot\" is an answer it takes",
+        why: "glibc's NSS probes nscd's socket (getpwnam, getaddrinfo); \"cannot\" is an answer it takes; under privfork run with a NOTIFY_SOCKET, unix sockets go to the supervisor instead, which gives this answer too but for a datagram socket (see sd_notify)",
     },
     SoftRule {
         calls: &[libc::SYS_socket],

@@ -28,6 +28,8 @@ mod fscreds;
 mod isolate;
 pub(crate) use fscreds::{chmod_fd, with_fs_creds};
 mod netns;
+mod scm;
+pub(crate) use scm::{Sender, recv_with_creds};
 #[cfg(target_os = "openbsd")]
 pub(crate) mod openbsd;
 pub(crate) mod spawn;
