@@ -82,8 +82,11 @@ fn the_program_accepts_on_the_handed_socket() {
         l.local_addr().unwrap().port()
     };
     let listen = format!("127.0.0.1:{port}");
+    // listen() again, as servers do on a socket they are handed: answered
+    // by the supervisor (it is listening already).
     let server = r#"import socket
 s = socket.socket(fileno=3)
+s.listen(16)
 c, _ = s.accept()
 c.sendall(b"hello from the sandbox\n")
 c.close()
@@ -155,4 +158,46 @@ fn activation_variables_of_privfork_itself_do_not_reach_the_program() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("FDS None\nNAMES None\n"), "{out}");
+}
+
+/// An fd privfork's caller left open where a listener must go is never
+/// overwritten: privfork refuses, naming it, and nothing runs.
+#[test]
+fn a_caller_fd_where_a_listener_goes_is_not_overwritten() {
+    let _limit = time_limit!();
+    let o = std::process::Command::new("/bin/sh")
+        .args([
+            "-c",
+            "exec 3</dev/null; exec \"$0\" run --listen 127.0.0.1:0 -u nobody -- /bin/true",
+            env!("CARGO_BIN_EXE_privfork"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 114, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("fd 3 is already open"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Under `accept`, listen() on a socket that is not listening already is
+/// refused (it could make a listener nobody bound): here one end of a
+/// socketpair; in kill mode the program dies and the line names it.
+#[test]
+fn listen_on_a_socket_not_listening_is_refused_under_accept() {
+    let _limit = time_limit!();
+    let mut args = PYTHON.to_vec();
+    args[3] = "stdio rpath accept";
+    args.truncate(6);
+    args.extend([
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        "import socket\na, b = socket.socketpair()\nprint('made', flush=True)\na.listen(1)\nprint('listened')",
+    ]);
+    let o = privfork_run(&args);
+    assert_eq!(code(&o), 128 + libc::SIGSYS, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "made\n");
+    assert!(stderr(&o).contains("refused listen("), "{}", stderr(&o));
 }

@@ -459,6 +459,11 @@ fn start_up_probes_get_an_errno() {
             (-1, libc::EPERM),
         ),
         (
+            "setuid to -1",
+            format!("{}, -1", libc::SYS_setuid),
+            (-1, libc::EINVAL),
+        ),
+        (
             "setresgid to root",
             format!("{}, 0, 0, 0", libc::SYS_setresgid),
             (-1, libc::EPERM),

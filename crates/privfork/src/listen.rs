@@ -32,7 +32,7 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -580,12 +580,23 @@ impl Listeners {
 
     /// Moves the sockets to fds `first`, `first + 1`, … in order, where a
     /// socket-activated program finds them once passed through exec (see
-    /// [`crate::sys::place_fds_at_start`]: only at the start of a process,
-    /// before it opens anything of its own above stderr).
+    /// [`crate::sys::place_fds`]). A number in the range held by an fd
+    /// this process inherited through exec and has not taken (listed by
+    /// [`crate::inherit::capture`]) is closed first; one held by anything
+    /// else fails the call, naming the fd: nothing is ever overwritten.
     pub(crate) fn place_at(self, first: RawFd) -> std::io::Result<Self> {
+        let n = RawFd::try_from(self.list.len()).unwrap_or(RawFd::MAX - first);
+        let ours: Vec<RawFd> = self.list.iter().map(|l| l.fd.as_raw_fd()).collect();
+        for target in first..first.saturating_add(n) {
+            if !ours.contains(&target) && crate::sys::fd_is_open(target) {
+                // Dropped: closed. Refused (not inherited, already
+                // taken): placing fails below, naming the fd.
+                let _ = crate::inherit::take_inherited_fd(target, crate::inherit::FdKind::Any);
+            }
+        }
         let names: Vec<String> = self.list.iter().map(|l| l.name.clone()).collect();
         let fds = self.list.into_iter().map(|l| l.fd).collect();
-        let placed = crate::sys::place_fds_at_start(fds, first)?;
+        let placed = crate::sys::place_fds(fds, first)?;
         Ok(Self {
             list: names
                 .into_iter()

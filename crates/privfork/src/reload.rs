@@ -70,11 +70,6 @@ impl Fold {
         self.count
     }
 
-    /// The restart under way, if any.
-    pub(crate) fn running(&self) -> Option<u64> {
-        self.running
-    }
-
     /// The restart under way ended; whether a folded one is to begin now.
     pub(crate) fn done(&mut self) -> bool {
         self.running = None;
@@ -143,6 +138,5 @@ mod tests {
         f.request();
         f.forget_folded();
         assert!(!f.done());
-        assert_eq!(f.running(), None);
     }
 }

@@ -146,6 +146,8 @@ struct Instance {
     state: State,
     /// SIGKILL sent to its `privfork run`.
     killed: bool,
+    /// It has been ready: its status is the one privfork serve reports.
+    served: bool,
     /// Ended on purpose (a reload's old instance, a failed new one, a
     /// stop): its exit is no crash.
     ending: bool,
@@ -206,6 +208,10 @@ pub fn serve(opts: &ServeOptions) -> Result<i32, RunError> {
     if opts.run.command.is_empty() {
         return Err(bad(exit::NOT_FOUND, "no command given".into()));
     }
+    // privfork serve reaps its instances: a SIGCHLD it was started with
+    // ignored would have the kernel reap them (and reuse their pids).
+    sys::unignore_signal(libc::SIGCHLD)
+        .map_err(|e| bad(exit::SANDBOX, format!("sigaction(SIGCHLD): {e}")))?;
     // First, before anything of privfork's own is open: the listeners at
     // 3 onward, where every instance's program gets them.
     let listeners = Listeners::bind(&opts.listen)
@@ -253,7 +259,7 @@ pub fn serve(opts: &ServeOptions) -> Result<i32, RunError> {
         last_status: None,
         ignored_notify: 0,
     };
-    s.start_instance();
+    s.start_serving_instance();
     let result = s.run_loop(&signals);
     // Whatever is left (an error above): ended, as every orphan.
     for i in &mut s.instances {
@@ -377,11 +383,13 @@ impl Serve<'_> {
         d
     }
 
-    fn start_instance(&mut self) {
+    /// Starts an instance; its number, or `None` if it could not even be
+    /// started (said in the log; the caller decides what follows).
+    fn start_instance(&mut self) -> Option<u64> {
         self.restart_at = None;
         if self.instances.len() >= MAX_INSTANCES {
             log("too many instances at once; not starting another");
-            return;
+            return None;
         }
         self.started += 1;
         let number = self.started;
@@ -395,8 +403,7 @@ impl Serve<'_> {
                             "instance {number}: notify socket {}: {e}",
                             path.display()
                         ));
-                        self.instance_failed_to_start(number);
-                        return;
+                        return None;
                     }
                 }
             }
@@ -413,6 +420,21 @@ impl Serve<'_> {
                 // serve must not reach the instance (it would pass SIGHUP
                 // on to the server). Its command line stays serve's.
                 let _ = rustix::thread::set_name(c"privfork-run");
+                // The signals privfork serve sends it are its orders, whatever
+                // privfork serve was started with ignored (privfork run
+                // leaves an ignored signal alone): the stop signal, SIGTERM
+                // (escalation, parent death) and those passed on.
+                for sig in [
+                    self.opts.stop_signal,
+                    Signal::TERM,
+                    Signal::QUIT,
+                    Signal::USR1,
+                    Signal::USR2,
+                ] {
+                    if sys::unignore_signal(sig.as_raw()).is_err() {
+                        sys::exit_immediately(exit::SANDBOX);
+                    }
+                }
                 if rustix::process::getppid() != Some(parent) {
                     sys::exit_immediately(exit::SANDBOX);
                 }
@@ -435,16 +457,14 @@ impl Serve<'_> {
             Ok(Forked::Parent(pid)) => Child::after_fork(pid),
             Err(e) => {
                 log(&format!("instance {number}: fork: {e:?}"));
-                self.instance_failed_to_start(number);
-                return;
+                return None;
             }
         };
         let runner = match runner {
             Ok(r) => r,
             Err(e) => {
                 log(&format!("instance {number}: {e}"));
-                self.instance_failed_to_start(number);
-                return;
+                return None;
             }
         };
         log(&format!("instance {number} started (pid {})", runner.pid()));
@@ -459,14 +479,15 @@ impl Serve<'_> {
             },
             killed: false,
             ending: false,
+            served: false,
         });
+        Some(number)
     }
 
-    /// An instance could not even be started: as if it had exited.
-    fn instance_failed_to_start(&mut self, number: u64) {
-        if self.reloading.as_ref().is_some_and(|r| r.new == number) {
-            self.reload_failed("it could not be started".into());
-        } else {
+    /// Starts an instance that is to serve (the first, or after a crash):
+    /// one that cannot even be started counts as a failure.
+    fn start_serving_instance(&mut self) {
+        if self.start_instance().is_none() {
             self.schedule_restart(None);
         }
     }
@@ -530,27 +551,30 @@ impl Serve<'_> {
             ));
             self.fold.done();
             if self.instances.is_empty() || self.restart_at.is_some() {
-                self.start_instance();
+                self.start_serving_instance();
             }
             return;
         }
         reload::notify_reloading();
         log(&format!("reload {number}: starting a new instance"));
-        let before = self.started;
-        self.start_instance();
-        if self.started == before || self.index_of(self.started).is_none() {
-            // Could not even start: reload_failed already ran, or will.
-            if self.fold.running().is_some() && self.reloading.is_none() {
-                self.fold.done();
-                reload::notify_ready("reload failed: the new instance could not start");
+        match self.start_instance() {
+            Some(new) => {
+                self.reloading = Some(Reloading {
+                    number,
+                    began: Instant::now(),
+                    new,
+                });
             }
-            return;
+            None => {
+                let line = format!(
+                    "reload {number} failed: the new instance could not be started; \
+                     the old one keeps serving"
+                );
+                log(&line);
+                reload::notify_ready(&line);
+                self.reload_ended();
+            }
         }
-        self.reloading = Some(Reloading {
-            number,
-            began: Instant::now(),
-            new: self.started,
-        });
     }
 
     /// The new instance of the reload under way will not serve: it is
@@ -723,6 +747,7 @@ impl Serve<'_> {
         }
         let now = Instant::now();
         i.state = State::Serving { since: now };
+        i.served = true;
         let took = now.duration_since(i.started);
         match self.reloading.as_ref().filter(|r| r.new == number) {
             Some(r) => {
@@ -807,8 +832,7 @@ impl Serve<'_> {
     fn instance_exited(&mut self, i: Instance, status: ExitStatus) {
         let number = i.number;
         let how = describe(status);
-        let was_serving = matches!(i.state, State::Serving { .. });
-        if was_serving || self.last_status.is_none() {
+        if i.served || self.last_status.is_none() {
             self.last_status = Some(status);
         }
         // The old instance of a reload, drained.
@@ -931,13 +955,13 @@ impl Serve<'_> {
     fn on_deadlines(&mut self) {
         let now = Instant::now();
         if self.restart_at.is_some_and(|t| t <= now) && self.stopping == 0 {
-            self.start_instance();
+            self.start_serving_instance();
         }
         let mut k = 0;
         while k < self.instances.len() {
             let i = &self.instances[k];
             match i.state {
-                State::Starting { until } if !i.ending => {
+                State::Starting { until } if !i.ending && !i.killed => {
                     if let Ready::Delay(delay) = self.opts.ready
                         && now >= i.started + delay
                     {

@@ -314,6 +314,13 @@ impl Supervised {
                 r => r,
             };
         }
+        // listen again on a socket already listening, under accept.
+        if let Some(errno) = self.explain.relisten_answer(&call, pidfd.as_ref()) {
+            return match sys::notif_send(listener, n.id, false, errno) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+                r => r,
+            };
+        }
         // set*id without `id`: success when it changes nothing, else EPERM.
         if super::seccomp::SUPERVISED_SETIDS.contains(&nr) && self.explain.does_setids() {
             let errno = self.explain.setid_answer(&call);

@@ -24,6 +24,28 @@ impl Explainer {
             && !self.sandbox.promises.contains(Promise::Unveil)
     }
 
+    /// The answer to `listen(fd, backlog)` refused under `accept` (without
+    /// `inet` or `unix`): 0 — without doing it — when `fd` in the calling
+    /// process is already a listening socket (servers such as gunicorn call
+    /// `listen` again on the socket they were handed; it would only change
+    /// the backlog); `None` otherwise (a refused call as any other: a
+    /// socket made listening here could listen on a port nobody bound).
+    /// The fd is looked at through a copy (`pidfd_getfd`), taken while the
+    /// call waits.
+    pub(crate) fn relisten_answer(&self, call: &Call, pidfd: Option<&OwnedFd>) -> Option<i32> {
+        if call.nr != libc::SYS_listen || !self.sandbox.promises.contains(Promise::Accept) {
+            return None;
+        }
+        let fd = i32::try_from(call.args[0] as u32 as i32).ok()?;
+        let copy =
+            rustix::process::pidfd_getfd(pidfd?, fd, rustix::process::PidfdGetfdFlags::empty())
+                .ok()?;
+        rustix::net::sockopt::socket_acceptconn(&copy)
+            .ok()
+            .filter(|&listening| listening)
+            .map(|_| 0)
+    }
+
     /// Whether the supervisor answers the set-id calls: without `id` (the
     /// filter then sends them to it).
     pub(crate) fn does_setids(&self) -> bool {
@@ -50,6 +72,10 @@ impl Explainer {
             libc::SYS_setresgid => (creds.gids, 3),
             _ => return libc::EPERM,
         };
+        // setuid(-1) and setgid(-1): the kernel's EINVAL (no such id).
+        if named == 1 && call.args[0] as u32 == u32::MAX {
+            return libc::EINVAL;
+        }
         let one = ids[0];
         let unchanged = ids.iter().all(|&id| id == one)
             && call.args[..named].iter().all(|&a| {

@@ -407,6 +407,10 @@ pub const FIRST_LISTEN_FD: i32 = 3;
 /// As [`run`]; a listener not at its number is refused (exit 125).
 pub fn run_with_listeners(opts: &RunOptions, listeners: &Listeners) -> Result<i32, RunError> {
     crate::sys::open_missing_stdio().map_err(|e| fail(exit::SANDBOX, format!("/dev/null: {e}")))?;
+    // privfork reaps the program: a SIGCHLD it was started with ignored
+    // would have the kernel reap it (and free its pid) first.
+    sys::unignore_signal(libc::SIGCHLD)
+        .map_err(|e| fail(exit::SANDBOX, format!("sigaction(SIGCHLD): {e}")))?;
     for (i, l) in listeners.iter().enumerate() {
         let want = FIRST_LISTEN_FD + i32::try_from(i).unwrap_or(i32::MAX - FIRST_LISTEN_FD);
         if std::os::fd::AsRawFd::as_raw_fd(&l.as_fd()) != want {

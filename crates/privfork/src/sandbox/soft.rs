@@ -210,7 +210,7 @@ pub(crate) static SOFT: &[SoftRule] = &[
         arg: SoftArg::Any,
         when: without(&[Promise::Id]),
         errno: val!(EPERM),
-        why: "busybox gives up set-id privileges at start (setgid(getgid()), setuid(getuid())), gunicorn's workers drop supplementary groups (setgroups([])); both go on when refused, as any process without CAP_SETGID is; the ids stay as they are",
+        why: "busybox gives up set-id privileges at start (setgid(getgid()), setuid(getuid())), gunicorn's workers drop supplementary groups (setgroups([])); both go on when refused, as any process without CAP_SETGID is; the ids stay as they are. Under privfork run's supervisor the set*id calls (not setgroups) are answered as the kernel would: success, doing nothing, when they change nothing (gunicorn's workers setuid to their own uid), EPERM otherwise",
     },
     SoftRule {
         calls: &[libc::SYS_pkey_alloc],

@@ -799,13 +799,6 @@ pub(crate) static TABLE: &[Row] = &[
     },
     Row {
         promise: Accept,
-        calls: &[SYS_listen],
-        args: &[],
-        openbsd: NO_OPENBSD_ACCEPT,
-        why: "again, on a listener the process was handed, it only changes the backlog (gunicorn and other servers call it on an inherited socket); accept makes no socket, and the connected ones a process holds under it refuse listen (EINVAL)",
-    },
-    Row {
-        promise: Accept,
         calls: &[SYS_accept4],
         args: &[Arg::In(3, ACCEPT4_FLAGS)],
         openbsd: NO_OPENBSD_ACCEPT,

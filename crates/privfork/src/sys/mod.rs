@@ -899,6 +899,29 @@ pub(crate) fn signal_ignored(sig: i32) -> io::Result<bool> {
     Ok(current_action(sig)?.sa_sigaction == libc::SIG_IGN)
 }
 
+/// Sets `sig` back to its default action if it is ignored (`SIG_IGN`, or
+/// for SIGCHLD `SA_NOCLDWAIT`); a handler is left alone. For a supervisor
+/// that must see (SIGCHLD: reap) or pass on signals a parent had it ignore.
+///
+/// See sigaction(2).
+pub(crate) fn unignore_signal(sig: i32) -> io::Result<()> {
+    let old = current_action(sig)?;
+    let nocldwait = sig == libc::SIGCHLD && old.sa_flags & libc::SA_NOCLDWAIT != 0;
+    if old.sa_sigaction != libc::SIG_IGN && !(nocldwait && old.sa_sigaction == libc::SIG_DFL) {
+        return Ok(());
+    }
+    // SAFETY: an all-zero sigaction is SIG_DFL with no flags and an empty
+    // mask: no handler is installed, so nothing can run on the signal.
+    let new: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: `new` is a live, valid sigaction; the old-action pointer is
+    // null.
+    let rc = unsafe { libc::sigaction(sig, &new, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `sigaction(sig, NULL, &old)`: `sig`'s disposition, unchanged.
 fn current_action(sig: i32) -> io::Result<libc::sigaction> {
     // SAFETY: an all-zero sigaction is a valid value for the kernel to
@@ -977,26 +1000,32 @@ pub(crate) fn pass_fds_cloexec_above(_child: &ChildToken, passed: u32) -> io::Re
     }
 }
 
+/// Whether fd number `n` is open in this process (`fcntl(n, F_GETFD)`).
+pub(crate) fn fd_is_open(n: RawFd) -> bool {
+    // SAFETY: integer arguments only; F_GETFD reads a flag, it changes
+    // and invalidates nothing.
+    unsafe { libc::fcntl(n, libc::F_GETFD) >= 0 }
+}
+
 /// Moves `fds` to fd numbers `first`, `first + 1`, … in order (all
 /// close-on-exec) and returns them there: where a program that takes
 /// inherited sockets (systemd's `LISTEN_FDS`) finds them once they are
 /// passed through exec.
 ///
-/// Each is first duplicated above the whole range (so no move overwrites a
-/// source a later one needs), then `dup3`'d onto its number. An fd already
-/// at its number stays as it is.
+/// Each is first duplicated above the whole range (so no move needs a
+/// number a source still holds), the originals closed, then each
+/// duplicated again at the lowest free number from its target
+/// (`F_DUPFD_CLOEXEC`), which must be the target itself: an fd open there
+/// that is not one of `fds` is never overwritten — the call fails with
+/// `EBUSY` instead (free it first: [`crate::inherit::take_inherited_fd`]
+/// for one inherited through exec). Fds already at their numbers stay.
 ///
-/// Only for the start of a process, before it opens anything of its own
-/// above stderr: an fd open in the range that is not one of `fds` is
-/// taken to be one the process inherited and owns nothing of (the child
-/// setup would close it at exec anyway), and is overwritten.
-///
-/// See fcntl(2) `F_DUPFD_CLOEXEC`, dup(2) `dup3`.
-pub(crate) fn place_fds_at_start(
+/// See fcntl(2) `F_DUPFD_CLOEXEC`.
+pub(crate) fn place_fds(
     fds: Vec<std::os::fd::OwnedFd>,
     first: RawFd,
 ) -> io::Result<Vec<std::os::fd::OwnedFd>> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
     let n = RawFd::try_from(fds.len()).map_err(|_| io::Error::from_raw_os_error(libc::EMFILE))?;
     let end = first
         .checked_add(n)
@@ -1009,7 +1038,7 @@ pub(crate) fn place_fds_at_start(
     {
         return Ok(fds);
     }
-    // Above the range: no source can sit on a target any more.
+    // Above the range: no source sits on a target any more.
     let mut high = Vec::with_capacity(fds.len());
     for fd in &fds {
         high.push(rustix::io::fcntl_dupfd_cloexec(fd, end)?);
@@ -1017,17 +1046,18 @@ pub(crate) fn place_fds_at_start(
     drop(fds);
     let mut placed = Vec::with_capacity(high.len());
     for (i, fd) in high.iter().enumerate() {
-        // SAFETY: `fd` is a live fd owned by `high`; the target lies in the
-        // range this function's contract gives it (only inherited fds no
-        // value owns may be there, and those it may overwrite); the
-        // sources all sit above the range, so none is overwritten.
-        let rc = unsafe { libc::dup3(fd.as_raw_fd(), target(i), libc::O_CLOEXEC) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
+        let at = rustix::io::fcntl_dupfd_cloexec(fd, target(i))?;
+        if at.as_raw_fd() != target(i) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "fd {0} is already open (left open by whoever started privfork? \
+                     start it with {0}>&-)",
+                    target(i)
+                ),
+            ));
         }
-        // SAFETY: dup3 succeeded: `rc` is the target, a new fd this
-        // function now owns alone.
-        placed.push(unsafe { OwnedFd::from_raw_fd(rc) });
+        placed.push(at);
     }
     Ok(placed)
 }

@@ -1,0 +1,654 @@
+//! `privfork serve` with a real server: Debian's gunicorn (sync workers)
+//! and a small WSGI app, on a port below 1024 bound by privfork as root,
+//! the server running as nobody. These tests run as root and fail loudly
+//! otherwise; a missing gunicorn fails them (`.ci/run` installs it).
+
+#[path = "../../privfork/tests/time_limit/mod.rs"]
+mod time_limit;
+use time_limit::time_limit;
+
+mod common;
+use common::{Dir, privfork_with_default_signals};
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const GUNICORN: &str = "/usr/bin/gunicorn";
+
+/// The app: `/` answers with the worker's pid and its instance's (the
+/// arbiter's, its parent); `/probe/WHAT` tries what the sandbox must refuse
+/// (a new socket; connect or bind on the one it has, the client's).
+const APP: &str = r#"import os, socket
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/probe/socket":
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    elif path == "/probe/unix":
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    elif path == "/probe/connect":
+        environ["gunicorn.socket"].connect(("127.0.0.1", 9))
+    elif path == "/probe/bind":
+        environ["gunicorn.socket"].bind(("127.0.0.1", 0))
+    body = f"worker {os.getpid()} instance {os.getppid()}\n".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+/// gunicorn's configuration: with the file `hang` beside it, an instance
+/// never gets as far as saying it is ready (on_starting runs before the
+/// arbiter's READY=1).
+const CONF: &str = r#"import os, time
+here = os.path.dirname(os.path.abspath(__file__))
+def on_starting(server):
+    if os.path.exists(os.path.join(here, "hang")):
+        time.sleep(1000)
+"#;
+
+/// The app's directory (readable by nobody).
+fn app_dir() -> Dir {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "privfork serve tests bind a port below 1024 and drop to nobody: run them as root"
+    );
+    assert!(
+        std::path::Path::new(GUNICORN).exists(),
+        "{GUNICORN} is missing: apt-get install gunicorn (.ci/run does)"
+    );
+    let dir = Dir::new("serve");
+    // Readable, not writable, by nobody (python would write its bytecode
+    // cache there).
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(dir.0.join("app.py"), APP).unwrap();
+    std::fs::write(dir.0.join("conf.py"), CONF).unwrap();
+    dir
+}
+
+/// A free TCP port below 1024 on 127.0.0.1.
+fn low_port() -> u16 {
+    for _ in 0..200 {
+        let port = 600 + u16::try_from(common::random() % 400).unwrap();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 600 and 999");
+}
+
+/// privfork serve running gunicorn, its stderr collected line by line.
+struct Serve {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The `privfork serve` arguments for gunicorn in `dir` on `port`, then
+/// `extra` serve options.
+fn gunicorn_args(dir: &Dir, port: u16, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["serve", "--listen"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    args.push(format!("127.0.0.1:{port}"));
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args.extend(
+        [
+            "-u",
+            "nobody",
+            "-p",
+            "stdio rpath proc accept tmppath fattr",
+            "-v",
+            "r:/usr/lib/python3",
+            "-v",
+            "r:/usr/lib/python3.11",
+            "-v",
+            "rx:/usr/bin/python3.11",
+            "-v",
+            "r:/usr/lib/x86_64-linux-gnu",
+            "-v",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned()),
+    );
+    args.push(format!("r:{}", dir.path()));
+    args.extend(
+        [
+            "--",
+            GUNICORN,
+            "--chdir",
+            dir.path(),
+            "-c",
+            &format!("{}/conf.py", dir.path()),
+            "-w",
+            "2",
+            "--graceful-timeout",
+            "10",
+            "app:app",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned()),
+    );
+    args
+}
+
+impl Serve {
+    fn start(args: &[String]) -> Self {
+        let mut child = privfork_with_default_signals()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start privfork serve");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            // Bounded: at most 20 000 lines of 1 KiB kept.
+            let mut r = BufReader::new(stderr);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match r.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let mut l = sink.lock().unwrap();
+                        if l.len() < 20_000 {
+                            l.push(line.chars().take(1024).collect());
+                        }
+                    }
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().concat()
+    }
+
+    /// Waits until a line contains `want` (panics after `secs`).
+    fn wait_for(&self, want: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.lines.lock().unwrap().iter().any(|l| l.contains(want)) {
+            if Instant::now() > deadline {
+                panic!("no {want:?} within {secs}s in:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).unwrap();
+        rustix::process::kill_process(pid, sig).unwrap();
+    }
+
+    /// SIGTERM, then the exit code (within `secs`).
+    fn stop(mut self, secs: u64) -> (Option<i32>, String) {
+        self.signal(rustix::process::Signal::TERM);
+        let code = wait_exit(&mut self.child, secs);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        (code, self.log())
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        // A failed test leaves nothing running: privfork serve's tree.
+        if let Ok(None) = self.child.try_wait() {
+            for p in descendants(self.pid()) {
+                kill9(p);
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, secs: u64) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "privfork serve still running after {secs}s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill9(pid: u32) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    }
+}
+
+/// The ppid field of /proc/PID/stat.
+fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Every process below `root`.
+fn descendants(root: u32) -> Vec<u32> {
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    let mut found = vec![root];
+    let mut out = Vec::new();
+    while let Some(p) = found.pop() {
+        for &c in &all {
+            if ppid(c) == Some(p) && !out.contains(&c) {
+                out.push(c);
+                found.push(c);
+            }
+        }
+    }
+    out
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// Whether `pid` is a gunicorn process (python running it; not an
+/// instance's privfork run, whose command line is privfork serve's).
+fn is_gunicorn(pid: u32) -> bool {
+    cmdline(pid).starts_with(&format!("/usr/bin/python3 {GUNICORN} "))
+}
+
+/// The gunicorn processes below `root`, once there are `n` (20 s at most).
+fn gunicorns(root: u32, n: usize) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found: Vec<u32> = descendants(root)
+            .into_iter()
+            .filter(|&p| is_gunicorn(p))
+            .collect();
+        if found.len() >= n {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "gunicorn processes: {found:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One GET with HTTP/1.0 (the server closes): the body, or why not.
+fn get(port: u16, path: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut out = Vec::new();
+    s.take(64 * 1024)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    if !text.starts_with("HTTP/1.1 200") && !text.starts_with("HTTP/1.0 200") {
+        return Err(format!(
+            "not 200: {:?}",
+            text.chars().take(200).collect::<String>()
+        ));
+    }
+    Ok(text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
+}
+
+/// Clients that never retry, each sending one request after another
+/// (HTTP/1.0, a new connection each) until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    errors: Arc<Mutex<Vec<String>>>,
+    instances: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16, clients: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let instances = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed, errors, instances) = (
+                    stop.clone(),
+                    ok.clone(),
+                    failed.clone(),
+                    errors.clone(),
+                    instances.clone(),
+                );
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match get(port, "/") {
+                            Ok(body) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                if let Some(i) = body.split_whitespace().nth(3) {
+                                    let mut set = instances.lock().unwrap();
+                                    if set.len() < 1000 {
+                                        set.insert(i.to_owned());
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                let mut errs = errors.lock().unwrap();
+                                if errs.len() < 20 {
+                                    errs.push(e);
+                                }
+                            }
+                        }
+                        // Bounded load: a few hundred requests a second.
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            ok,
+            failed,
+            errors,
+            instances,
+            threads,
+        }
+    }
+
+    /// Stops the clients: (ok, failed, first errors, instances seen).
+    fn finish(self) -> (u64, u64, Vec<String>, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let errs = self.errors.lock().unwrap().clone();
+        let n = self.instances.lock().unwrap().len();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            errs,
+            n,
+        )
+    }
+}
+
+/// 20 SIGHUPs under load from clients that never retry: not one request
+/// fails, and the requests are answered by every generation in turn.
+#[test]
+fn twenty_reloads_under_load_fail_no_request() {
+    let _limit = time_limit!(300);
+    let dir = app_dir();
+    let port = low_port();
+    let serve = Serve::start(&gunicorn_args(&dir, port, &[]));
+    serve.wait_for("instance 1 ready", 60);
+    let load = Load::start(port, 4);
+    std::thread::sleep(Duration::from_millis(300));
+    for n in 1..=20 {
+        serve.signal(rustix::process::Signal::HUP);
+        serve.wait_for(&format!("reload {n} done"), 60);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, failed, errors, instances) = load.finish();
+    let (code, log) = serve.stop(60);
+    assert_eq!(failed, 0, "failed requests: {errors:?}\n{log}");
+    assert!(ok > 100, "only {ok} requests answered\n{log}");
+    // Each answer names its instance (the gunicorn arbiter): more than
+    // half of the 21 answered some.
+    assert!(instances > 10, "answers from {instances} instances\n{log}");
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("failed"), "{log}");
+}
+
+/// Every gunicorn process runs as nobody, under seccomp (mode 2) with
+/// no_new_privs and no capability; it cannot make a socket, connect or
+/// bind anywhere (each attempt is refused and named, and kills the worker
+/// in kill mode, which gunicorn replaces).
+#[test]
+fn every_server_process_is_sandboxed() {
+    let _limit = time_limit!(120);
+    let dir = app_dir();
+    let port = low_port();
+    let serve = Serve::start(&gunicorn_args(&dir, port, &[]));
+    serve.wait_for("instance 1 ready", 60);
+    get(port, "/").expect("served");
+    // The arbiter and its two workers (it says READY=1 before it forks
+    // them).
+    let procs = gunicorns(serve.pid(), 3);
+    for p in &procs {
+        let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(field("Uid:"), "65534 65534 65534 65534", "{p}");
+        assert_eq!(field("Gid:"), "65534 65534 65534 65534", "{p}");
+        // nobody's own group, nothing of root's.
+        assert_eq!(field("Groups:"), "65534", "{p}");
+        assert_eq!(field("Seccomp:"), "2", "{p}");
+        assert_eq!(field("NoNewPrivs:"), "1", "{p}");
+        for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+            assert_eq!(field(cap), "0000000000000000", "{p} {cap}");
+        }
+    }
+    for (probe, refused) in [
+        ("socket", "refused socket(AF_INET"),
+        // nscd's probe has a soft answer (EACCES): refused all the same.
+        ("unix", "PermissionError: [Errno 13] Permission denied"),
+        ("connect", "refused connect("),
+        ("bind", "refused bind("),
+    ] {
+        let r = get(port, &format!("/probe/{probe}"));
+        assert!(r.is_err(), "/probe/{probe} answered: {r:?}");
+        serve.wait_for(refused, 20);
+    }
+    // gunicorn replaced the workers: still serving.
+    get(port, "/").expect("served after the probes");
+    let (code, log) = serve.stop(60);
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// A replacement that never becomes ready is killed at --ready-timeout;
+/// the old instance keeps serving, without a failed request; the next
+/// SIGHUP (the replacement fixed) works.
+#[test]
+fn a_replacement_never_ready_leaves_the_old_one_serving() {
+    let _limit = time_limit!(180);
+    let dir = app_dir();
+    let port = low_port();
+    let serve = Serve::start(&gunicorn_args(&dir, port, &["--ready-timeout", "4s"]));
+    serve.wait_for("instance 1 ready", 60);
+    let before = get(port, "/").unwrap();
+    let instance = before.split_whitespace().nth(3).unwrap().to_owned();
+    let load = Load::start(port, 3);
+    std::fs::write(dir.0.join("hang"), "").unwrap();
+    serve.signal(rustix::process::Signal::HUP);
+    serve.wait_for(
+        "reload 1 failed: instance 2 was not ready within 4s; instance 1 keeps serving",
+        30,
+    );
+    let after = get(port, "/").unwrap();
+    assert_eq!(
+        after.split_whitespace().nth(3),
+        Some(instance.as_str()),
+        "{after}"
+    );
+    std::fs::remove_file(dir.0.join("hang")).unwrap();
+    serve.signal(rustix::process::Signal::HUP);
+    serve.wait_for("reload 2 done", 60);
+    let (ok, failed, errors, _) = load.finish();
+    let (code, log) = serve.stop(60);
+    assert_eq!(failed, 0, "{errors:?}\n{log}");
+    assert!(ok > 0);
+    assert_eq!(code, Some(0), "{log}");
+    // Nothing of the hung instance was left.
+    assert!(
+        log.contains("instance 2 not ready within 4s: killed"),
+        "{log}"
+    );
+}
+
+/// A server that exits at once is started again after a delay that grows
+/// (100ms, 200ms, 400ms, ...), each said; the socket stays open meanwhile:
+/// a connection is accepted into the backlog, not refused.
+#[test]
+fn a_server_that_exits_at_once_backs_off() {
+    let _limit = time_limit!(60);
+    let port = low_port();
+    let serve = Serve::start(&[
+        "serve".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--ready".into(),
+        "delay:1s".into(),
+        "-u".into(),
+        "nobody".into(),
+        "--".into(),
+        "/bin/false".into(),
+    ]);
+    serve.wait_for("(failure 4 in a row)", 20);
+    let log = serve.log();
+    let waits: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("starting a new instance in ").nth(1))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert_eq!(&waits[..4], &["100ms", "200ms", "400ms", "800ms"], "{log}");
+    // Nothing serves, yet the connection is made (the kernel's backlog).
+    let c = TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(5),
+    );
+    assert!(c.is_ok(), "refused while backing off: {c:?}");
+    let (code, log) = serve.stop(20);
+    // How it ended: the server's own status.
+    assert_eq!(code, Some(1), "{log}");
+}
+
+/// privfork serve killed with SIGKILL: every server process goes too
+/// (each instance's privfork run gets SIGTERM as its parent-death signal,
+/// passes it on, and ends the server's tree).
+#[test]
+fn kill_9_of_privfork_serve_leaves_no_server_process() {
+    let _limit = time_limit!(120);
+    let dir = app_dir();
+    let port = low_port();
+    let mut serve = Serve::start(&gunicorn_args(&dir, port, &[]));
+    serve.wait_for("instance 1 ready", 60);
+    gunicorns(serve.pid(), 3);
+    let tree = descendants(serve.pid());
+    serve.child.kill().unwrap();
+    serve.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let left: Vec<u32> = tree
+            .iter()
+            .copied()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .is_ok_and(|s| !s.contains(") Z "))
+            })
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            for p in &left {
+                kill9(*p);
+            }
+            panic!("left running after kill -9: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The port is free again: nothing holds the socket.
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+}
+
+/// An old instance that ignores its stop signal is killed at the end of
+/// --drain, with everything it started: its privfork run is killed, the
+/// server dies of its parent-death signal, and the processes it started,
+/// handed to privfork serve (a subreaper), are killed there.
+#[test]
+fn an_instance_deaf_to_its_stop_signal_goes_with_its_tree_after_drain() {
+    let _limit = time_limit!(60);
+    let port = low_port();
+    let marker = format!("1000.{}7", std::process::id());
+    let serve = Serve::start(&[
+        "serve".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--ready".into(),
+        "delay:1s".into(),
+        "--drain".into(),
+        "1s".into(),
+        "-u".into(),
+        "nobody".into(),
+        "-p".into(),
+        "stdio rpath proc exec".into(),
+        "-v".into(),
+        "rx:/usr/bin".into(),
+        "--".into(),
+        "/bin/sh".into(),
+        "-c".into(),
+        format!("trap '' TERM; sleep {marker} & sleep {marker}"),
+    ]);
+    serve.wait_for("instance 1 ready", 20);
+    let sleeps = |root: u32| -> Vec<u32> {
+        descendants(root)
+            .into_iter()
+            .filter(|&p| cmdline(p).starts_with(&format!("sleep {marker}")))
+            .collect()
+    };
+    let old = sleeps(serve.pid());
+    assert_eq!(old.len(), 2, "{old:?}");
+    serve.signal(rustix::process::Signal::HUP);
+    serve.wait_for("reload 1 done", 30);
+    let log = serve.log();
+    assert!(
+        log.contains("instance 1 still running 1s after its stop signal: killed"),
+        "{log}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while old
+        .iter()
+        .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(Instant::now() < deadline, "left: {old:?}\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The new instance's two are there.
+    assert_eq!(sleeps(serve.pid()).len(), 2);
+    let (code, log) = serve.stop(20);
+    // The new shell ignores SIGTERM too: killed after --drain, and
+    // privfork serve's status is that instance's, 128 + SIGKILL.
+    assert_eq!(code, Some(128 + libc::SIGKILL), "{log}");
+}
