@@ -36,7 +36,7 @@ impl Explainer {
         if call.nr != libc::SYS_listen || !self.sandbox.promises.contains(Promise::Accept) {
             return None;
         }
-        let fd = i32::try_from(call.args[0] as u32 as i32).ok()?;
+        let fd = call.args[0] as u32 as i32;
         let copy =
             rustix::process::pidfd_getfd(pidfd?, fd, rustix::process::PidfdGetfdFlags::empty())
                 .ok()?;
