@@ -652,3 +652,172 @@ fn an_instance_deaf_to_its_stop_signal_goes_with_its_tree_after_drain() {
     // privfork serve's status is that instance's, 128 + SIGKILL.
     assert_eq!(code, Some(128 + libc::SIGKILL), "{log}");
 }
+
+/// The notify socket privfork serve reads for an instance, found by its
+/// path (the only one in its private directory).
+fn instance_socket(serve_pid: u32, number: u64) -> std::path::PathBuf {
+    let prefix = format!("serve.{serve_pid}.");
+    for e in std::fs::read_dir("/run/privfork").unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            return e.path().join(format!("instance-{number}"));
+        }
+    }
+    panic!("no /run/privfork/{prefix}* directory");
+}
+
+/// `NAME=` of process `pid`'s environment.
+fn environ(pid: u32, name: &str) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(format!("{name}=").as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// READY=1 from a process outside the instance — sent to privfork serve's
+/// socket for the instance, and to the instance's own NOTIFY_SOCKET — is
+/// ignored (and said so): the instance, which never notifies, is killed
+/// at --ready-timeout, never taken for ready.
+#[test]
+fn notify_messages_from_outside_the_instance_are_ignored() {
+    let _limit = time_limit!(60);
+    let port = low_port();
+    let serve = Serve::start(&[
+        "serve".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--ready-timeout".into(),
+        "5s".into(),
+        "-u".into(),
+        "nobody".into(),
+        "--".into(),
+        "/bin/sleep".into(),
+        "1000".into(),
+    ]);
+    serve.wait_for("instance 1 started", 20);
+    let sleep = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(p) = descendants(serve.pid())
+                .into_iter()
+                .find(|&p| cmdline(p).starts_with("/bin/sleep 1000"))
+            {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "{}", serve.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let outside = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    // To privfork serve's own socket for instance 1 (root may reach it:
+    // only the sender's pid tells).
+    outside
+        .send_to(b"READY=1", instance_socket(serve.pid(), 1))
+        .unwrap();
+    serve.wait_for("ignored a notify message not from its privfork run", 10);
+    // To the server's NOTIFY_SOCKET, which its privfork run reads.
+    let program_socket = environ(sleep, "NOTIFY_SOCKET").expect("the server's NOTIFY_SOCKET");
+    outside.send_to(b"READY=1", &program_socket).unwrap();
+    serve.wait_for("ignored an sd_notify message from", 10);
+    serve.wait_for("instance 1 not ready within 5s: killed", 20);
+    let (_, log) = serve.stop(20);
+    assert!(!log.contains("ready after"), "{log}");
+}
+
+/// SIGHUPs during a reload are folded into one more reload, begun when it
+/// ends, and said once.
+#[test]
+fn sighups_during_a_reload_fold_into_one_more() {
+    let _limit = time_limit!(120);
+    let dir = app_dir();
+    let port = low_port();
+    let serve = Serve::start(&gunicorn_args(&dir, port, &[]));
+    serve.wait_for("instance 1 ready", 60);
+    for _ in 0..5 {
+        serve.signal(rustix::process::Signal::HUP);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    serve.wait_for("reload 2 done", 60);
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, log) = serve.stop(60);
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(
+        log.matches("one more reload follows it").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("reload 3"), "{log}");
+}
+
+/// A server killed outright (SIGKILL to gunicorn's arbiter) is started
+/// again at once (the first failure waits 100 ms) and serves again; the
+/// socket was held meanwhile.
+#[test]
+fn a_crashed_server_is_started_again_and_serves() {
+    let _limit = time_limit!(120);
+    let dir = app_dir();
+    let port = low_port();
+    let serve = Serve::start(&gunicorn_args(&dir, port, &[]));
+    serve.wait_for("instance 1 ready", 60);
+    let procs = gunicorns(serve.pid(), 3);
+    let before = get(port, "/").unwrap();
+    // The arbiter: the gunicorn process whose parent is not gunicorn.
+    let arbiter = *procs
+        .iter()
+        .find(|&&p| ppid(p).is_some_and(|pp| !procs.contains(&pp)))
+        .unwrap();
+    kill9(arbiter);
+    serve.wait_for("instance 1 exited with status 137", 20);
+    serve.wait_for("starting a new instance in 100ms (failure 1 in a row)", 20);
+    serve.wait_for("instance 2 ready", 60);
+    let after = get(port, "/").unwrap();
+    assert_ne!(
+        before.split_whitespace().nth(3),
+        after.split_whitespace().nth(3),
+        "{before} / {after}"
+    );
+    let (code, log) = serve.stop(60);
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// privfork serve started with SIGTERM ignored (as `trap '' TERM` leaves
+/// it) still stops its instances with SIGTERM: the signals it sends an
+/// instance's privfork run are orders, not ones to leave ignored.
+#[test]
+fn the_stop_signal_reaches_the_server_whatever_serve_was_started_ignoring() {
+    let _limit = time_limit!(60);
+    let port = low_port();
+    let mut child = std::process::Command::new("/usr/bin/env")
+        .args([
+            "--default-signal",
+            "/bin/sh",
+            "-c",
+            "trap '' TERM; exec \"$0\" \"$@\"",
+        ])
+        .arg(env!("CARGO_BIN_EXE_privfork"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--ready", "delay:1s", "--drain", "5s", "-u", "nobody"])
+        .args(["--", "/bin/sleep", "1000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    while !log.contains("instance 1 ready") {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("{log}");
+        }
+        log.push_str(&line);
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let code = wait_exit(&mut child, 20);
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    log.push_str(&rest);
+    // sleep died of the SIGTERM passed on, not of a kill after --drain.
+    assert_eq!(code, Some(128 + libc::SIGTERM), "{log}");
+    assert!(!log.contains("still running"), "{log}");
+}
