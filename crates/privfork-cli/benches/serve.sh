@@ -148,5 +148,5 @@ wait $load
 read -r serve_ok serve_failed < "$work/serve.out"
 echo "$RESTARTS naive restarts (stop, then start):  $naive_failed failed of $((naive_ok + naive_failed)) requests"
 echo "$RESTARTS SIGHUPs to privfork serve:          $serve_failed failed of $((serve_ok + serve_failed)) requests"
-kill -TERM "$serve_pid"
-wait "$serve_pid" || true
+kill -TERM "$serve_pid" "$direct_pid"
+wait "$serve_pid" "$direct_pid" 2>/dev/null || true
