@@ -134,6 +134,16 @@ fn gunicorn_args(dir: &Dir, port: u16, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// gunicorn in a fresh app directory on a fresh port below 1024 behind
+/// privfork serve with `extra` serve options, its first instance ready.
+fn gunicorn_serving(extra: &[&str]) -> (Dir, u16, Serve) {
+    let dir = app_dir();
+    let port = low_port();
+    let serve = Serve::start(&gunicorn_args(&dir, port, extra));
+    serve.wait_for("instance 1 ready", 60);
+    (dir, port, serve)
+}
+
 impl Serve {
     fn start(args: &[String]) -> Self {
         let mut child = privfork_with_default_signals()
@@ -402,10 +412,7 @@ impl Load {
 #[test]
 fn twenty_reloads_under_load_fail_no_request() {
     let _limit = time_limit!(300);
-    let dir = app_dir();
-    let port = low_port();
-    let serve = Serve::start(&gunicorn_args(&dir, port, &[]));
-    serve.wait_for("instance 1 ready", 60);
+    let (_dir, port, serve) = gunicorn_serving(&[]);
     let load = Load::start(port, 4);
     std::thread::sleep(Duration::from_millis(300));
     for n in 1..=20 {
@@ -431,10 +438,7 @@ fn twenty_reloads_under_load_fail_no_request() {
 #[test]
 fn every_server_process_is_sandboxed() {
     let _limit = time_limit!(120);
-    let dir = app_dir();
-    let port = low_port();
-    let serve = Serve::start(&gunicorn_args(&dir, port, &[]));
-    serve.wait_for("instance 1 ready", 60);
+    let (_dir, port, serve) = gunicorn_serving(&[]);
     get(port, "/").expect("served");
     // The arbiter and its two workers (it says READY=1 before it forks
     // them).
@@ -483,10 +487,7 @@ fn every_server_process_is_sandboxed() {
 #[test]
 fn a_replacement_never_ready_leaves_the_old_one_serving() {
     let _limit = time_limit!(180);
-    let dir = app_dir();
-    let port = low_port();
-    let serve = Serve::start(&gunicorn_args(&dir, port, &["--ready-timeout", "4s"]));
-    serve.wait_for("instance 1 ready", 60);
+    let (dir, port, serve) = gunicorn_serving(&["--ready-timeout", "4s"]);
     let before = get(port, "/").unwrap();
     let instance = before.split_whitespace().nth(3).unwrap().to_owned();
     let load = Load::start(port, 3);
@@ -560,10 +561,7 @@ fn a_server_that_exits_at_once_backs_off() {
 #[test]
 fn kill_9_of_privfork_serve_leaves_no_server_process() {
     let _limit = time_limit!(120);
-    let dir = app_dir();
-    let port = low_port();
-    let mut serve = Serve::start(&gunicorn_args(&dir, port, &[]));
-    serve.wait_for("instance 1 ready", 60);
+    let (_dir, port, mut serve) = gunicorn_serving(&[]);
     gunicorns(serve.pid(), 3);
     let tree = descendants(serve.pid());
     serve.child.kill().unwrap();
@@ -728,10 +726,7 @@ fn notify_messages_from_outside_the_instance_are_ignored() {
 #[test]
 fn sighups_during_a_reload_fold_into_one_more() {
     let _limit = time_limit!(120);
-    let dir = app_dir();
-    let port = low_port();
-    let serve = Serve::start(&gunicorn_args(&dir, port, &[]));
-    serve.wait_for("instance 1 ready", 60);
+    let (_dir, _port, serve) = gunicorn_serving(&[]);
     for _ in 0..5 {
         serve.signal(rustix::process::Signal::HUP);
         std::thread::sleep(Duration::from_millis(20));
@@ -754,10 +749,7 @@ fn sighups_during_a_reload_fold_into_one_more() {
 #[test]
 fn a_crashed_server_is_started_again_and_serves() {
     let _limit = time_limit!(120);
-    let dir = app_dir();
-    let port = low_port();
-    let serve = Serve::start(&gunicorn_args(&dir, port, &[]));
-    serve.wait_for("instance 1 ready", 60);
+    let (_dir, port, serve) = gunicorn_serving(&[]);
     let procs = gunicorns(serve.pid(), 3);
     let before = get(port, "/").unwrap();
     // The arbiter: the gunicorn process whose parent is not gunicorn.
