@@ -813,3 +813,74 @@ fn the_stop_signal_reaches_the_server_whatever_serve_was_started_ignoring() {
     assert_eq!(code, Some(128 + libc::SIGTERM), "{log}");
     assert!(!log.contains("still running"), "{log}");
 }
+
+/// uvicorn (Debian's), as docs/serve.md's recipe runs it (`--fd 3`,
+/// `--ready delay:2s`: it does not notify): 3 reloads under load, not
+/// one failed request.
+#[test]
+fn uvicorn_reloads_under_load_fail_no_request() {
+    let _limit = time_limit!(120);
+    assert!(
+        std::path::Path::new("/usr/bin/uvicorn").exists(),
+        "/usr/bin/uvicorn is missing: apt-get install uvicorn (.ci/run does)"
+    );
+    let dir = app_dir();
+    std::fs::write(
+        dir.0.join("asgi.py"),
+        r#"import os
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = f"worker {os.getpid()} instance {os.getpid()}\n".encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})
+"#,
+    )
+    .unwrap();
+    let port = low_port();
+    let serve = Serve::start(&[
+        "serve".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "-u".into(),
+        "nobody".into(),
+        "-p".into(),
+        "stdio rpath accept".into(),
+        "-v".into(),
+        "r:/usr/lib/python3".into(),
+        "-v".into(),
+        "r:/usr/lib/python3.11".into(),
+        "-v".into(),
+        "rx:/usr/bin/python3.11".into(),
+        "-v".into(),
+        "r:/usr/lib/x86_64-linux-gnu".into(),
+        "-v".into(),
+        format!("r:{}", dir.path()),
+        "--ready".into(),
+        "delay:2s".into(),
+        "--env".into(),
+        "PYTHONDONTWRITEBYTECODE=1".into(),
+        "--".into(),
+        "/usr/bin/uvicorn".into(),
+        "--fd".into(),
+        "3".into(),
+        "--app-dir".into(),
+        dir.path().into(),
+        "asgi:app".into(),
+    ]);
+    serve.wait_for("instance 1 ready", 30);
+    let load = Load::start(port, 3);
+    for n in 1..=3 {
+        serve.signal(rustix::process::Signal::HUP);
+        serve.wait_for(&format!("reload {n} done"), 60);
+    }
+    let (ok, failed, errors, instances) = load.finish();
+    let (code, log) = serve.stop(60);
+    assert_eq!(failed, 0, "{errors:?}\n{log}");
+    assert!(
+        ok > 50 && instances >= 2,
+        "{ok} answered by {instances}\n{log}"
+    );
+    assert_eq!(code, Some(0), "{log}");
+}
