@@ -884,3 +884,63 @@ async def app(scope, receive, send):
     );
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// Under systemd (NOTIFY_SOCKET set; the test plays systemd): READY=1
+/// once the first instance is ready, RELOADING=1 with MONOTONIC_USEC when a
+/// reload begins, READY=1 with a STATUS line when it is done, STOPPING=1
+/// on SIGTERM.
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    let _limit = time_limit!(60);
+    let dir = Dir::new("serve-systemd");
+    let path = dir.0.join("notify");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let port = low_port();
+    let mut cmd = privfork_with_default_signals();
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--ready",
+            "delay:500ms",
+            "-u",
+            "nobody",
+            "--",
+            "/bin/sleep",
+            "1000",
+        ])
+        .env("NOTIFY_SOCKET", &path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let recv = || {
+        let mut buf = [0u8; 4096];
+        let n = systemd
+            .recv(&mut buf)
+            .expect("a message from privfork serve");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = recv();
+    assert!(first.contains("READY=1"), "{first}");
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    let reloading = recv();
+    assert!(
+        reloading.contains("RELOADING=1") && reloading.contains("MONOTONIC_USEC="),
+        "{reloading}"
+    );
+    // Then READY=1 with the reload's outcome (STATUS lines may come between).
+    let mut done = recv();
+    while !done.contains("READY=1") {
+        done = recv();
+    }
+    assert!(done.contains("STATUS=reload 1 done"), "{done}");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let mut stopping = recv();
+    while !stopping.contains("STOPPING=1") {
+        stopping = recv();
+    }
+    assert_eq!(wait_exit(&mut child, 20), Some(128 + libc::SIGTERM));
+}
