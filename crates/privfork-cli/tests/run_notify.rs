@@ -289,18 +289,19 @@ fn a_process_outside_the_program_is_ignored_and_its_descendants_are_not() {
     let _limit = time_limit!();
     let m = Manager::new("notify-outsider");
     // The program waits for the test (a line on stdin), then a child of
-    // its own sends, with a pipe's write end, and waits until privfork
-    // closes it — as libsystemd's barrier does — so that it is still
-    // there when privfork looks at who sent.
+    // its own sends — an fd first, which privfork's socket refuses
+    // (SO_PASSRIGHTS) — and stays a second, so that it is still there
+    // when privfork looks at who sent.
     let code_text = "print(ADDR, flush=True)\n\
-         import sys, array\n\
+         import sys, array, time\n\
          sys.stdin.readline()\n\
          pid = os.fork()\n\
          if pid == 0:\n\
-         \x20   r, w = os.pipe()\n\
          \x20   s = dgram(); s.connect(ADDR)\n\
-         \x20   s.sendmsg([b'STATUS=child'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [w]))])\n\
-         \x20   os.close(w); os.read(r, 1); os._exit(0)\n\
+         \x20   try:\n\
+         \x20       s.sendmsg([b'STATUS=fd'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [1]))]); print('fd sent', flush=True)\n\
+         \x20   except PermissionError: print('fd refused', flush=True)\n\
+         \x20   s.send(b'STATUS=child'); time.sleep(1); os._exit(0)\n\
          os.waitpid(pid, 0)\n\
          send('READY=1\\nSTATUS=program')";
     let args = python_args("stdio rpath proc", &[], code_text);
@@ -341,6 +342,9 @@ fn a_process_outside_the_program_is_ignored_and_its_descendants_are_not() {
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let o = child.wait_with_output().unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "fd refused\n");
     assert_eq!(
         m.received(),
         ["STATUS=child\n", "READY=1\nSTATUS=program\n"]
@@ -515,6 +519,7 @@ fn systemd_notify_a_libsystemd_client_is_passed_on() {
                 "--",
                 "/usr/bin/systemd-notify",
                 "--ready",
+                "--no-block",
                 "--status=up",
             ],
         );
@@ -567,7 +572,13 @@ fn at_most_64_handed_sockets_stay_open() {
         "{}",
         stderr(&o)
     );
-    assert_eq!(m.received(), ["STATUS=second\n", "STATUS=last\n"]);
+    // Both read in one wake-up, the newer status replaces the older.
+    let got = m.received();
+    assert!(
+        got.last().map(String::as_str) == Some("STATUS=last\n")
+            && !got.iter().any(|g| g.contains("first")),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -615,4 +626,48 @@ fn what_the_program_says_as_it_exits_is_not_lost() {
             .collect()
     });
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// A burst longer than the service manager's queue (10 datagrams by
+/// default) loses no state change: what privfork cannot send at once
+/// waits, in order, and goes when the manager has read (a slow reader).
+#[test]
+fn a_burst_longer_than_the_managers_queue_loses_no_state_change() {
+    let _limit = time_limit!();
+    let m = Manager::new("notify-burst");
+    let sock = m.sock.try_clone().unwrap();
+    sock.set_nonblocking(false).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    // 12 RELOADING/READY pairs: 24 datagrams none of which may go.
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        while got.len() < 24 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            match sock.recv(&mut buf) {
+                Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(_) => break,
+            }
+        }
+        got
+    });
+    let o = python(
+        &m.address,
+        "stdio rpath unix",
+        &[],
+        "for _ in range(12):\n    send('RELOADING=1')\n    send('READY=1')",
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), 24, "{got:?}\n{}", stderr(&o));
+    for (i, g) in got.iter().enumerate() {
+        let want = if i % 2 == 0 {
+            "RELOADING=1\n"
+        } else {
+            "READY=1\n"
+        };
+        assert!(g.starts_with(want), "{i}: {g:?}");
+    }
+    assert!(!stderr(&o).contains("cannot pass"), "{}", stderr(&o));
 }

@@ -148,6 +148,8 @@ struct Instance {
     killed: bool,
     /// It has been ready: its status is the one privfork serve reports.
     served: bool,
+    /// The last `STATUS=` it sent.
+    status: Option<String>,
     /// Ended on purpose (a reload's old instance, a failed new one, a
     /// stop): its exit is no crash.
     ending: bool,
@@ -480,6 +482,7 @@ impl Serve<'_> {
             killed: false,
             ending: false,
             served: false,
+            status: None,
         });
         Some(number)
     }
@@ -716,6 +719,9 @@ impl Serve<'_> {
             }
             got.push_back(String::from_utf8_lossy(&buf[..r.bytes]).into_owned());
         }
+        // Of the statuses read now, the last, and only if it changed: a
+        // server repeating its status floods neither the log nor systemd.
+        let mut status_line: Option<String> = None;
         for msg in got {
             for line in msg.lines() {
                 match line {
@@ -723,14 +729,29 @@ impl Serve<'_> {
                     "STOPPING=1" => log(&format!("instance {number}: stopping")),
                     _ => {
                         if let Some(status) = line.strip_prefix("STATUS=") {
-                            let status: String = status.chars().take(200).collect();
-                            log(&format!("instance {number}: status: {status}"));
-                            reload::notify_status(&format!("instance {number}: {status}"));
+                            status_line = Some(status.chars().take(200).collect::<String>());
                         }
                     }
                 }
             }
         }
+        if let Some(status) = status_line {
+            self.on_status(number, status);
+        }
+    }
+
+    /// Instance `number`'s new status, if it changed: logged, and told
+    /// systemd.
+    fn on_status(&mut self, number: u64, status: String) {
+        let Some(k) = self.index_of(number) else {
+            return;
+        };
+        if self.instances[k].status.as_deref() == Some(status.as_str()) {
+            return;
+        }
+        log(&format!("instance {number}: status: {status}"));
+        reload::notify_status(&format!("instance {number}: {status}"));
+        self.instances[k].status = Some(status);
     }
 
     /// Instance `number` is ready.

@@ -40,10 +40,10 @@ impl Explainer {
         let copy =
             rustix::process::pidfd_getfd(pidfd?, fd, rustix::process::PidfdGetfdFlags::empty())
                 .ok()?;
-        rustix::net::sockopt::socket_acceptconn(&copy)
-            .ok()
-            .filter(|&listening| listening)
-            .map(|_| 0)
+        let listening = rustix::net::sockopt::socket_acceptconn(&copy);
+        // Possibly the last reference by now: closed off this thread.
+        super::notify::close_later(vec![copy]);
+        listening.ok().filter(|&listening| listening).map(|_| 0)
     }
 
     /// Whether the supervisor answers the set-id calls: without `id` (the

@@ -672,10 +672,16 @@ fn watch(
             poller.add(&*child, Interest::READABLE, CHILD);
             poller.add(signals, Interest::READABLE, SIGNALS);
             relay.register(&mut poller, RELAY);
+            // Also woken to try again what waits to be passed on to
+            // privfork's own NOTIFY_SOCKET.
+            let mut wake = deadline;
             if let Some(notify) = supervisor.notify() {
                 notify.register(&mut poller, NOTIFY);
+                if let Some(retry) = notify.retry_at() {
+                    wake = Some(wake.map_or(retry, |d| d.min(retry)));
+                }
             }
-            poller.wait(deadline).map_err(loop_fail)?;
+            poller.wait(wake).map_err(loop_fail)?;
             poller.ready().collect()
         };
         relay.on_ready(&ready, RELAY);

@@ -29,7 +29,7 @@ mod isolate;
 pub(crate) use fscreds::{chmod_fd, with_fs_creds};
 mod netns;
 mod scm;
-pub(crate) use scm::{Sender, recv_with_creds};
+pub(crate) use scm::{Sender, recv_with_creds, refuse_passed_fds};
 #[cfg(target_os = "openbsd")]
 pub(crate) mod openbsd;
 pub(crate) mod spawn;

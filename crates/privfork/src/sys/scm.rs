@@ -30,20 +30,22 @@ pub(crate) struct Received {
     /// `None` if no credentials came with it (the socket lacks
     /// `SO_PASSCRED`).
     pub(crate) sender: Option<Sender>,
-    /// File descriptors sent along (`SCM_RIGHTS`), up to [`MAX_FDS`]; the
-    /// kernel closes any more (`MSG_CTRUNC`). Closed when dropped.
+    /// File descriptors sent along (`SCM_RIGHTS`), up to [`MAX_FDS`], the
+    /// most one message can carry. Closed when dropped.
     pub(crate) fds: Vec<OwnedFd>,
 }
 
-/// The most fds taken from one message (held until it is handled: a
-/// sender waiting for them to close, as libsystemd's `sd_notify_barrier`
-/// does, learns that its message has been read and handled).
-pub(crate) const MAX_FDS: usize = 8;
+/// The most fds taken from one message: the kernel's own limit
+/// (`SCM_MAX_FD`), so that none is left for the kernel to close inside
+/// this `recvmsg` (a close that may block) — every one comes back, to be
+/// closed where it cannot block the caller. Where the socket refuses fds
+/// (`SO_PASSRIGHTS`, Linux 6.16), none comes.
+pub(crate) const MAX_FDS: usize = 253;
 
 /// Room for one `SCM_CREDENTIALS` message and one `SCM_RIGHTS` message of
-/// [`MAX_FDS`] fds: `CMSG_SPACE(12)` + `CMSG_SPACE(4 × 8)` = 32 + 48
+/// [`MAX_FDS`] fds: `CMSG_SPACE(12)` + `CMSG_SPACE(4 × 253)` = 32 + 1032
 /// bytes on x86_64, 8-aligned as `cmsghdr` needs.
-const CONTROL_WORDS: usize = 10;
+const CONTROL_WORDS: usize = 133;
 
 /// `recvmsg(fd, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)`—Receives one datagram
 /// into `buf`, with its sender's credentials (the socket must have
@@ -61,7 +63,7 @@ pub(crate) fn recv_with_creds(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<
         libc::CMSG_SPACE(std::mem::size_of::<libc::ucred>() as u32)
             + libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32)
     } as usize;
-    debug_assert!(space <= std::mem::size_of_val(&control));
+    assert!(space <= std::mem::size_of_val(&control));
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -135,6 +137,37 @@ pub(crate) fn recv_with_creds(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<
         sender,
         fds,
     })
+}
+
+/// `setsockopt(fd, SOL_SOCKET, SO_PASSRIGHTS, 0)` (Linux 6.16)—Refuses
+/// fds sent to this socket: a sender's `SCM_RIGHTS` fails with `EPERM`, so
+/// privfork never holds (and never closes) an fd someone else chose — a
+/// TCP socket lingering on unsent data would make that close block.
+///
+/// # Errors
+///
+/// `ENOPROTOOPT` on older kernels.
+///
+/// See unix(7), socket(7).
+pub(crate) fn refuse_passed_fds(fd: BorrowedFd<'_>) -> io::Result<()> {
+    /// include/uapi/asm-generic/socket.h
+    const SO_PASSRIGHTS: libc::c_int = 83;
+    let off: libc::c_int = 0;
+    // SAFETY: `off` is a live int for the kernel to read, its size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PASSRIGHTS,
+            (&raw const off).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]

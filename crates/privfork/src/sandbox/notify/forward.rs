@@ -60,7 +60,32 @@ pub(super) struct Relaying {
     /// Keys named as not passed on (each once; bounded).
     pub(super) named: Vec<String>,
     pub(super) lines: Vec<String>,
+    /// Datagrams waiting to go (the manager's queue was full), oldest
+    /// first; see [`Relaying::flush`].
+    pub(super) queue: std::collections::VecDeque<Outgoing>,
+    /// When to try the queue again.
+    pub(super) retry_at: Option<std::time::Instant>,
+    /// Senders found in the program's tree or not, lately (the walk up
+    /// `/proc` is done once per sender, not per message).
+    pub(super) verdicts: std::collections::HashMap<i32, bool>,
 }
+
+/// One datagram for privfork's `NOTIFY_SOCKET`.
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    text: Vec<u8>,
+    /// Only a `STATUS=`: a later one replaces it while it waits.
+    status_only: bool,
+}
+
+/// The most datagrams waiting: past it, the oldest status-only one goes
+/// (a state change — READY, STOPPING, RELOADING — never does, but the
+/// oldest when nothing else is left).
+const MAX_QUEUED: usize = 64;
+/// How soon a full queue upstream is tried again.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+/// Verdicts kept at most (then forgotten together).
+const MAX_VERDICTS: usize = 256;
 
 /// The most keys named one by one as not passed on.
 const MAX_NAMED: usize = 16;
@@ -69,10 +94,18 @@ impl Relaying {
     /// One message: from the program's tree, passed on as far as it may
     /// go; from anyone else, ignored.
     pub(super) fn on_message(&mut self, msg: &[u8], sender: Option<sys::Sender>) {
-        let ours = |s: &sys::Sender| {
-            (s.pid == self.program && s.pid > 0) || reap::descends_from(s.pid, self.me)
+        let (program, me) = (self.program, self.me);
+        if self.verdicts.len() > MAX_VERDICTS {
+            self.verdicts.clear();
+        }
+        let verdicts = &mut self.verdicts;
+        let mut ours = |s: &sys::Sender| {
+            (s.pid == program && s.pid > 0)
+                || *verdicts
+                    .entry(s.pid)
+                    .or_insert_with(|| reap::descends_from(s.pid, me))
         };
-        if !sender.as_ref().is_some_and(ours) {
+        if !sender.as_ref().is_some_and(&mut ours) {
             self.outsiders += 1;
             if self.outsiders == 1 {
                 let who = sender.map_or_else(
@@ -113,15 +146,65 @@ impl Relaying {
         if states.is_empty() {
             return;
         }
+        let status_only = !relayed.ready && !relayed.stopping && !relayed.reloading;
         let text: String = states.iter().map(|s| format!("{s}\n")).collect();
-        if let Err(e) = self.send(text.as_bytes()) {
-            self.failed += 1;
-            if self.failed == 1 {
-                self.lines.push(format!(
-                    "privfork: cannot pass the program's sd_notify message on to NOTIFY_SOCKET={}: {e}",
-                    self.upstream.text
-                ));
+        self.enqueue(Outgoing {
+            text: text.into_bytes(),
+            status_only,
+        });
+    }
+
+    /// Queues one datagram: a status replaces a status still waiting at
+    /// the end; a repeat of the last one waiting is dropped; past
+    /// [`MAX_QUEUED`], the oldest status-only one (else the oldest) goes.
+    fn enqueue(&mut self, out: Outgoing) {
+        if let Some(last) = self.queue.back_mut() {
+            if out.status_only && last.status_only {
+                *last = out;
+                return;
             }
+            if last.text == out.text {
+                return;
+            }
+        }
+        self.queue.push_back(out);
+        if self.queue.len() > MAX_QUEUED {
+            let i = self.queue.iter().position(|o| o.status_only).unwrap_or(0);
+            self.queue.remove(i);
+            self.lost("too many waiting");
+        }
+    }
+
+    /// Sends what waits, in order, never waiting itself: when the
+    /// manager's queue is full (`EAGAIN`), the rest stays for
+    /// [`Relaying::retry_at`]; any other failure loses that datagram
+    /// (said once, counted).
+    pub(super) fn flush(&mut self) {
+        self.retry_at = None;
+        while let Some(out) = self.queue.front() {
+            match self.send(&out.text) {
+                Ok(()) => {
+                    self.queue.pop_front();
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                    self.retry_at = Some(std::time::Instant::now() + RETRY);
+                    return;
+                }
+                Err(e) => {
+                    self.queue.pop_front();
+                    self.lost(&e.to_string());
+                }
+            }
+        }
+    }
+
+    fn lost(&mut self, why: &str) {
+        self.failed += 1;
+        if self.failed == 1 {
+            self.lines.push(format!(
+                "privfork: cannot pass the program's sd_notify message on to NOTIFY_SOCKET={}: {why}",
+                self.upstream.text
+            ));
         }
     }
 

@@ -105,6 +105,7 @@ impl Notify {
                 None,
             )?;
             rustix::net::sockopt::set_socket_passcred(&kept, true)?;
+            let _ = crate::sys::refuse_passed_fds(kept.as_fd());
             rustix::fs::fcntl_setfl(&kept, rustix::fs::OFlags::NONBLOCK)?;
             if ty & libc::SOCK_NONBLOCK != 0 {
                 rustix::fs::fcntl_setfl(&theirs, rustix::fs::OFlags::NONBLOCK)?;
@@ -155,7 +156,11 @@ impl Notify {
         else {
             return false;
         };
-        let Ok(st) = rustix::fs::fstat(&copy) else {
+        let st = rustix::fs::fstat(&copy);
+        // The copy may be the last reference by now (another thread of
+        // the program closed its fd): closed off the supervisor's thread.
+        super::close_later(vec![copy]);
+        let Ok(st) = st else {
             return false;
         };
         self.handed

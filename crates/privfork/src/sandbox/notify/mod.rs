@@ -139,6 +139,9 @@ impl Notify {
                 failed: 0,
                 named: Vec::new(),
                 lines: Vec::new(),
+                queue: std::collections::VecDeque::new(),
+                retry_at: None,
+                verdicts: std::collections::HashMap::new(),
             },
         }))
     }
@@ -184,6 +187,13 @@ impl Notify {
         for i in gone.into_iter().rev() {
             self.handed.remove(i);
         }
+        self.relay.flush();
+    }
+
+    /// When what waits to be passed on is to be tried again (privfork's
+    /// own manager had a full queue), if anything waits.
+    pub(crate) fn retry_at(&self) -> Option<std::time::Instant> {
+        self.relay.retry_at
     }
 
     /// Reads what is queued on every socket (bounded), once the program
@@ -193,6 +203,14 @@ impl Notify {
         read(self.socket.as_fd(), &mut self.relay, Some(DRAIN));
         for h in &self.handed {
             read(h.kept.as_fd(), &mut self.relay, Some(DRAIN));
+        }
+        // The last words (STOPPING=1) are worth a short wait for a manager
+        // whose queue is full: a second at most.
+        self.relay.flush();
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while self.relay.retry_at.is_some() && std::time::Instant::now() < give_up {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            self.relay.flush();
         }
     }
 
@@ -296,6 +314,44 @@ fn random() -> u64 {
     std::hash::RandomState::new().build_hasher().finish()
 }
 
+/// Closes `fds` on a thread of its own, never the supervisor's: closing
+/// the last reference to a file someone else chose can block — a TCP
+/// socket lingering on unsent data (`SO_LINGER`), a FUSE or NFS file's
+/// flush — and the supervisor's loop must not wait on it (every refused
+/// call, `--timeout`, passed-on signals wait with it). The copies the
+/// supervisor takes of the program's fds (`pidfd_getfd`) go here, as do
+/// fds that came with a message where the kernel cannot refuse them.
+/// If the thread cannot be started, they are closed here.
+pub(crate) fn close_later(fds: Vec<OwnedFd>) {
+    use std::sync::mpsc::{Sender, channel};
+    use std::sync::{Mutex, OnceLock};
+    static CLOSER: OnceLock<Option<Mutex<Sender<Vec<OwnedFd>>>>> = OnceLock::new();
+    if fds.is_empty() {
+        return;
+    }
+    let closer = CLOSER.get_or_init(|| {
+        let (tx, rx) = channel::<Vec<OwnedFd>>();
+        std::thread::Builder::new()
+            .name("privfork-closer".into())
+            .spawn(move || {
+                for fds in rx {
+                    drop(fds);
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    match closer {
+        Some(tx) => {
+            let tx = tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Err(back) = tx.send(fds) {
+                drop(back.0);
+            }
+        }
+        None => drop(fds),
+    }
+}
+
 /// A non-blocking datagram socket with `SO_PASSCRED`, bound at `path`
 /// (in a directory only privfork can reach yet), owned by `uid` with
 /// mode 0600.
@@ -308,6 +364,9 @@ fn bind(path: &Path, uid: u32) -> io::Result<OwnedFd> {
     )?;
     rustix::net::bind(&socket, &SocketAddrUnix::new(path)?)?;
     rustix::net::sockopt::set_socket_passcred(&socket, true)?;
+    // No fds with the messages (kernels before 6.16 cannot refuse them:
+    // those are closed by `close_later`).
+    let _ = sys::refuse_passed_fds(socket.as_fd());
     rustix::fs::chmod(path, Mode::from_raw_mode(0o600))?;
     rustix::fs::chownat(
         rustix::fs::CWD,
@@ -334,10 +393,9 @@ fn read(fd: BorrowedFd<'_>, relay: &mut Relaying, limit: Option<usize>) -> bool 
             Ok(r) if r.truncated => relay.too_long += 1,
             Ok(r) => {
                 relay.on_message(&buf[..r.len], r.sender);
-                // Closed only now: a sender waiting for its fd to close
-                // (libsystemd's sd_notify_barrier, BARRIER=1) learns that
-                // this message and those before it were handled.
-                drop(r.fds);
+                // Where the kernel cannot refuse them (before 6.16):
+                // closed only now, off the supervisor's thread.
+                close_later(r.fds);
             }
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return false,
