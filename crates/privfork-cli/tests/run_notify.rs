@@ -227,6 +227,10 @@ fn with_unix_the_program_sends_to_its_own_socket() {
         &[],
         "st = os.stat(ADDR); d = os.stat(os.path.dirname(ADDR))\n\
          print(oct(st.st_mode), st.st_uid, oct(d.st_mode), d.st_uid)\n\
+         import array\n\
+         s = dgram()\n\
+         try:\n    s.sendmsg([b'STATUS=fd'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [1]))], 0, ADDR); print('fd sent')\n\
+         except PermissionError: print('fd refused')\n\
          send('READY=1\\nSTATUS=x')\nsendmsg('RELOADING=1')\nsendto('STOPPING=1')",
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -234,7 +238,7 @@ fn with_unix_the_program_sends_to_its_own_socket() {
     // root's that nobody can only search.
     assert_eq!(
         stdout(&o).trim(),
-        "0o140600 65534 0o40711 0",
+        "0o140600 65534 0o40711 0\nfd refused",
         "{}",
         stderr(&o)
     );
