@@ -503,6 +503,26 @@ fn a_replacement_never_ready_leaves_the_old_one_serving() {
         Some(instance.as_str()),
         "{after}"
     );
+    // The hung instance's privfork run was killed: what it could not
+    // remove (its server's notify socket) is removed for it.
+    serve.wait_for("instance 2 was killed by SIGKILL", 20);
+    let runner = serve
+        .log()
+        .lines()
+        .find_map(|l| l.strip_prefix("privfork serve: instance 2 started (pid "))
+        .and_then(|r| r.strip_suffix(')'))
+        .map(str::to_owned)
+        .expect("instance 2's pid");
+    let left: Vec<_> = std::fs::read_dir("/run/privfork")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("notify-{runner}-"))
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     std::fs::remove_file(dir.0.join("hang")).unwrap();
     serve.signal(rustix::process::Signal::HUP);
     serve.wait_for("reload 2 done", 60);

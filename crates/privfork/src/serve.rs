@@ -846,6 +846,11 @@ impl Serve<'_> {
             if let Some((_, path)) = &i.notify {
                 let _ = std::fs::remove_file(path);
             }
+            // What a killed privfork run could not remove itself: its
+            // server's notify socket.
+            if i.killed {
+                crate::sandbox::notify::remove_dirs_of(i.runner.pid());
+            }
             self.instance_exited(i, status);
         }
     }

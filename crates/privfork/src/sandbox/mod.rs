@@ -49,7 +49,7 @@ pub mod explain;
 pub mod landlock;
 pub mod ldcache;
 pub mod loader;
-mod notify;
+pub(crate) mod notify;
 mod on_behalf;
 #[cfg(target_os = "openbsd")]
 pub mod openbsd;

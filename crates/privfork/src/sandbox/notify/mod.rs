@@ -264,6 +264,30 @@ impl Drop for Notify {
 /// `notify-RANDOM` under `/run/privfork` (made 0711 and checked to be
 /// root's alone) as root, else under `$XDG_RUNTIME_DIR` or the temp
 /// directory.
+/// Removes the directories (and sockets) a privfork run of pid `pid` made
+/// and could not remove itself (killed with SIGKILL: `privfork serve`
+/// kills an instance's privfork run so, and calls this once it is reaped
+/// — the pid cannot have been reused before).
+pub(crate) fn remove_dirs_of(pid: u32) {
+    let prefix = format!("notify-{pid}-");
+    let base = if rustix::process::geteuid().is_root() {
+        PathBuf::from("/run/privfork")
+    } else {
+        std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute() && p.is_dir())
+            .unwrap_or_else(std::env::temp_dir)
+    };
+    let Ok(entries) = std::fs::read_dir(&base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 fn private_dir() -> io::Result<PathBuf> {
     let base = if rustix::process::geteuid().is_root() {
         let base = PathBuf::from("/run/privfork");
@@ -291,7 +315,9 @@ fn private_dir() -> io::Result<PathBuf> {
             .unwrap_or_else(std::env::temp_dir)
     };
     for _ in 0..16 {
-        let dir = base.join(format!("notify-{:016x}", random()));
+        // privfork's pid in the name: a privfork serve that had to kill
+        // this privfork removes what it left (see `remove_dirs_of`).
+        let dir = base.join(format!("notify-{}-{:016x}", std::process::id(), random()));
         match rustix::fs::mkdir(&dir, Mode::from_raw_mode(0o700)) {
             Ok(()) => {
                 // Whatever the umask left.
