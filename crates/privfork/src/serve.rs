@@ -289,6 +289,8 @@ fn notify_dir() -> std::io::Result<PathBuf> {
             .mode(0o755)
             .recursive(true)
             .create(&base)?;
+        // Root's own directory: what killed privfork processes left.
+        sweep_stale(&base);
         base
     } else {
         std::env::temp_dir()
@@ -304,6 +306,32 @@ fn notify_dir() -> std::io::Result<PathBuf> {
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     Ok(dir)
+}
+
+/// Removes what a privfork serve or privfork run killed with SIGKILL left
+/// in `base`: `serve.PID.*` and `notify-PID-*` directories whose PID is no
+/// longer running (one running — a reused pid, say — is left alone).
+fn sweep_stale(base: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let pid = name
+            .strip_prefix("serve.")
+            .and_then(|r| r.split('.').next())
+            .or_else(|| {
+                name.strip_prefix("notify-")
+                    .and_then(|r| r.split('-').next())
+            })
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A datagram socket bound at `path`, `SO_PASSCRED` set, non-blocking.
