@@ -964,3 +964,51 @@ fn systemd_hears_ready_reloading_and_stopping() {
     }
     assert_eq!(wait_exit(&mut child, 20), Some(128 + libc::SIGTERM));
 }
+
+/// Bad input is named, with its own exit code, and nothing keeps running:
+/// a malformed option (2); a listener that cannot be bound (114); a first
+/// instance that privfork run refuses — a bad promise (121), an unknown
+/// user (123) — stops privfork serve with that code, not a restart loop.
+#[test]
+fn bad_input_is_named_with_its_code() {
+    let _limit = time_limit!(60);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let free = format!("127.0.0.1:{}", low_port());
+    for (args, code, says) in [
+        (vec!["--ready", "soon"], 2, "--ready \"soon\""),
+        (vec!["--stop-signal", "KILL"], 2, "--stop-signal \"KILL\""),
+        (vec!["--drain", "5x"], 2, "--drain"),
+        (vec!["-p", "stdio bogus"], 121, "unknown promise \"bogus\""),
+        (vec!["-u", "no-such-user-pf"], 123, "no-such-user-pf"),
+    ] {
+        let mut all = vec!["serve", "--listen", &free];
+        if !args.contains(&"-u") {
+            all.extend(["-u", "nobody"]);
+        }
+        all.extend(args.iter().copied());
+        all.extend(["--", "/bin/true"]);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_privfork"))
+            .args(&all)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{all:?}: {err}");
+        assert!(err.contains(says), "{all:?}: {err}");
+    }
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_privfork"))
+        .args([
+            "serve",
+            "--listen",
+            &taken,
+            "-u",
+            "nobody",
+            "--",
+            "/bin/true",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(114), "{err}");
+    assert!(err.contains(&taken), "{err}");
+}
