@@ -675,3 +675,40 @@ fn a_burst_longer_than_the_managers_queue_loses_no_state_change() {
     }
     assert!(!stderr(&o).contains("cannot pass"), "{}", stderr(&o));
 }
+
+/// Under `inet` (or `dns`) without `unix`, the filter allows connect: it
+/// comes to the supervisor all the same, which answers it on the socket it
+/// handed over (connect + send, as gunicorn does, reaches the manager) and
+/// lets every other connect through as the filter would (a TCP connection
+/// to a port the test listens on, allowed by --connect, is made); connect
+/// on the handed socket to another address stays refused.
+#[test]
+fn under_inet_connect_on_the_handed_socket_works_and_others_go_through() {
+    let _limit = time_limit!();
+    let m = Manager::new("notify-inet");
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = tcp.accept().unwrap();
+        std::io::Write::write_all(&mut c, b"tcp ok\n").unwrap();
+    });
+    let port_s = port.to_string();
+    let code_text = format!(
+        "send('READY=1\\nSTATUS=inet')\n\
+         t = socket.create_connection(('127.0.0.1', {port}))\n\
+         print(t.recv(100).decode().strip(), flush=True)\n\
+         s = dgram()\n\
+         try:\n    s.connect('/dev/log'); print('connected elsewhere')\n\
+         except PermissionError: print('elsewhere refused')"
+    );
+    let o = python(
+        &m.address,
+        "stdio rpath inet",
+        &["--connect", &port_s],
+        &code_text,
+    );
+    server.join().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "tcp ok\nelsewhere refused\n", "{}", stderr(&o));
+    assert_eq!(m.received(), ["READY=1\nSTATUS=inet\n"]);
+}

@@ -211,7 +211,7 @@ pub(crate) fn install(filters: &[BpfProgram]) -> Result<(), seccompiler::Error> 
 }
 
 /// The opens that go to the supervisor in log mode (see
-/// [`opens_to_supervisor`]).
+/// [`calls_to_supervisor`]).
 pub(crate) const SUPERVISED_OPENS: [i64; 3] = [libc::SYS_open, libc::SYS_openat, libc::SYS_creat];
 
 /// The path forms of chmod, which the supervisor of `privfork run` does
@@ -231,19 +231,21 @@ pub(crate) const SUPERVISED_SETIDS: [i64; 6] = [
     libc::SYS_setresgid,
 ];
 
-/// `allowlist` with a prologue that sends every open (`open`, `openat`,
-/// `creat`) to the supervisor, allowed or not: in log mode the supervisor
-/// reports the opens Landlock will refuse (the kernel's audit of Landlock
-/// is off on most machines), then lets through — with
+/// `allowlist` with a prologue that sends every call in `nrs` to the
+/// supervisor, allowed or not; it lets through — with
 /// `SECCOMP_USER_NOTIF_FLAG_CONTINUE` — exactly those the unchanged
 /// `allowlist` allows, judged by [`evaluate`] on the registers the kernel
-/// passed. Landlock still decides which files open.
+/// passed, and answers the others. In log mode, every open (`open`,
+/// `openat`, `creat`: [`SUPERVISED_OPENS`]), so that the supervisor reports
+/// those Landlock will refuse (the kernel's audit of Landlock is off on
+/// most machines; Landlock still decides which files open); with an
+/// sd_notify socket handed over under `inet` or `dns`, `connect`.
 ///
 /// The prologue's jumps are forward and local, and seccompiler's program
 /// follows unchanged (its jumps are relative).
-pub(crate) fn opens_to_supervisor(allowlist: &[sock_filter]) -> BpfProgram {
+pub(crate) fn calls_to_supervisor(allowlist: &[sock_filter], nrs: &[i64]) -> BpfProgram {
     let mut prog = vec![stmt(LD_W_ABS, OFFSET_NR)];
-    for nr in SUPERVISED_OPENS {
+    for &nr in nrs {
         prog.push(jump(JMP_JEQ_K, nr as u32, 0, 1));
         prog.push(stmt(RET_K, RET_USER_NOTIF));
     }
