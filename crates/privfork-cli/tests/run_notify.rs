@@ -688,9 +688,18 @@ fn under_inet_connect_on_the_handed_socket_works_and_others_go_through() {
     let m = Manager::new("notify-inet");
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = tcp.local_addr().unwrap().port();
+    // Accepts one connection, for 20 s at most (the program may fail
+    // before it connects).
+    tcp.set_nonblocking(true).unwrap();
     let server = std::thread::spawn(move || {
-        let (mut c, _) = tcp.accept().unwrap();
-        std::io::Write::write_all(&mut c, b"tcp ok\n").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok((mut c, _)) = tcp.accept() {
+                let _ = std::io::Write::write_all(&mut c, b"tcp ok\n");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     });
     let port_s = port.to_string();
     let code_text = format!(
@@ -707,8 +716,8 @@ fn under_inet_connect_on_the_handed_socket_works_and_others_go_through() {
         &["--connect", &port_s],
         &code_text,
     );
-    server.join().unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o), "tcp ok\nelsewhere refused\n", "{}", stderr(&o));
     assert_eq!(m.received(), ["READY=1\nSTATUS=inet\n"]);
+    server.join().unwrap();
 }
