@@ -680,7 +680,8 @@ fn a_burst_longer_than_the_managers_queue_loses_no_state_change() {
 /// comes to the supervisor all the same, which answers it on the socket it
 /// handed over (connect + send, as gunicorn does, reaches the manager) and
 /// lets every other connect through as the filter would (a TCP connection
-/// to a port the test listens on, allowed by --connect, is made); connect
+/// to a port the test listens on, allowed by --connect, is made — with an
+/// address as long as a path's, so that it is the supervisor's); connect
 /// on the handed socket to another address stays refused.
 #[test]
 fn under_inet_connect_on_the_handed_socket_works_and_others_go_through() {
@@ -693,10 +694,11 @@ fn under_inet_connect_on_the_handed_socket_works_and_others_go_through() {
     tcp.set_nonblocking(true).unwrap();
     let server = std::thread::spawn(move || {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::time::Instant::now() < deadline {
+        let mut served = 0;
+        while served < 2 && std::time::Instant::now() < deadline {
             if let Ok((mut c, _)) = tcp.accept() {
                 let _ = std::io::Write::write_all(&mut c, b"tcp ok\n");
-                return;
+                served += 1;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
@@ -706,6 +708,11 @@ fn under_inet_connect_on_the_handed_socket_works_and_others_go_through() {
         "send('READY=1\\nSTATUS=inet')\n\
          t = socket.create_connection(('127.0.0.1', {port}))\n\
          print(t.recv(100).decode().strip(), flush=True)\n\
+         import ctypes, struct\n\
+         u = socket.socket(); u.setblocking(True)\n\
+         a = struct.pack('<H', socket.AF_INET) + struct.pack('!H', {port}) + socket.inet_aton('127.0.0.1')\n\
+         a = a.ljust(110, b'\\0')\n\
+         print('long address', ctypes.CDLL(None).connect(u.fileno(), a, 110), u.recv(100).decode().strip(), flush=True)\n\
          s = dgram()\n\
          try:\n    s.connect('/dev/log'); print('connected elsewhere')\n\
          except PermissionError: print('elsewhere refused')"
@@ -713,11 +720,23 @@ fn under_inet_connect_on_the_handed_socket_works_and_others_go_through() {
     let o = python(
         &m.address,
         "stdio rpath inet",
-        &["--connect", &port_s],
+        &[
+            "--connect",
+            &port_s,
+            "-v",
+            "r:/usr/lib/x86_64-linux-gnu/libffi.so.8",
+        ],
         &code_text,
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(stdout(&o), "tcp ok\nelsewhere refused\n", "{}", stderr(&o));
+    // The second TCP connect passes a sockaddr_in in 110 bytes, as long as
+    // a path's: it comes to the supervisor, which lets it through.
+    assert_eq!(
+        stdout(&o),
+        "tcp ok\nlong address 0 tcp ok\nelsewhere refused\n",
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(m.received(), ["READY=1\nSTATUS=inet\n"]);
     server.join().unwrap();
 }

@@ -535,24 +535,21 @@ impl Sandbox {
             violation
         };
         let (filters, mut allowlist) = self.compile(&self.promises, mismatch, kind, quiet_opens)?;
-        let mut to_supervisor: Vec<i64> = Vec::new();
         if kind == Kind::Supervised && violation == Violation::Log {
-            to_supervisor.extend(seccomp::SUPERVISED_OPENS);
+            allowlist = seccomp::calls_to_supervisor(&allowlist, &seccomp::SUPERVISED_OPENS);
         }
         // The program's sd_notify socket without unix, where the filter
-        // allows connect (inet, dns): connect goes to the supervisor, which
-        // answers it on a socket it handed over and lets every other one
-        // through as the filter would (see `notify`) — else the kernel's
-        // connect on the handed, connected socket fails (EPROTOTYPE).
+        // allows connect (inet, dns): a connect that may name a path goes
+        // to the supervisor, which answers it on a socket it handed over
+        // and lets every other one through as the filter would (see
+        // `notify`) — else the kernel's connect on the handed, connected
+        // socket fails (EPROTOTYPE).
         if kind == Kind::Supervised
             && self.unix_to_supervisor
             && !self.promises.contains(Promise::Unix)
             && (self.promises.contains(Promise::Inet) || self.promises.contains(Promise::Dns))
         {
-            to_supervisor.push(libc::SYS_connect);
-        }
-        if !to_supervisor.is_empty() {
-            allowlist = seccomp::calls_to_supervisor(&allowlist, &to_supervisor);
+            allowlist = seccomp::path_connects_to_supervisor(&allowlist);
         }
         let exec_once = kind != Kind::Plain;
         let listener = match kind {

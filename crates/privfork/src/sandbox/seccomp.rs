@@ -238,8 +238,9 @@ pub(crate) const SUPERVISED_SETIDS: [i64; 6] = [
 /// passed, and answers the others. In log mode, every open (`open`,
 /// `openat`, `creat`: [`SUPERVISED_OPENS`]), so that the supervisor reports
 /// those Landlock will refuse (the kernel's audit of Landlock is off on
-/// most machines; Landlock still decides which files open); with an
-/// sd_notify socket handed over under `inet` or `dns`, `connect`.
+/// most machines; Landlock still decides which files open). (The same
+/// answering, for `connect`s that may name a path, is
+/// [`path_connects_to_supervisor`]'s.)
 ///
 /// The prologue's jumps are forward and local, and seccompiler's program
 /// follows unchanged (its jumps are relative).
@@ -251,6 +252,28 @@ pub(crate) fn calls_to_supervisor(allowlist: &[sock_filter], nrs: &[i64]) -> Bpf
     }
     prog.extend_from_slice(allowlist);
     prog
+}
+
+/// `prog` with a prologue that sends `connect` to the supervisor unless its
+/// address length is that of an IPv4 or IPv6 address (16, 28 bytes): the
+/// connects that may name the program's sd_notify socket (a path), which
+/// the supervisor answers on a socket it handed over and lets through
+/// elsewhere exactly where `prog` allows them (see
+/// [`calls_to_supervisor`]). TCP and DNS connects go straight to `prog`:
+/// no round trip, and no window in which a signal makes them `EINTR`.
+pub(crate) fn path_connects_to_supervisor(prog: &[sock_filter]) -> BpfProgram {
+    let mut out = vec![
+        stmt(LD_W_ABS, OFFSET_NR),
+        // Not connect: on to `prog`.
+        jump(JMP_JEQ_K, libc::SYS_connect as u32, 0, 4),
+        // The low word of addrlen (a socklen_t).
+        stmt(LD_W_ABS, OFFSET_ARGS + 8 * 2),
+        jump(JMP_JEQ_K, 16, 2, 0),
+        jump(JMP_JEQ_K, 28, 1, 0),
+        stmt(RET_K, RET_USER_NOTIF),
+    ];
+    out.extend_from_slice(prog);
+    out
 }
 
 /// Whether `ret` (a filter's answer) lets the call run.
@@ -323,6 +346,21 @@ pub(crate) fn evaluate(prog: &[sock_filter], nr: i64, args: [u64; 6]) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_connects_go_to_the_supervisor_and_inet_ones_do_not() {
+        let allow_all = [stmt(RET_K, RET_ALLOW)];
+        let p = path_connects_to_supervisor(&allow_all);
+        let connect = |len: u64| evaluate(&p, libc::SYS_connect, [3, 0x1000, len, 0, 0, 0]);
+        assert_eq!(connect(16), Some(RET_ALLOW), "sockaddr_in");
+        assert_eq!(connect(28), Some(RET_ALLOW), "sockaddr_in6");
+        assert_eq!(connect(110), Some(RET_USER_NOTIF), "sockaddr_un");
+        assert_eq!(connect(45), Some(RET_USER_NOTIF), "a path");
+        // Only the low 32 bits of addrlen count, as the kernel reads it.
+        assert_eq!(connect((1 << 32) | 16), Some(RET_ALLOW));
+        let read = evaluate(&p, libc::SYS_read, [3, 0, 110, 0, 0, 0]);
+        assert_eq!(read, Some(RET_ALLOW), "other calls go on to the allowlist");
+    }
 
     use crate::sandbox::promises::{ALL, Promises};
 
