@@ -216,12 +216,7 @@ pub fn serve(opts: &ServeOptions) -> Result<i32, RunError> {
         .map_err(|e| bad(exit::SANDBOX, format!("sigaction(SIGCHLD): {e}")))?;
     // First, before anything of privfork's own is open: the listeners at
     // 3 onward, where every instance's program gets them.
-    let listeners = Listeners::bind(&opts.listen)
-        .and_then(|l| {
-            l.place_at(run::FIRST_LISTEN_FD)
-                .map_err(|e| crate::listen::ListenError::Systemd(e.to_string()))
-        })
-        .map_err(|e| bad(exit::LISTEN, e.to_string()))?;
+    let listeners = run::bind_listeners(&opts.listen)?;
     for l in listeners.iter() {
         log(&format!("listening on {} ({})", l.local_addr(), l.name()));
     }
@@ -800,7 +795,7 @@ impl Serve<'_> {
         let took = now.duration_since(i.started);
         match self.reloading.as_ref().filter(|r| r.new == number) {
             Some(r) => {
-                let (rn, began) = (r.number, r.began);
+                let rn = r.number;
                 let old = self
                     .instances
                     .iter()
@@ -814,7 +809,6 @@ impl Serve<'_> {
                     fmt_duration(took),
                     old_number.map_or_else(|| "-".to_owned(), |n| n.to_string()),
                 ));
-                let _ = began;
                 // Done once the old instance is gone (see reap_instances).
                 if old.is_none() {
                     self.finish_reload();

@@ -382,7 +382,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
 
 /// Binds `specs` and moves the sockets to fds 3 onward, where the program
 /// gets them: first, before privfork opens anything of its own there.
-fn bind_listeners(specs: &[crate::listen::ListenSpec]) -> Result<Listeners, RunError> {
+pub(crate) fn bind_listeners(specs: &[crate::listen::ListenSpec]) -> Result<Listeners, RunError> {
     if specs.is_empty() {
         return Ok(Listeners::default());
     }
