@@ -512,6 +512,12 @@ impl Main<'_> {
         if m.restart_now {
             m.restart_now = false;
             m.next_start = Some(Instant::now());
+            // Said, as every restart is: main asked it to stop (a peer
+            // restarted), but it may have died of something else first.
+            self.log.log(&format!(
+                "restarting {}:{} at once (a peer it talked to restarted)",
+                m.role.name, m.instance
+            ));
             return;
         }
         match m.role.restart {
