@@ -333,6 +333,11 @@ struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    /// Of the failed: a connect that failed (nothing held the socket, or
+    /// its backlog was gone) or an answer other than 200 (the app broke).
+    /// A server's own drops (a reset or an empty reply after a connection
+    /// was accepted) are not counted here.
+    not_the_servers: Arc<AtomicU64>,
     errors: Arc<Mutex<Vec<String>>>,
     instances: Arc<Mutex<std::collections::BTreeSet<String>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -343,14 +348,16 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
+        let not_the_servers = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let instances = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
         let threads = (0..clients)
             .map(|_| {
-                let (stop, ok, failed, errors, instances) = (
+                let (stop, ok, failed, not_the_servers, errors, instances) = (
                     stop.clone(),
                     ok.clone(),
                     failed.clone(),
+                    not_the_servers.clone(),
                     errors.clone(),
                     instances.clone(),
                 );
@@ -368,6 +375,12 @@ impl Load {
                             }
                             Err(e) => {
                                 failed.fetch_add(1, Ordering::Relaxed);
+                                let servers_own = e.starts_with("read: ")
+                                    || e.starts_with("write: ")
+                                    || e == "not 200: \"\"";
+                                if !servers_own {
+                                    not_the_servers.fetch_add(1, Ordering::Relaxed);
+                                }
                                 let mut errs = errors.lock().unwrap();
                                 if errs.len() < 20 {
                                     errs.push(e);
@@ -384,6 +397,7 @@ impl Load {
             stop,
             ok,
             failed,
+            not_the_servers,
             errors,
             instances,
             threads,
@@ -392,6 +406,14 @@ impl Load {
 
     /// Stops the clients: (ok, failed, first errors, instances seen).
     fn finish(self) -> (u64, u64, Vec<String>, usize) {
+        let (ok, failed, _, errors, instances) = self.finish_split();
+        (ok, failed, errors, instances)
+    }
+
+    /// As `finish`, with the failed requests that are not a server's own
+    /// drop: (ok, failed, of them not the server's, first errors,
+    /// instances seen).
+    fn finish_split(self) -> (u64, u64, u64, Vec<String>, usize) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             t.join().unwrap();
@@ -401,6 +423,7 @@ impl Load {
         (
             self.ok.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
+            self.not_the_servers.load(Ordering::Relaxed),
             errs,
             n,
         )
@@ -835,10 +858,21 @@ fn the_stop_signal_reaches_the_server_whatever_serve_was_started_ignoring() {
 }
 
 /// uvicorn (Debian's), as docs/serve.md's recipe runs it (`--fd 3`,
-/// `--ready delay:2s`: it does not notify): 3 reloads under load, not
-/// one failed request.
+/// `--ready delay:2s`: it does not notify): 3 reloads under load; every
+/// connection is accepted and answered, but for the ones uvicorn drops by
+/// itself.
+///
+/// uvicorn 0.17's graceful stop closes a connection it has accepted but
+/// not yet read a request from (`Server.shutdown` closes every connection
+/// whose `cycle` is None): the client sees a reset or an empty reply.
+/// It does so without privfork too (`benches/uvicorn_alone.py`: a held
+/// socket handed from one plain uvicorn to the next 30 times drops a few
+/// requests), so such a failure is allowed
+/// here; what privfork serve owns is not: a refused or failed connect (no
+/// process holding the socket), a wrong answer, an instance killed
+/// instead of stopping by itself.
 #[test]
-fn uvicorn_reloads_under_load_fail_no_request() {
+fn uvicorn_reloads_keep_every_connection_but_the_ones_uvicorn_drops() {
     let _limit = time_limit!(120);
     assert!(
         std::path::Path::new("/usr/bin/uvicorn").exists(),
@@ -895,9 +929,22 @@ async def app(scope, receive, send):
         serve.signal(rustix::process::Signal::HUP);
         serve.wait_for(&format!("reload {n} done"), 60);
     }
-    let (ok, failed, errors, instances) = load.finish();
+    let (ok, failed, not_uvicorns, errors, instances) = load.finish_split();
     let (code, log) = serve.stop(60);
-    assert_eq!(failed, 0, "{errors:?}\n{log}");
+    assert_eq!(not_uvicorns, 0, "{errors:?}\n{log}");
+    // Each replaced instance stopped by itself, none was killed.
+    for n in 1..=3 {
+        assert!(
+            log.contains(&format!(
+                "privfork serve: instance {n} exited with status 0\n"
+            )),
+            "instance {n}:\n{log}"
+        );
+    }
+    assert!(!log.contains("killed"), "{log}");
+    // uvicorn drops at most the connections it holds unread when a stop
+    // begins: one per client (3) at each of the 3 stops.
+    assert!(failed <= 9, "{failed} failed: {errors:?}\n{log}");
     assert!(
         ok > 50 && instances >= 2,
         "{ok} answered by {instances}\n{log}"
