@@ -717,7 +717,8 @@ fn environ(pid: u32, name: &str) -> Option<String> {
 /// READY=1 from a process outside the instance — sent to privfork serve's
 /// socket for the instance, and to the instance's own NOTIFY_SOCKET — is
 /// ignored (and said so): the instance, which never notifies, is killed
-/// at --ready-timeout, never taken for ready.
+/// at --ready-timeout, never taken for ready. privfork serve's socket
+/// refuses a message carrying an fd.
 #[test]
 fn notify_messages_from_outside_the_instance_are_ignored() {
     let _limit = time_limit!(60);
@@ -755,6 +756,25 @@ fn notify_messages_from_outside_the_instance_are_ignored() {
         .send_to(b"READY=1", instance_socket(serve.pid(), 1))
         .unwrap();
     serve.wait_for("ignored a notify message not from its privfork run", 10);
+    // That socket takes no fds (nothing to close on serve's loop).
+    let sent = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import array, socket, sys\n\
+             s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+             try:\n    s.sendmsg([b'READY=1'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, \
+             array.array('i', [1]))], 0, sys.argv[1]); print('fd sent')\n\
+             except PermissionError: print('fd refused')",
+        ])
+        .arg(instance_socket(serve.pid(), 1))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&sent.stdout),
+        "fd refused\n",
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
     // To the server's NOTIFY_SOCKET, which its privfork run reads.
     let program_socket = environ(sleep, "NOTIFY_SOCKET").expect("the server's NOTIFY_SOCKET");
     outside.send_to(b"READY=1", &program_socket).unwrap();

@@ -45,20 +45,15 @@
 //! - Under systemd (`Type=notify`) it reports READY, RELOADING and STATUS.
 
 use std::collections::VecDeque;
-use std::io::IoSliceMut;
-use std::mem::MaybeUninit;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SocketFlags, SocketType,
-};
 
 use crate::event::{Interest, Poller, Signals};
 use crate::listen::{ListenSpec, Listeners};
 use crate::process::{Child, ExitStatus, Signal};
 use crate::reload::{self, Fold, Request};
+use crate::sandbox::notify;
 use crate::sandbox::run::{self, RunError, RunOptions, exit};
 use crate::sys::{self, Forked};
 
@@ -123,8 +118,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const BACKOFF_RESET: Duration = Duration::from_secs(10);
 /// Instances at once: serving, starting, and those draining.
 const MAX_INSTANCES: usize = 8;
-/// The largest notify datagram read (systemd's own limit is about this).
-const NOTIFY_MAX: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -329,20 +322,6 @@ fn sweep_stale(base: &std::path::Path) {
     }
 }
 
-/// A datagram socket bound at `path`, `SO_PASSCRED` set, non-blocking.
-fn notify_socket(path: &std::path::Path) -> std::io::Result<OwnedFd> {
-    let fd = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::DGRAM,
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        None,
-    )?;
-    let addr = rustix::net::SocketAddrUnix::new(path)?;
-    rustix::net::bind(&fd, &addr)?;
-    rustix::net::sockopt::set_socket_passcred(&fd, true)?;
-    Ok(fd)
-}
-
 impl Serve<'_> {
     fn run_loop(&mut self, signals: &Signals) -> Result<i32, RunError> {
         const SIGNALS: usize = 0;
@@ -421,7 +400,7 @@ impl Serve<'_> {
         let notify = match &self.notify_dir {
             Some(dir) => {
                 let path = dir.join(format!("instance-{number}"));
-                match notify_socket(&path) {
+                match notify::bind(&path, None) {
                     Ok(fd) => Some((fd, path)),
                     Err(e) => {
                         log(&format!(
@@ -707,28 +686,21 @@ impl Serve<'_> {
         let number = i.number;
         let mut got = VecDeque::new();
         for _ in 0..64 {
-            let mut buf = [0u8; NOTIFY_MAX];
-            let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
-            let mut anc = RecvAncillaryBuffer::new(&mut space);
-            let r = rustix::net::recvmsg(
-                fd,
-                &mut [IoSliceMut::new(&mut buf)],
-                &mut anc,
-                RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC | RecvFlags::TRUNC,
-            );
-            let Ok(r) = r else { break };
-            let mut sender = None;
-            for msg in anc.drain() {
-                if let RecvAncillaryMessage::ScmCredentials(c) = msg {
-                    sender = Some(c.pid.as_raw_nonzero().get());
-                }
-            }
-            let truncated =
-                r.bytes > buf.len() || r.flags.contains(rustix::net::ReturnFlags::TRUNC);
+            let mut buf = [0u8; notify::MAX_MESSAGE];
+            let Ok(r) = sys::recv_with_creds(fd.as_fd(), &mut buf) else {
+                break;
+            };
+            // 0: a process this pid namespace cannot name.
+            let sender = r.sender.map(|s| s.pid).filter(|&p| p != 0);
+            // The socket refuses fds; a kernel before 6.16 cannot, and
+            // closing them may block: not on this loop.
+            let with_fds = !r.fds.is_empty();
+            notify::close_later(r.fds);
             // From the instance's privfork run only: the one process that
             // relays its server's messages (after checking they come from
             // the server's processes).
-            if sender.and_then(|p| u32::try_from(p).ok()) != Some(runner) || truncated {
+            if sender.and_then(|p| u32::try_from(p).ok()) != Some(runner) || r.truncated || with_fds
+            {
                 self.ignored_notify += 1;
                 if self.ignored_notify.is_power_of_two() {
                     log(&format!(
@@ -740,7 +712,7 @@ impl Serve<'_> {
                 }
                 continue;
             }
-            got.push_back(String::from_utf8_lossy(&buf[..r.bytes]).into_owned());
+            got.push_back(String::from_utf8_lossy(&buf[..r.len]).into_owned());
         }
         // Of the statuses read now, the last, and only if it changed: a
         // server repeating its status floods neither the log nor systemd.

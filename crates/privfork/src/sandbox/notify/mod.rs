@@ -65,7 +65,7 @@ pub(crate) const MAX_HANDED: usize = 64;
 
 /// The largest message read (systemd's own limit, `NOTIFY_BUFFER_MAX`);
 /// a longer one is dropped whole.
-const MAX_MESSAGE: usize = 4096;
+pub(crate) const MAX_MESSAGE: usize = 4096;
 
 /// Messages read from one socket per wake-up, so that one busy sender
 /// does not hold up privfork's event loop.
@@ -111,7 +111,7 @@ impl Notify {
         })?;
         let dir = private_dir()?;
         let path = dir.join("notify");
-        let bound = bind(&path, uid).and_then(|socket| {
+        let bound = bind(&path, Some(uid)).and_then(|socket| {
             // Searchable by the program now that its socket is in place
             // (0700 until then: no one could reach it half made).
             rustix::fs::chmod(&dir, Mode::from_raw_mode(0o711))?;
@@ -378,10 +378,11 @@ pub(crate) fn close_later(fds: Vec<OwnedFd>) {
     }
 }
 
-/// A non-blocking datagram socket with `SO_PASSCRED`, bound at `path`
-/// (in a directory only privfork can reach yet), owned by `uid` with
-/// mode 0600.
-fn bind(path: &Path, uid: u32) -> io::Result<OwnedFd> {
+/// A non-blocking datagram socket with `SO_PASSCRED` that refuses fds,
+/// bound at `path` (in a directory only privfork can reach yet), mode
+/// 0600, owned by `owner` (by privfork with `None`). `privfork run`'s
+/// relay and `privfork serve`'s per-instance sockets.
+pub(crate) fn bind(path: &Path, owner: Option<u32>) -> io::Result<OwnedFd> {
     let socket = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::DGRAM,
@@ -394,13 +395,15 @@ fn bind(path: &Path, uid: u32) -> io::Result<OwnedFd> {
     // those are closed by `close_later`).
     let _ = sys::refuse_passed_fds(socket.as_fd());
     rustix::fs::chmod(path, Mode::from_raw_mode(0o600))?;
-    rustix::fs::chownat(
-        rustix::fs::CWD,
-        path,
-        Some(rustix::process::Uid::from_raw(uid)),
-        None,
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?;
+    if let Some(uid) = owner {
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            path,
+            Some(rustix::process::Uid::from_raw(uid)),
+            None,
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+    }
     Ok(socket)
 }
 
