@@ -983,21 +983,7 @@ pub(crate) fn pass_fds_cloexec_above(_child: &ChildToken, passed: u32) -> io::Re
             return Err(io::Error::last_os_error());
         }
     }
-    // SAFETY: integer arguments only; CLOSE_RANGE_CLOEXEC closes nothing,
-    // so no fd owned by a Rust value is invalidated.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first_closed,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    cloexec_from(first_closed)
 }
 
 /// Whether fd number `n` is open in this process (`fcntl(n, F_GETFD)`).
@@ -1066,12 +1052,19 @@ pub(crate) fn place_fds(
 /// fd above 2 (a smooth restart's exec then clears it on exactly the fds
 /// it passes on). Closes nothing, so it is sound in any process.
 pub(crate) fn cloexec_above_stderr_now() -> io::Result<()> {
-    // SAFETY: integer arguments only; CLOSE_RANGE_CLOEXEC closes nothing,
-    // so no fd owned by a Rust value is invalidated.
+    cloexec_from(3)
+}
+
+/// `close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`—Marks every fd from
+/// `first` up close-on-exec. Closes nothing, so no fd owned by a Rust value
+/// is invalidated; one system call, async-signal-safe (it runs between
+/// fork and exec).
+pub(crate) fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: integer arguments only; CLOSE_RANGE_CLOEXEC closes nothing.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_close_range,
-            3u32,
+            first,
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
         )

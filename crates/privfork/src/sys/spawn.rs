@@ -292,16 +292,8 @@ fn child(prep: &mut Prepared, exe: RawFd, report: RawFd) -> ! {
         // 3. Everything from 3 up is closed by the exec, except what step 4
         // places. Nothing is closed now, so the numbers held in `prep`
         // stay valid until then.
-        // SAFETY: integer arguments only; CLOSE_RANGE_CLOEXEC closes nothing.
-        raw(unsafe {
-            libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
-            )
-        })
-        .map_err(|e| (Step::CloseOthers, e))?;
+        super::cloexec_from(3)
+            .map_err(|e| (Step::CloseOthers, e.raw_os_error().unwrap_or(libc::EIO)))?;
         // 4. dup3 without O_CLOEXEC leaves the target's flag clear. The
         // moved copy is never equal to its target (it is above all
         // targets), so source == target needs no special case: it too is
