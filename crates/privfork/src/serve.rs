@@ -403,6 +403,8 @@ impl Serve<'_> {
                 match notify::bind(&path, None) {
                     Ok(fd) => Some((fd, path)),
                     Err(e) => {
+                        // It may be bound already (a later step failed).
+                        let _ = std::fs::remove_file(&path);
                         log(&format!(
                             "instance {number}: notify socket {}: {e}",
                             path.display()
@@ -692,19 +694,28 @@ impl Serve<'_> {
             };
             // 0: a process this pid namespace cannot name.
             let sender = r.sender.map(|s| s.pid).filter(|&p| p != 0);
-            // The socket refuses fds; a kernel before 6.16 cannot, and
-            // closing them may block: not on this loop.
-            let with_fds = !r.fds.is_empty();
-            notify::close_later(r.fds);
             // From the instance's privfork run only: the one process that
             // relays its server's messages (after checking they come from
             // the server's processes).
-            if sender.and_then(|p| u32::try_from(p).ok()) != Some(runner) || r.truncated || with_fds
-            {
+            let ignored = if sender.and_then(|p| u32::try_from(p).ok()) != Some(runner) {
+                Some("not from its privfork run".to_owned())
+            } else if r.truncated {
+                Some(format!("longer than {} bytes", notify::MAX_MESSAGE))
+            } else if !r.fds.is_empty() {
+                Some("carrying fds".to_owned())
+            } else {
+                None
+            };
+            // The socket refuses fds; a kernel before 6.16 cannot. They are
+            // closed here: only root can reach the socket, and the closer
+            // thread of `notify::close_later` would leave serve unable to
+            // fork its next instance (fork wants one thread).
+            drop(r.fds);
+            if let Some(why) = ignored {
                 self.ignored_notify += 1;
                 if self.ignored_notify.is_power_of_two() {
                     log(&format!(
-                        "instance {number}: ignored a notify message not from its privfork run \
+                        "instance {number}: ignored a notify message {why} \
                          (sender pid {}; {} so far)",
                         sender.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
                         self.ignored_notify
