@@ -728,7 +728,7 @@ fn notify_messages_from_outside_the_instance_are_ignored() {
         "--listen".into(),
         format!("127.0.0.1:{port}"),
         "--ready-timeout".into(),
-        "5s".into(),
+        "10s".into(),
         "-u".into(),
         "nobody".into(),
         "--".into(),
@@ -791,7 +791,7 @@ fn notify_messages_from_outside_the_instance_are_ignored() {
     let program_socket = environ(sleep, "NOTIFY_SOCKET").expect("the server's NOTIFY_SOCKET");
     outside.send_to(b"READY=1", &program_socket).unwrap();
     serve.wait_for("ignored an sd_notify message from", 10);
-    serve.wait_for("instance 1 not ready within 5s: killed", 20);
+    serve.wait_for("instance 1 not ready within 10s: killed", 20);
     // Started again: nothing the messages did keeps serve from forking.
     serve.wait_for("instance 2 started", 20);
     let (_, log) = serve.stop(20);

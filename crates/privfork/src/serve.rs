@@ -175,7 +175,8 @@ struct Serve<'a> {
     code: Option<i32>,
     /// Status of the last instance that served, for the exit code.
     last_status: Option<ExitStatus>,
-    /// Notify messages ignored (not from the instance's privfork run).
+    /// Notify messages ignored (not from the instance's privfork run, too
+    /// long, or carrying fds).
     ignored_notify: u64,
 }
 
@@ -460,16 +461,16 @@ impl Serve<'_> {
                 };
                 sys::exit_immediately(code)
             }
-            Ok(Forked::Parent(pid)) => Child::after_fork(pid),
-            Err(e) => {
-                log(&format!("instance {number}: fork: {e:?}"));
-                return None;
-            }
+            Ok(Forked::Parent(pid)) => Child::after_fork(pid).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("fork: {e:?}")),
         };
         let runner = match runner {
             Ok(r) => r,
             Err(e) => {
                 log(&format!("instance {number}: {e}"));
+                if let Some((_, path)) = &notify {
+                    let _ = std::fs::remove_file(path);
+                }
                 return None;
             }
         };
